@@ -1,0 +1,1 @@
+"""Tailor's web process: pages, JSON API and services. Never imports torch."""

@@ -1,0 +1,97 @@
+"""The one Settings class: every knob of Tailor, read from TAILOR_* environment variables."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_SECRET = "dev-insecure-secret-change-me"
+
+
+class Settings(BaseSettings):
+    """Configuration for the web process, the workers and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="ignore")
+
+    environment: str = Field(
+        "development",
+        description="'development' allows the built-in secret key; anything else (e.g. 'production') requires TAILOR_SECRET_KEY.",
+    )
+    data_dir: Path = Field(
+        Path("var"),
+        description="Folder for the SQLite database, uploaded datasets, adapters, base models and the embedded broker.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg2://tailor@db/tailor. Default: SQLite file DATA_DIR/tailor.db.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Celery broker URL, e.g. redis://127.0.0.1:6379/0. Default: an embedded Redis on a unix socket in DATA_DIR started by `tailor up`.",
+    )
+    secret_key: str = Field(
+        DEVELOPMENT_SECRET,
+        description="Signs session cookies and CSRF tokens. Must be set to a long random value outside development.",
+    )
+    max_upload_bytes: int = Field(
+        1024**3, description="Largest dataset upload accepted, in bytes (default 1 GiB)."
+    )
+    preview_rows: int = Field(10, description="Rows shown in a dataset's preview.")
+    session_max_age_seconds: int = Field(
+        14 * 24 * 3600, description="How long a browser sign-in lasts."
+    )
+    heartbeat_stale_seconds: int = Field(
+        120,
+        description="A running job whose worker has not written a heartbeat for this long is considered dead and re-queued.",
+    )
+    job_time_limit_seconds: int = Field(
+        24 * 3600, description="Hard time limit of one training task on a worker."
+    )
+    worker_queues: str = Field(
+        "gpu,cpu", description="Comma-separated Celery queues a `tailor worker` consumes."
+    )
+    admin_email: str = Field("admin@tailor.local", description="Email of the administrator created on the first `tailor up`.")
+    host: str = Field("127.0.0.1", description="Address `tailor serve` binds to.")
+    port: int = Field(8000, description="Port `tailor serve` listens on.")
+
+    @model_validator(mode="after")
+    def _refuse_default_secret_outside_development(self) -> "Settings":
+        if self.environment != "development" and self.secret_key == DEVELOPMENT_SECRET:
+            raise ValueError(
+                "TAILOR_SECRET_KEY must be set to a long random value when TAILOR_ENVIRONMENT is not 'development'."
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'tailor.db').resolve()}"
+
+    @property
+    def embedded_broker_socket(self) -> Path:
+        path = (self.data_dir / "broker" / "redis.sock").resolve()
+        if len(str(path)) > 100:  # unix socket paths are limited to ~107 bytes
+            digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+            path = Path(tempfile.gettempdir()) / f"tailor-{digest}" / "redis.sock"
+        return path
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or f"redis+socket://{self.embedded_broker_socket}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

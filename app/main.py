@@ -1,0 +1,96 @@
+"""create_app(): routers, static files, templates, sessions and error pages."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from app.api.v1 import router as api_router
+from app.config import get_settings
+from app.web.deps import CsrfFailed, LoginRequired, current_user
+from app.web.pages import router as pages_router
+from app.web.templating import render
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+log = logging.getLogger("tailor.web")
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or request.url.path == "/openapi.json"
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(title="Tailor", version="0.1.0", description="Fine-tune open language models on your own data.",
+                  openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="tailor_session",
+                       max_age=settings.session_max_age_seconds, same_site="lax", https_only=settings.environment != "development")
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(pages_router)
+    app.include_router(api_router)
+
+    @app.get("/health", include_in_schema=False)
+    def health():
+        return {"status": "ok"}
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(current_user)])
+    def openapi():
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(current_user)])
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Tailor API")
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, _exc: LoginRequired):
+        if _wants_json(request):
+            return JSONResponse({"detail": "Sign in first: send 'Authorization: Bearer <token>' (create one with `tailor create-token EMAIL`)."},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        if request.headers.get("HX-Request") == "true":
+            return JSONResponse({"detail": "Your session ended; sign in again."}, status_code=401, headers={"HX-Redirect": "/login"})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+
+    @app.exception_handler(CsrfFailed)
+    async def csrf_failed(request: Request, _exc: CsrfFailed):
+        message = "This form has expired or did not come from Tailor. Reload the page and try again."
+        if _wants_json(request):
+            return JSONResponse({"detail": message}, status_code=403)
+        return render(request, "error.html", {"status": 403, "message": message}, status_code=403)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if _wants_json(request):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        message = exc.detail if isinstance(exc.detail, str) else "The request could not be completed."
+        if exc.status_code == 404 and message == "Not Found":
+            message = "There is no page at this address."
+        return render(request, "error.html", {"status": exc.status_code, "message": message}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems = [f"{'.'.join(str(p) for p in e.get('loc', [])[1:]) or 'request'}: {e.get('msg')}" for e in exc.errors()]
+        message = "The request is missing something or has a wrong value: " + "; ".join(problems)
+        if _wants_json(request):
+            return JSONResponse({"detail": message}, status_code=422)
+        return render(request, "error.html", {"status": 422, "message": message}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception):
+        log.exception("Unhandled error on %s %s", request.method, request.url.path)
+        message = "Something went wrong on our side. The error has been logged; try again, and tell your administrator if it persists."
+        if _wants_json(request):
+            return JSONResponse({"detail": message}, status_code=500)
+        return render(request, "error.html", {"status": 500, "message": message}, status_code=500)
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,35 @@
+"""Sending wake-up messages to workers. The database holds the job; a message carries only its id.
+
+The web process uses a small Celery producer configured like the worker's app (same broker, same
+task name) without importing the worker package.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from app.config import get_settings
+
+TRAIN_TASK = "tailor.train"
+RECONCILE_TASK = "tailor.reconcile"
+
+
+def broker_transport_options() -> dict:
+    # Shared with worker/celery_app.py: see the comments there for why these values.
+    return {"visibility_timeout": 6 * 3600}
+
+
+@lru_cache
+def get_producer() -> Celery:
+    settings = get_settings()
+    producer = Celery("tailor-web", broker=settings.broker_url)
+    producer.conf.broker_transport_options = broker_transport_options()
+    producer.conf.broker_connection_retry_on_startup = True
+    producer.conf.task_default_queue = "gpu"
+    return producer
+
+
+def send_train(job_id: int, queue: str) -> None:
+    get_producer().send_task(TRAIN_TASK, args=[job_id], queue=queue)

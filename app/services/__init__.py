@@ -1,0 +1,1 @@
+"""Business logic over the database and the artifact store; routes and tasks stay thin."""

@@ -1,0 +1,1 @@
+"""HTML pages (Jinja + htmx) and the dependencies shared with the JSON API."""

@@ -1,0 +1,20 @@
+"""Thin Celery tasks: take an id, hand over to a pure pipeline, nothing else."""
+
+from __future__ import annotations
+
+from app.queue import RECONCILE_TASK, TRAIN_TASK
+from worker.celery_app import celery_app
+
+
+@celery_app.task(name=TRAIN_TASK, bind=True)
+def train(self, job_id: int) -> str:
+    from worker.job_runner import run_training_job
+
+    return run_training_job(job_id, worker_name=self.request.hostname or "worker")
+
+
+@celery_app.task(name=RECONCILE_TASK)
+def reconcile() -> dict:
+    from worker.reconcile import reconcile_jobs
+
+    return reconcile_jobs()
