@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
@@ -19,6 +20,16 @@ from app.services.artifacts import LocalArtifactStore, get_artifact_store
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking at a page, detached from any database session."""
+
+    id: int
+    email: str
+    workspace_id: int
+    is_admin: bool
 
 
 class LoginRequired(Exception):
@@ -76,7 +87,8 @@ def current_user(request: Request, db: Session = Depends(get_db)) -> User:
         request.state.auth_scheme = "session"
     if user is None:
         raise LoginRequired()
-    request.state.user = user
+    # A plain snapshot for templates: error pages render after the session has been rolled back.
+    request.state.user = Viewer(id=user.id, email=user.email, workspace_id=user.workspace_id, is_admin=user.is_admin)
     return user
 
 
