@@ -1,0 +1,40 @@
+"""Technique key + parameters -> PEFT model."""
+
+import pytest
+from peft import LoraConfig, PeftModel
+
+from worker.training.loading import load_base_model
+from worker.training.peft_factory import BUILDERS, build_peft_config, build_peft_model
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir):
+    model, _ = load_base_model(tiny_model_dir)
+    return model
+
+
+def test_lora_wraps_all_linear_layers_with_the_given_rank(tiny_model):
+    model = build_peft_model(tiny_model, "lora", {"r": 4, "alpha": 8, "dropout": 0.0})
+    assert isinstance(model, PeftModel)
+    config = model.peft_config["default"]
+    assert isinstance(config, LoraConfig)
+    assert (config.r, config.lora_alpha, config.lora_dropout) == (4, 8, 0.0)
+    trainable, total = model.get_nb_trainable_parameters()
+    # 4 layers x (q,k,v,o: 256->256, gate,up: 256->768, down: 768->256), each r*(in+out).
+    per_layer = 4 * 4 * (256 + 256) + 3 * 4 * (256 + 768)
+    assert trainable == 4 * per_layer
+    assert all(
+        not p.requires_grad for name, p in model.named_parameters() if "lora_" not in name
+    )
+    assert total > trainable
+
+
+def test_target_modules_accepts_a_comma_separated_string(tiny_model):
+    config = build_peft_config(tiny_model, "lora", {"target_modules": "q_proj, v_proj"})
+    assert set(config.target_modules) == {"q_proj", "v_proj"}
+
+
+def test_unknown_technique_names_the_known_ones(tiny_model):
+    with pytest.raises(ValueError, match="lora"):
+        build_peft_model(tiny_model, "magic", {})
+    assert "lora" in BUILDERS

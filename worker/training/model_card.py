@@ -1,0 +1,141 @@
+"""README.md model card for a downloaded adapter (plain text, no torch)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from worker.training.spec import PLAIN_PROMPT_FORMAT
+
+_UNKNOWN = "not recorded"
+# How technique keys are written in prose; unknown keys are shown as given.
+_DISPLAY_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "ia3": "IA³", "prompt_tuning": "Prompt tuning"}
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return _UNKNOWN
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return _UNKNOWN
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min {secs} s"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{seconds:.1f} s"
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _yaml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid YAML scalar, quotes and all escaped
+
+
+def render_model_card(info: dict) -> str:
+    """Markdown model card with YAML front matter; every key of `info` is optional.
+
+    Keys: base_model, technique, parameters, dataset_name, dataset_rows, dataset_sha256,
+    train_loss, validation_loss, steps, train_seconds, trainable_parameters, total_parameters.
+    """
+    base_model = str(info.get("base_model") or "BASE_MODEL")
+    technique = str(info.get("technique") or "lora")
+    parameters = info.get("parameters") or {}
+    dataset_name = info.get("dataset_name")
+
+    tags = ["tailor", technique.lower()]
+    front_matter = [
+        "---",
+        "library_name: peft",
+        f"base_model: {_yaml_string(base_model)}",
+        f"tags: [{', '.join(_yaml_string(tag) for tag in dict.fromkeys(tags))}]",
+        "---",
+    ]
+
+    title = f"{_DISPLAY_NAMES.get(technique.lower(), technique)} adapter for {base_model}"
+    if dataset_name:
+        title += f", trained on {dataset_name}"
+
+    lines = [*front_matter, "", f"# {title}", ""]
+    lines += [
+        "This adapter was trained with Tailor using "
+        "[PEFT](https://github.com/huggingface/peft). It holds only the adapter weights; "
+        "load the base model first, then the adapter on top of it.",
+        "",
+        "## Base model",
+        "",
+        f"- `{base_model}`",
+        "",
+        "## Technique",
+        "",
+        f"- Technique: **{technique}**",
+    ]
+    if parameters:
+        lines += ["", "| Parameter | Value |", "| --- | --- |"]
+        lines += [f"| `{key}` | `{_cell(value)}` |" for key, value in parameters.items()]
+    else:
+        lines.append(f"- Parameters: {_UNKNOWN}")
+
+    lines += [
+        "",
+        "## Data",
+        "",
+        f"- Dataset: {dataset_name or _UNKNOWN}",
+        f"- Rows: {_number(info.get('dataset_rows'))}",
+    ]
+    if info.get("dataset_sha256"):
+        lines.append(f"- SHA-256: `{info['dataset_sha256']}`")
+
+    trainable, total = info.get("trainable_parameters"), info.get("total_parameters")
+    share = ""
+    if isinstance(trainable, int) and isinstance(total, int) and total > 0:
+        share = f" ({100 * trainable / total:.2f}% of {total:,})"
+    lines += [
+        "",
+        "## Results",
+        "",
+        "| Metric | Value |",
+        "| --- | --- |",
+        f"| Train loss | {_number(info.get('train_loss'))} |",
+        f"| Validation loss | {_number(info.get('validation_loss'))} |",
+        f"| Optimizer steps | {_number(info.get('steps'))} |",
+        f"| Training time | {_duration(info.get('train_seconds'))} |",
+        f"| Trainable parameters | {_number(trainable)}{share} |",
+        "",
+        "## Usage",
+        "",
+        "Unzip the download into a folder, then:",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{base_model}")',
+        'model = PeftModel.from_pretrained(base, "path/to/unzipped/adapter")',
+        "",
+        'question = "Your question here"',
+        "# The prompt format the adapter was trained with:",
+        "if tokenizer.chat_template:",
+        "    prompt = tokenizer.apply_chat_template(",
+        '        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False',
+        "    )",
+        "else:",
+        f"    prompt = {PLAIN_PROMPT_FORMAT!r}.format(prompt=question)",
+        'inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not tokenizer.chat_template)',
+        "outputs = model.generate(**inputs, max_new_tokens=100)",
+        'print(tokenizer.decode(outputs[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

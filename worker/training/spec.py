@@ -1,0 +1,86 @@
+"""Plain data types passed between the worker task and the training pipeline (no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# Every training parameter the pipeline understands, with its default. The web's technique
+# catalogue validates values; the pipeline fills in whatever is missing from here.
+DEFAULT_PARAMS: dict[str, Any] = {
+    "learning_rate": 2e-4,
+    "epochs": 1,
+    "batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "max_length": 256,
+    "warmup_ratio": 0.05,
+    "r": 8,
+    "alpha": 16,
+    "dropout": 0.05,
+    "target_modules": "all-linear",
+    "max_steps": 0,  # 0 = no cap; > 0 caps the number of optimizer steps
+}
+
+
+def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the defaults overlaid with `params` (unknown keys are kept for the technique)."""
+    merged = dict(DEFAULT_PARAMS)
+    merged.update(params or {})
+    return merged
+
+# How a prompt is shown to a model whose tokenizer has no chat template (the answer follows).
+PLAIN_PROMPT_FORMAT = "### Question:\n{prompt}\n\n### Answer:\n"
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Everything one training run needs; built by the worker task from database rows."""
+
+    base_model_dir: str  # local HF folder (config.json, *.safetensors, tokenizer files)
+    technique: str  # key of worker.training.peft_factory.BUILDERS, e.g. "lora"
+    params: dict  # already validated; see DEFAULT_PARAMS for keys and defaults
+    train_rows: list[tuple[str, str]]  # (prompt, response)
+    validation_rows: list[tuple[str, str]]
+    output_dir: str  # where the adapter is saved
+    seed: int = 0
+
+
+@dataclass
+class Progress:
+    """One optimizer step's numbers, reported through TrainingCallbacks.on_progress."""
+
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    learning_rate: float
+    tokens_per_second: float
+    elapsed_seconds: float
+    eta_seconds: float
+
+
+@dataclass
+class TrainingResult:
+    """The outcome of one run; status is "completed" or "cancelled"."""
+
+    status: str
+    steps: int
+    train_loss: float | None
+    validation_loss: float | None
+    trainable_parameters: int
+    total_parameters: int
+    train_seconds: float
+    tokens_seen: int
+    peak_memory_bytes: int
+
+
+class TrainingCallbacks(Protocol):
+    """How the pipeline talks back to its caller (progress rows, heartbeat, cancel flag)."""
+
+    def on_progress(self, progress: Progress) -> None:
+        """Called after every optimizer step."""
+        ...
+
+    def should_stop(self) -> bool:
+        """Checked before every micro-step; True stops the run as "cancelled", unsaved."""
+        ...
