@@ -47,7 +47,7 @@ def convert_gguf_to_folder(gguf_path: str | os.PathLike, out_dir: str | os.PathL
     """
     gguf_path = Path(gguf_path)
     out_dir = Path(out_dir)
-    if out_dir.exists():
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir} already exists; remove it or choose another folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     source_dir, file_name = str(gguf_path.parent), gguf_path.name
@@ -82,7 +82,7 @@ def convert_gguf_to_folder(gguf_path: str | os.PathLike, out_dir: str | os.PathL
         tmp_dir.chmod(0o755)  # mkdtemp makes it private; the final folder should not be
         model.save_pretrained(tmp_dir, safe_serialization=True)
         tokenizer.save_pretrained(tmp_dir)
-        os.replace(tmp_dir, out_dir)
+        os.replace(tmp_dir, out_dir)  # an empty out_dir is replaced atomically too
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise

@@ -8,16 +8,54 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable
 
+from torch import nn
+
 from peft import LoraConfig, PeftConfig, PeftModel, TaskType, get_peft_model
 
 from worker.training.spec import resolve_params
 
 
-def _target_modules(value: Any) -> str | list[str]:
-    """"all-linear" (PEFT's own shortcut), a list of names, or a comma-separated string."""
+# Parent modules whose linear layers count as "attention" (Llama/Mistral/Qwen: self_attn,
+# GPT-2/Falcon: attn or self_attention, BERT-like: attention).
+_ATTENTION_BLOCK_NAMES = ("self_attn", "attn", "attention", "self_attention")
+
+
+def _linear_layer_names(model) -> list[str]:
+    # bitsandbytes' Linear4bit/Linear8bitLt subclass nn.Linear; GPT-2 uses its own Conv1D.
+    from transformers.pytorch_utils import Conv1D
+
+    return [
+        name for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))
+    ]
+
+
+def attention_target_modules(model) -> list[str]:
+    """The linear layers inside attention blocks, by leaf name when unambiguous (q_proj, ...)."""
+    linear = _linear_layer_names(model)
+
+    def in_attention(name: str) -> bool:
+        return any(part in _ATTENTION_BLOCK_NAMES for part in name.split(".")[:-1])
+
+    inside = [name for name in linear if in_attention(name)]
+    if not inside:
+        raise ValueError(
+            "This model has no attention layers Tailor recognises; choose all linear layers."
+        )
+    leaves = {name.rsplit(".", 1)[-1] for name in inside}
+    outside_leaves = {name.rsplit(".", 1)[-1] for name in linear if not in_attention(name)}
+    if leaves & outside_leaves:
+        return inside  # a leaf name is shared with non-attention layers: use full paths
+    return sorted(leaves)
+
+
+def resolve_target_modules(value: Any, model) -> str | list[str]:
+    """"all-linear" (PEFT's own shortcut), "attention", a list, or a comma-separated string."""
     if isinstance(value, str):
+        value = value.strip()
+        if value == "attention":
+            return attention_target_modules(model)
         if value == "all-linear" or "," not in value:
-            return value.strip()
+            return value
         return [name.strip() for name in value.split(",") if name.strip()]
     return list(value)
 
@@ -29,7 +67,7 @@ def build_lora_config(params: dict[str, Any], model) -> PeftConfig:
         r=int(params["r"]),
         lora_alpha=float(params["alpha"]),
         lora_dropout=float(params["dropout"]),
-        target_modules=_target_modules(params["target_modules"]),
+        target_modules=resolve_target_modules(params["target_modules"], model),
         bias="none",
     )
 

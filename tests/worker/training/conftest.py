@@ -1,17 +1,14 @@
-"""Fixtures for the training pipeline tests: tiny models built once per session."""
+"""Fixtures for the training pipeline tests: tiny models built once per session.
 
-import sys
+`tiny_model_dir` here shadows the root conftest's one, which needs the data dir and settings;
+the pipeline tests need only a folder.
+"""
+
 from pathlib import Path
 
 import pytest
 
-# `tests.tiny_model` lives at the repository root's tests/; make it importable however pytest
-# was started (plain `pytest` does not put the root on sys.path).
-REPO_ROOT = Path(__file__).resolve().parents[3]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tests.tiny_model import build_tiny_llama  # noqa: E402
+from tests.tiny_model import build_tiny_llama
 
 
 @pytest.fixture(scope="session")

@@ -38,3 +38,11 @@ def test_unknown_technique_names_the_known_ones(tiny_model):
     with pytest.raises(ValueError, match="lora"):
         build_peft_model(tiny_model, "magic", {})
     assert "lora" in BUILDERS
+
+
+def test_attention_choice_adapts_only_the_attention_projections(tiny_model):
+    model = build_peft_model(tiny_model, "lora", {"r": 4, "target_modules": "attention"})
+    config = model.peft_config["default"]
+    assert set(config.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    trainable, _ = model.get_nb_trainable_parameters()
+    assert trainable == 4 * 4 * 4 * (256 + 256)
