@@ -12,10 +12,10 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from app.api.v1 import router as api_router
+from app.api import ROUTERS as API_ROUTERS
 from app.config import get_settings
 from app.web.deps import CsrfFailed, LoginRequired, current_user
-from app.web.pages import router as pages_router
+from app.web import ROUTERS as PAGE_ROUTERS
 from app.web.templating import render
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -33,8 +33,8 @@ def create_app() -> FastAPI:
     app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="tailor_session",
                        max_age=settings.session_max_age_seconds, same_site="lax", https_only=settings.environment != "development")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(pages_router)
-    app.include_router(api_router)
+    for router in (*PAGE_ROUTERS, *API_ROUTERS):
+        app.include_router(router)
 
     @app.get("/health", include_in_schema=False)
     def health():

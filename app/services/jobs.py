@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app import queue
 from app.base_models import get_base_model
 from app.config import Settings
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
@@ -79,6 +80,18 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
     db.add(job)
     db.flush()
     return job
+
+
+def send_wakeup(db: Session, job: Job) -> None:
+    """Send the job's wake-up. If the broker is down the job stays queued and the reconciler
+    sends it later: the committed row, not the message, is what counts."""
+    try:
+        queue.send_train(job.id, job.queue)
+    except Exception:  # noqa: BLE001 - any broker failure leaves a queued row for the reconciler
+        log.warning("job %s: could not reach the broker; the reconciler will send it", job.id, exc_info=True)
+        return
+    mark_enqueued(db, job.id)
+    db.commit()
 
 
 def mark_enqueued(db: Session, job_id: int) -> None:

@@ -1,1 +1,5 @@
 """HTML pages (Jinja + htmx) and the dependencies shared with the JSON API."""
+
+from app.web import adapters, datasets, home, jobs
+
+ROUTERS = (home.router, datasets.router, jobs.router, adapters.router)

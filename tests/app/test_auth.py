@@ -14,10 +14,11 @@ PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/health")}
 
 
 def _protected_routes():
-    from app.api.v1 import router as api_router
-    from app.web.pages import router as pages_router
+    from app.api import ROUTERS as API_ROUTERS
+    from app.web import ROUTERS as PAGE_ROUTERS
 
-    for route in [*app.routes, *pages_router.routes, *api_router.routes]:
+    routes = [route for router in (*PAGE_ROUTERS, *API_ROUTERS) for route in router.routes]
+    for route in [*app.routes, *routes]:
         if isinstance(route, APIRoute):
             for method in sorted(getattr(route, "methods", None) or {"GET"}):
                 if method != "HEAD" and (method, route.path) not in PUBLIC:

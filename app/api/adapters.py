@@ -1,0 +1,37 @@
+"""Adapters in the API: list, read, download."""
+
+from __future__ import annotations
+
+from fastapi import Depends
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from app.api.common import api_router
+from app.models import Adapter, User
+from app.schemas import AdapterPublic
+from app.services import adapters
+from app.services.artifacts import LocalArtifactStore
+from app.web.deps import current_user, get_db, owned_adapter, store_dep
+from app.web.responses import adapter_zip_response
+
+router = api_router()
+
+
+def adapter_public(adapter: Adapter) -> AdapterPublic:
+    return AdapterPublic.model_validate(adapter).model_copy(update={"download_url": f"/api/v1/adapters/{adapter.id}/download"})
+
+
+@router.get("/adapters", response_model=list[AdapterPublic])
+def list_adapters(user: User = Depends(current_user), db: Session = Depends(get_db)):
+    return [adapter_public(a) for a in adapters.adapters_for(db, user.workspace_id)]
+
+
+@router.get("/adapters/{adapter_id}", response_model=AdapterPublic)
+def get_adapter(adapter: Adapter = Depends(owned_adapter)):
+    return adapter_public(adapter)
+
+
+@router.get("/adapters/{adapter_id}/download", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
+def download_adapter(adapter: Adapter = Depends(owned_adapter), store: LocalArtifactStore = Depends(store_dep)):
+    """The adapter as a zip: adapter_config.json, adapter_model.safetensors and a README model card."""
+    return adapter_zip_response(adapter, store)

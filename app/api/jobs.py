@@ -1,0 +1,59 @@
+"""Jobs in the API: submit, list, read (with metric points), cancel."""
+
+from __future__ import annotations
+
+from fastapi import Depends, HTTPException
+from sqlalchemy.orm import Session
+
+from app.api.common import api_router
+from app.config import Settings
+from app.models import Dataset, Job, User
+from app.schemas import JobCreate, JobDetail, JobPublic, MetricPointPublic
+from app.services import adapters, jobs
+from app.services.artifacts import LocalArtifactStore
+from app.web.deps import current_user, get_db, owned_job, settings_dep, store_dep
+
+router = api_router()
+
+
+def job_public(db: Session, job: Job, model=JobPublic, **extra):
+    adapter = adapters.adapter_for_job(db, job.id)
+    data = JobPublic.model_validate(job).model_dump()
+    data["adapter_id"] = adapter.id if adapter else None
+    return model(**data, **extra)
+
+
+@router.post("/jobs", status_code=201, response_model=JobPublic, responses={404: {}, 422: {}})
+def create_job(body: JobCreate, user: User = Depends(current_user), db: Session = Depends(get_db),
+               settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
+    dataset = db.get(Dataset, body.dataset_id)
+    if dataset is None or dataset.workspace_id != user.workspace_id:
+        raise HTTPException(404, "There is no such dataset in your workspace.")
+    try:
+        job = jobs.submit_job(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=body.task,
+                              column_mapping=body.column_mapping, base_model=body.base_model, technique=body.technique,
+                              params=body.params, seed=body.seed, name=body.name)
+    except jobs.JobError as exc:
+        db.rollback()
+        raise HTTPException(422, {"message": "The job was not created: " + str(exc), "errors": exc.errors}) from None
+    db.commit()
+    jobs.send_wakeup(db, job)
+    return job_public(db, job)
+
+
+@router.get("/jobs", response_model=list[JobPublic])
+def list_jobs(user: User = Depends(current_user), db: Session = Depends(get_db)):
+    return [job_public(db, job) for job in jobs.jobs_for(db, user.workspace_id, limit=500)]
+
+
+@router.get("/jobs/{job_id}", response_model=JobDetail)
+def get_job(job: Job = Depends(owned_job), db: Session = Depends(get_db)):
+    points = [MetricPointPublic.model_validate(p) for p in jobs.metric_points(db, job.id)]
+    return job_public(db, job, JobDetail, metrics=points)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job: Job = Depends(owned_job), db: Session = Depends(get_db)):
+    jobs.request_cancel(db, job)
+    db.commit()
+    return job_public(db, job)

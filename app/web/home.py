@@ -1,0 +1,50 @@
+"""Sign in, sign out and the dashboard."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session
+
+from app.models import User
+from app.services import accounts, adapters, datasets, jobs
+from app.web.deps import current_user, get_db, verify_csrf
+from app.web.templating import render
+
+router = APIRouter(dependencies=[Depends(verify_csrf)])
+
+
+def _safe_next(target: str) -> str:
+    """Only same-site paths: never redirect a person to another site after sign-in."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "/"):
+    return render(request, "login.html", {"next": _safe_next(next)})
+
+
+@router.post("/login")
+def login(request: Request, email: str = Form(""), password: str = Form(""), next: str = Form("/"), db: Session = Depends(get_db)):
+    user = accounts.authenticate(db, email, password)
+    target = _safe_next(next)
+    if user is None:
+        return render(request, "login.html", {"error": "That email and password do not match an account.", "email": email, "next": target}, status_code=401)
+    request.session.clear()  # a fresh session (and CSRF token) at sign-in
+    request.session["user_id"] = user.id
+    return RedirectResponse(target, status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request):
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/")
+def dashboard(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)):
+    return render(request, "dashboard.html", {
+        "datasets": datasets.datasets_for(db, user.workspace_id),
+        "jobs": jobs.jobs_for(db, user.workspace_id, limit=20),
+        "adapters": adapters.adapters_for(db, user.workspace_id),
+    })
