@@ -49,6 +49,13 @@ class Settings(BaseSettings):
         120,
         description="A running job whose worker has not written a heartbeat for this long is considered dead and re-queued.",
     )
+    reconcile_interval_seconds: float = Field(
+        60.0, description="How often the reconciler (run by `tailor worker --beat`) looks for lost or orphaned jobs."
+    )
+    reconcile_grace_seconds: int = Field(
+        60,
+        description="A queued job whose wake-up was sent longer ago than this (or never) is sent again by the reconciler.",
+    )
     job_time_limit_seconds: int = Field(
         24 * 3600, description="Hard time limit of one training task on a worker."
     )

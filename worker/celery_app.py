@@ -43,7 +43,10 @@ celery_app.conf.update(
     task_time_limit=settings.job_time_limit_seconds + 300,
     task_soft_time_limit=settings.job_time_limit_seconds,
     task_routes={TRAIN_TASK: {"queue": "gpu"}, RECONCILE_TASK: {"queue": "cpu"}},
-    beat_schedule={"reconcile-jobs": {"task": RECONCILE_TASK, "schedule": 60.0, "options": {"queue": "cpu"}}},
+    # The reconciler runs as a task on the cpu queue. A message that waited longer than one
+    # interval (every worker busy training) expires instead of piling up: the next one will do.
+    beat_schedule={"reconcile-jobs": {"task": RECONCILE_TASK, "schedule": settings.reconcile_interval_seconds,
+                                      "options": {"queue": "cpu", "expires": settings.reconcile_interval_seconds}}},
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
     timezone="UTC",
@@ -51,7 +54,7 @@ celery_app.conf.update(
 
 
 def default_worker_name() -> str:
-    return f"tailor-{socket.gethostname()}-{os.getpid()}"
+    return f"tailor-{os.getpid()}@{socket.gethostname()}"
 
 
 @worker_ready.connect

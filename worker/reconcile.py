@@ -13,9 +13,11 @@ from app.services import jobs
 log = logging.getLogger("tailor.reconcile")
 
 
-def reconcile_jobs(queued_grace_seconds: int = 60) -> dict[str, list[int]]:
+def reconcile_jobs(queued_grace_seconds: int | None = None) -> dict[str, list[int]]:
+    settings = get_settings()
+    grace = settings.reconcile_grace_seconds if queued_grace_seconds is None else queued_grace_seconds
     with session_scope() as db:
-        queued, dead = jobs.jobs_needing_wakeup(db, get_settings(), queued_grace_seconds)
+        queued, dead = jobs.jobs_needing_wakeup(db, settings, grace)
     for job_id in dead:
         log.warning("job %s: worker heartbeat is stale; re-queued", job_id)
     sent = []
