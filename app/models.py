@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, BigInteger
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -74,6 +75,13 @@ class Dataset(Base):
     delimiter: Mapped[str] = mapped_column(String(4))
     storage_key: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    source_format: Mapped[str] = mapped_column(String(10), default="csv", server_default="csv")
+    sheet_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Computed once at upload (app/services/profiling.py); None for datasets stored before profiles.
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    ingest_notes: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # True while a masked training copy (personal data replaced) exists next to the original.
+    pii_masked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 
 class Job(Base):

@@ -20,12 +20,47 @@ class DatasetPublic(BaseModel):
     encoding: str
     delimiter: str
     created_at: datetime
+    source_format: str = "csv"
+    sheet_name: str | None = None
+    pii_masked: bool = False
 
 
 class DatasetDetail(DatasetPublic):
-    preview: list[dict[str, str]] = []
-    notes: list[str] = []
+    preview: list[dict[str, str]] = Field(default_factory=list, description="First rows; formula-like cells start with an apostrophe.")
+    notes: list[str] = Field(default_factory=list, description="What ingestion fixed or noticed: renamed headers, ragged rows, encodings, sheets.")
     already_uploaded: bool = False
+    profile: dict[str, Any] | None = Field(None, description="The profile computed at upload (see GET /datasets/{id}/profile).")
+
+
+class DatasetRowPublic(BaseModel):
+    row: int = Field(..., description="Row number in the dataset (1-based, header not counted).")
+    cells: dict[str, str]
+
+
+class DatasetRowsPage(BaseModel):
+    page: int
+    page_size: int
+    query: str
+    has_next: bool
+    total: int | None = Field(None, description="All rows, or all matches of the query; null when a search stopped at this page.")
+    rows: list[DatasetRowPublic]
+
+
+class PersonalDataMasking(BaseModel):
+    mask: bool = Field(..., description="True: train on a copy with personal data replaced by [EMAIL], [PHONE], ...; false: on the original.")
+
+
+class PersonalDataMaskingResult(BaseModel):
+    pii_masked: bool
+    masked: dict[str, int] = Field(default_factory=dict, description="Values replaced, per kind.")
+
+
+class LabelDistributionPublic(BaseModel):
+    column: str
+    counts: list[dict[str, Any]]
+    empty: int
+    warnings: list[str]
+    problems: list[str]
 
 
 class ParamPublic(BaseModel):

@@ -1,41 +1,45 @@
-"""Datasets: stream an upload to disk, detect its encoding and delimiter, normalise it to a UTF-8
-CSV in the artifact store, and read rows back for previews and training."""
+"""Datasets: stream an upload to disk, read it (CSV in any common encoding and delimiter, .xlsx,
+.jsonl), normalise it to a UTF-8 CSV in the artifact store while profiling it in the same pass,
+and read rows back for previews, searches and training."""
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
+import io
+import json
+import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Dataset, Job
+from app.services import pii
 from app.services.artifacts import LocalArtifactStore
+from app.services.profiling import ProfileBuilder, near_duplicate_key
+from app.services.tabular_formats import (
+    DELIMITER_NAMES, MAX_CELL_CHARS, MAX_COLUMNS, SNIFF_BYTES, Table, TableError, detect_delimiter, detect_encoding,
+    neutralise_formula, open_table,
+)
 
 CHUNK = 1024 * 1024
-SNIFF_BYTES = 64 * 1024
-DELIMITERS = ",;\t|"
-# One cell may hold a long document; beyond this it is almost certainly not text data.
-MAX_CELL_CHARS = 16 * 1024 * 1024
-MAX_COLUMNS = 2000
 NORMALISED_NAME = "rows.csv"
+TRAINING_COPY_NAME = "training.csv"  # personal data masked; exists only while dataset.pii_masked
+ROW_INDEX_NAME = "row_index.json"
+ROW_INDEX_EVERY = 1000
+MAX_NOTED_ROWS = 1000
+PAGE_SIZE = 25
 
-csv.field_size_limit(MAX_CELL_CHARS)
+__all__ = ["DELIMITERS", "DELIMITER_NAMES", "MAX_CELL_CHARS", "MAX_COLUMNS", "SNIFF_BYTES", "detect_delimiter", "detect_encoding"]
+DELIMITERS = ",;\t|"
 
-
-class DatasetError(ValueError):
-    """A dataset problem worded for the person who uploaded it; status is the HTTP code to use."""
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+# Kept as the service's own name: a TableError from the readers is a DatasetError.
+DatasetError = TableError
 
 
 @dataclass
@@ -46,6 +50,17 @@ class IngestReport:
     row_count: int
     ragged_rows: list[int] = field(default_factory=list)
     renamed_headers: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    profile: dict[str, Any] = field(default_factory=dict)
+    format: str = "csv"
+    sheet: str | None = None
+    row_word: str = "line"
+    row_index: list[int] = field(default_factory=list)
+
+
+def upload_too_large_message(limit_bytes: int) -> str:
+    return (f"The file is larger than the upload limit of {format_bytes(limit_bytes)}. "
+            "Split it or ask your administrator to raise TAILOR_MAX_UPLOAD_BYTES.")
 
 
 def stream_to_file(source: BinaryIO, target: Path, limit_bytes: int) -> tuple[int, str]:
@@ -56,11 +71,7 @@ def stream_to_file(source: BinaryIO, target: Path, limit_bytes: int) -> tuple[in
         while chunk := source.read(CHUNK):
             size += len(chunk)
             if size > limit_bytes:
-                raise DatasetError(
-                    f"The file is larger than the upload limit of {format_bytes(limit_bytes)}. "
-                    "Split it or ask your administrator to raise TAILOR_MAX_UPLOAD_BYTES.",
-                    status=413,
-                )
+                raise DatasetError(upload_too_large_message(limit_bytes), status=413)
             digest.update(chunk)
             out.write(chunk)
     return size, digest.hexdigest()
@@ -74,52 +85,25 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def detect_encoding(path: Path) -> str:
-    """BOMs first; then UTF-8 if the whole file decodes; else Windows-1252 (Excel's default)."""
-    with open(path, "rb") as f:
-        head = f.read(SNIFF_BYTES)
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    if head.startswith(b"PK\x03\x04"):
-        raise DatasetError("This is a ZIP archive (or an Excel file), not a CSV. Export the sheet as CSV and upload that.", 415)
-    if b"\x00" in head:
-        raise DatasetError("This file contains binary data (NUL bytes), not CSV text. Export your data as CSV and upload that.", 415)
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with open(path, "rb") as f:
-        try:
-            while chunk := f.read(CHUNK):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-            return "utf-8"
-        except UnicodeDecodeError:
-            return "cp1252"
-
-
-def detect_delimiter(sample: str) -> str:
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
-    except csv.Error:
-        first_line = sample.splitlines()[0] if sample else ""
-        counts = {d: first_line.count(d) for d in DELIMITERS}
-        best = max(counts, key=counts.get)
-        return best if counts[best] else ","
-
-
 def clean_headers(raw: list[str]) -> tuple[list[str], list[str]]:
     """Strip names, name empty ones column_N and suffix duplicates; returns (names, notes)."""
     names: list[str] = []
     notes: list[str] = []
     seen: dict[str, int] = {}
+    taken = {name.strip() for name in raw}
     for index, name in enumerate(raw, start=1):
-        clean = name.strip()
+        clean = " ".join(name.replace("\ufeff", "").split())[:200]
         if not clean:
             clean = f"column_{index}"
+            while clean in taken:
+                clean += "_"
             notes.append(f"Column {index} had no name; it is called {clean}.")
         if clean in seen:
             seen[clean] += 1
             renamed = f"{clean}_{seen[clean]}"
+            while renamed in taken or renamed in seen:
+                seen[clean] += 1
+                renamed = f"{clean}_{seen[clean]}"
             notes.append(f"Column {index} repeats the name {clean!r}; it is called {renamed}.")
             clean = renamed
         seen.setdefault(clean, 1)
@@ -127,50 +111,96 @@ def clean_headers(raw: list[str]) -> tuple[list[str], list[str]]:
     return names, notes
 
 
-def _open_text(path: Path, encoding: str):
-    errors = "replace" if encoding == "cp1252" else "strict"
-    return open(path, encoding=encoding, errors=errors, newline="")
+def _is_blank(record: list[str]) -> bool:
+    if record and record[0] and not record[0].isspace():
+        return False
+    return not "".join(record).strip()
+
+
+def write_normalised(table: Table, target: Path, work_dir: Path | None = None) -> IngestReport:
+    """Write the table as a UTF-8, comma-delimited CSV with clean headers, profiling every row."""
+    word = table.row_word
+    rows_iter = table.rows
+    header: list[str] | None = None
+    header_at = 0
+    for number, record in rows_iter:
+        if not _is_blank(record):
+            header, header_at = record, number
+            break
+    if header is None:
+        raise DatasetError("The file is empty. Upload a CSV with a header row and at least one data row.")
+    if len(header) > MAX_COLUMNS:
+        raise DatasetError(f"The header ({word} {header_at:,}) has {len(header):,} columns; Tailor reads at most {MAX_COLUMNS:,}. "
+                           "Keep only the columns you need and upload again.")
+    columns, renamed = clean_headers(header)
+    width = len(columns)
+    ragged: list[int] = []
+    ragged_total = 0
+    rows = 0
+    row_index: list[int] = []
+    profile = ProfileBuilder(columns, work_dir)
+    last: tuple[int, list[str]] | None = None
+    try:
+        with open(target, "w", encoding="utf-8", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(columns)
+            for number, record in rows_iter:
+                if _is_blank(record):
+                    continue
+                if len(record) != width:
+                    if len(record) > width and not "".join(record[width:]).strip():
+                        record = record[:width]  # trailing empty cells, as spreadsheets export them
+                    else:
+                        _check_runaway_quote(record, number, word, columns)
+                        ragged_total += 1
+                        if len(ragged) < MAX_NOTED_ROWS:
+                            ragged.append(number)
+                        record = (record + [""] * width)[:width]
+                if rows % ROW_INDEX_EVERY == 0:
+                    row_index.append(out.tell())
+                rows += 1
+                writer.writerow(record)
+                profile.add(rows, record)
+                last = (number, record)
+            if last is not None:
+                _check_unclosed_quote_at_end(last[1], last[0], word, columns)
+        if rows == 0:
+            raise DatasetError("The file has a header row but no data rows. Add at least one row of data.")
+        result = profile.finish()
+    finally:
+        profile.close()
+    notes = list(table.notes)
+    if ragged_total:
+        shown = ", ".join(f"{n:,}" for n in ragged[:10])
+        more = f" and {ragged_total - 10:,} more" if ragged_total > 10 else ""
+        notes.append(f"{ragged_total:,} row(s) had a different number of cells than the header's {width} ({word}s {shown}{more}); "
+                     "missing cells were left empty and extra cells dropped.")
+    return IngestReport(encoding=table.encoding, delimiter=table.delimiter, columns=columns, row_count=rows, ragged_rows=ragged,
+                        renamed_headers=renamed, notes=notes, profile=result, format=table.format, sheet=table.sheet,
+                        row_word=word, row_index=row_index)
+
+
+def _check_runaway_quote(record: list[str], number: int, word: str, columns: list[str]) -> None:
+    """A ragged record with a line break inside a cell is almost always a quote left open."""
+    for index, cell in enumerate(record):
+        if "\n" in cell or "\r" in cell:
+            column = columns[index] if index < len(columns) else f"cell {index + 1}"
+            raise DatasetError(f"A quote opened in {word} {number:,}, column {column!r}, is not closed where the cell should end, "
+                               f"so the following lines ran into it. Check the quotes around {word} {number:,} "
+                               "(a text containing a quote must double it: \"\").")
+
+
+def _check_unclosed_quote_at_end(record: list[str], number: int, word: str, columns: list[str]) -> None:
+    """A quote left open in the last record swallows the rest of the file, ending in a line break."""
+    for index, cell in enumerate(record):
+        if cell.endswith(("\n", "\r")) and ("\n" in cell[:-1] or len(cell) > 1):
+            raise DatasetError(f"A quote opened in {word} {number:,}, column {columns[index]!r}, is never closed, so everything "
+                               "after it ran into one cell. Close the quote (a text containing a quote must double it: \"\").")
 
 
 def normalise_csv(source: Path, target: Path) -> IngestReport:
     """Read any supported CSV and write it as UTF-8, comma-delimited, with clean headers."""
-    encoding = detect_encoding(source)
-    with _open_text(source, encoding) as f:
-        sample = f.read(SNIFF_BYTES)
-    if not sample.strip():
-        raise DatasetError("The file is empty. Upload a CSV with a header row and at least one data row.")
-    delimiter = detect_delimiter(sample)
-    ragged: list[int] = []
-    rows = 0
-    with _open_text(source, encoding) as f, open(target, "w", encoding="utf-8", newline="") as out:
-        reader = csv.reader(f, delimiter=delimiter, strict=False)
-        writer = csv.writer(out)
-        try:
-            header = next(reader, None)
-            while header is not None and not any(cell.strip() for cell in header):
-                header = next(reader, None)
-            if header is None:
-                raise DatasetError("The file is empty. Upload a CSV with a header row and at least one data row.")
-            if len(header) > MAX_COLUMNS:
-                raise DatasetError(f"The file has {len(header):,} columns; Tailor reads at most {MAX_COLUMNS:,}. Keep only the columns you need.")
-            columns, notes = clean_headers(header)
-            writer.writerow(columns)
-            for record in reader:
-                if not any(cell.strip() for cell in record):
-                    continue
-                rows += 1
-                if len(record) != len(columns):
-                    if len(ragged) < 1000:
-                        ragged.append(reader.line_num)
-                    record = (record + [""] * len(columns))[: len(columns)]
-                writer.writerow(record)
-        except csv.Error as exc:
-            raise DatasetError(f"Line {reader.line_num} could not be read as CSV ({exc}). Check that quotes are closed and the file is a plain CSV export.") from exc
-        except UnicodeDecodeError as exc:
-            raise DatasetError("The file's text encoding could not be read. Save it as UTF-8 CSV and upload again.") from exc
-    if rows == 0:
-        raise DatasetError("The file has a header row but no data rows. Add at least one row of data.")
-    return IngestReport(encoding=encoding, delimiter=delimiter, columns=columns, row_count=rows, ragged_rows=ragged, renamed_headers=notes)
+    return write_normalised(open_table(source, source.name if source.suffix else "upload.csv"), target)
 
 
 def dataset_key(dataset_id: int, name: str = NORMALISED_NAME) -> str:
@@ -178,34 +208,46 @@ def dataset_key(dataset_id: int, name: str = NORMALISED_NAME) -> str:
 
 
 def ingest_upload(db: Session, store: LocalArtifactStore, *, workspace_id: int, user_id: int | None,
-                  filename: str, source: BinaryIO, limit_bytes: int) -> tuple[Dataset, IngestReport | None]:
-    """Store an uploaded file as a dataset. Returns (dataset, report); report is None when the
-    same file was already uploaded to this workspace (the existing dataset is returned).
-    On any error nothing is left behind: no row, no file."""
+                  filename: str, source: BinaryIO, limit_bytes: int, sheet: str | None = None) -> tuple[Dataset, IngestReport | None]:
+    """Store an uploaded file (CSV, .xlsx or .jsonl) as a dataset. Returns (dataset, report); report
+    is None when the same file (and sheet) was already uploaded to this workspace: the existing
+    dataset is returned. On any error nothing is left behind: no row, no file."""
     filename = Path(filename or "upload.csv").name[:300] or "upload.csv"
+    sheet = (sheet or "").strip() or None
     raw = store.temp_path(".upload")
     normalised = store.temp_path(".csv")
     try:
         size, sha256 = stream_to_file(source, raw, limit_bytes)
-        existing = db.scalar(select(Dataset).where(Dataset.workspace_id == workspace_id, Dataset.sha256 == sha256))
-        if existing is not None:
-            return existing, None
         if size == 0:
             raise DatasetError("The file is empty. Upload a CSV with a header row and at least one data row.")
-        report = normalise_csv(raw, normalised)
+        table = open_table(raw, filename, sheet)
+        existing = db.scalar(select(Dataset).where(Dataset.workspace_id == workspace_id, Dataset.sha256 == sha256,
+                                                   Dataset.sheet_name.is_(table.sheet) if table.sheet is None else Dataset.sheet_name == table.sheet))
+        if existing is not None:
+            return existing, None
+        report = write_normalised(table, normalised, work_dir=raw.parent)
+        name = Path(filename).stem[:250] or "dataset"
+        if report.sheet and len(report.profile.get("columns", [])) and report.format == "xlsx":
+            name = f"{name} ({report.sheet})"[:300]
         dataset = Dataset(
-            workspace_id=workspace_id, created_by_id=user_id, name=Path(filename).stem[:300] or "dataset",
+            workspace_id=workspace_id, created_by_id=user_id, name=name,
             original_filename=filename, sha256=sha256, size_bytes=size, row_count=report.row_count,
             columns=report.columns, encoding=report.encoding, delimiter=report.delimiter, storage_key="",
+            source_format=report.format, sheet_name=report.sheet, profile=report.profile,
+            ingest_notes=report.renamed_headers + report.notes,
         )
         db.add(dataset)
         db.flush()
         dataset.storage_key = dataset_key(dataset.id)
+        index_file = store.temp_path(".json")
         try:
+            index_file.write_text(json.dumps(report.row_index))
+            store.put_file(dataset_key(dataset.id, ROW_INDEX_NAME), index_file)
             store.put_file(dataset.storage_key, normalised)
-            store.put_file(dataset_key(dataset.id, "original" + (Path(filename).suffix[:10] or ".csv")), raw)
+            store.put_file(dataset_key(dataset.id, "original" + (Path(filename).suffix[:10].lower() or ".csv")), raw)
             db.flush()
         except BaseException:
+            index_file.unlink(missing_ok=True)
             store.delete(f"datasets/{dataset.id}")
             raise
         return dataset, report
@@ -215,17 +257,156 @@ def ingest_upload(db: Session, store: LocalArtifactStore, *, workspace_id: int, 
 
 
 def iter_rows(store: LocalArtifactStore, dataset: Dataset) -> Iterator[dict[str, str]]:
+    """The stored rows exactly as uploaded (normalised to UTF-8 CSV)."""
     with open(store.path(dataset.storage_key), encoding="utf-8", newline="") as f:
         yield from csv.DictReader(f)
+
+
+def training_key(dataset: Dataset) -> str:
+    """The copy that training reads: the masked one while personal data masking is on."""
+    return dataset_key(dataset.id, TRAINING_COPY_NAME) if dataset.pii_masked else dataset.storage_key
+
+
+def iter_training_rows(store: LocalArtifactStore, dataset: Dataset) -> Iterator[dict[str, str]]:
+    with open(store.path(training_key(dataset)), encoding="utf-8", newline="") as f:
+        yield from csv.DictReader(f)
+
+
+def display_row(row: dict[str, str]) -> dict[str, str]:
+    """A row as shown to people or exported: formula-like cells made inert for spreadsheets."""
+    return {key: neutralise_formula(value or "") for key, value in row.items()}
 
 
 def preview_rows(store: LocalArtifactStore, dataset: Dataset, limit: int) -> list[dict[str, str]]:
     rows = []
     for row in iter_rows(store, dataset):
-        rows.append(row)
+        rows.append(display_row(row))
         if len(rows) >= limit:
             break
     return rows
+
+
+@dataclass
+class RowPage:
+    rows: list[tuple[int, dict[str, str]]]  # (row number in the dataset, 1-based; cells made inert)
+    page: int
+    page_size: int
+    query: str
+    has_next: bool
+    total: int | None  # rows (or matches) in all; None when a search stopped early
+
+
+def _row_index(store: LocalArtifactStore, dataset: Dataset) -> list[int]:
+    try:
+        return json.loads(store.path(dataset_key(dataset.id, ROW_INDEX_NAME)).read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def _rows_from(store: LocalArtifactStore, dataset: Dataset, first_row: int) -> Iterator[tuple[int, list[str]]]:
+    """(row number, cells) from first_row on (1-based), jumping close to it with the row index."""
+    index = _row_index(store, dataset)
+    checkpoint = min((first_row - 1) // ROW_INDEX_EVERY, len(index) - 1) if index else -1
+    with open(store.path(dataset.storage_key), "rb") as raw:
+        number = 0
+        if checkpoint >= 0:
+            raw.seek(index[checkpoint])
+            number = checkpoint * ROW_INDEX_EVERY
+        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
+        if checkpoint < 0:
+            next(reader, None)  # the header
+        for cells in reader:
+            number += 1
+            if number >= first_row:
+                yield number, cells
+
+
+def page_rows(store: LocalArtifactStore, dataset: Dataset, page: int = 1, query: str = "", page_size: int = PAGE_SIZE) -> RowPage:
+    """One page of rows, optionally only those containing query (case-insensitive, any column)."""
+    page = max(1, page)
+    query = query.strip()
+    columns = dataset.columns
+    found: list[tuple[int, dict[str, str]]] = []
+    if not query:
+        first = (page - 1) * page_size + 1
+        for number, cells in _rows_from(store, dataset, first):
+            if len(found) == page_size:
+                break
+            found.append((number, display_row(dict(zip(columns, cells)))))
+        return RowPage(found, page, page_size, "", first + page_size - 1 < dataset.row_count, dataset.row_count)
+    needle = query.casefold()
+    skip = (page - 1) * page_size
+    matches = 0
+    has_next = False
+    for number, cells in _rows_from(store, dataset, 1):
+        if needle not in "\x1f".join(cells).casefold():
+            continue
+        matches += 1
+        if matches <= skip:
+            continue
+        if len(found) == page_size:
+            has_next = True
+            break
+        found.append((number, display_row(dict(zip(columns, cells)))))
+    return RowPage(found, page, page_size, query, has_next, None if has_next else matches)
+
+
+def export_csv_lines(store: LocalArtifactStore, dataset: Dataset, training_copy: bool = False) -> Iterator[str]:
+    """The dataset as CSV text for download, formula-like cells made inert."""
+    key = training_key(dataset) if training_copy else dataset.storage_key
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    with open(store.path(key), encoding="utf-8", newline="") as f:
+        for number, cells in enumerate(csv.reader(f)):
+            writer.writerow(cells if number == 0 else [neutralise_formula(c) for c in cells])
+            if buffer.tell() > 256 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+    yield buffer.getvalue()
+
+
+# ---------------------------------------------------------------- personal data: the masked training copy
+
+def set_pii_masking(db: Session, store: LocalArtifactStore, dataset: Dataset, on: bool) -> dict[str, int]:
+    """Write (on) or remove (off) the training copy with personal data replaced by [EMAIL],
+    [PHONE], ...; the original stays unchanged. Returns the counts masked per kind."""
+    if not on:
+        store.delete(dataset_key(dataset.id, TRAINING_COPY_NAME))
+        dataset.pii_masked = False
+        db.flush()
+        return {}
+    totals: dict[str, int] = {}
+    target = store.temp_path(".csv")
+    try:
+        with open(store.path(dataset.storage_key), encoding="utf-8", newline="") as f, \
+                open(target, "w", encoding="utf-8", newline="") as out:
+            reader = csv.reader(f)
+            writer = csv.writer(out)
+            writer.writerow(next(reader))
+            for cells in reader:
+                masked = []
+                for cell in cells:
+                    if "@" in cell or pii._THREE_DIGITS.search(cell) is not None:
+                        cell, counts = pii.mask_personal_data(cell)
+                        for kind, n in counts.items():
+                            totals[kind] = totals.get(kind, 0) + n
+                    masked.append(cell)
+                writer.writerow(masked)
+        store.put_file(dataset_key(dataset.id, TRAINING_COPY_NAME), target)
+    finally:
+        target.unlink(missing_ok=True)
+    dataset.pii_masked = True
+    db.flush()
+    return totals
+
+
+# ---------------------------------------------------------------- mapping a task: guesses and checks
+
+TEXT_WORDS = ("text", "body", "content", "description", "copy", "article", "document", "message", "review", "comment", "post")
+LABEL_WORDS = ("label", "category", "class", "intent", "sentiment", "tag", "topic", "type", "priority", "team", "queue")
+SYSTEM_WORDS = ("system", "persona", "instructions")
+CONTEXT_WORDS = ("context", "background", "knowledge", "history", "source")
 
 
 def guess_instruction_columns(columns: list[str]) -> dict[str, str | None]:
@@ -245,21 +426,267 @@ def guess_instruction_columns(columns: list[str]) -> dict[str, str | None]:
     return {"prompt": prompt, "response": response}
 
 
+def _column_stats(columns: list[str], sample_rows: list[dict[str, str]]) -> dict[str, dict[str, float]]:
+    stats = {}
+    for column in columns:
+        values = [(row.get(column) or "").strip() for row in sample_rows]
+        filled = [v for v in values if v]
+        stats[column] = {
+            "mean_chars": sum(map(len, filled)) / len(filled) if filled else 0.0,
+            "distinct": len(set(filled)),
+            "filled": len(filled),
+            "questions": sum(v.endswith("?") or "?" in v[-40:] for v in filled) / len(filled) if filled else 0.0,
+            "numeric": sum(v.replace(".", "", 1).lstrip("+-").isdigit() for v in filled) / len(filled) if filled else 0.0,
+        }
+    return stats
+
+
+def _named(columns: list[str], words: tuple[str, ...], exclude: set[str]) -> str | None:
+    for word in words:
+        for column in columns:
+            if column not in exclude and word in column.lower():
+                return column
+    return None
+
+
+def guess_columns(task: str, columns: list[str], sample_rows: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """Guess the column of each role from names and content.
+
+    instruction -> {"prompt", "response", "system", "context"}; text -> {"text_columns": [...]};
+    classification -> {"text", "label"}. Roles that fit no column are None (or an empty list).
+    """
+    sample_rows = sample_rows or []
+    stats = _column_stats(columns, sample_rows)
+    texty = [c for c in columns if stats[c]["filled"] and stats[c]["numeric"] < 0.5] if sample_rows else list(columns)
+    by_length = sorted(texty, key=lambda c: -stats[c]["mean_chars"])
+    if task == "instruction":
+        named = guess_instruction_columns(columns)
+        prompt, response = named["prompt"], named["response"]
+        words_found = _named(columns, ("prompt", "question", "instruction", "input", "query", "customer", "message"), set())
+        if sample_rows and words_found is None and len(by_length) >= 2:
+            # No telling names: the prompt asks (question marks), the response is the longer text.
+            prompt = max(by_length, key=lambda c: (stats[c]["questions"], -stats[c]["mean_chars"]))
+            response = next((c for c in by_length if c != prompt), response)
+        used = {prompt, response}
+        return {"prompt": prompt, "response": response, "system": _named(columns, SYSTEM_WORDS, used),
+                "context": _named(columns, CONTEXT_WORDS, used)}
+    if task == "text":
+        named = [c for c in columns if any(w in c.lower() for w in TEXT_WORDS)]
+        if sample_rows:
+            long_texts = [c for c in by_length if stats[c]["mean_chars"] >= 40]
+            chosen = [c for c in columns if c in named or c in long_texts] or by_length[:1]
+        else:
+            chosen = named or columns[:1]
+        return {"text_columns": chosen}
+    if task == "classification":
+        label = _named(columns, LABEL_WORDS, set())
+        if sample_rows:
+            candidates = [c for c in columns if stats[c]["filled"] and 2 <= stats[c]["distinct"] <= max(2, min(100, stats[c]["filled"] // 2))
+                          and stats[c]["mean_chars"] <= 40]
+            if label is None or label not in candidates:
+                label = min(candidates, key=lambda c: (stats[c]["distinct"], stats[c]["mean_chars"])) if candidates else label
+        text = _named(columns, TEXT_WORDS + ("question", "prompt", "input", "ticket", "subject"), {label} if label else set())
+        if sample_rows and by_length:
+            longest = next((c for c in by_length if c != label), None)
+            if text is None or (longest and stats[text]["mean_chars"] * 3 < stats[longest]["mean_chars"]):
+                text = longest
+        if text is None:
+            text = next((c for c in columns if c != label), None)
+        return {"text": text, "label": label}
+    raise ValueError(f"Unknown task kind {task!r}; expected instruction, text or classification.")
+
+
+@dataclass
+class LabelDistribution:
+    counts: list[tuple[str, int]]  # most frequent first
+    empty: int
+    warnings: list[str]
+    problems: list[str]  # stop training: fix these first
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"counts": [{"label": label, "count": n} for label, n in self.counts], "empty": self.empty,
+                "warnings": self.warnings, "problems": self.problems}
+
+
+RARE_LABEL_MIN = 5
+
+
+def label_distribution(store: LocalArtifactStore, dataset: Dataset, label_column: str, rare_below: int = RARE_LABEL_MIN) -> LabelDistribution:
+    """How often each label occurs, with warnings for rare labels and problems that stop training."""
+    if label_column not in dataset.columns:
+        return LabelDistribution([], 0, [], [f"The dataset has no column named {label_column!r}."])
+    counts: dict[str, int] = {}
+    empty = 0
+    for row in iter_rows(store, dataset):
+        value = (row.get(label_column) or "").strip()
+        if not value:
+            empty += 1
+            continue
+        counts[value] = counts.get(value, 0) + 1
+        if len(counts) > 10_000:
+            return LabelDistribution([], empty, [], [f"Column {label_column!r} has more than 10,000 different values; it looks like "
+                                                     "free text, not a label. Choose the column that holds the category."])
+    return summarise_labels(counts, empty, label_column, rare_below)
+
+
+def summarise_labels(counts: dict[str, int], empty: int, label_column: str, rare_below: int = RARE_LABEL_MIN) -> LabelDistribution:
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    warnings: list[str] = []
+    problems: list[str] = []
+    total = sum(counts.values())
+    if not ordered:
+        problems.append(f"Column {label_column!r} is empty in every row, so there is nothing to learn. Choose the column that holds the labels.")
+    elif len(ordered) == 1:
+        problems.append(f"Column {label_column!r} has only one label ({ordered[0][0]!r}); a classifier needs at least two. "
+                        "Add examples of the other classes, or choose another column.")
+    else:
+        rare = [label for label, n in ordered if n < rare_below]
+        if rare:
+            shown = ", ".join(repr(label) for label in rare[:10]) + (f" and {len(rare) - 10} more" if len(rare) > 10 else "")
+            warnings.append(f"{len(rare)} label(s) have fewer than {rare_below} examples ({shown}); the model will hardly learn them. "
+                            "Add examples, or merge them into a broader label.")
+        if len(ordered) > 100:
+            warnings.append(f"Column {label_column!r} has {len(ordered)} different labels; check that it really holds categories.")
+        if ordered[0][1] / total > 0.9:
+            warnings.append(f"{ordered[0][1] / total:.0%} of the rows have the label {ordered[0][0]!r}; a model can score well by always "
+                            "answering it. Add examples of the other labels if you can.")
+    if empty:
+        warnings.append(f"{empty:,} row(s) have no label; they are left out of training.")
+    return LabelDistribution(ordered, empty, warnings, problems)
+
+
+def column_problems(dataset: Dataset, task: str, mapping: dict[str, Any]) -> dict[str, str]:
+    """Problems with a column mapping that the profile can already tell (role -> message)."""
+    problems: dict[str, str] = {}
+    profile = dataset.profile or {}
+    by_name = {c["name"]: c for c in profile.get("columns", [])}
+    roles = {"instruction": ("prompt", "response"), "classification": ("text", "label")}.get(task, ())
+    for role in roles:
+        column = mapping.get(role)
+        if not column:
+            problems[role] = f"Choose the {role} column."
+        elif column not in dataset.columns:
+            problems[role] = f"The dataset has no column named {column!r}."
+        elif column in by_name and by_name[column]["filled"] == 0:
+            problems[role] = f"Column {column!r} is empty in every row. Choose the column that holds the {role}s."
+    if task == "instruction" and mapping.get("prompt") and mapping.get("prompt") == mapping.get("response"):
+        problems["response"] = "The prompt and the response must be different columns."
+    if task == "text":
+        chosen = mapping.get("text_columns") or []
+        if not chosen:
+            problems["text_columns"] = "Choose at least one text column."
+        for column in chosen:
+            if column not in dataset.columns:
+                problems["text_columns"] = f"The dataset has no column named {column!r}."
+            elif column in by_name and by_name[column]["filled"] == 0:
+                problems["text_columns"] = f"Column {column!r} is empty in every row."
+    if task == "classification" and not problems.get("label") and mapping.get("label") in by_name:
+        label = by_name[mapping["label"]]
+        if label["top_values"] is not None and len(label["top_values"]) == 1 and label["distinct"] == 1:
+            problems["label"] = (f"Column {mapping['label']!r} has only one label ({label['top_values'][0][0]!r}); a classifier needs at "
+                                 "least two. Add examples of the other classes, or choose another column.")
+    return problems
+
+
 def instruction_pairs(store: LocalArtifactStore, dataset: Dataset, prompt_column: str, response_column: str) -> list[tuple[str, str]]:
-    """(prompt, response) pairs, skipping rows where either is empty."""
+    """(prompt, response) pairs from the training copy, skipping rows where either is empty."""
     return [
         (row[prompt_column].strip(), row[response_column].strip())
-        for row in iter_rows(store, dataset)
+        for row in iter_training_rows(store, dataset)
         if (row.get(prompt_column) or "").strip() and (row.get(response_column) or "").strip()
     ]
 
 
-def split_train_validation(rows: list, fraction: float, seed: int) -> tuple[list, list]:
-    """A seeded shuffle, then at least one validation row (and at least one training row)."""
+# ---------------------------------------------------------------- validation split and leakage
+
+def _validation_size(n: int, fraction: float) -> int:
+    return min(max(1, round(n * fraction)), n - 1)
+
+
+def split_train_validation(rows: list, fraction: float, seed: int, *, stratify_by: Callable[[Any], Any] | None = None) -> tuple[list, list]:
+    """A seeded shuffle, then at least one validation row (and at least one training row).
+    With stratify_by (e.g. the label of a row) every label keeps its share in both parts."""
+    if len(rows) < 2:
+        raise ValueError("At least 2 rows are needed to set a validation row aside.")
+    if stratify_by is not None:
+        return stratified_split(rows, [stratify_by(r) for r in rows], fraction, seed)
     shuffled = list(rows)
     random.Random(seed).shuffle(shuffled)
-    n_validation = min(max(1, round(len(shuffled) * fraction)), len(shuffled) - 1)
+    n_validation = _validation_size(len(shuffled), fraction)
     return shuffled[n_validation:], shuffled[:n_validation]
+
+
+def stratified_split(rows: list, labels: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Per label, the same share to validation (largest remainders); a label with one row stays in
+    training. Always at least one validation row and at least one training row."""
+    rng = random.Random(seed)
+    groups: dict[Any, list] = {}
+    for row, label in zip(rows, labels):
+        groups.setdefault(label, []).append(row)
+    target = _validation_size(len(rows), fraction)
+    keys = sorted(groups, key=str)
+    for key in keys:
+        rng.shuffle(groups[key])
+    exact = {k: len(groups[k]) * target / len(rows) for k in keys}
+    take = {k: min(int(exact[k]), len(groups[k]) - 1) for k in keys}
+    remaining = target - sum(take.values())
+    for key in sorted(keys, key=lambda k: (-(exact[k] - int(exact[k])), str(k))):
+        if remaining <= 0:
+            break
+        if take[key] < len(groups[key]) - 1:
+            take[key] += 1
+            remaining -= 1
+    if sum(take.values()) == 0:  # every label has one row: fall back to one row of the largest group
+        largest = max(keys, key=lambda k: len(groups[k]))
+        take[largest] = 1
+    train, validation = [], []
+    for key in keys:
+        validation.extend(groups[key][:take[key]])
+        train.extend(groups[key][take[key]:])
+    rng.shuffle(train)
+    rng.shuffle(validation)
+    return train, validation
+
+
+@dataclass
+class LeakageReport:
+    exact: int
+    near: int
+    validation_rows: int
+    examples: list[dict[str, Any]]
+
+    @property
+    def message(self) -> str | None:
+        if not (self.exact or self.near):
+            return None
+        return (f"{self.exact + self.near} of {self.validation_rows} validation rows also appear in training "
+                f"({self.exact} exactly, {self.near} nearly: same words ignoring case, spacing and punctuation). "
+                "Validation scores will look better than they are; remove the duplicates from the file.")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"exact": self.exact, "near": self.near, "validation_rows": self.validation_rows,
+                "examples": self.examples, "message": self.message}
+
+
+def leakage_check(train: list, validation: list, text_of: Callable[[Any], str] = lambda r: r if isinstance(r, str) else "\x1f".join(map(str, r))) -> LeakageReport:
+    """Validation rows that also occur in training, exactly or nearly."""
+    exact_keys = {text_of(r) for r in train}
+    near_keys = {near_duplicate_key(text_of(r)) for r in train}
+    exact = near = 0
+    examples = []
+    for row in validation:
+        text = text_of(row)
+        if text in exact_keys:
+            exact += 1
+            kind = "exact"
+        elif near_duplicate_key(text) in near_keys:
+            near += 1
+            kind = "near"
+        else:
+            continue
+        if len(examples) < 3:
+            examples.append({"kind": kind, "text": text[:200]})
+    return LeakageReport(exact, near, len(validation), examples)
 
 
 def datasets_for(db: Session, workspace_id: int) -> list[Dataset]:
@@ -273,3 +700,63 @@ def delete_dataset(db: Session, store: LocalArtifactStore, dataset: Dataset) -> 
     db.delete(dataset)
     db.flush()
     store.delete(f"datasets/{dataset.id}")
+
+
+# ---------------------------------------------------------------- token lengths for a base model
+
+TOKEN_SAMPLE_ROWS = 20_000
+
+
+def tokenizer_file_for(location: str) -> Path | None:
+    folder = Path(location)
+    candidate = folder / "tokenizer.json" if folder.is_dir() else folder.parent / "tokenizer.json"
+    return candidate if candidate.is_file() else None
+
+
+def token_lengths(store: LocalArtifactStore, dataset: Dataset, *, model_key: str, model_location: str, columns: list[str],
+                  max_length: int) -> dict[str, Any]:
+    """Token counts of the chosen columns (joined as the model would read them) with the base
+    model's own tokenizer: histogram, percentiles and rows over max_length. Large datasets are
+    measured on an even sample of TOKEN_SAMPLE_ROWS rows. Cached as an artifact per model and
+    columns."""
+    from app.services.profiling import load_tokenizer, token_length_report
+
+    unknown = [c for c in columns if c not in dataset.columns]
+    if unknown:
+        raise DatasetError(f"The dataset has no column named {unknown[0]!r}.")
+    if not columns:
+        raise DatasetError("Choose at least one column to measure.")
+    if not 1 <= max_length <= 1_000_000:
+        raise DatasetError("The maximum length must be between 1 and 1,000,000 tokens.")
+    tokenizer_path = tokenizer_file_for(model_location)
+    if tokenizer_path is None:
+        raise DatasetError(f"The base model {model_key!r} has no tokenizer.json in its folder, so its tokens cannot be counted here.", 409)
+    cache_id = hashlib.sha1(json.dumps([model_key, str(tokenizer_path), tokenizer_path.stat().st_mtime_ns, columns, max_length,
+                                        dataset.pii_masked]).encode()).hexdigest()[:20]
+    cache_key = dataset_key(dataset.id, f"token_lengths/{cache_id}.json")
+    if store.exists(cache_key):
+        try:
+            return json.loads(store.path(cache_key).read_text())
+        except (OSError, ValueError):
+            pass
+    stride = max(1, math.ceil(dataset.row_count / TOKEN_SAMPLE_ROWS))
+    texts: list[tuple[int, str]] = []
+    for number, row in enumerate(iter_training_rows(store, dataset), start=1):
+        if (number - 1) % stride:
+            continue
+        texts.append((number, "\n\n".join((row.get(c) or "") for c in columns)))
+    report = token_length_report(texts, load_tokenizer(tokenizer_path), max_length, dataset.row_count)
+    report.update({"base_model": model_key, "columns": columns})
+    tmp = store.temp_path(".json")
+    tmp.write_text(json.dumps(report))
+    store.put_file(cache_key, tmp)
+    return report
+
+
+def sample_rows(store: LocalArtifactStore, dataset: Dataset, limit: int = 200) -> list[dict[str, str]]:
+    rows = []
+    for row in iter_rows(store, dataset):
+        rows.append(row)
+        if len(rows) >= limit:
+            break
+    return rows

@@ -1,0 +1,278 @@
+"""A dataset's profile, computed in the same streaming pass that stores it: per-column type guess,
+empties, lengths, frequent values, personal data, and exact / near-duplicate rows.
+
+Memory stays flat in the file size: per-column state is bounded, and row hashes for the duplicate
+count are spilled into bucket files on disk and counted one bucket at a time.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from app.services import pii
+
+PROFILE_VERSION = 1
+MAX_TRACKED_VALUES = 1000  # distinct values counted per column before it counts as free text
+TOP_VALUES = 50
+TYPE_SAMPLE_ROWS = 20_000  # every row up to here, then every 50th, feeds the type guess
+EXAMPLES = 3
+BUCKETS = 64
+_BUCKET_FLUSH = 64 * 1024
+_PAIR = struct.Struct("<qq")
+
+_INTEGER = re.compile(r"^[+-]?\d{1,18}$")
+_NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?%?$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$|^\d{1,2}[./]\d{1,2}[./]\d{2,4}$")
+_BOOLEAN = {"true", "false", "yes", "no", "y", "n", "0", "1", "t", "f"}
+_NEAR_TABLE = str.maketrans({c: " " for c in string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u00a0"})
+
+
+def near_duplicate_key(text: str) -> str:
+    """The text as compared for near-duplicates: case, punctuation and spacing ignored."""
+    return " ".join(text.lower().translate(_NEAR_TABLE).split())
+
+
+class _HashBuckets:
+    """(hash, row) pairs spilled to disk by hash prefix, so counting needs one bucket in memory."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.buffers = [bytearray() for _ in range(BUCKETS)]
+        self.files: list[Path | None] = [None] * BUCKETS
+
+    def add(self, value: int, row: int) -> None:
+        bucket = value & (BUCKETS - 1)
+        buffer = self.buffers[bucket]
+        buffer += _PAIR.pack(value, row)
+        if len(buffer) >= _BUCKET_FLUSH:
+            self._flush(bucket)
+
+    def _flush(self, bucket: int) -> None:
+        path = self.files[bucket] or self.directory / f"b{bucket}"
+        self.files[bucket] = path
+        with open(path, "ab") as f:
+            f.write(self.buffers[bucket])
+        self.buffers[bucket] = bytearray()
+
+    def duplicates(self) -> tuple[int, list[tuple[int, int]], set[int]]:
+        """(number of rows repeating an earlier row, up to EXAMPLES (row, first row) pairs, rows that repeat)."""
+        count = 0
+        examples: list[tuple[int, int]] = []
+        repeated: set[int] = set()
+        for bucket in range(BUCKETS):
+            data = bytes(self.buffers[bucket])
+            if self.files[bucket] is not None:
+                data = self.files[bucket].read_bytes() + data
+            first: dict[int, int] = {}
+            for value, row in _PAIR.iter_unpack(data):
+                seen = first.get(value)
+                if seen is None:
+                    first[value] = row
+                else:
+                    count += 1
+                    if len(repeated) < 100_000:
+                        repeated.add(row)
+                    if len(examples) < EXAMPLES:
+                        examples.append((row, seen))
+        examples.sort()
+        return count, examples, repeated
+
+
+class ProfileBuilder:
+    """Feed rows with add(); finish() returns the profile as plain JSON-able data."""
+
+    def __init__(self, columns: list[str], work_dir: Path | None = None):
+        self.columns = columns
+        n = len(columns)
+        self.rows = 0
+        self.empty = [0] * n
+        self.total_chars = [0] * n
+        self.max_chars = [0] * n
+        self.values: list[dict[str, int] | None] = [{} for _ in range(n)]
+        self.type_votes = [{"integer": 0, "number": 0, "boolean": 0, "date": 0, "text": 0} for _ in range(n)]
+        self.pii_counts: list[dict[str, int]] = [{} for _ in range(n)]
+        self.pii_examples: list[dict[str, list]] = [{} for _ in range(n)]
+        self._tmp = tempfile.TemporaryDirectory(prefix="tailor-profile-", dir=work_dir)
+        self.exact = _HashBuckets(Path(self._tmp.name) / "exact")
+        self.near = _HashBuckets(Path(self._tmp.name) / "near")
+        self.exact.directory.mkdir()
+        self.near.directory.mkdir()
+
+    def add(self, row_number: int, cells: list[str]) -> None:
+        self.rows += 1
+        sample = self.rows <= TYPE_SAMPLE_ROWS or self.rows % 50 == 0
+        empty, total, longest, values = self.empty, self.total_chars, self.max_chars, self.values
+        for index, cell in enumerate(cells):
+            length = len(cell)
+            if not length or cell.isspace():
+                empty[index] += 1
+                continue
+            total[index] += length
+            if length > longest[index]:
+                longest[index] = length
+            counter = values[index]
+            if counter is not None:
+                if length <= 200:
+                    counter[cell] = counter.get(cell, 0) + 1
+                    if len(counter) > MAX_TRACKED_VALUES:
+                        values[index] = None
+                else:
+                    values[index] = None
+            if sample:
+                self._vote_type(index, cell)
+            if "@" in cell or pii._THREE_DIGITS.search(cell) is not None:
+                self._scan_pii(index, row_number, cell)
+        self.exact.add(hash(tuple(cells)), row_number)
+        self.near.add(hash(near_duplicate_key("\x1f".join(cells))), row_number)
+
+    def _vote_type(self, index: int, cell: str) -> None:
+        value = cell.strip()
+        votes = self.type_votes[index]
+        if _INTEGER.match(value):
+            votes["integer"] += 1
+            if value in ("0", "1"):
+                votes["boolean"] += 1
+        elif _NUMBER.match(value):
+            votes["number"] += 1
+        elif value.lower() in _BOOLEAN:
+            votes["boolean"] += 1
+        elif _DATE.match(value):
+            votes["date"] += 1
+        else:
+            votes["text"] += 1
+
+    def _scan_pii(self, index: int, row_number: int, cell: str) -> None:
+        spans = pii.find_personal_data(cell)
+        if not spans:
+            return
+        counts = self.pii_counts[index]
+        examples = self.pii_examples[index]
+        for kind, start, end in spans:
+            counts[kind] = counts.get(kind, 0) + 1
+            found = examples.setdefault(kind, [])
+            if len(found) < EXAMPLES:
+                found.append({"row": row_number, "value": pii.redact_example(cell[start:end])})
+
+    def _guess_type(self, index: int) -> str:
+        votes = self.type_votes[index]
+        seen = sum(v for k, v in votes.items() if k != "boolean") or 0
+        if self.empty[index] == self.rows:
+            return "empty"
+        if seen == 0:
+            return "text"
+        values = self.values[index]
+        if values is not None and len(values) <= 2 and votes["boolean"] >= seen:
+            return "boolean"
+        if votes["integer"] == seen:
+            return "integer"
+        if votes["integer"] + votes["number"] == seen:
+            return "number"
+        if votes["date"] == seen:
+            return "date"
+        if values is not None and len(values) <= max(20, self.rows // 20) and self.rows >= 2 * len(values):
+            return "category"
+        return "text"
+
+    def finish(self) -> dict[str, Any]:
+        try:
+            exact, exact_examples, exact_rows = self.exact.duplicates()
+            near_all, near_examples_all, _ = self.near.duplicates()
+        finally:
+            self._tmp.cleanup()
+        near_only = max(0, near_all - exact)
+        near_examples = [pair for pair in near_examples_all if pair[0] not in exact_rows][:EXAMPLES]
+        columns = []
+        for index, name in enumerate(self.columns):
+            filled = self.rows - self.empty[index]
+            values = self.values[index]
+            top = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_VALUES] if values is not None else None
+            columns.append({
+                "name": name,
+                "type": self._guess_type(index),
+                "empty": self.empty[index],
+                "filled": filled,
+                "mean_chars": round(self.total_chars[index] / filled, 1) if filled else 0,
+                "max_chars": self.max_chars[index],
+                "distinct": len(values) if values is not None else None,  # None: more than MAX_TRACKED_VALUES
+                "top_values": [[value, count] for value, count in top] if top is not None else None,
+                "personal_data": {kind: {"count": count, "label": pii.KINDS[kind], "examples": self.pii_examples[index][kind]}
+                                  for kind, count in sorted(self.pii_counts[index].items())},
+            })
+        return {
+            "version": PROFILE_VERSION,
+            "row_count": self.rows,
+            "columns": columns,
+            "duplicates": {
+                "exact": exact,
+                "exact_examples": [{"row": r, "same_as": s} for r, s in exact_examples],
+                "near": near_only,
+                "near_examples": [{"row": r, "same_as": s} for r, s in near_examples],
+            },
+            "personal_data_total": sum(sum(c.values()) for c in self.pii_counts),
+        }
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+# ---------------------------------------------------------------- token lengths
+
+def histogram(lengths: list[int], bins: int = 20) -> list[dict[str, int]]:
+    """Equal-width bins from 0 to the longest value: [{"start", "end", "count"}]."""
+    if not lengths:
+        return []
+    top = max(lengths)
+    width = max(1, -(-(top + 1) // bins))
+    counts = [0] * bins
+    for value in lengths:
+        counts[min(value // width, bins - 1)] += 1
+    return [{"start": i * width, "end": (i + 1) * width - 1, "count": c} for i, c in enumerate(counts)]
+
+
+def percentile(sorted_values: list[int], fraction: float) -> int:
+    if not sorted_values:
+        return 0
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
+
+def load_tokenizer(tokenizer_file: Path):
+    """A `tokenizers` tokenizer from a model's tokenizer.json (no torch, no transformers)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tokenizer_file))
+
+
+def token_length_report(texts_with_rows: list[tuple[int, str]], tokenizer, max_length: int, total_rows: int) -> dict[str, Any]:
+    """Token counts of the given texts: histogram, percentiles and rows over max_length."""
+    lengths: list[int] = []
+    over: list[int] = []
+    batch = 512
+    for start in range(0, len(texts_with_rows), batch):
+        chunk = texts_with_rows[start:start + batch]
+        encodings = tokenizer.encode_batch([text for _, text in chunk], add_special_tokens=False)
+        for (row, _), encoding in zip(chunk, encodings):
+            n = len(encoding.ids)
+            lengths.append(n)
+            if n > max_length:
+                over.append(row)
+    ordered = sorted(lengths)
+    measured = len(lengths)
+    scale = total_rows / measured if measured else 0
+    return {
+        "measured_rows": measured,
+        "total_rows": total_rows,
+        "sampled": measured < total_rows,
+        "max_length": max_length,
+        "mean": round(sum(lengths) / measured, 1) if measured else 0,
+        "median": percentile(ordered, 0.5),
+        "p95": percentile(ordered, 0.95),
+        "max": ordered[-1] if ordered else 0,
+        "histogram": histogram(lengths),
+        "over_max_length": round(len(over) * scale),
+        "over_max_length_rows": over[:20],
+    }

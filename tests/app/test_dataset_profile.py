@@ -1,0 +1,196 @@
+"""Excel and JSON Lines through the same flow; the profile (types, empties, duplicates, personal
+data, token lengths), the paged and searchable preview, masking, and deleting a dataset."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from openpyxl import Workbook
+from sqlalchemy import select
+
+from app.models import Dataset
+from tests.app.helpers import SAMPLE_CSV, bearer, upload
+from tests.conftest import sign_in
+
+
+def _workbook_bytes() -> bytes:
+    book = Workbook()
+    first = book.active
+    first.title = "Notes"
+    first.append(["just", "notes"])
+    first.append(["a", "b"])
+    tickets = book.create_sheet("Tickets")
+    tickets.append(["question", "answer", "priority"])
+    tickets.append(["Where is my order?", "On its way", 1])
+    tickets.append(["Can I return it?", "@here is not run", 2.0])
+    tickets.append([None, None, None])
+    tickets.append(["Gift wrap?", "Yes", 3])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_xlsx_first_sheet_or_a_chosen_one(client, make_user, settings):
+    _, _, _, token = make_user()
+    data = _workbook_bytes()
+    first = client.post("/api/v1/datasets", headers=bearer(token), files={"file": ("book.xlsx", data, "application/octet-stream")}).json()
+    assert first["source_format"] == "xlsx" and first["sheet_name"] == "Notes" and first["columns"] == ["just", "notes"]
+    assert any("2 sheets (Notes, Tickets)" in n for n in first["notes"])
+    chosen = client.post("/api/v1/datasets", headers=bearer(token), data={"sheet": "Tickets"},
+                         files={"file": ("book.xlsx", data, "application/octet-stream")})
+    assert chosen.status_code == 201, chosen.text
+    body = chosen.json()
+    assert body["id"] != first["id"] and body["sheet_name"] == "Tickets" and body["row_count"] == 3
+    assert body["preview"][0] == {"question": "Where is my order?", "answer": "On its way", "priority": "1"}
+    assert body["preview"][1]["answer"] == "'@here is not run" and body["preview"][1]["priority"] == "2"
+    assert body["profile"]["columns"][2]["type"] == "integer"
+    again = client.post("/api/v1/datasets", headers=bearer(token), data={"sheet": "Tickets"},
+                        files={"file": ("copy.xlsx", data, "application/octet-stream")})
+    assert again.status_code == 200 and again.json()["id"] == body["id"] and again.json()["already_uploaded"]
+
+
+def test_jsonl_becomes_columns_of_every_key(client, make_user):
+    _, _, _, token = make_user()
+    lines = [{"question": "Where is my order?", "answer": "On its way"}, {"question": "Tags?", "answer": "Yes", "tags": ["a", "b"]},
+             {"question": "Count?", "answer": 3, "extra": None}]
+    body = upload(client, token, ("\n".join(json.dumps(o) for o in lines) + "\n").encode(), "qa.jsonl").json()
+    assert body["source_format"] == "jsonl" and body["columns"] == ["question", "answer", "tags", "extra"]
+    assert body["row_count"] == 3
+    assert body["preview"][1]["tags"] == '["a", "b"]' and body["preview"][2]["answer"] == "3" and body["preview"][0]["tags"] == ""
+
+
+PROFILE_CSV = (
+    "question,answer,label,created\n"
+    "Where is my order?,It ships today. Mail jane.doe@example.com,shipping,2024-01-05\n"
+    "Where is my order?,It ships today. Mail jane.doe@example.com,shipping,2024-01-05\n"
+    "where is MY order,It ships today - mail jane.doe@example.com!,shipping,2024-01-05\n"
+    "Pay by card?,Card 4111 1111 1111 1111 works; call +49 30 1234567,billing,2024-01-06\n"
+    "Refund?,IBAN DE89 3704 0044 0532 0130 00 please,billing,\n"
+    "Not a card,4111 1111 1111 1112 fails Luhn,other,2024-01-07\n"
+)
+
+
+def test_profile_types_empties_duplicates_and_personal_data(client, make_user):
+    _, _, _, token = make_user()
+    body = upload(client, token, PROFILE_CSV.encode(), "profile.csv").json()
+    profile = client.get(f"/api/v1/datasets/{body['id']}/profile", headers=bearer(token)).json()
+    assert profile == body["profile"]
+    assert profile["row_count"] == 6
+    columns = {c["name"]: c for c in profile["columns"]}
+    assert columns["created"]["type"] == "date" and columns["created"]["empty"] == 1
+    assert columns["label"]["top_values"][0] == ["billing", 2] or columns["label"]["top_values"][0] == ["shipping", 3]
+    assert profile["duplicates"]["exact"] == 1 and profile["duplicates"]["exact_examples"] == [{"row": 2, "same_as": 1}]
+    assert profile["duplicates"]["near"] == 1 and profile["duplicates"]["near_examples"] == [{"row": 3, "same_as": 1}]
+    found = columns["answer"]["personal_data"]
+    assert found["email"]["count"] == 3 and found["card"]["count"] == 1 and found["iban"]["count"] == 1 and found["phone"]["count"] == 1
+    assert found["card"]["examples"][0]["row"] == 4 and "jane.doe@example.com" not in json.dumps(found)
+    assert "card" not in columns["question"]["personal_data"]
+
+
+def test_masking_writes_a_training_copy_and_keeps_the_original(client, make_user, db, settings):
+    from app.services import datasets
+    from app.services.artifacts import get_artifact_store
+
+    _, email, password, token = make_user()
+    body = upload(client, token, PROFILE_CSV.encode(), "mask.csv").json()
+    csrf = sign_in(client, email, password)
+    page = client.get(f"/datasets/{body['id']}").text
+    assert "Mask personal data in the training copy" in page and "Payment card numbers" in page
+    client.post(f"/datasets/{body['id']}/personal-data", data={"csrf_token": csrf, "mask": "1"})
+    db.expire_all()
+    dataset = db.get(Dataset, body["id"])
+    assert dataset.pii_masked
+    store = get_artifact_store()
+    pairs = datasets.instruction_pairs(store, dataset, "question", "answer")
+    assert pairs[0][1] == "It ships today. Mail [EMAIL]" and "[CARD]" in pairs[3][1] and "[PHONE]" in pairs[3][1] and "[IBAN]" in pairs[4][1]
+    assert "4111 1111 1111 1112" in pairs[5][1]
+    assert next(datasets.iter_rows(store, dataset))["answer"] == "It ships today. Mail jane.doe@example.com"
+    assert "Train on the original instead" in client.get(f"/datasets/{body['id']}").text
+    off = client.post(f"/api/v1/datasets/{body['id']}/personal-data", headers=bearer(token), json={"mask": False}).json()
+    assert off == {"pii_masked": False, "masked": {}}
+    on = client.post(f"/api/v1/datasets/{body['id']}/personal-data", headers=bearer(token), json={"mask": True}).json()
+    assert on["masked"] == {"card": 1, "email": 3, "iban": 1, "phone": 1}
+
+
+def test_paged_and_searchable_preview(client, make_user):
+    _, email, password, token = make_user()
+    rows = "".join(f"question {i},answer {i}{' refund' if i % 10 == 0 else ''}\n" for i in range(1, 2601))
+    body = upload(client, token, ("question,answer\n" + rows).encode(), "paged.csv").json()
+    page = client.get(f"/api/v1/datasets/{body['id']}/rows", params={"page": 42}, headers=bearer(token)).json()
+    assert page["rows"][0] == {"row": 1026, "cells": {"question": "question 1026", "answer": "answer 1026"}}
+    assert len(page["rows"]) == 25 and page["has_next"] and page["total"] == 2600
+    last = client.get(f"/api/v1/datasets/{body['id']}/rows", params={"page": 104}, headers=bearer(token)).json()
+    assert last["rows"][-1]["row"] == 2600 and not last["has_next"]
+    found = client.get(f"/api/v1/datasets/{body['id']}/rows", params={"q": "REFUND", "page": 2}, headers=bearer(token)).json()
+    assert [r["row"] for r in found["rows"]][:2] == [260, 270] and found["has_next"]
+    sign_in(client, email, password)
+    partial = client.get(f"/datasets/{body['id']}/rows", params={"q": "answer 2599"}, headers={"HX-Request": "true"})
+    assert partial.text.lstrip().startswith('<div id="dataset-rows">') and "question 2599" in partial.text and "<html" not in partial.text
+    assert "1 match " in partial.text
+
+
+def test_token_lengths_with_the_base_models_own_tokenizer(client, make_user, settings):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    folder = settings.models_dir / "tok-only"
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator(["where is my order", "it ships today"] * 50, trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"]))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "config.json").write_text("{}")
+    _, email, password, token = make_user()
+    csv_text = "question,answer\n" + "".join(f"where is my order,{'it ships today ' * n}\n" for n in range(1, 41))
+    body = upload(client, token, csv_text.encode(), "tokens.csv").json()
+    report = client.get(f"/api/v1/datasets/{body['id']}/token-lengths", headers=bearer(token),
+                        params={"base_model": "tok-only", "max_length": 60, "columns": ["answer"]}).json()
+    assert report["measured_rows"] == 40 and not report["sampled"]
+    assert report["max"] == 120 and report["over_max_length"] == 20 and sum(b["count"] for b in report["histogram"]) == 40
+    sign_in(client, email, password)
+    partial = client.get(f"/datasets/{body['id']}/token-lengths", params={"base_model": "tok-only", "max_length": 60, "columns": "answer"},
+                         headers={"HX-Request": "true"})
+    assert 'id="token-lengths"' in partial.text and 'id="over-max-length">20<' in partial.text
+    assert 'class="histogram"' in partial.text
+
+
+def test_deleting_asks_first_and_removes_rows_and_files(client, make_user, db, settings):
+    _, email, password, token = make_user()
+    body = upload(client, token, SAMPLE_CSV.read_bytes().replace(b"\n", b"\n", 1) + b"extra,row,x\n", "to-delete.csv").json()
+    folder = settings.artifacts_dir / "datasets" / str(body["id"])
+    assert (folder / "rows.csv").is_file() and (folder / "original.csv").is_file()
+    csrf = sign_in(client, email, password)
+    page = client.get(f"/datasets/{body['id']}").text
+    assert "return confirm('Delete this dataset and its files?" in page
+    client.post(f"/datasets/{body['id']}/delete", data={"csrf_token": csrf})
+    assert db.scalar(select(Dataset).where(Dataset.id == body["id"])) is None
+    assert not folder.exists()
+
+
+def test_column_guesses_for_each_task():
+    from app.services.datasets import guess_columns
+
+    rows = [{"id": str(i), "subject": f"My parcel number {i} never arrived, what now?", "reply": "We are sorry. " * 8, "team": t}
+            for i, t in zip(range(40), ["billing", "shipping"] * 20)]
+    columns = ["id", "subject", "reply", "team"]
+    assert guess_columns("instruction", columns, rows)["prompt"] == "subject"
+    assert guess_columns("instruction", columns, rows)["response"] == "reply"
+    assert guess_columns("classification", columns, rows) == {"text": "reply", "label": "team"} or \
+        guess_columns("classification", columns, rows)["label"] == "team"
+    assert "reply" in guess_columns("text", columns, rows)["text_columns"] and "id" not in guess_columns("text", columns, rows)["text_columns"]
+    named = guess_columns("instruction", ["system_prompt", "question", "answer", "context"], [])
+    assert named == {"prompt": "question", "response": "answer", "system": "system_prompt", "context": "context"} or named["prompt"] in ("question", "system_prompt")
+
+
+def test_stratified_split_and_leakage():
+    from app.services.datasets import leakage_check, split_train_validation
+
+    rows = [(f"text {i}", "a" if i < 80 else "b") for i in range(100)]
+    train, validation = split_train_validation(rows, 0.1, seed=3, stratify_by=lambda r: r[1])
+    assert len(validation) == 10 and sum(r[1] == "b" for r in validation) == 2 and len(train) == 90
+    tiny_train, tiny_validation = split_train_validation([("x", "a"), ("y", "b")], 0.01, seed=0, stratify_by=lambda r: r[1])
+    assert len(tiny_validation) == 1 and len(tiny_train) == 1
+    plain_train, plain_validation = split_train_validation(list(range(5)), 0.0, seed=1)
+    assert len(plain_validation) == 1 and len(plain_train) == 4
+    report = leakage_check(["Where is my order?", "Refund please"], ["Where is my order?", "REFUND, please!", "Something new"])
+    assert (report.exact, report.near) == (1, 1) and "2 of 3 validation rows" in report.message
