@@ -7,7 +7,7 @@ Adding a technique: one `Technique(...)` entry below plus its builder in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -52,6 +52,17 @@ class Param:
         return value
 
 
+TASK_KINDS: dict[str, str] = {
+    "instruction": "Instruction (prompt → response)",
+    "text": "Continued training on text",
+    "classification": "Classification (text → label)",
+}
+
+# Families decide how the worker loads and saves: "lora"-like and "adapter" and "prompt" techniques
+# save a PEFT adapter; "full" saves a whole model.
+FAMILIES = ("lora", "adapter", "prompt", "full")
+
+
 @dataclass(frozen=True)
 class Technique:
     key: str
@@ -62,14 +73,21 @@ class Technique:
     params: tuple[Param, ...]
     typical_adapter_size: str
     memory_needs: str
-    requires_cuda: bool = False
+    family: str = "lora"
+    hardware: str = "Any worker: a GPU is faster, a CPU works for small models."
+    requires_cuda: bool = False  # refuse on a CPU-only worker
+    needs_decoder: bool = False  # uses a decoder's key/value cache (prefix tuning): no encoders
+    quantized_bits: int = 0  # 4 or 8 when the base model is loaded quantized (bitsandbytes)
+    training_defaults: tuple[tuple[str, Any], ...] = ()  # overrides of TRAINING_PARAMS defaults
 
     def param(self, name: str) -> Param:
         return next(p for p in self.all_params if p.name == name)
 
     @property
     def all_params(self) -> tuple[Param, ...]:
-        return TRAINING_PARAMS + self.params
+        overrides = dict(self.training_defaults)
+        shared = tuple(replace(p, default=overrides[p.name]) if p.name in overrides else p for p in TRAINING_PARAMS)
+        return shared + self.params
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.all_params}
@@ -93,7 +111,24 @@ TRAINING_PARAMS: tuple[Param, ...] = (
     Param("warmup_ratio", "Warm-up share", "float", 0.05, "Share of the steps over which the learning rate ramps up from zero.", 0.0, 0.5, advanced=True),
     Param("validation_fraction", "Held-out share", "float", 0.1, "Share of the rows kept aside to measure the result (at least one row).", 0.0, 0.5),
     Param("max_steps", "Step limit", "int", 0, "Stop after this many update steps (0 = no limit).", 0, 1_000_000, advanced=True),
+    Param("eval_steps", "Check every N steps", "int", 0, "Measure the loss on the held-out rows every this many steps (0 = once per epoch).", 0, 1_000_000, advanced=True),
+    Param("early_stopping_patience", "Early stopping patience", "int", 0, "Stop when the held-out loss has not improved for this many checks in a row (0 = never stop early).", 0, 1000, advanced=True),
+    Param("checkpoint_minutes", "Checkpoint every (minutes)", "float", 10.0, "Save the training state this often so a job interrupted by a worker restart resumes where it was (0 = no checkpoints).", 0.0, 1440.0, advanced=True),
+    Param("precision", "Precision", "choice", "auto", "Number format for training. 'auto' uses bf16 (or fp16) on a GPU that supports it and fp32 on a CPU.", choices=("auto", "fp32", "bf16", "fp16"), advanced=True),
+    Param("gradient_checkpointing", "Gradient checkpointing", "choice", "auto", "Recompute activations instead of storing them: less memory, about 30% slower. 'auto' turns it on for GPUs.", choices=("auto", "on", "off"), advanced=True),
 )
+
+_RANK = Param("r", "Rank", "int", 8, "Capacity of the adapter. 8–16 suits most tasks; higher learns more but is larger.", 1, 512)
+_ALPHA = Param("alpha", "Alpha", "int", 16, "Scales the adapter's effect; usually twice the rank.", 1, 2048)
+_DROPOUT = Param("dropout", "Dropout", "float", 0.05, "Randomly drops part of the adapter while training, against memorising.", 0.0, 0.9, advanced=True)
+_TARGETS = Param("target_modules", "Layers to adapt", "choice", "all-linear",
+                 "Which layers get an adapter: all linear layers (best quality) or only the attention projections (smaller).",
+                 choices=("all-linear", "attention"), advanced=True)
+_LORA_PARAMS = (_RANK, _ALPHA, _DROPOUT, _TARGETS)
+_VIRTUAL_TOKENS = Param("num_virtual_tokens", "Virtual tokens", "int", 20, "How many learned tokens are put in front of every input. 10–30 is typical; more learns more but shortens the room for your text.", 1, 512)
+_ALL_TASKS = ("instruction", "text", "classification")
+_LORA_SIZE = "1–50 MB (0.1–1% of the base model)"
+_FULL_PRECISION_MEMORY = "The base model in full precision plus a little for the adapter and optimiser."
 
 CATALOGUE: dict[str, Technique] = {
     technique.key: technique
@@ -108,21 +143,231 @@ CATALOGUE: dict[str, Technique] = {
                 "trains fast, and the result is a small file you can switch on and off. "
                 "Pick it first unless you have a reason not to."
             ),
-            task_kinds=("instruction",),
-            params=(
-                Param("r", "Rank", "int", 8, "Capacity of the adapter. 8–16 suits most tasks; higher learns more but is larger.", 1, 512),
-                Param("alpha", "Alpha", "int", 16, "Scales the adapter's effect; usually twice the rank.", 1, 2048),
-                Param("dropout", "Dropout", "float", 0.05, "Randomly drops part of the adapter while training, against memorising.", 0.0, 0.9, advanced=True),
-                Param("target_modules", "Layers to adapt", "choice", "all-linear",
-                      "Which layers get an adapter: all linear layers (best quality) or only the attention projections (smaller).",
-                      choices=("all-linear", "attention"), advanced=True),
+            task_kinds=_ALL_TASKS,
+            params=_LORA_PARAMS,
+            typical_adapter_size=_LORA_SIZE,
+            memory_needs=_FULL_PRECISION_MEMORY,
+        ),
+        Technique(
+            key="qlora",
+            name="QLoRA",
+            summary="LoRA on a compressed (4-bit or 8-bit) copy of the base model: big models on small machines.",
+            description=(
+                "QLoRA stores the frozen base model in 4-bit (NF4) or 8-bit numbers and trains a LoRA adapter "
+                "on top. It needs roughly a quarter (4-bit) or half (8-bit) of LoRA's memory for the base model, "
+                "at a small cost in speed and sometimes quality. Pick it when the model does not fit in memory "
+                "with plain LoRA. The adapter loads on the normal, uncompressed model too."
             ),
-            typical_adapter_size="1–50 MB (0.1–1% of the base model)",
-            memory_needs="The base model in full precision plus a little for the adapter and optimiser.",
+            task_kinds=_ALL_TASKS,
+            params=(
+                Param("bits", "Base model precision (bits)", "choice", "4", "4-bit NF4 saves the most memory; 8-bit is closer to the original model.", choices=("4", "8")),
+                *_LORA_PARAMS,
+            ),
+            typical_adapter_size=_LORA_SIZE,
+            memory_needs="About a quarter (4-bit) or half (8-bit) of the base model's full-precision size, plus the adapter.",
+            hardware="Any worker with bitsandbytes; CPU kernels need layer sizes that are multiples of 32.",
+            quantized_bits=4,
+        ),
+        Technique(
+            key="dora",
+            name="DoRA",
+            summary="LoRA that learns each weight's size and direction separately: often better quality at low rank.",
+            description=(
+                "DoRA splits every adapted weight into a length and a direction and trains LoRA on the direction. "
+                "It often matches a higher-rank LoRA with a smaller adapter, but each step is slower "
+                "(about 1.5–2×). Pick it when LoRA's quality falls short and time allows."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=_LORA_PARAMS,
+            typical_adapter_size=_LORA_SIZE,
+            memory_needs=_FULL_PRECISION_MEMORY + " Somewhat more than LoRA for activations.",
+        ),
+        Technique(
+            key="rslora",
+            name="rsLoRA",
+            summary="LoRA with rank-stabilised scaling: lets higher ranks actually learn more.",
+            description=(
+                "Rank-stabilised LoRA scales the adapter by alpha/√rank instead of alpha/rank, so raising the rank "
+                "keeps improving results instead of stalling. Same speed and size as LoRA. "
+                "Pick it when you want a rank of 32 or more."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=(replace(_RANK, default=16), _ALPHA, _DROPOUT, _TARGETS),
+            typical_adapter_size=_LORA_SIZE,
+            memory_needs=_FULL_PRECISION_MEMORY,
+        ),
+        Technique(
+            key="pissa",
+            name="LoRA with PiSSA start",
+            summary="LoRA that starts from the most important directions of the model's weights: converges faster.",
+            description=(
+                "PiSSA initialises the LoRA matrices from the main components of each weight (found by a quick "
+                "SVD) instead of from zero, so training starts where it matters and usually converges in fewer "
+                "steps. The saved adapter is converted to ordinary LoRA form (twice the rank) so it loads on the "
+                "unchanged base model."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=_LORA_PARAMS,
+            typical_adapter_size="2× a LoRA adapter of the same rank (converted for the original base model)",
+            memory_needs=_FULL_PRECISION_MEMORY + " A short extra pause at the start for the SVD.",
+        ),
+        Technique(
+            key="adalora",
+            name="AdaLoRA",
+            summary="LoRA that moves its capacity to the layers that need it most while it trains.",
+            description=(
+                "AdaLoRA starts every layer with a larger rank and prunes the least useful directions during "
+                "training, ending with a budget spread unevenly where it helps most. Pick it for longer runs "
+                "(hundreds of steps) when you are unsure which rank to choose."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=(
+                Param("r", "Final average rank", "int", 8, "The average rank left after pruning.", 1, 256),
+                Param("init_r", "Starting rank", "int", 12, "The rank every layer starts with, before pruning.", 1, 512),
+                _ALPHA, _DROPOUT, _TARGETS,
+            ),
+            typical_adapter_size=_LORA_SIZE,
+            memory_needs=_FULL_PRECISION_MEMORY,
+        ),
+        Technique(
+            key="loha",
+            name="LoHa",
+            summary="Low-rank Hadamard adapters: more expressive than LoRA at the same size.",
+            description=(
+                "LoHa multiplies two low-rank products element by element, which can represent richer changes "
+                "than LoRA with the same number of parameters. Popular for style adaptation. "
+                "Slightly slower than LoRA."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=(_RANK, _ALPHA, replace(_DROPOUT, name="dropout", default=0.0), _TARGETS),
+            typical_adapter_size="2× a LoRA adapter of the same rank",
+            memory_needs=_FULL_PRECISION_MEMORY,
+            training_defaults=(("learning_rate", 1e-3),),
+        ),
+        Technique(
+            key="lokr",
+            name="LoKr",
+            summary="Kronecker-product adapters: very small adapters for large layers.",
+            description=(
+                "LoKr builds each weight change from a Kronecker product of two small matrices, giving very "
+                "compact adapters. Pick it when adapter size matters most."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=(_RANK, _ALPHA, replace(_DROPOUT, default=0.0), _TARGETS),
+            typical_adapter_size="Under 1 MB to a few MB",
+            memory_needs=_FULL_PRECISION_MEMORY,
+            training_defaults=(("learning_rate", 1e-3),),
+        ),
+        Technique(
+            key="vera",
+            name="VeRA",
+            summary="Shared random matrices with tiny learned scales: the smallest LoRA-like adapter.",
+            description=(
+                "VeRA shares one pair of frozen random matrices across all layers and learns only small scaling "
+                "vectors per layer, so the adapter is ten or more times smaller than LoRA's. It learns less per "
+                "step; pick it when you need many adapters of one model and each must be tiny."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=(
+                Param("r", "Rank", "int", 256, "Size of the shared random matrices; VeRA uses much higher ranks than LoRA at little cost.", 1, 4096),
+                replace(_DROPOUT, default=0.0),
+                _TARGETS,
+            ),
+            typical_adapter_size="Tens of KB to 1 MB (plus the shared random matrices)",
+            memory_needs=_FULL_PRECISION_MEMORY,
+            training_defaults=(("learning_rate", 4e-3),),
+        ),
+        Technique(
+            key="ia3",
+            name="IA³ (adapter)",
+            summary="A plug-in adapter that rescales the model's inner activations: tiny and fast.",
+            description=(
+                "IA³ adds small learned scaling vectors to the attention keys and values and to the feed-forward "
+                "layers: a plug-in adapter with about 0.01% of the model's parameters. It trains fast and works "
+                "well for steering format and tone; for teaching new facts LoRA is stronger. "
+                "It wants a high learning rate (about 0.01)."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=(),
+            typical_adapter_size="Tens to hundreds of KB",
+            memory_needs=_FULL_PRECISION_MEMORY,
+            family="adapter",
+            training_defaults=(("learning_rate", 1e-2),),
+        ),
+        Technique(
+            key="prompt_tuning",
+            name="Prompt tuning",
+            summary="Learns a few 'virtual words' placed before every input; the model itself is untouched.",
+            description=(
+                "Prompt tuning learns the embeddings of a handful of virtual tokens put in front of every input. "
+                "The adapter is tiny and the base model stays exactly as it was. It works best on larger models "
+                "and simpler tasks. Start from random tokens or from a text that describes the task."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=(
+                _VIRTUAL_TOKENS,
+                Param("init", "Start from", "choice", "text", "'text' starts the virtual tokens from the words below (usually learns faster); 'random' from random vectors.", choices=("text", "random")),
+                Param("init_text", "Starting text", "str", "Answer the customer's question helpfully and accurately.", "Used when starting from text: a sentence describing the task."),
+            ),
+            typical_adapter_size="Under 100 KB",
+            memory_needs=_FULL_PRECISION_MEMORY + " Activations for the extra tokens.",
+            family="prompt",
+            training_defaults=(("learning_rate", 3e-2),),
+        ),
+        Technique(
+            key="prefix_tuning",
+            name="Prefix tuning",
+            summary="Learns hidden 'prefix' states inside every layer of the model.",
+            description=(
+                "Prefix tuning learns key and value vectors that every attention layer sees before your text. "
+                "Stronger than prompt tuning on small models, still with a small adapter. It relies on the "
+                "decoder's key/value cache, so it does not work on encoder models such as BERT or MiniLM."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=(_VIRTUAL_TOKENS,),
+            typical_adapter_size="Under a few MB",
+            memory_needs=_FULL_PRECISION_MEMORY,
+            family="prompt",
+            needs_decoder=True,
+            training_defaults=(("learning_rate", 1e-2),),
+        ),
+        Technique(
+            key="p_tuning",
+            name="P-tuning",
+            summary="Virtual tokens produced by a small learned network: more stable than plain prompt tuning.",
+            description=(
+                "P-tuning learns virtual tokens like prompt tuning, but produces them with a small neural "
+                "network, which trains more steadily. The saved adapter holds only the final virtual tokens."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=(
+                _VIRTUAL_TOKENS,
+                Param("encoder_hidden_size", "Encoder size", "int", 128, "Width of the small network that produces the virtual tokens.", 8, 4096, advanced=True),
+            ),
+            typical_adapter_size="Under 100 KB",
+            memory_needs=_FULL_PRECISION_MEMORY,
+            family="prompt",
+            training_defaults=(("learning_rate", 3e-3),),
+        ),
+        Technique(
+            key="full",
+            name="Full fine-tuning (reference)",
+            summary="Trains every weight of the model: the quality reference, at the highest cost.",
+            description=(
+                "Full fine-tuning updates all of the model's weights. It can learn the most, but needs about four "
+                "times the model's size in memory for the optimiser, and the result is a whole model, not a small "
+                "adapter. Offered as a reference to compare the adapters against."
+            ),
+            task_kinds=_ALL_TASKS,
+            params=(),
+            typical_adapter_size="The whole model (hundreds of MB and up)",
+            memory_needs="About 4× the model's full-precision size (weights, gradients and optimiser state).",
+            family="full",
+            hardware="A GPU for anything above ~100M parameters; a CPU only for tiny models.",
+            training_defaults=(("learning_rate", 5e-5),),
         ),
     )
 }
-
 
 def get_technique(key: str) -> Technique:
     try:
@@ -144,3 +389,56 @@ def validate_params(technique: Technique, raw: dict[str, Any]) -> dict[str, Any]
     if errors:
         raise ParameterError(errors)
     return clean
+
+
+# Model types whose models are encoders only (no causal language-model head, no key/value cache).
+ENCODER_MODEL_TYPES = frozenset({
+    "bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
+    "mpnet", "camembert", "modernbert", "xlm", "ernie", "nomic_bert",
+})
+
+
+def is_encoder_config(config: dict | None) -> bool:
+    """True for encoder-only models (BERT, MiniLM, ...), judged from config.json alone."""
+    if not config:
+        return False
+    if str(config.get("model_type", "")).lower() in ENCODER_MODEL_TYPES:
+        return True
+    architectures = config.get("architectures") or []
+    masked = any(a.endswith("ForMaskedLM") for a in architectures)
+    causal = any(a.endswith("ForCausalLM") for a in architectures)
+    return masked and not causal and not config.get("is_decoder", False)
+
+
+def tasks_for_model(config: dict | None) -> tuple[str, ...]:
+    """Task kinds a base model can do: encoders only classify; decoders do all three."""
+    return ("classification",) if is_encoder_config(config) else tuple(TASK_KINDS)
+
+
+def _linear_sizes(config: dict) -> list[int]:
+    keys = ("hidden_size", "intermediate_size", "n_embd", "d_model", "ffn_dim", "dim")
+    return [int(config[k]) for k in keys if isinstance(config.get(k), int)]
+
+
+def unavailable_reason(technique: Technique, task: str | None = None, model_config: dict | None = None,
+                       worker_has_cuda: bool | None = None) -> str | None:
+    """Why `technique` cannot run here, in plain words, or None when it can.
+
+    Decided from catalogue data and the base model's config.json only (the web never imports
+    torch). `worker_has_cuda` is None when no worker has said what it has.
+    """
+    if task is not None and task not in technique.task_kinds:
+        return f"{technique.name} does not support the {TASK_KINDS.get(task, task).lower()} task."
+    if task is not None and task not in tasks_for_model(model_config):
+        return "This base model is an encoder: it can only be trained for classification."
+    if technique.needs_decoder and is_encoder_config(model_config):
+        return f"{technique.name} needs a decoder model's key/value cache; encoder models such as BERT or MiniLM have none."
+    if technique.requires_cuda and worker_has_cuda is False:
+        return f"{technique.name} needs an NVIDIA GPU, and the workers here have none."
+    if technique.quantized_bits and worker_has_cuda is not True and model_config:
+        odd = [size for size in _linear_sizes(model_config) if size % 32]
+        if odd:
+            return (f"{technique.name} on a CPU needs layer sizes that are multiples of 32; this model has "
+                    f"{', '.join(map(str, odd))}. Use LoRA, or a GPU worker.")
+    return None
+

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from worker.training.spec import PLAIN_PROMPT_FORMAT
+from worker.training.spec import PLAIN_PROMPT_FORMAT, PLAIN_PROMPT_WITH_CONTEXT_FORMAT
 
 IGNORE_INDEX = -100
 MIN_RESPONSE_TOKENS = 8
@@ -34,6 +34,7 @@ class TokenizedExample:
     attention_mask: list[int]
     labels: list[int]
     truncated: bool = False
+    label: int | None = None  # classification: the class id (then `labels` is unused)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -63,12 +64,19 @@ def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def render_prompt(tokenizer, prompt: str) -> str:
-    """The prompt text before tokenization: chat template if any, else the plain format."""
+def render_prompt(tokenizer, prompt: str, system: str | None = None) -> str:
+    """The prompt text before tokenization: chat template if any, else the plain format.
+
+    `system` (a system message or context for the row) becomes the chat's system turn, or a
+    "### Context:" block in the plain format.
+    """
     if has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
+        messages = [{"role": "user", "content": prompt}]
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if system:
+        return PLAIN_PROMPT_WITH_CONTEXT_FORMAT.format(system=system, prompt=prompt)
     return PLAIN_PROMPT_FORMAT.format(prompt=prompt)
 
 
@@ -121,8 +129,8 @@ def tokenize_rows(
         raise ValueError("max_length must be at least 2 tokens")
     if not rows:
         return TokenizedRows(examples=[])
-    prompts = [render_prompt(tokenizer, prompt) for prompt, _ in rows]
-    responses = [response for _, response in rows]
+    prompts = [render_prompt(tokenizer, row[0], row[2] if len(row) > 2 else None) for row in rows]
+    responses = [row[1] for row in rows]
     prompt_ids = tokenizer(prompts, add_special_tokens=_prompt_adds_special_tokens(tokenizer))[
         "input_ids"
     ]
@@ -166,8 +174,69 @@ def render_row(tokenizer, prompt: str, response: str, max_length: int = 256) -> 
     )
 
 
+def tokenize_texts(tokenizer, texts: Sequence, max_length: int) -> TokenizedRows:
+    """Continued training: each text (+ EOS) cut into max_length chunks, loss on every token.
+
+    A text is chunked on its own (chunks never mix two texts); a final chunk shorter than two
+    tokens carries nothing to predict and is left out.
+    """
+    if max_length < 2:
+        raise ValueError("max_length must be at least 2 tokens")
+    texts = [t[0] if isinstance(t, (tuple, list)) else t for t in texts]
+    if not texts:
+        return TokenizedRows(examples=[])
+    eos_id = tokenizer.eos_token_id
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and tokenizer.bos_token_id != eos_id else []
+    result = TokenizedRows(examples=[])
+    for index, ids in enumerate(tokenizer(list(texts), add_special_tokens=False)["input_ids"]):
+        ids = bos + list(ids) + ([eos_id] if eos_id is not None else [])
+        chunks = [ids[i : i + max_length] for i in range(0, len(ids), max_length)]
+        chunks = [chunk for chunk in chunks if len(chunk) >= 2]
+        if not chunks:
+            result.dropped_rows.append(index)
+        for chunk in chunks:
+            result.examples.append(TokenizedExample(chunk, [1] * len(chunk), list(chunk), truncated=len(chunks) > 1))
+    return result
+
+
+def label_names_of(rows: Sequence) -> list[str]:
+    """The sorted distinct labels of (text, label) rows: index = class id."""
+    return sorted({str(row[1]) for row in rows})
+
+
+def tokenize_classification(tokenizer, rows: Sequence, max_length: int, label_names: Sequence[str]) -> TokenizedRows:
+    """(text, label) rows -> examples holding the class id; long texts keep their start."""
+    ids_of = {name: i for i, name in enumerate(label_names)}
+    result = TokenizedRows(examples=[])
+    if not rows:
+        return result
+    encoded = tokenizer([row[0] for row in rows], truncation=True, max_length=max_length)["input_ids"]
+    for index, (row, ids) in enumerate(zip(rows, encoded)):
+        label = ids_of.get(str(row[1]))
+        if label is None or not ids:
+            result.dropped_rows.append(index)
+            continue
+        result.examples.append(TokenizedExample(list(ids), [1] * len(ids), [], label=label))
+    return result
+
+
+def tokenize_for_task(tokenizer, task: str, rows: Sequence, max_length: int,
+                      label_names: Sequence[str] | None = None) -> TokenizedRows:
+    """Rows of any task kind -> examples (see TrainingSpec for the row shapes)."""
+    if task == "instruction":
+        return tokenize_rows(tokenizer, rows, max_length)
+    if task == "text":
+        return tokenize_texts(tokenizer, rows, max_length)
+    if task == "classification":
+        return tokenize_classification(tokenizer, rows, max_length, label_names or label_names_of(rows))
+    raise ValueError(f"Unknown task {task!r}; expected instruction, text or classification.")
+
+
 def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its longest example; padding is masked and ignored by the loss."""
+    """Right-pad a batch to its longest example; padding is masked and ignored by the loss.
+
+    Classification batches carry one class id per example in `labels` (shape [batch]).
+    """
     width = max(len(example) for example in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
@@ -176,7 +245,10 @@ def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torc
         n = len(example)
         input_ids[row, :n] = torch.tensor(example.input_ids, dtype=torch.long)
         attention_mask[row, :n] = 1
-        labels[row, :n] = torch.tensor(example.labels, dtype=torch.long)
+        if example.label is None:
+            labels[row, :n] = torch.tensor(example.labels, dtype=torch.long)
+    if examples[0].label is not None:
+        labels = torch.tensor([example.label for example in examples], dtype=torch.long)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 

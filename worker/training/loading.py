@@ -26,17 +26,90 @@ def load_tokenizer(model_dir: str | os.PathLike):
     return tokenizer
 
 
-def load_base_model(model_dir: str | os.PathLike, device: torch.device | None = None):
-    """Load (model, tokenizer) from a local folder in fp32 on CUDA if available, else CPU."""
+def training_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """fp32 on a CPU; on CUDA 'auto' picks bf16 where supported, else fp16."""
+    if precision == "fp32" or device.type != "cuda":
+        return torch.float32
+    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def quantization_config(bits: int, compute_dtype: torch.dtype, classification: bool = False):
+    """bitsandbytes 4-bit NF4 (double quantized) or 8-bit; heads stay unquantized."""
+    from transformers import BitsAndBytesConfig
+
+    # A classifier head and pooler must stay trainable full-precision layers.
+    skip = ["classifier", "pooler", "score"] if classification else None
+    if bits == 4:
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip,
+        )
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    raise ValueError(f"Quantization to {bits} bits is not supported; choose 4 or 8.")
+
+
+def use_exact_cpu_4bit_kernel(model) -> None:
+    """Keep bitsandbytes' 4-bit layers on their fp32 dequantize path on a CPU.
+
+    On CPUs with AVX-512 BF16, bitsandbytes repacks a 4-bit weight for a faster bf16 kernel the
+    first time a layer runs in eval mode. That kernel's results differ from the training path's
+    (by ~0.1-0.3 in the logits of the tiny test model), and training after such an evaluation
+    mixes the two; so a run evaluating every N steps would not learn what it measures.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def load_base_model(
+    model_dir: str | os.PathLike,
+    device: torch.device | None = None,
+    *,
+    task: str = "instruction",
+    label_names: list[str] | None = None,
+    quantization_bits: int = 0,
+    dtype: torch.dtype = torch.float32,
+):
+    """Load (model, tokenizer) from a local folder onto `device` (CUDA if available, else CPU).
+
+    Causal LM for instruction and text tasks, sequence classification (with the label map in
+    the config) for classification; optionally quantized with bitsandbytes.
+    """
     device = device or pick_device()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir),
-        dtype=torch.float32,  # transformers 5 spells it dtype=, not torch_dtype=
+    kwargs = dict(
+        dtype=dtype,  # transformers 5 spells it dtype=, not torch_dtype=
         trust_remote_code=False,
         use_safetensors=True,
     )
-    model.to(device)
-    return model, load_tokenizer(model_dir)
+    if device.type == "cuda":
+        kwargs["attn_implementation"] = "sdpa"
+    if task == "classification":
+        from transformers import AutoModelForSequenceClassification
+
+        names = list(label_names or [])
+        kwargs.update(num_labels=len(names), id2label=dict(enumerate(names)),
+                      label2id={name: i for i, name in enumerate(names)})
+        model_class = AutoModelForSequenceClassification
+    else:
+        model_class = AutoModelForCausalLM
+    tokenizer = load_tokenizer(model_dir)
+    if quantization_bits:
+        kwargs["quantization_config"] = quantization_config(
+            quantization_bits, dtype if dtype != torch.float16 else torch.float16, task == "classification"
+        )
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+        model = model_class.from_pretrained(str(model_dir), **kwargs)
+        if device.type == "cpu":
+            use_exact_cpu_4bit_kernel(model)
+    else:
+        model = model_class.from_pretrained(str(model_dir), **kwargs)
+        model.to(device)
+    if task == "classification" and model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # to find each row's last real token
+    return model, tokenizer
 
 
 def convert_gguf_to_folder(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:

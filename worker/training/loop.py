@@ -7,16 +7,23 @@ is a small function so resume-from-checkpoint can reuse them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import platform
+import random
 import resource
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import set_seed
@@ -25,12 +32,18 @@ from worker.training.data import (
     IGNORE_INDEX,
     TokenizedExample,
     collate,
+    label_names_of,
     length_grouped_batches,
     pad_token_id,
-    tokenize_rows,
+    tokenize_for_task,
 )
-from worker.training.loading import load_base_model, pick_device
-from worker.training.peft_factory import build_peft_model
+from worker.training.loading import load_base_model, pick_device, training_dtype
+from worker.training.peft_factory import (
+    FULL_FINE_TUNING,
+    BuildContext,
+    build_peft_model,
+    quantization_bits,
+)
 from worker.training.spec import (
     Progress,
     TrainingCallbacks,
@@ -52,13 +65,17 @@ class StepPlan:
 
 @dataclass
 class LoopState:
-    """What a checkpoint would need to carry besides model and optimizer state."""
+    """What a checkpoint carries besides model, optimizer and random-generator state."""
 
     step: int = 0
     epoch: int = 0
+    epoch_step: int = 0  # optimizer steps already done in the current epoch
     tokens_seen: int = 0
     step_losses: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
+    best_validation_loss: float | None = None
+    checks_without_improvement: int = 0
+    resumed_from_step: int = 0
 
 
 @dataclass
@@ -119,15 +136,22 @@ def epoch_step_groups(
 
 
 def predicted_token_count(batch: dict[str, torch.Tensor]) -> int:
-    """Label tokens that enter the loss (after the one-position shift)."""
+    """Label tokens that enter the loss (after the one-position shift); examples when classifying."""
+    if batch["labels"].dim() == 1:
+        return int(batch["labels"].numel())
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def batch_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed next-token cross-entropy over the batch's response tokens."""
+    """Summed cross-entropy: over response (or text) tokens, or over examples when classifying."""
+    if batch["labels"].dim() == 1:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
     logits = model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
     ).logits
+    # Prompt tuning and P-tuning put virtual tokens in front: keep the positions of real tokens.
+    logits = logits[:, -batch["input_ids"].size(1) :, :]
     shifted_logits = logits[:, :-1, :].float()
     shifted_labels = batch["labels"][:, 1:]
     return F.cross_entropy(
@@ -138,16 +162,35 @@ def batch_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     )
 
 
-def micro_step(model, batch: dict[str, torch.Tensor], window_tokens: int) -> float:
+@dataclass
+class Precision:
+    """Autocast dtype (None = plain fp32) and the fp16 loss scaler."""
+
+    dtype: torch.dtype | None = None
+    scaler: Any = None
+
+    def autocast(self, device):
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=torch.device(device).type, dtype=self.dtype)
+
+
+FP32 = Precision()
+
+
+def micro_step(model, batch: dict[str, torch.Tensor], window_tokens: int, precision: Precision = FP32,
+               device="cpu") -> float:
     """Forward + backward of one micro-batch, weighted by its share of the step's tokens."""
-    loss_sum = batch_loss_sum(model, batch)
-    (loss_sum / window_tokens).backward()
+    with precision.autocast(device):
+        loss_sum = batch_loss_sum(model, batch)
+    loss = loss_sum / window_tokens
+    (precision.scaler.scale(loss) if precision.scaler is not None else loss).backward()
     return float(loss_sum.detach())
 
 
 def accumulate_gradients(
     model, batches: list[dict[str, torch.Tensor]], device, state: LoopState,
-    callbacks: TrainingCallbacks,
+    callbacks: TrainingCallbacks, precision: Precision = FP32,
 ) -> float | None:
     """Forward/backward one optimizer step's micro-batches; its mean token loss, None if stopped.
 
@@ -159,24 +202,38 @@ def accumulate_gradients(
     for batch in batches:
         if callbacks.should_stop():
             return None
-        loss_sum += micro_step(model, _to_device(batch, device), window_tokens)
+        loss_sum += micro_step(model, _to_device(batch, device), window_tokens, precision, device)
         state.tokens_seen += int(batch["attention_mask"].sum())  # real tokens, not padding
     return loss_sum / window_tokens
 
 
-def optimizer_step(optimizer, scheduler, trainable: list[torch.nn.Parameter]) -> float:
-    """Clip, step and advance the schedule; returns the learning rate the step used."""
-    torch.nn.utils.clip_grad_norm_(trainable, max_norm=1.0)
+def optimizer_step(optimizer, scheduler, trainable: list[torch.nn.Parameter], precision: Precision = FP32,
+                   after_step=None) -> tuple[float, float]:
+    """Clip, step and advance the schedule; returns (learning rate used, gradient norm).
+
+    `after_step` runs between the update and clearing the gradients (AdaLoRA's rank
+    allocation reads them there).
+    """
+    if precision.scaler is not None:
+        precision.scaler.unscale_(optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm=1.0))
     learning_rate = float(optimizer.param_groups[0]["lr"])
-    optimizer.step()
+    if precision.scaler is not None:
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+    else:
+        optimizer.step()
     scheduler.step()
+    if after_step is not None:
+        after_step()
     optimizer.zero_grad(set_to_none=True)
-    return learning_rate
+    return learning_rate, grad_norm
 
 
 @torch.no_grad()
 def evaluate_loss(
-    model, examples: Sequence[TokenizedExample], batch_size: int, pad_id: int, device
+    model, examples: Sequence[TokenizedExample], batch_size: int, pad_id: int, device,
+    precision: Precision = FP32,
 ) -> float | None:
     """Mean cross-entropy per response token over all examples (None when there are none)."""
     if not examples:
@@ -184,23 +241,62 @@ def evaluate_loss(
     was_training = model.training
     model.eval()
     total_loss, total_tokens = 0.0, 0
+    # Evaluation must not move the training's random generators (dropout, shuffles).
+    rng_state = torch.random.get_rng_state()
     for indices in length_grouped_batches([len(e) for e in examples], batch_size, seed=0):
         batch = _to_device(collate([examples[i] for i in indices], pad_id), device)
-        total_loss += float(batch_loss_sum(model, batch))
+        with precision.autocast(device):
+            total_loss += float(batch_loss_sum(model, batch))
         total_tokens += predicted_token_count(batch)
+    torch.random.set_rng_state(rng_state)
     if was_training:
         model.train()
     return total_loss / max(1, total_tokens)
 
 
-def save_adapter(model, output_dir: str | os.PathLike) -> Path:
-    """Save adapter_config.json + adapter_model.safetensors, never leaving a half-written folder."""
+@torch.no_grad()
+def evaluate_accuracy(model, examples: Sequence[TokenizedExample], batch_size: int, pad_id: int, device) -> float | None:
+    """Share of classification examples whose top class is right (None when there are none)."""
+    if not examples or examples[0].label is None:
+        return None
+    was_training = model.training
+    model.eval()
+    right = 0
+    for start in range(0, len(examples), batch_size):
+        batch = _to_device(collate(examples[start : start + batch_size], pad_id), device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        right += int((logits.argmax(-1) == batch["labels"]).sum())
+    if was_training:
+        model.train()
+    return right / len(examples)
+
+
+LABELS_FILE = "tailor_labels.json"
+
+
+def save_adapter(model, output_dir: str | os.PathLike, *, tokenizer=None, label_names=None,
+                 pissa_init_dir: str | os.PathLike | None = None) -> Path:
+    """Save adapter_config.json + adapter_model.safetensors, never leaving a half-written folder.
+
+    A full fine-tune saves the whole model and its tokenizer instead; a PiSSA adapter is converted
+    to plain LoRA (against `pissa_init_dir`) so it loads on the unchanged base model; a classifier
+    gets its label map in tailor_labels.json.
+    """
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     try:
         tmp_dir.chmod(0o755)  # mkdtemp makes it private; the final folder should not be
-        model.save_pretrained(str(tmp_dir), safe_serialization=True)
+        if pissa_init_dir is not None:
+            model.save_pretrained(str(tmp_dir), safe_serialization=True,
+                                  path_initial_model_for_weight_conversion=str(pissa_init_dir))
+        else:
+            model.save_pretrained(str(tmp_dir), safe_serialization=True)
+        if not hasattr(model, "peft_config") and tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp_dir))
+        if label_names is not None:
+            (tmp_dir / LABELS_FILE).write_text(json.dumps(
+                {"id2label": {str(i): name for i, name in enumerate(label_names)}}, indent=2))
         if output_dir.is_dir() and not any(output_dir.iterdir()):
             output_dir.rmdir()
         if not output_dir.exists():
@@ -208,7 +304,7 @@ def save_adapter(model, output_dir: str | os.PathLike) -> Path:
         else:
             # Folder already holds other files: move ours in one by one, config last, so a
             # reader that sees the config also sees the weights.
-            names = sorted(os.listdir(tmp_dir), key=lambda name: name == "adapter_config.json")
+            names = sorted(os.listdir(tmp_dir), key=lambda name: name in ("adapter_config.json", "config.json"))
             for name in names:
                 os.replace(tmp_dir / name, output_dir / name)
             tmp_dir.rmdir()
@@ -224,9 +320,13 @@ def _to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor
 
 def _report_progress(
     callbacks: TrainingCallbacks, state: LoopState, plan: StepPlan, loss: float,
-    learning_rate: float, started: float,
+    learning_rate: float, started: float, *, grad_norm: float | None = None,
+    validation_loss: float | None = None, device=None, elapsed_before: float = 0.0,
+    tokens_before: int = 0,
 ) -> None:
-    elapsed = time.perf_counter() - started
+    session = time.perf_counter() - started
+    elapsed = elapsed_before + session
+    steps_this_session = state.step - state.resumed_from_step
     callbacks.on_progress(
         Progress(
             step=state.step,
@@ -234,9 +334,13 @@ def _report_progress(
             epoch=state.step / plan.steps_per_epoch,
             loss=loss,
             learning_rate=learning_rate,
-            tokens_per_second=state.tokens_seen / elapsed if elapsed > 0 else 0.0,
+            # This session's speed: a resumed run's earlier tokens were counted in their own time.
+            tokens_per_second=(state.tokens_seen - tokens_before) / session if session > 0 else 0.0,
             elapsed_seconds=elapsed,
-            eta_seconds=elapsed / state.step * (plan.total_steps - state.step),
+            eta_seconds=session / max(1, steps_this_session) * (plan.total_steps - state.step),
+            grad_norm=grad_norm,
+            validation_loss=validation_loss,
+            memory_bytes=peak_memory_bytes(device) if device is not None else None,
         )
     )
 
@@ -249,57 +353,232 @@ def _recent_train_loss(state: LoopState, plan: StepPlan) -> float | None:
     return sum(recent) / len(recent)
 
 
+# --- checkpoints ------------------------------------------------------------------------------
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, scheduler, state: LoopState,
+                    precision: Precision = FP32) -> Path:
+    """Trainable weights, optimizer, schedule, loop state and random generators, written atomically."""
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "weights": _trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
+        "state": asdict(state),
+        "rng": {
+            "torch": torch.random.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+        },
+    }
+    tmp = checkpoint_dir / f".{CHECKPOINT_FILE}.partial"
+    torch.save(payload, tmp)
+    os.replace(tmp, checkpoint_dir / CHECKPOINT_FILE)
+    return checkpoint_dir / CHECKPOINT_FILE
+
+
+def load_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, scheduler,
+                    precision: Precision = FP32) -> LoopState | None:
+    """Restore everything save_checkpoint wrote; None when there is no checkpoint."""
+    path = Path(checkpoint_dir) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=False)  # our own file
+    parameters = dict(model.named_parameters())
+    missing = [name for name in payload["weights"] if name not in parameters]
+    if missing:
+        raise ValueError(f"The checkpoint does not match this model (e.g. {missing[0]}); delete {path} to start over.")
+    with torch.no_grad():
+        for name, value in payload["weights"].items():
+            parameters[name].copy_(value.to(parameters[name].device))
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    if precision.scaler is not None and payload.get("scaler"):
+        precision.scaler.load_state_dict(payload["scaler"])
+    torch.random.set_rng_state(payload["rng"]["torch"])
+    if payload["rng"].get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+    random.setstate(payload["rng"]["python"])
+    np.random.set_state(payload["rng"]["numpy"])
+    return LoopState(**payload["state"])
+
+
+# --- reproducibility --------------------------------------------------------------------------
+
+def data_fingerprint(task: str, train_rows, validation_rows) -> str:
+    """SHA-256 of the exact rows a run learned from and was measured on."""
+    blob = json.dumps([task, [list(r) if isinstance(r, (tuple, list)) else r for r in train_rows],
+                       [list(r) if isinstance(r, (tuple, list)) else r for r in validation_rows]],
+                      ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def environment_record(device, dtype) -> dict[str, Any]:
+    """Package versions and hardware: what someone needs to rerun the job the same way."""
+    versions = {}
+    for package in ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "tokenizers", "safetensors", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    record = {"python": platform.python_version(), "packages": versions, "device": str(device),
+              "dtype": str(dtype).replace("torch.", "")}
+    if torch.device(device).type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def _precision_for(params: dict[str, Any], device, technique: str) -> tuple[torch.dtype, Precision]:
+    """(dtype to load the base model in, autocast settings). Full fine-tuning keeps fp32 weights."""
+    dtype = training_dtype(str(params.get("precision", "auto")), device)
+    if dtype == torch.float32:
+        return torch.float32, FP32
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    load_dtype = torch.float32 if technique == FULL_FINE_TUNING else dtype
+    return load_dtype, Precision(dtype=dtype, scaler=scaler)
+
+
+def _wants_gradient_checkpointing(params: dict[str, Any], device) -> bool:
+    choice = str(params.get("gradient_checkpointing", "auto"))
+    return choice == "on" or (choice == "auto" and torch.device(device).type == "cuda")
+
+
+def _trainable_counts(model) -> tuple[int, int]:
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
 def run_training(spec: TrainingSpec, callbacks: TrainingCallbacks) -> TrainingRun:
-    """Train and save the adapter (unless cancelled); also return the in-memory model."""
+    """Train and save the adapter (unless cancelled); also return the in-memory model.
+
+    With `spec.checkpoint_dir` the run checkpoints every `checkpoint_minutes` and, when a
+    checkpoint is already there, resumes from it (same seed, same data -> the same adapter).
+    """
     params = resolve_params(spec.params)
+    task = spec.task
     seed_everything(spec.seed)
     device = pick_device()
     reset_peak_memory(device)
+    load_dtype, precision = _precision_for(params, device, spec.technique)
 
-    base_model, tokenizer = load_base_model(spec.base_model_dir, device)
-    model = build_peft_model(base_model, spec.technique, params)
-    model.train()
+    label_names = label_names_of(list(spec.train_rows) + list(spec.validation_rows)) if task == "classification" else None
+    if label_names is not None and len(label_names) < 2:
+        raise ValueError("Classification needs at least two different labels in the label column.")
+    base_model, tokenizer = load_base_model(
+        spec.base_model_dir, device, task=task, label_names=label_names,
+        quantization_bits=quantization_bits(spec.technique, params), dtype=load_dtype,
+    )
     max_length = int(params["max_length"])
-    train_examples = tokenize_rows(tokenizer, spec.train_rows, max_length).examples
-    validation_examples = tokenize_rows(tokenizer, spec.validation_rows, max_length).examples
+    train_examples = tokenize_for_task(tokenizer, task, spec.train_rows, max_length, label_names).examples
+    validation_examples = tokenize_for_task(tokenizer, task, spec.validation_rows, max_length, label_names).examples
     if not train_examples:
         raise ValueError(
             f"No training row fits in max_length={max_length} tokens; raise max_length "
             "or shorten the prompts."
         )
     pad_id = pad_token_id(tokenizer)
-
     plan = plan_steps(len(train_examples), params)
+
+    seed_everything(spec.seed)  # adapter initialisation does not depend on how loading went
+    context = BuildContext(task=task, total_steps=plan.total_steps, tokenizer_dir=str(spec.base_model_dir))
+    model = build_peft_model(base_model, spec.technique, params, context)
+    pissa_init_dir = None
+    if spec.technique == "pissa":
+        # Keep the starting adapter, so the trained one can be converted to plain LoRA that
+        # loads on the unchanged base model.
+        pissa_init_dir = Path(tempfile.mkdtemp(prefix="pissa-init-"))
+        model.peft_config["default"].init_lora_weights = True
+        model.save_pretrained(str(pissa_init_dir))
+        model.peft_config["default"].init_lora_weights = "pissa_niter_4"
+    if _wants_gradient_checkpointing(params, device):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    model.train()
+
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=float(params["learning_rate"]), weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, plan))
-    trainable_count, total_count = model.get_nb_trainable_parameters()
+    trainable_count, total_count = _trainable_counts(model)
+    after_step = None
+    if spec.technique == "adalora":
+        def after_step():  # noqa: E306 - AdaLoRA reallocates ranks from the fresh gradients
+            model.base_model.update_and_allocate(state.step)
 
     state = LoopState()
-    started = time.perf_counter()
+    if spec.checkpoint_dir:
+        restored = load_checkpoint(spec.checkpoint_dir, model, optimizer, scheduler, precision)
+        if restored is not None:
+            state = restored
+            state.resumed_from_step = state.step
+    eval_every = int(params["eval_steps"]) or plan.steps_per_epoch
+    patience = int(params["early_stopping_patience"])
+    checkpoint_seconds = float(params["checkpoint_minutes"]) * 60
+    elapsed_before, tokens_before = state.train_seconds, state.tokens_seen
+    started = last_checkpoint = time.perf_counter()
     status = "completed"
-    while state.step < plan.total_steps and status == "completed":
-        for group in epoch_step_groups(train_examples, params, spec.seed, state.epoch):
+    stopped_early = False
+    while state.step < plan.total_steps and status == "completed" and not stopped_early:
+        groups = epoch_step_groups(train_examples, params, spec.seed, state.epoch)
+        for group in groups[state.epoch_step :]:
             batches = [collate([train_examples[i] for i in idx], pad_id) for idx in group]
-            step_loss = accumulate_gradients(model, batches, device, state, callbacks)
+            step_loss = accumulate_gradients(model, batches, device, state, callbacks, precision)
             if step_loss is None:
                 status = "cancelled"
                 break
-            learning_rate = optimizer_step(optimizer, scheduler, trainable)
+            learning_rate, grad_norm = optimizer_step(optimizer, scheduler, trainable, precision, after_step)
             state.step += 1
+            state.epoch_step += 1
             state.step_losses.append(step_loss)
-            _report_progress(callbacks, state, plan, step_loss, learning_rate, started)
-            if state.step >= plan.total_steps:
+            validation_loss = None
+            if validation_examples and (state.step % eval_every == 0 or state.step >= plan.total_steps):
+                validation_loss = evaluate_loss(model, validation_examples, int(params["batch_size"]), pad_id, device, precision)
+                if state.best_validation_loss is None or validation_loss < state.best_validation_loss - 1e-6:
+                    state.best_validation_loss = validation_loss
+                    state.checks_without_improvement = 0
+                else:
+                    state.checks_without_improvement += 1
+                    stopped_early = patience > 0 and state.checks_without_improvement >= patience
+            _report_progress(callbacks, state, plan, step_loss, learning_rate, started, grad_norm=grad_norm,
+                             validation_loss=validation_loss, device=device, elapsed_before=elapsed_before,
+                             tokens_before=tokens_before)
+            now = time.perf_counter()
+            if (spec.checkpoint_dir and checkpoint_seconds > 0 and now - last_checkpoint >= checkpoint_seconds
+                    and state.step < plan.total_steps and not stopped_early):
+                state.train_seconds = elapsed_before + now - started
+                save_checkpoint(spec.checkpoint_dir, model, optimizer, scheduler, state, precision)
+                last_checkpoint = time.perf_counter()
+            if state.step >= plan.total_steps or stopped_early:
                 break
-        state.epoch += 1
-    state.train_seconds = time.perf_counter() - started
+        else:
+            state.epoch += 1
+            state.epoch_step = 0
+    state.train_seconds = elapsed_before + time.perf_counter() - started
 
     validation_loss = None
+    accuracy = None
     if status == "completed":
         validation_loss = evaluate_loss(
-            model, validation_examples, int(params["batch_size"]), pad_id, device
+            model, validation_examples, int(params["batch_size"]), pad_id, device, precision
         )
-        save_adapter(model, spec.output_dir)
+        accuracy = evaluate_accuracy(model, validation_examples, int(params["batch_size"]), pad_id, device)
+        save_adapter(model, spec.output_dir, tokenizer=tokenizer, label_names=label_names,
+                     pissa_init_dir=pissa_init_dir)
+    if pissa_init_dir is not None:
+        shutil.rmtree(pissa_init_dir, ignore_errors=True)
 
     result = TrainingResult(
         status=status,
@@ -311,6 +590,13 @@ def run_training(spec: TrainingSpec, callbacks: TrainingCallbacks) -> TrainingRu
         train_seconds=state.train_seconds,
         tokens_seen=state.tokens_seen,
         peak_memory_bytes=peak_memory_bytes(device),
+        best_validation_loss=state.best_validation_loss,
+        stopped_early=stopped_early,
+        resumed_from_step=state.resumed_from_step,
+        data_sha256=data_fingerprint(task, spec.train_rows, spec.validation_rows),
+        environment=environment_record(device, precision.dtype or load_dtype),
+        label_names=label_names,
+        validation_accuracy=accuracy,
     )
     return TrainingRun(result=result, model=model, tokenizer=tokenizer)
 

@@ -6,11 +6,27 @@ Adding a technique is one builder function and one line in BUILDERS.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from torch import nn
 
-from peft import LoraConfig, PeftConfig, PeftModel, TaskType, get_peft_model
+from peft import (
+    AdaLoraConfig,
+    IA3Config,
+    LoHaConfig,
+    LoKrConfig,
+    LoraConfig,
+    PeftConfig,
+    PeftModel,
+    PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptTuningConfig,
+    PromptTuningInit,
+    TaskType,
+    VeraConfig,
+    get_peft_model,
+)
 
 from worker.training.spec import resolve_params
 
@@ -60,10 +76,22 @@ def resolve_target_modules(value: Any, model) -> str | list[str]:
     return list(value)
 
 
-def build_lora_config(params: dict[str, Any], model) -> PeftConfig:
-    """LoRA: low-rank update matrices next to the chosen linear layers."""
-    return LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+@dataclass(frozen=True)
+class BuildContext:
+    """What a builder may need besides the parameters and the model."""
+
+    task: str = "instruction"
+    total_steps: int = 100  # AdaLoRA schedules its pruning over the run
+    tokenizer_dir: str | None = None  # prompt tuning's text initialisation
+
+    @property
+    def task_type(self) -> TaskType:
+        return TaskType.SEQ_CLS if self.task == "classification" else TaskType.CAUSAL_LM
+
+
+def _lora_kwargs(params: dict[str, Any], model, ctx: BuildContext) -> dict[str, Any]:
+    return dict(
+        task_type=ctx.task_type,
         r=int(params["r"]),
         lora_alpha=float(params["alpha"]),
         lora_dropout=float(params["dropout"]),
@@ -72,27 +100,183 @@ def build_lora_config(params: dict[str, Any], model) -> PeftConfig:
     )
 
 
-BUILDERS: dict[str, Callable[[dict[str, Any], Any], PeftConfig]] = {
+def build_lora_config(params: dict[str, Any], model, ctx: BuildContext = BuildContext()) -> PeftConfig:
+    """LoRA: low-rank update matrices next to the chosen linear layers."""
+    return LoraConfig(**_lora_kwargs(params, model, ctx))
+
+
+def build_dora_config(params, model, ctx=BuildContext()) -> PeftConfig:
+    """DoRA: LoRA on the direction of each weight, with a learned magnitude."""
+    return LoraConfig(**_lora_kwargs(params, model, ctx), use_dora=True)
+
+
+def build_rslora_config(params, model, ctx=BuildContext()) -> PeftConfig:
+    """rsLoRA: LoRA scaled by alpha/sqrt(r)."""
+    return LoraConfig(**_lora_kwargs(params, model, ctx), use_rslora=True)
+
+
+def build_pissa_config(params, model, ctx=BuildContext()) -> PeftConfig:
+    """LoRA initialised from the principal singular vectors (fast randomized SVD, 4 iterations)."""
+    kwargs = _lora_kwargs(params, model, ctx)
+    kwargs["lora_dropout"] = 0.0  # PiSSA's conversion to plain LoRA assumes no dropout
+    return LoraConfig(**kwargs, init_lora_weights="pissa_niter_4")
+
+
+def build_adalora_config(params, model, ctx=BuildContext()) -> PeftConfig:
+    """AdaLoRA: starts at init_r and prunes to an average of r during the middle of the run."""
+    total = max(3, int(ctx.total_steps))
+    tinit, tfinal = total // 10, total // 5
+    kwargs = _lora_kwargs(params, model, ctx)
+    kwargs.pop("r")
+    return AdaLoraConfig(
+        **kwargs, init_r=max(int(params.get("init_r", 12)), int(params["r"])), target_r=int(params["r"]),
+        tinit=tinit, tfinal=tfinal, deltaT=max(1, (total - tinit - tfinal) // 10), total_step=total,
+    )
+
+
+def build_loha_config(params, model, ctx=BuildContext()) -> PeftConfig:
+    """LoHa: Hadamard product of two low-rank products."""
+    return LoHaConfig(
+        task_type=ctx.task_type, r=int(params["r"]), alpha=float(params["alpha"]),
+        module_dropout=float(params["dropout"]),
+        target_modules=resolve_target_modules(params["target_modules"], model),
+        modules_to_save=_head_modules(model, ctx),
+    )
+
+
+def build_lokr_config(params, model, ctx=BuildContext()) -> PeftConfig:
+    """LoKr: Kronecker product of two small matrices."""
+    return LoKrConfig(
+        task_type=ctx.task_type, r=int(params["r"]), alpha=float(params["alpha"]),
+        module_dropout=float(params["dropout"]),
+        target_modules=resolve_target_modules(params["target_modules"], model),
+        modules_to_save=_head_modules(model, ctx),
+    )
+
+
+def build_vera_config(params, model, ctx=BuildContext()) -> PeftConfig:
+    """VeRA: frozen shared random matrices, learned per-layer scaling vectors."""
+    return VeraConfig(
+        task_type=ctx.task_type, r=int(params["r"]), vera_dropout=float(params["dropout"]),
+        target_modules=resolve_target_modules(params["target_modules"], model),
+        save_projection=True,  # the adapter file carries the random matrices: no PRNG drift on reload
+        modules_to_save=_head_modules(model, ctx),
+    )
+
+
+def build_ia3_config(params, model, ctx=BuildContext()) -> PeftConfig:
+    """IA³: learned scaling of attention keys/values and feed-forward activations.
+
+    PEFT knows the right layers for common model types; other models get none and are refused
+    in plain words rather than silently adapting nothing.
+    """
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS
+
+    model_type = getattr(model.config, "model_type", "")
+    if model_type not in TARGETS:
+        raise ValueError(f"IA³ does not know which layers to scale in a {model_type!r} model; choose LoRA.")
+    return IA3Config(task_type=ctx.task_type, modules_to_save=_head_modules(model, ctx))
+
+
+def build_prompt_tuning_config(params, model, ctx=BuildContext()) -> PeftConfig:
+    """Prompt tuning: learned virtual-token embeddings, from random vectors or a text's tokens."""
+    kwargs: dict[str, Any] = dict(task_type=ctx.task_type, num_virtual_tokens=int(params["num_virtual_tokens"]))
+    if params.get("init", "text") == "text" and ctx.tokenizer_dir:
+        kwargs.update(prompt_tuning_init=PromptTuningInit.TEXT,
+                      prompt_tuning_init_text=str(params.get("init_text") or "Answer the question."),
+                      tokenizer_name_or_path=str(ctx.tokenizer_dir))
+    else:
+        kwargs["prompt_tuning_init"] = PromptTuningInit.RANDOM
+    return PromptTuningConfig(**kwargs)
+
+
+def build_prefix_tuning_config(params, model, ctx=BuildContext()) -> PeftConfig:
+    """Prefix tuning: learned key/value prefixes in every attention layer (decoders only)."""
+    if not _is_decoder(model):
+        raise ValueError("Prefix tuning needs a decoder model; this is an encoder. Choose prompt tuning or LoRA.")
+    return PrefixTuningConfig(task_type=ctx.task_type, num_virtual_tokens=int(params["num_virtual_tokens"]))
+
+
+def build_p_tuning_config(params, model, ctx=BuildContext()) -> PeftConfig:
+    """P-tuning: virtual tokens produced by a small MLP prompt encoder."""
+    return PromptEncoderConfig(
+        task_type=ctx.task_type, num_virtual_tokens=int(params["num_virtual_tokens"]),
+        encoder_hidden_size=int(params.get("encoder_hidden_size", 128)),
+        encoder_reparameterization_type="MLP",
+    )
+
+
+def _head_modules(model, ctx: BuildContext) -> list[str] | None:
+    """Classification heads are new and must train (PEFT does this itself for LoRA only)."""
+    if ctx.task != "classification":
+        return None
+    names = {name.split(".")[0] for name, _ in model.named_children()}
+    return [name for name in ("classifier", "score") if name in names] or None
+
+
+def _is_decoder(model) -> bool:
+    # worker/training never imports app; a causal LM head or a cache-using config marks a decoder.
+    config = model.config
+    return bool(getattr(config, "is_decoder", False)) or any(
+        a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or [])
+    ) or type(model).__name__.endswith("ForCausalLM")
+
+
+FULL_FINE_TUNING = "full"
+
+BUILDERS: dict[str, Callable[..., PeftConfig]] = {
     "lora": build_lora_config,
+    "qlora": build_lora_config,  # the quantized base is the loader's job
+    "dora": build_dora_config,
+    "rslora": build_rslora_config,
+    "pissa": build_pissa_config,
+    "adalora": build_adalora_config,
+    "loha": build_loha_config,
+    "lokr": build_lokr_config,
+    "vera": build_vera_config,
+    "ia3": build_ia3_config,
+    "prompt_tuning": build_prompt_tuning_config,
+    "prefix_tuning": build_prefix_tuning_config,
+    "p_tuning": build_p_tuning_config,
 }
 
+# Techniques whose base model is loaded quantized, and how: parameter "bits" overrides.
+QUANTIZED_TECHNIQUES = {"qlora": 4}
 
-def build_peft_config(model, technique: str, params: dict[str, Any]) -> PeftConfig:
+
+def quantization_bits(technique: str, params: dict[str, Any]) -> int:
+    if technique not in QUANTIZED_TECHNIQUES:
+        return 0
+    return int(params.get("bits") or QUANTIZED_TECHNIQUES[technique])
+
+
+def build_peft_config(model, technique: str, params: dict[str, Any], ctx: BuildContext | None = None) -> PeftConfig:
     """The PEFT config for a catalogue technique; defaults fill missing parameters."""
     try:
         builder = BUILDERS[technique]
     except KeyError:
-        known = ", ".join(sorted(BUILDERS))
+        known = ", ".join(sorted([*BUILDERS, FULL_FINE_TUNING]))
         raise ValueError(
             f"Unknown technique {technique!r}; the training worker knows: {known}."
         ) from None
-    return builder(resolve_params(params), model)
+    return builder(resolve_params(params), model, ctx or BuildContext())
 
 
-def build_peft_model(model, technique: str, params: dict[str, Any]) -> PeftModel:
-    """Wrap `model` for `technique`: base weights frozen, adapter weights trainable."""
-    config = build_peft_config(model, technique, params)
+def build_peft_model(model, technique: str, params: dict[str, Any], ctx: BuildContext | None = None):
+    """Wrap `model` for `technique`: base weights frozen, adapter weights trainable.
+
+    Full fine-tuning returns the model itself with every weight trainable.
+    """
+    if technique == FULL_FINE_TUNING:
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        return model
+    config = build_peft_config(model, technique, params, ctx)
     with warnings.catch_warnings():
         # peft 0.21 calls transformers 5's deprecated is_gradient_checkpointing; noise only.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        if quantization_bits(technique, params) and getattr(model, "is_quantized", False):
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         return get_peft_model(model, config)

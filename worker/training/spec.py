@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 # Every training parameter the pipeline understands, with its default. The web's technique
@@ -19,7 +19,14 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "dropout": 0.05,
     "target_modules": "all-linear",
     "max_steps": 0,  # 0 = no cap; > 0 caps the number of optimizer steps
+    "eval_steps": 0,  # 0 = evaluate once per epoch (and at the end)
+    "early_stopping_patience": 0,  # 0 = off
+    "checkpoint_minutes": 10.0,  # 0 = no checkpoints
+    "precision": "auto",
+    "gradient_checkpointing": "auto",
 }
+
+TASKS = ("instruction", "text", "classification")
 
 
 def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
@@ -30,6 +37,8 @@ def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
 
 # How a prompt is shown to a model whose tokenizer has no chat template (the answer follows).
 PLAIN_PROMPT_FORMAT = "### Question:\n{prompt}\n\n### Answer:\n"
+# The same, for rows that carry a system message or context.
+PLAIN_PROMPT_WITH_CONTEXT_FORMAT = "### Context:\n{system}\n\n### Question:\n{prompt}\n\n### Answer:\n"
 
 
 @dataclass(frozen=True)
@@ -39,10 +48,14 @@ class TrainingSpec:
     base_model_dir: str  # local HF folder (config.json, *.safetensors, tokenizer files)
     technique: str  # key of worker.training.peft_factory.BUILDERS, e.g. "lora"
     params: dict  # already validated; see DEFAULT_PARAMS for keys and defaults
-    train_rows: list[tuple[str, str]]  # (prompt, response)
-    validation_rows: list[tuple[str, str]]
+    # Rows by task: "instruction" (prompt, response) or (prompt, response, system/context);
+    # "text" (text,) or a plain str; "classification" (text, label).
+    train_rows: list
+    validation_rows: list
     output_dir: str  # where the adapter is saved
     seed: int = 0
+    task: str = "instruction"
+    checkpoint_dir: str | None = None  # checkpoints go here, and a run resumes from the last one
 
 
 @dataclass
@@ -57,6 +70,9 @@ class Progress:
     tokens_per_second: float
     elapsed_seconds: float
     eta_seconds: float
+    grad_norm: float | None = None
+    validation_loss: float | None = None  # set on the steps where the held-out rows were measured
+    memory_bytes: int | None = None
 
 
 @dataclass
@@ -72,6 +88,13 @@ class TrainingResult:
     train_seconds: float
     tokens_seen: int
     peak_memory_bytes: int
+    best_validation_loss: float | None = None
+    stopped_early: bool = False
+    resumed_from_step: int = 0
+    data_sha256: str | None = None  # of the exact rows trained and validated on
+    environment: dict = field(default_factory=dict)  # package versions, device, precision
+    label_names: list | None = None  # classification: label id -> name
+    validation_accuracy: float | None = None  # classification only
 
 
 class TrainingCallbacks(Protocol):
