@@ -75,10 +75,13 @@ def cmd_create_token(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.logs import configure_logging
+
     settings = get_settings()
     host, port = args.host or settings.host, args.port or settings.port
     print(f"Tailor is serving on http://{host}:{port}/", flush=True)
-    uvicorn.run("app.main:app", host=host, port=port, workers=args.workers, log_level="info", proxy_headers=True)
+    configure_logging("INFO", settings.log_format)
+    uvicorn.run("app.main:app", host=host, port=port, workers=args.workers, log_config=None, log_level="info", proxy_headers=True)
     return 0
 
 

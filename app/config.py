@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     worker_queues: str = Field(
         "gpu,cpu", description="Comma-separated Celery queues a `tailor worker` consumes."
     )
+    log_format: str = Field("text", description="'text' (key=value lines) or 'json' (one JSON object per line); every line names its job.")
     admin_email: str = Field("admin@tailor.local", description="Email of the administrator created on the first `tailor up`.")
     host: str = Field("127.0.0.1", description="Address `tailor serve` binds to.")
     port: int = Field(8000, description="Port `tailor serve` listens on.")

@@ -38,7 +38,17 @@ def create_app() -> FastAPI:
 
     @app.get("/health", include_in_schema=False)
     def health():
-        return {"status": "ok"}
+        """Liveness and readiness for load balancers: the web is up and reaches its database."""
+        from sqlalchemy import text
+
+        from app.db import get_engine
+
+        try:
+            with get_engine().connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001
+            return JSONResponse({"status": "degraded", "database": "unreachable"}, status_code=503)
+        return {"status": "ok", "database": "ok"}
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(current_user)])
     def openapi():

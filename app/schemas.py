@@ -158,3 +158,15 @@ class AdapterPublic(BaseModel):
     metrics: dict[str, Any]
     created_at: datetime
     download_url: str = ""
+
+
+class WorkerPublic(BaseModel):
+    name: str
+    hostname: str
+    queues: list[str]
+    device: str
+    device_memory_bytes: int | None
+    state: str = Field(..., description="busy, idle, offline (no heartbeat lately) or stopped")
+    heartbeat_at: datetime
+    current_job_id: int | None
+    current_job_name: str | None

@@ -7,11 +7,12 @@ lost message is re-sent by the reconciler (worker start-up and every minute).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
 from app.config import get_settings
 from app.queue import RECONCILE_TASK, TRAIN_TASK, broker_transport_options
@@ -47,7 +48,6 @@ celery_app.conf.update(
     # interval (every worker busy training) expires instead of piling up: the next one will do.
     beat_schedule={"reconcile-jobs": {"task": RECONCILE_TASK, "schedule": settings.reconcile_interval_seconds,
                                       "options": {"queue": "cpu", "expires": settings.reconcile_interval_seconds}}},
-    worker_hijack_root_logger=False,
     worker_send_task_events=False,
     timezone="UTC",
 )
@@ -57,14 +57,38 @@ def default_worker_name() -> str:
     return f"tailor-{os.getpid()}@{socket.gethostname()}"
 
 
+@setup_logging.connect
+def _structured_logging(loglevel=None, **_kwargs) -> None:
+    """Celery leaves logging to us: key=value (or JSON) lines with the job id on each."""
+    from app.logs import configure_logging
+
+    configure_logging(loglevel or "INFO", settings.log_format)
+
+
+@worker_process_init.connect
+def _fresh_connections_in_pool_child(**_kwargs) -> None:
+    """A pool child is forked from the main process: never reuse its database connections."""
+    from app.db import get_engine
+
+    get_engine().dispose(close=False)
+
+
 @worker_ready.connect
-def _reconcile_on_start(sender=None, **_kwargs) -> None:
-    """A worker that starts re-sends what was lost while none was running."""
+def _on_worker_ready(sender=None, **_kwargs) -> None:
+    """Report this worker on the status board, and re-send what was lost while none ran."""
+    from worker.presence import start_presence
     from worker.reconcile import reconcile_jobs
 
+    queues = ",".join(sorted(q.name for q in sender.task_consumer.queues)) if sender is not None else ""
+    start_presence(sender.hostname if sender is not None else default_worker_name(), queues)
     try:
         reconcile_jobs()
     except Exception:  # noqa: BLE001 - a failed reconcile must not stop the worker; beat retries
-        import logging
-
         logging.getLogger("tailor.worker").exception("Reconciliation at start-up failed")
+
+
+@worker_shutdown.connect
+def _on_worker_shutdown(**_kwargs) -> None:
+    from worker.presence import stop_presence
+
+    stop_presence()

@@ -8,9 +8,11 @@ from worker.celery_app import celery_app
 
 @celery_app.task(name=TRAIN_TASK, bind=True)
 def train(self, job_id: int) -> str:
+    from app.logs import job_log_context
     from worker.job_runner import run_training_job
 
-    return run_training_job(job_id, worker_name=self.request.hostname or "worker")
+    with job_log_context(job_id):
+        return run_training_job(job_id, worker_name=self.request.hostname or "worker")
 
 
 @celery_app.task(name=RECONCILE_TASK)

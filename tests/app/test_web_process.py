@@ -15,4 +15,4 @@ def test_importing_app_main_does_not_import_torch():
 
 
 def test_health_needs_no_sign_in(client):
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "database": "ok"}

@@ -65,7 +65,7 @@ def adapter_count(job_id: int) -> int:
 
 
 def test_a_killed_worker_job_is_taken_over_and_finished_by_another(workers, own_redis, dataset_id, settings):
-    job_id = submit(dataset_id, settings, epochs=3, batch_size=2)
+    job_id = submit(dataset_id, settings, epochs=1, batch_size=2)
     workers.start("first@tests")
     wake(own_redis.url, job_id)
     wait_until(lambda: job_state(job_id).step >= 3, 120, "training to make progress")
@@ -79,6 +79,9 @@ def test_a_killed_worker_job_is_taken_over_and_finished_by_another(workers, own_
     assert done.status == "succeeded", done.error
     assert done.attempt == 2 and done.worker_name == "second@tests"
     assert adapter_count(job_id) == 1
+    # Structured logs: the worker's lines about this job carry its id.
+    log = (workers.log_dir / "second@tests.log").read_text()
+    assert f"job={job_id} job {job_id}: succeeded" in log
 
 
 def test_jobs_complete_after_redis_restarts(workers, own_redis, dataset_id, settings):

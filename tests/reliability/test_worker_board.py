@@ -1,0 +1,49 @@
+"""Workers report themselves: the status board shows device, queues, current job and liveness."""
+
+from __future__ import annotations
+
+import time
+
+from app.db import session_scope
+from app.models import Dataset
+from app.services.workers import worker_board
+from tests.app.helpers import bearer
+from tests.reliability.test_faults import dataset_id, job_state, submit, wait_until, wake  # noqa: F401 (fixture)
+
+
+def _board_entry(client, token, name):
+    return next((w for w in client.get("/api/v1/workers", headers=bearer(token)).json() if w["name"] == name), None)
+
+
+def test_the_board_shows_a_worker_idle_busy_then_offline(workers, own_redis, dataset_id, settings, client, make_user):  # noqa: F811
+    with session_scope() as db:
+        workspace_id = db.get(Dataset, dataset_id).workspace_id
+    _, _, _, stranger_token = make_user("stranger")
+    workers.start("board@tests")
+    idle = wait_until(lambda: _board_entry(client, stranger_token, "board@tests"), 30, "the worker to report")
+    assert idle["state"] == "idle" and idle["queues"] == ["cpu", "gpu"] and idle["device"].startswith("cpu")
+    assert idle["device_memory_bytes"] > 0
+
+    job_id = submit(dataset_id, settings, epochs=3, batch_size=2)
+    wake(own_redis.url, job_id)
+    wait_until(lambda: job_state(job_id).status == "running", 60, "the job to start")
+    with session_scope() as db:
+        mine = next(w for w in worker_board(db, workspace_id) if w.name == "board@tests")
+    assert mine.state == "busy" and mine.current_job_id == job_id
+    # Another workspace sees that the worker is busy, not whose job it runs.
+    other = _board_entry(client, stranger_token, "board@tests")
+    assert other["state"] == "busy" and other["current_job_id"] is None and "another workspace" in other["current_job_name"]
+
+    workers.kill("board@tests")
+    time.sleep(1.5)
+    with session_scope() as db:
+        gone = next(w for w in worker_board(db, workspace_id, stale_after_seconds=1) if w.name == "board@tests")
+    assert gone.state == "offline"
+
+
+def test_a_worker_stopped_cleanly_shows_as_stopped(workers, client, make_user):
+    _, _, _, token = make_user("watcher")
+    workers.start("polite@tests")
+    wait_until(lambda: _board_entry(client, token, "polite@tests"), 30, "the worker to report")
+    workers.stop_all()
+    assert _board_entry(client, token, "polite@tests")["state"] == "stopped"

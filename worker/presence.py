@@ -1,0 +1,44 @@
+"""The worker's presence on the status board: a heartbeat thread in the worker's main process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from app.db import session_scope
+from app.services.workers import HEARTBEAT_SECONDS, detect_device, record_worker_heartbeat, record_worker_stopped
+
+log = logging.getLogger("tailor.worker")
+_state: dict = {}
+
+
+def start_presence(name: str, queues: str) -> None:
+    device = detect_device()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                with session_scope() as db:
+                    record_worker_heartbeat(db, name=name, queues=queues, device=device)
+            except Exception:  # noqa: BLE001 - the database may be briefly away; try again next beat
+                log.warning("worker %s: presence heartbeat failed", name, exc_info=True)
+            if stop.wait(HEARTBEAT_SECONDS):
+                return
+
+    thread = threading.Thread(target=beat, name="tailor-presence", daemon=True)
+    _state.update(name=name, stop=stop, thread=thread)
+    thread.start()
+    log.info("worker %s on %s consuming %s", name, device.device, queues)
+
+
+def stop_presence() -> None:
+    if not _state:
+        return
+    _state["stop"].set()
+    _state["thread"].join(timeout=5)
+    try:
+        with session_scope() as db:
+            record_worker_stopped(db, _state["name"])
+    except Exception:  # noqa: BLE001
+        log.warning("could not mark worker %s stopped", _state["name"], exc_info=True)
