@@ -55,12 +55,32 @@ os.environ.update({
 })
 os.environ.pop("TAILOR_DATABASE_URL", None)
 
+# TAILOR_TEST_DATABASE=postgresql runs the suite against a fresh PostgreSQL database of its own.
+_POSTGRES_ADMIN_URL = os.environ.get("TAILOR_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+_POSTGRES_DB: str | None = None
+if os.environ.get("TAILOR_TEST_DATABASE") == "postgresql":
+    import uuid
+
+    _POSTGRES_DB = f"tailor_test_{uuid.uuid4().hex[:10]}"
+    os.environ["TAILOR_DATABASE_URL"] = _POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{_POSTGRES_DB}"
+
+
+def _postgres_admin(statement: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(_POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(statement))
+    engine.dispose()
+
 TINY_MODEL_KEY = "tiny-llama"
 
 
 def pytest_sessionstart(session):
     from app.migrate import upgrade_database
 
+    if _POSTGRES_DB:
+        _postgres_admin(f'CREATE DATABASE "{_POSTGRES_DB}"')
     upgrade_database()
     import redis
 
@@ -75,6 +95,11 @@ def pytest_sessionstart(session):
 def pytest_sessionfinish(session, exitstatus):
     if _EMBEDDED_REDIS is not None:
         _EMBEDDED_REDIS.terminate()
+    if _POSTGRES_DB:
+        from app.db import get_engine
+
+        get_engine().dispose()
+        _postgres_admin(f'DROP DATABASE IF EXISTS "{_POSTGRES_DB}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
