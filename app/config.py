@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         DEVELOPMENT_SECRET,
         description="Signs session cookies and CSRF tokens. Must be set to a long random value outside development.",
     )
+    artifact_store_url: str | None = Field(
+        None,
+        description="Where datasets and adapters live: unset for DATA_DIR/artifacts, or s3://bucket/prefix for an S3-compatible bucket shared by web and workers on different machines (credentials from the usual AWS_* variables).",
+    )
+    s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible server (MinIO, Ceph, …); unset for AWS.")
     max_upload_bytes: int = Field(
         1024**3, description="Largest dataset upload accepted, in bytes (default 1 GiB)."
     )

@@ -1,7 +1,13 @@
 """The artifact store: datasets, adapters and reports under keys like 'datasets/3/rows.csv'.
 
-Local directory for now; an S3-compatible store will implement the same methods. Writes go to a
-temporary name and are renamed, so a reader never sees half a file.
+Two implementations behind one interface:
+- `LocalArtifactStore`: a directory (the default; web and workers on one machine or a shared disk);
+- `S3ArtifactStore`: an S3-compatible bucket, for web and workers on different machines. Objects
+  are immutable once written, so each process keeps a local cache and fetches a key on first read.
+
+Readers ask `path(key)` for a local path; writers build a file or folder under `temp_path()` and
+publish it with `put_file(key, path)`. Nothing is ever visible half-written: local publishes are
+renames, and an S3 object appears only when its upload completes.
 """
 
 from __future__ import annotations
@@ -10,10 +16,19 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Protocol
 
 
 class ArtifactKeyError(ValueError):
     """A key that would leave the store's root."""
+
+
+class ArtifactStore(Protocol):
+    def path(self, key: str) -> Path: ...
+    def temp_path(self, suffix: str = "") -> Path: ...
+    def put_file(self, key: str, source: Path) -> Path: ...
+    def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
 
 
 class LocalArtifactStore:
@@ -53,7 +68,93 @@ class LocalArtifactStore:
             target.unlink()
 
 
-def get_artifact_store() -> LocalArtifactStore:
+class S3ArtifactStore:
+    """Keys are objects under `prefix` in `bucket`; a folder key is the objects below 'key/'."""
+
+    def __init__(self, bucket: str, prefix: str, cache_dir: Path, client):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.cache = LocalArtifactStore(cache_dir)
+        self.client = client
+
+    def _object_key(self, key: str) -> str:
+        self.cache.path(key)  # the same confinement rules as the local store
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _remote_objects(self, key: str) -> list[str]:
+        """The object itself, or every object of the folder `key`."""
+        base = self._object_key(key)
+        found: list[str] = []
+        for prefix in (base, base.rstrip("/") + "/"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    name = item["Key"]
+                    if (name == base or name.startswith(base.rstrip("/") + "/")) and name not in found:
+                        found.append(name)
+            if found:
+                break
+        return found
+
+    def path(self, key: str) -> Path:
+        """A local copy of the key, downloaded on first use (objects never change once written)."""
+        local = self.cache.path(key)
+        if local.exists():
+            return local
+        base = self._object_key(key)
+        for name in self._remote_objects(key):
+            target = local if name == base else local / name[len(base):].lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+            self.client.download_file(self.bucket, name, str(partial))
+            os.replace(partial, target)
+        return local
+
+    def temp_path(self, suffix: str = "") -> Path:
+        return self.cache.temp_path(suffix)
+
+    def put_file(self, key: str, source: Path) -> Path:
+        """Upload a finished file or folder, then keep it as this process's cached copy."""
+        self.delete(key)
+        base = self._object_key(key)
+        files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+        for file in files:
+            name = base if file == source else f"{base}/{file.relative_to(source).as_posix()}"
+            self.client.upload_file(str(file), self.bucket, name)
+        return self.cache.put_file(key, source)
+
+    def exists(self, key: str) -> bool:
+        return self.cache.exists(key) or bool(self._remote_objects(key))
+
+    def delete(self, key: str) -> None:
+        names = self._remote_objects(key)
+        for start in range(0, len(names), 1000):
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": n} for n in names[start:start + 1000]]})
+        self.cache.delete(key)
+
+
+def make_artifact_store(settings) -> LocalArtifactStore | S3ArtifactStore:
+    """The store the settings ask for: TAILOR_ARTIFACT_STORE_URL=s3://bucket/prefix, or the data dir."""
+    url = settings.artifact_store_url
+    if not url:
+        return LocalArtifactStore(settings.artifacts_dir)
+    if not url.startswith("s3://"):
+        raise ValueError(f"TAILOR_ARTIFACT_STORE_URL must start with s3:// (got {url!r}).")
+    import boto3  # only deployments with a bucket need it: pip install 'tailor[s3]'
+
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url or None)
+    return S3ArtifactStore(bucket, prefix, settings.data_dir / "artifact-cache", client)
+
+
+_STORE_CACHE: dict[tuple, LocalArtifactStore | S3ArtifactStore] = {}
+
+
+def get_artifact_store() -> LocalArtifactStore | S3ArtifactStore:
     from app.config import get_settings
 
-    return LocalArtifactStore(get_settings().artifacts_dir)
+    settings = get_settings()
+    marker = (settings.artifact_store_url, settings.s3_endpoint_url, str(settings.data_dir))
+    if marker not in _STORE_CACHE:
+        _STORE_CACHE[marker] = make_artifact_store(settings)
+    return _STORE_CACHE[marker]
