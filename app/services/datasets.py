@@ -9,7 +9,9 @@ import hashlib
 import io
 import json
 import math
+import os
 import random
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from app.services.artifacts import LocalArtifactStore
 from app.services.profiling import ProfileBuilder, near_duplicate_key
 from app.services.tabular_formats import (
     DELIMITER_NAMES, MAX_CELL_CHARS, MAX_COLUMNS, SNIFF_BYTES, Table, TableError, detect_delimiter, detect_encoding,
-    neutralise_formula, open_table,
+    neutralise_formula, open_table, read_csv,
 )
 
 CHUNK = 1024 * 1024
@@ -117,8 +119,12 @@ def _is_blank(record: list[str]) -> bool:
     return not "".join(record).strip()
 
 
-def write_normalised(table: Table, target: Path, work_dir: Path | None = None) -> IngestReport:
-    """Write the table as a UTF-8, comma-delimited CSV with clean headers, profiling every row."""
+def write_normalised(table: Table, target: Path, work_dir: Path | None = None, source: Path | None = None) -> IngestReport:
+    """Write the table as a UTF-8, comma-delimited CSV with clean headers, profiling every row.
+
+    When source is given and already is such a CSV (the common case for large exports), nothing
+    is rewritten: target becomes a link to (or copy of) source. The first record that needs a fix
+    switches to writing, replaying the records before it from source."""
     word = table.row_word
     rows_iter = table.rows
     header: list[str] | None = None
@@ -140,34 +146,63 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None) -
     row_index: list[int] = []
     profile = ProfileBuilder(columns, work_dir)
     last: tuple[int, list[str]] | None = None
+    copy_through = (source is not None and table.format == "csv" and table.encoding == "utf-8" and table.delimiter == ","
+                    and header_at == 1 and columns == header and _has_newlines(source))
+    out = writer = None
+
+    def start_writing() -> None:
+        nonlocal out, writer
+        out = open(target, "w", encoding="utf-8", newline="")
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        if copy_through:  # replay the records that were fine as they were
+            replay = read_csv(source).rows
+            next(replay)
+            for count, (_, earlier) in enumerate(replay):
+                if count == rows:
+                    break
+                if count % ROW_INDEX_EVERY == 0:
+                    row_index.append(out.tell())
+                writer.writerow(earlier)
+
     try:
-        with open(target, "w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(columns)
-            for number, record in rows_iter:
-                if _is_blank(record):
-                    continue
-                if len(record) != width:
-                    if len(record) > width and not "".join(record[width:]).strip():
-                        record = record[:width]  # trailing empty cells, as spreadsheets export them
-                    else:
-                        _check_runaway_quote(record, number, word, columns)
-                        ragged_total += 1
-                        if len(ragged) < MAX_NOTED_ROWS:
-                            ragged.append(number)
-                        record = (record + [""] * width)[:width]
+        if not copy_through:
+            start_writing()
+        for number, record in rows_iter:
+            if _is_blank(record):
+                if writer is None:
+                    start_writing()
+                continue
+            if len(record) != width:
+                if writer is None:
+                    start_writing()
+                if len(record) > width and not "".join(record[width:]).strip():
+                    record = record[:width]  # trailing empty cells, as spreadsheets export them
+                else:
+                    _check_runaway_quote(record, number, word, columns)
+                    ragged_total += 1
+                    if len(ragged) < MAX_NOTED_ROWS:
+                        ragged.append(number)
+                    record = (record + [""] * width)[:width]
+            if writer is not None:
                 if rows % ROW_INDEX_EVERY == 0:
                     row_index.append(out.tell())
-                rows += 1
                 writer.writerow(record)
-                profile.add(rows, record)
-                last = (number, record)
-            if last is not None:
-                _check_unclosed_quote_at_end(last[1], last[0], word, columns)
+            rows += 1
+            profile.add(rows, record)
+            last = (number, record)
+        if last is not None:
+            _check_unclosed_quote_at_end(last[1], last[0], word, columns)
         if rows == 0:
             raise DatasetError("The file has a header row but no data rows. Add at least one row of data.")
+        if out is not None:
+            out.close()
+        else:
+            _link_or_copy(source, target)
         result = profile.finish()
     finally:
+        if out is not None and not out.closed:
+            out.close()
         profile.close()
     notes = list(table.notes)
     if ragged_total:
@@ -177,7 +212,40 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None) -
                      "missing cells were left empty and extra cells dropped.")
     return IngestReport(encoding=table.encoding, delimiter=table.delimiter, columns=columns, row_count=rows, ragged_rows=ragged,
                         renamed_headers=renamed, notes=notes, profile=result, format=table.format, sheet=table.sheet,
-                        row_word=word, row_index=row_index)
+                        row_word=word, row_index=row_index if out is not None else [])
+
+
+def _has_newlines(path: Path) -> bool:
+    """Line feeds end its lines (not a lone carriage return), so the row index can find records."""
+    with open(path, "rb") as f:
+        return b"\n" in f.read(SNIFF_BYTES)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Stored files are never changed in place, so a hard link is as good as a copy, and free."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def build_row_index(path: Path) -> list[int]:
+    """Byte offsets of every ROW_INDEX_EVERY-th record of a stored CSV (quotes spanning lines followed)."""
+    offsets: list[int] = []
+    position = 0
+    record = -1  # the header is record -1
+    inside_quotes = False
+    with open(path, "rb") as f:
+        for line in f:
+            if not inside_quotes:
+                if record >= 0 and record % ROW_INDEX_EVERY == 0:
+                    offsets.append(position)
+                record += 1
+            if line.count(b'"') % 2:
+                inside_quotes = not inside_quotes
+            position += len(line)
+    return offsets
 
 
 def _check_runaway_quote(record: list[str], number: int, word: str, columns: list[str]) -> None:
@@ -200,7 +268,7 @@ def _check_unclosed_quote_at_end(record: list[str], number: int, word: str, colu
 
 def normalise_csv(source: Path, target: Path) -> IngestReport:
     """Read any supported CSV and write it as UTF-8, comma-delimited, with clean headers."""
-    return write_normalised(open_table(source, source.name if source.suffix else "upload.csv"), target)
+    return write_normalised(open_table(source, source.name if source.suffix else "upload.csv"), target, source=source)
 
 
 def dataset_key(dataset_id: int, name: str = NORMALISED_NAME) -> str:
@@ -225,7 +293,7 @@ def ingest_upload(db: Session, store: LocalArtifactStore, *, workspace_id: int, 
                                                    Dataset.sheet_name.is_(table.sheet) if table.sheet is None else Dataset.sheet_name == table.sheet))
         if existing is not None:
             return existing, None
-        report = write_normalised(table, normalised, work_dir=raw.parent)
+        report = write_normalised(table, normalised, work_dir=raw.parent, source=raw)
         name = Path(filename).stem[:250] or "dataset"
         if report.sheet and len(report.profile.get("columns", [])) and report.format == "xlsx":
             name = f"{name} ({report.sheet})"[:300]
@@ -241,8 +309,9 @@ def ingest_upload(db: Session, store: LocalArtifactStore, *, workspace_id: int, 
         dataset.storage_key = dataset_key(dataset.id)
         index_file = store.temp_path(".json")
         try:
-            index_file.write_text(json.dumps(report.row_index))
-            store.put_file(dataset_key(dataset.id, ROW_INDEX_NAME), index_file)
+            if report.row_index:
+                index_file.write_text(json.dumps(report.row_index))
+                store.put_file(dataset_key(dataset.id, ROW_INDEX_NAME), index_file)
             store.put_file(dataset.storage_key, normalised)
             store.put_file(dataset_key(dataset.id, "original" + (Path(filename).suffix[:10].lower() or ".csv")), raw)
             db.flush()
@@ -297,10 +366,19 @@ class RowPage:
 
 
 def _row_index(store: LocalArtifactStore, dataset: Dataset) -> list[int]:
+    """The row index written at upload, or built now (once) for a file stored as uploaded."""
+    key = dataset_key(dataset.id, ROW_INDEX_NAME)
     try:
-        return json.loads(store.path(dataset_key(dataset.id, ROW_INDEX_NAME)).read_text())
+        index = json.loads(store.path(key).read_text())
     except (OSError, ValueError):
-        return []
+        index = []
+    if index or dataset.row_count <= ROW_INDEX_EVERY:
+        return index
+    index = build_row_index(store.path(dataset.storage_key))
+    tmp = store.temp_path(".json")
+    tmp.write_text(json.dumps(index))
+    store.put_file(key, tmp)
+    return index
 
 
 def _rows_from(store: LocalArtifactStore, dataset: Dataset, first_row: int) -> Iterator[tuple[int, list[str]]]:
@@ -387,7 +465,7 @@ def set_pii_masking(db: Session, store: LocalArtifactStore, dataset: Dataset, on
             for cells in reader:
                 masked = []
                 for cell in cells:
-                    if "@" in cell or pii._THREE_DIGITS.search(cell) is not None:
+                    if pii.may_hold_personal_data(cell):
                         cell, counts = pii.mask_personal_data(cell)
                         for kind, n in counts.items():
                             totals[kind] = totals.get(kind, 0) + n

@@ -22,6 +22,17 @@ _NUMBER = re.compile(r"(?<![\w.,/-])\+?\(?\d[\d \-./()]{5,22}\d(?![\w]|[.,]\d)")
 _DATE = re.compile(r"^\d{1,4}[-./]\d{1,2}[-./]\d{1,4}$")
 # Cheap pre-checks so most cells skip the patterns entirely.
 _THREE_DIGITS = re.compile(r"\d\d\d")
+_IBAN_GATE = re.compile(r"[A-Z]{2}\d\d")
+_NUMBER_GATE = re.compile(r"\d[\d \-./()]{5,}\d")
+_DROP_SEPARATORS = str.maketrans("", "", " -./()+")
+
+
+_ANY_GATE = re.compile(r"@|\d[\d \-./()]{5,}\d|[A-Z]{2}\d\d")
+
+
+def may_hold_personal_data(text: str) -> bool:
+    """False when no pattern can match (most cells), decided by one quick scan."""
+    return _ANY_GATE.search(text) is not None
 
 
 def luhn_valid(digits: str) -> bool:
@@ -52,23 +63,23 @@ def find_personal_data(text: str) -> list[tuple[str, int, int]]:
     spans: list[tuple[str, int, int]] = []
     if "@" in text:
         spans.extend(("email", m.start(), m.end()) for m in _EMAIL.finditer(text))
-    if _THREE_DIGITS.search(text) is None and not spans:
-        return spans
-    for m in _IBAN.finditer(text):
-        if iban_valid(m.group()):
-            spans.append(("iban", m.start(), m.end()))
-    for m in _SSN.finditer(text):
-        spans.append(("ssn", m.start(), m.end()))
-    for m in _NUMBER.finditer(text):
-        raw = m.group()
-        digits = "".join(c for c in raw if c.isdigit())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            spans.append(("card", m.start(), m.end()))
-        elif 7 <= len(digits) <= 15 and not _DATE.match(raw.strip()) and (
-                raw.startswith(("+", "(", "0")) or any(sep in raw for sep in " -./()")):
-            if raw.count(".") > 1 and " " not in raw and "-" not in raw:  # 1.234.567 is a number, not a phone
-                continue
-            spans.append(("phone", m.start(), m.end()))
+    if _IBAN_GATE.search(text) is not None:
+        for m in _IBAN.finditer(text):
+            if iban_valid(m.group()):
+                spans.append(("iban", m.start(), m.end()))
+    if _NUMBER_GATE.search(text) is not None and not _DATE.match(text.strip()):
+        for m in _SSN.finditer(text):
+            spans.append(("ssn", m.start(), m.end()))
+        for m in _NUMBER.finditer(text):
+            raw = m.group()
+            digits = raw.translate(_DROP_SEPARATORS)
+            if 13 <= len(digits) <= 19 and digits.isdigit() and luhn_valid(digits):
+                spans.append(("card", m.start(), m.end()))
+            elif 7 <= len(digits) <= 15 and not _DATE.match(raw.strip()) and (
+                    raw.startswith(("+", "(", "0")) or any(sep in raw for sep in " -./()")):
+                if raw.count(".") > 1 and " " not in raw and "-" not in raw:  # 1.234.567 is a number, not a phone
+                    continue
+                spans.append(("phone", m.start(), m.end()))
     if len(spans) < 2:
         return spans
     spans.sort(key=lambda s: (s[1], -(s[2] - s[1])))

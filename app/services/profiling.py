@@ -29,12 +29,14 @@ _INTEGER = re.compile(r"^[+-]?\d{1,18}$")
 _NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?%?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$|^\d{1,2}[./]\d{1,2}[./]\d{2,4}$")
 _BOOLEAN = {"true", "false", "yes", "no", "y", "n", "0", "1", "t", "f"}
-_NEAR_TABLE = str.maketrans({c: " " for c in string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u00a0"})
+# One translate call: ASCII letters lower-cased, punctuation and white space dropped.
+_NEAR_TABLE = str.maketrans(string.ascii_uppercase, string.ascii_lowercase,
+                            string.punctuation + string.whitespace + "\u2018\u2019\u201c\u201d\u2013\u2014\u00a0\u200b\ufeff")
 
 
 def near_duplicate_key(text: str) -> str:
     """The text as compared for near-duplicates: case, punctuation and spacing ignored."""
-    return " ".join(text.lower().translate(_NEAR_TABLE).split())
+    return text.translate(_NEAR_TABLE)
 
 
 class _HashBuckets:
@@ -107,6 +109,7 @@ class ProfileBuilder:
         self.rows += 1
         sample = self.rows <= TYPE_SAMPLE_ROWS or self.rows % 50 == 0
         empty, total, longest, values = self.empty, self.total_chars, self.max_chars, self.values
+        gate = pii._ANY_GATE.search
         for index, cell in enumerate(cells):
             length = len(cell)
             if not length or cell.isspace():
@@ -125,7 +128,7 @@ class ProfileBuilder:
                     values[index] = None
             if sample:
                 self._vote_type(index, cell)
-            if "@" in cell or pii._THREE_DIGITS.search(cell) is not None:
+            if gate(cell) is not None:
                 self._scan_pii(index, row_number, cell)
         self.exact.add(hash(tuple(cells)), row_number)
         self.near.add(hash(near_duplicate_key("\x1f".join(cells))), row_number)

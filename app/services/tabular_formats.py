@@ -153,7 +153,9 @@ def detect_encoding(path: Path) -> str:
                 nul_line = line + chunk.count(b"\n", 0, nul)
                 raise TableError(f"Line {nul_line:,} contains a NUL byte (binary data), so this is not a plain "
                                  "CSV export. Remove the binary content, or export the data as CSV again, and upload that.", 415)
-            if not failed:
+            if not failed and chunk.isascii() and not decoder.getstate()[0]:
+                pass  # ASCII is UTF-8; the quick check spares decoding most chunks
+            elif not failed:
                 try:
                     text = decoder.decode(chunk)
                     if not valid_utf8_non_ascii and _NON_ASCII.search(text):

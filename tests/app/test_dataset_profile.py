@@ -194,3 +194,20 @@ def test_stratified_split_and_leakage():
     assert len(plain_validation) == 1 and len(plain_train) == 4
     report = leakage_check(["Where is my order?", "Refund please"], ["Where is my order?", "REFUND, please!", "Something new"])
     assert (report.exact, report.near) == (1, 1) and "2 of 3 validation rows" in report.message
+
+
+def test_a_clean_csv_is_stored_as_uploaded_and_a_late_fix_replays_the_rows_before_it(client, make_user, settings):
+    _, _, _, token = make_user()
+    clean = "question,answer\n" + "".join(f'q{i},"a{i}\nsecond line"\n' for i in range(1, 1501))
+    body = upload(client, token, clean.encode(), "clean.csv").json()
+    folder = settings.artifacts_dir / "datasets" / str(body["id"])
+    assert (folder / "rows.csv").read_bytes() == clean.encode()  # nothing rewritten
+    page = client.get(f"/api/v1/datasets/{body['id']}/rows", params={"page": 49}, headers=bearer(token)).json()
+    assert page["rows"][0] == {"row": 1201, "cells": {"question": "q1201", "answer": "a1201\nsecond line"}}
+    late_fix = clean + "\n,\nq1501,a1501,extra\nq1502,a1502\n"
+    fixed = upload(client, token, late_fix.encode(), "late.csv").json()
+    assert fixed["row_count"] == 1502 and any("(lines 3,004)" in n for n in fixed["notes"]), fixed["notes"]
+    stored = (settings.artifacts_dir / "datasets" / str(fixed["id"]) / "rows.csv").read_bytes().decode()
+    assert stored.startswith("question,answer\r\nq1,") and stored.count("\r\n") == 1503
+    tail = client.get(f"/api/v1/datasets/{fixed['id']}/rows", params={"page": 61}, headers=bearer(token)).json()["rows"]
+    assert [r["cells"]["question"] for r in tail] == ["q1501", "q1502"]

@@ -1,0 +1,142 @@
+"""Ingest throughput and peak memory: Tailor's upload path (stream + hash, encoding and delimiter
+detection, normalisation, profile with duplicates and personal data) against `pandas.read_csv`
+on the same generated CSV, in the same run.
+
+    python bench/ingest_throughput.py                    # 1 GB, 2 million rows under /tmp
+    python bench/ingest_throughput.py --rows 200000      # a quicker look
+
+Each side runs in its own child process so that peak memory (ru_maxrss) is its own. Needs the
+`bench` extra (pandas). Prints rows/s, MB/s and peak memory, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WORDS = ("order parcel refund delivery invoice account password shipping return exchange size colour jacket boots tent "
+         "warranty store opening hours discount code voucher newsletter payment card bank transfer tracking number "
+         "customer service please thanks hello sorry delayed arrived broken missing wrong item replacement").split()
+
+
+def generate(path: Path, rows: int, target_bytes: int, seed: int = 0) -> None:
+    """A support-desk export: id, question, answer, category, created; some duplicates and personal data."""
+    rng = random.Random(seed)
+    answer_words = max(8, (target_bytes // rows - 120) // 7)
+    sentences = [" ".join(rng.choices(WORDS, k=rng.randint(answer_words - 6, answer_words + 6))) for _ in range(4000)]
+    questions = [" ".join(rng.choices(WORDS, k=rng.randint(8, 16))).capitalize() + "?" for _ in range(4000)]
+    categories = ["shipping", "billing", "returns", "account", "product", "store"]
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write("id,question,answer,category,created\n")
+        lines = []
+        for i in range(rows):
+            answer = sentences[rng.randrange(4000)]
+            if i % 500 == 0:
+                answer += f" Write to agent{i % 97}@example.com or call +44 20 7946 {i % 10000:04d}."
+            lines.append(f'{i},"{questions[rng.randrange(4000)]}","{answer}",{categories[i % 6]},2024-{i % 12 + 1:02d}-{i % 28 + 1:02d}\n')
+            if len(lines) == 10_000:
+                out.write("".join(lines))
+                lines.clear()
+        out.write("".join(lines))
+
+
+def run_child(kind: str, path: Path) -> dict:
+    """Run one side in a child process; returns its report plus peak memory from wait4."""
+    proc = subprocess.Popen([sys.executable, __file__, "--child", kind, str(path)], stdout=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} failed with exit code {proc.returncode}")
+    report = json.loads(output.decode().strip().splitlines()[-1])
+    report["peak_rss_mb"] = usage.ru_maxrss / 1024  # kilobytes on Linux
+    return report
+
+
+def child_tailor(path: Path) -> dict:
+    data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-data-", dir=path.parent))
+    os.environ["TAILOR_DATA_DIR"] = str(data_dir)
+    from app.db import session_scope
+    from app.migrate import upgrade_database
+    from app.services.accounts import create_user
+    from app.services.artifacts import get_artifact_store
+    from app.services.datasets import ingest_upload
+
+    upgrade_database()
+    with session_scope() as db:
+        user = create_user(db, "bench@example.com", "correct horse battery")
+        user_id, workspace_id = user.id, user.workspace_id
+    start = time.perf_counter()
+    with session_scope() as db, open(path, "rb") as source:
+        dataset, report = ingest_upload(db, get_artifact_store(), workspace_id=workspace_id, user_id=user_id, filename=path.name,
+                                        source=source, limit_bytes=path.stat().st_size + 1)
+        rows = dataset.row_count
+        profile = dataset.profile
+    seconds = time.perf_counter() - start
+    return {"rows": rows, "seconds": seconds, "exact_duplicates": profile["duplicates"]["exact"],
+            "near_duplicates": profile["duplicates"]["near"], "personal_data": profile["personal_data_total"],
+            "data_dir": str(data_dir)}
+
+
+def child_pandas(path: Path) -> dict:
+    import pandas
+
+    start = time.perf_counter()
+    frame = pandas.read_csv(path)
+    seconds = time.perf_counter() - start
+    return {"rows": len(frame), "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--bytes", type=int, default=None, help="target file size (default: 500 bytes a row, 1 GB for 2M rows)")
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="where the generated file goes (default /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated file")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, path = args.child
+        report = child_tailor(Path(path)) if kind == "tailor" else child_pandas(Path(path))
+        print(json.dumps(report))
+        return
+
+    target = args.bytes or args.rows * 500
+    work = Path(tempfile.mkdtemp(prefix="tailor-bench-", dir=args.dir))
+    path = work / "support_export.csv"
+    started = time.perf_counter()
+    generate(path, args.rows, target)
+    size = path.stat().st_size
+    print(f"generated {args.rows:,} rows, {size / 1e9:.2f} GB in {time.perf_counter() - started:.0f} s: {path}")
+    try:
+        results = {}
+        for kind in ("pandas", "tailor"):
+            results[kind] = run_child(kind, path)
+            r = results[kind]
+            print(f"{kind:>7}: {r['rows']:,} rows in {r['seconds']:.1f} s = {r['rows'] / r['seconds']:,.0f} rows/s, "
+                  f"{size / 1e6 / r['seconds']:.0f} MB/s, peak memory {r['peak_rss_mb']:.0f} MB")
+        t, p = results["tailor"], results["pandas"]
+        assert t["rows"] == p["rows"] == args.rows, (t["rows"], p["rows"])
+        print(f"tailor profile: {t['exact_duplicates']:,} exact and {t['near_duplicates']:,} near duplicates, "
+              f"{t['personal_data']:,} personal data values")
+        print(f"throughput tailor/pandas: {p['seconds'] / t['seconds']:.2f}x   peak memory tailor/pandas: "
+              f"{t['peak_rss_mb'] / p['peak_rss_mb']:.2f}x   (goal: throughput >= 1x, tailor peak < 300 MB)")
+    finally:
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
