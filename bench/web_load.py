@@ -1,0 +1,223 @@
+"""Web load benchmark: the dashboard, a job page and the adapters page under 50 concurrent users,
+against PostgreSQL seeded with 1,000 jobs and 100,000 metric points.
+
+Prints requests/s and p50/p95/p99 per page, each as a ratio to /health measured in the same run
+(the floor: no database, no template), and optionally the web process's peak memory while a large
+CSV upload runs beside the load.
+
+    .venv/bin/python bench/web_load.py [--users 50] [--seconds 20] [--upload-mb 1024]
+
+Needs PostgreSQL (TAILOR_BENCH_POSTGRES_URL, default postgres@127.0.0.1:5432) and only loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, insert, text
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_URL = os.environ.get("TAILOR_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+def seed(database_url: str, jobs: int, points_per_job: int) -> tuple[str, str, list[int]]:
+    from app.db import make_engine
+    from app.migrate import upgrade_database
+    from app.models import Adapter, Dataset, Job, MetricPoint
+    from app.services.accounts import create_user
+    from sqlalchemy.orm import Session
+
+    upgrade_database(database_url)
+    engine = make_engine(database_url)
+    email, password = "bench@example.com", "bench password"
+    with Session(engine) as db:
+        user = create_user(db, email, password)
+        dataset = Dataset(workspace_id=user.workspace_id, name="bench", original_filename="bench.csv", sha256="0" * 64, size_bytes=1,
+                          row_count=1000, columns=["question", "answer"], encoding="utf-8", delimiter=",", storage_key="datasets/x/rows.csv")
+        db.add(dataset)
+        db.flush()
+        rows = [dict(workspace_id=user.workspace_id, dataset_id=dataset.id, name=f"bench job {i}", task="instruction",
+                     column_mapping={"prompt": "question", "response": "answer"}, base_model="tiny-llama", technique="lora",
+                     params={"epochs": 2}, status="succeeded", step=points_per_job, total_steps=points_per_job, epoch=2.0, result={})
+                for i in range(jobs)]
+        job_ids = list(db.scalars(insert(Job).returning(Job.id), rows))
+        for start in range(0, len(job_ids), 100):
+            points = [dict(job_id=job_id, step=s, epoch=s / points_per_job * 2, loss=3.0 - s / points_per_job + random.random() * 0.1,
+                           learning_rate=2e-4, tokens_per_second=200.0)
+                      for job_id in job_ids[start:start + 100] for s in range(1, points_per_job + 1)]
+            db.execute(insert(MetricPoint), points)
+        db.execute(insert(Adapter), [dict(workspace_id=user.workspace_id, job_id=job_id, name=f"adapter {job_id}", technique="lora",
+                                          base_model="tiny-llama", storage_key=f"adapters/job-{job_id}", metrics={"validation_loss": 3.1})
+                                     for job_id in job_ids[:50]])
+        db.commit()
+    engine.dispose()
+    return email, password, job_ids
+
+
+def start_server(database_url: str, data_dir: str, port: int, workers: int) -> subprocess.Popen:
+    env = dict(os.environ, TAILOR_DATABASE_URL=database_url, TAILOR_DATA_DIR=data_dir, TAILOR_REDIS_URL="redis://127.0.0.1:6379/13",
+               PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
+async def sign_in(client: httpx.AsyncClient, email: str, password: str) -> str:
+    page = await client.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    await client.post("/login", data={"email": email, "password": password, "csrf_token": csrf, "next": "/"})
+    page = await client.get("/datasets/new")
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+async def hammer(base: str, cookies, paths: list[str], users: int, seconds: float, think: float = 0.0) -> dict[str, list[float]]:
+    """Each user requests the pages in turn, pausing `think` seconds (±50%) between requests."""
+    latencies: dict[str, list[float]] = {p.split("/")[1] or "dashboard": [] for p in paths}
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
+
+    async def user(client: httpx.AsyncClient, offset: int) -> None:
+        i = offset
+        while time.monotonic() < deadline:
+            path = paths[i % len(paths)]
+            i += 1
+            started = time.perf_counter()
+            response = await client.get(path)
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                raise RuntimeError(f"{path} answered {response.status_code}")
+            latencies[path.split("/")[1] or "dashboard"].append(elapsed)
+            if think:
+                await asyncio.sleep(think * random.uniform(0.5, 1.5))
+
+    async with httpx.AsyncClient(base_url=base, cookies=cookies, limits=limits, timeout=30) as client:
+        await asyncio.gather(*(user(client, k) for k in range(users)))
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) >= 2 else values[0]
+
+
+def rss_watch(pid: int, stop: threading.Event, out: list[int]) -> None:
+    import psutil
+
+    proc = psutil.Process(pid)
+    while not stop.wait(0.2):
+        try:  # the largest web process (uvicorn's supervisor or one of its workers)
+            out.append(max(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]))
+        except psutil.Error:
+            return
+
+
+def upload_big_csv(base: str, cookies, csrf: str, megabytes: int) -> float:
+    path = Path(tempfile.gettempdir()) / f"tailor-bench-{megabytes}mb.csv"
+    if not path.exists() or path.stat().st_size < megabytes * 1024 * 1024:
+        line = b'"How do I reset my password, please?","Go to Account, choose Reset password and follow the email we send you."\n'
+        with open(path, "wb") as f:
+            f.write(b"question,answer\n")
+            for _ in range(megabytes * 1024 * 1024 // len(line) + 1):
+                f.write(line)
+    started = time.perf_counter()
+    with open(path, "rb") as f:
+        response = httpx.post(f"{base}/datasets", cookies=cookies, data={"csrf_token": csrf}, files={"file": ("big.csv", f, "text/csv")},
+                              timeout=3600)
+    if response.status_code not in (200, 204, 303):
+        raise RuntimeError(f"upload answered {response.status_code}: {response.text[:300]}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--think", type=float, default=1.0, help="seconds a user pauses between pages (0 = stress test)")
+    parser.add_argument("--web-workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--upload-mb", type=int, default=0, help="also upload a CSV of this size during the load")
+    args = parser.parse_args()
+
+    name = f"tailor_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    database_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    data_dir = tempfile.mkdtemp(prefix="tailor-bench-")
+    os.environ["TAILOR_DATA_DIR"] = data_dir
+    server = None
+    try:
+        started = time.perf_counter()
+        email, password, job_ids = seed(database_url, args.jobs, args.points // args.jobs)
+        print(f"seeded {args.jobs} jobs and {args.points} metric points in {time.perf_counter() - started:.1f}s")
+        from tests.conftest import _free_port
+
+        port = _free_port()
+        server = start_server(database_url, data_dir, port, args.web_workers)
+        base = f"http://127.0.0.1:{port}"
+
+        async def run() -> tuple[dict, dict, str, httpx.Cookies]:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                csrf = await sign_in(client, email, password)
+                cookies = client.cookies
+            floor = await hammer(base, cookies, ["/health"], args.users, args.seconds / 2, args.think)
+            pages = ["/", f"/jobs/{job_ids[len(job_ids) // 2]}", "/adapters"]
+            return floor, await hammer(base, cookies, pages, args.users, args.seconds, args.think), csrf, cookies
+
+        floor, loads, csrf, cookies = asyncio.run(run())
+        floor_p95 = pct(floor["health"], 95)
+        print(f"\n{args.users} concurrent users (think time {args.think:g}s), {args.web_workers} web processes, {args.seconds:.0f}s; baseline /health p95 {floor_p95 * 1000:.1f} ms "
+              f"({len(floor['health']) / (args.seconds / 2):.0f} req/s)")
+        print(f"{'page':<12}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p95 / health p95':>19}")
+        total = 0
+        for page, values in loads.items():
+            total += len(values)
+            print(f"{page:<12}{len(values) / args.seconds:>8.1f}{pct(values, 50) * 1000:>9.1f}{pct(values, 95) * 1000:>9.1f}"
+                  f"{pct(values, 99) * 1000:>9.1f}{pct(values, 95) / floor_p95:>19.1f}x")
+        print(f"{'all pages':<12}{total / args.seconds:>8.1f}")
+
+        if args.upload_mb:
+            samples: list[int] = []
+            stop = threading.Event()
+            watcher = threading.Thread(target=rss_watch, args=(server.pid, stop, samples), daemon=True)
+            watcher.start()
+            before = samples[-1] if samples else 0
+            uploader = threading.Thread(target=lambda: print(f"\nupload of {args.upload_mb} MB took {upload_big_csv(base, cookies, csrf, args.upload_mb):.1f}s"))
+            uploader.start()
+            during = asyncio.run(hammer(base, cookies, ["/", f"/jobs/{job_ids[0]}"], args.users, args.seconds, args.think))
+            uploader.join()
+            stop.set()
+            values = [v for vs in during.values() for v in vs]
+            print(f"during the upload: pages p95 {pct(values, 95) * 1000:.1f} ms; web process peak RSS {max(samples) / 2**20:.0f} MB "
+                  f"(idle before: {before / 2**20:.0f} MB)")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
