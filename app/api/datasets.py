@@ -120,6 +120,21 @@ def get_column_guess(task: str = Query("instruction", pattern="^(instruction|tex
     return datasets.guess_columns(task, dataset.columns, datasets.sample_rows(store, dataset))
 
 
+@router.get("/datasets/{dataset_id}/split-check")
+def get_split_check(task: str = Query("instruction", pattern="^(instruction|text|classification)$"),
+                    prompt: str = "", response: str = "", text: str = "", label: str = "",
+                    text_columns: list[str] = Query(default_factory=list),
+                    validation_fraction: float = Query(0.1, gt=0, lt=1), seed: int = 0,
+                    dataset: Dataset = Depends(owned_dataset), store: LocalArtifactStore = Depends(store_dep)) -> dict[str, Any]:
+    """The validation split a job would get (at least 1 row; stratified for classification) and the
+    validation rows that also appear in training, exactly or nearly (the leakage check)."""
+    mapping = {"prompt": prompt, "response": response, "text": text, "label": label, "text_columns": text_columns}
+    try:
+        return datasets.split_check(store, dataset, task, mapping, validation_fraction, seed)
+    except datasets.DatasetError as exc:
+        raise HTTPException(exc.status, exc.message) from None
+
+
 @router.delete("/datasets/{dataset_id}", status_code=204)
 def delete_dataset(dataset: Dataset = Depends(owned_dataset), db: Session = Depends(get_db), store: LocalArtifactStore = Depends(store_dep)):
     try:

@@ -838,3 +838,29 @@ def sample_rows(store: LocalArtifactStore, dataset: Dataset, limit: int = 200) -
         if len(rows) >= limit:
             break
     return rows
+
+
+def split_check(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any], fraction: float = 0.1,
+                seed: int = 0) -> dict[str, Any]:
+    """The validation split a job with this mapping would get (stratified by label for
+    classification), its sizes, and which validation rows also appear in training."""
+    if task == "instruction":
+        keys = [mapping.get("prompt"), mapping.get("response")]
+    elif task == "classification":
+        keys = [mapping.get("text"), mapping.get("label")]
+    else:
+        keys = list(mapping.get("text_columns") or [])
+    keys = [k for k in keys if k]
+    missing = [k for k in keys if k not in dataset.columns]
+    if not keys or missing:
+        raise DatasetError(f"The dataset has no column named {missing[0]!r}." if missing else "Choose the columns first.")
+    rows = [tuple((row.get(k) or "").strip() for k in keys) for row in iter_training_rows(store, dataset)]
+    rows = [r for r in rows if all(r)] if task != "text" else [r for r in rows if any(r)]
+    if len(rows) < 2:
+        raise DatasetError("Fewer than 2 rows have every chosen column filled; a validation row cannot be set aside.")
+    stratify = (lambda r: r[-1]) if task == "classification" else None
+    train, validation = split_train_validation(rows, fraction, seed, stratify_by=stratify)
+    text_of = (lambda r: r[0]) if task in ("instruction", "classification") else (lambda r: "\x1f".join(r))
+    leakage = leakage_check(train, validation, text_of=text_of)
+    return {"train_rows": len(train), "validation_rows": len(validation), "stratified": stratify is not None,
+            "leakage": leakage.as_dict()}

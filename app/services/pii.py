@@ -27,12 +27,13 @@ _NUMBER_GATE = re.compile(r"\d[\d \-./()]{5,}\d")
 _DROP_SEPARATORS = str.maketrans("", "", " -./()+")
 
 
-_ANY_GATE = re.compile(r"@|\d[\d \-./()]{5,}\d|[A-Z]{2}\d\d")
+_DIGIT_PAIR = re.compile(r"\d\d")  # a plain character-class scan: far quicker than one pattern with alternatives
 
 
 def may_hold_personal_data(text: str) -> bool:
-    """False when no pattern can match (most cells), decided by one quick scan."""
-    return _ANY_GATE.search(text) is not None
+    """False when no pattern can match (most cells), decided by two quick scans: every kind
+    holds an @ or two digits in a row."""
+    return "@" in text or _DIGIT_PAIR.search(text) is not None
 
 
 def luhn_valid(digits: str) -> bool:
@@ -61,6 +62,8 @@ def iban_valid(candidate: str) -> bool:
 def find_personal_data(text: str) -> list[tuple[str, int, int]]:
     """(kind, start, end) spans of personal data in text, left to right, not overlapping."""
     spans: list[tuple[str, int, int]] = []
+    if len(text) < 6 or (len(text) <= 32 and _DATE.match(text.strip())):
+        return spans
     if "@" in text:
         spans.extend(("email", m.start(), m.end()) for m in _EMAIL.finditer(text))
     if _IBAN_GATE.search(text) is not None:

@@ -109,7 +109,7 @@ class ProfileBuilder:
         self.rows += 1
         sample = self.rows <= TYPE_SAMPLE_ROWS or self.rows % 50 == 0
         empty, total, longest, values = self.empty, self.total_chars, self.max_chars, self.values
-        gate = pii._ANY_GATE.search
+        digit_pair = pii._DIGIT_PAIR.search
         for index, cell in enumerate(cells):
             length = len(cell)
             if not length or cell.isspace():
@@ -128,7 +128,7 @@ class ProfileBuilder:
                     values[index] = None
             if sample:
                 self._vote_type(index, cell)
-            if gate(cell) is not None:
+            if "@" in cell or digit_pair(cell) is not None:
                 self._scan_pii(index, row_number, cell)
         self.exact.add(hash(tuple(cells)), row_number)
         self.near.add(hash(near_duplicate_key("\x1f".join(cells))), row_number)

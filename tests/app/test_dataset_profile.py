@@ -211,3 +211,19 @@ def test_a_clean_csv_is_stored_as_uploaded_and_a_late_fix_replays_the_rows_befor
     assert stored.startswith("question,answer\r\nq1,") and stored.count("\r\n") == 1503
     tail = client.get(f"/api/v1/datasets/{fixed['id']}/rows", params={"page": 61}, headers=bearer(token)).json()["rows"]
     assert [r["cells"]["question"] for r in tail] == ["q1501", "q1502"]
+
+
+def test_split_check_reports_leakage_between_training_and_validation(client, make_user):
+    _, _, _, token = make_user()
+    rows = "".join(f"Question number {i}?,Answer {i}\n" for i in range(20)) + "question NUMBER 3,Other answer\n" * 20
+    body = upload(client, token, ("question,answer\n" + rows).encode(), "leaky.csv").json()
+    check = client.get(f"/api/v1/datasets/{body['id']}/split-check", headers=bearer(token),
+                       params={"task": "instruction", "prompt": "question", "response": "answer", "validation_fraction": 0.25}).json()
+    assert check["validation_rows"] == 10 and check["train_rows"] == 30
+    assert check["leakage"]["exact"] + check["leakage"]["near"] >= 1 and "also appear in training" in check["leakage"]["message"]
+    labels = "".join(f"text {i},{'a' if i < 30 else 'b'}\n" for i in range(40))
+    clf = upload(client, token, ("text,label\n" + labels).encode(), "clf.csv").json()
+    strat = client.get(f"/api/v1/datasets/{clf['id']}/split-check", headers=bearer(token),
+                       params={"task": "classification", "text": "text", "label": "label"}).json()
+    assert strat == {"train_rows": 36, "validation_rows": 4, "stratified": True,
+                     "leakage": {"exact": 0, "near": 0, "validation_rows": 4, "examples": [], "message": None}}
