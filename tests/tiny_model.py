@@ -125,3 +125,43 @@ def build_tiny_llama(out_dir: Path, chat: bool = False, seed: int = 0) -> Path:
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def build_wordpiece_tokenizer():
+    """A BERT-style WordPiece tokenizer ([CLS] text [SEP]) trained on the same corpus."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials, show_progress=False)
+    backend.train_from_iterator(generate_corpus(3000), trainer=trainer)
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def build_tiny_bert(out_dir: Path, seed: int = 0) -> Path:
+    """Save a tiny randomly initialised BERT encoder (MiniLM's architecture, ~1M parameters) and
+    its WordPiece tokenizer into out_dir, as a masked-LM checkpoint like the real MiniLM folder."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_wordpiece_tokenizer()
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.1,  # as for the tiny Llama: distinct inputs get distinct features to learn from
+    )
+    torch.manual_seed(seed)
+    BertForMaskedLM(config).save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

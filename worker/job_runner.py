@@ -18,7 +18,6 @@ from app.config import get_settings
 from app.db import session_scope
 from app.models import Dataset, Job, JobStatus
 from app.services import adapters as adapter_service
-from app.services import datasets as dataset_service
 from app.services import jobs
 from app.services.artifacts import get_artifact_store
 from worker.packaging import write_adapter_package
@@ -66,7 +65,8 @@ class JobProgressTracker:
     def on_progress(self, progress: Progress) -> None:
         self._losses.append(progress.loss)
         now = time.monotonic()
-        if now - self._last_write < PROGRESS_WRITE_SECONDS and progress.step < progress.total_steps:
+        if (now - self._last_write < PROGRESS_WRITE_SECONDS and progress.step < progress.total_steps
+                and progress.validation_loss is None):  # a held-out measurement is always written
             return
         mean_loss = sum(self._losses) / len(self._losses)
         self._losses.clear()
@@ -75,7 +75,8 @@ class JobProgressTracker:
             cancelled = jobs.record_progress(
                 db, self.job_id, step=progress.step, total_steps=progress.total_steps, epoch=progress.epoch,
                 eta_seconds=progress.eta_seconds, loss=mean_loss, learning_rate=progress.learning_rate,
-                tokens_per_second=progress.tokens_per_second,
+                tokens_per_second=progress.tokens_per_second, validation_loss=progress.validation_loss,
+                grad_norm=progress.grad_norm, memory_bytes=progress.memory_bytes,
             )
         self.cancel_requested = cancelled or self.cancel_requested
 
@@ -95,7 +96,7 @@ def describe_failure(exc: BaseException) -> str:
     return f"Training failed: {name}: {exc}".strip()[:2000]
 
 
-def build_spec(job: Job, dataset: Dataset | None, output_dir: Path) -> TrainingSpec:
+def build_spec(job: Job, dataset: Dataset | None, output_dir: Path, checkpoint_dir: Path | None = None) -> TrainingSpec:
     settings = get_settings()
     store = get_artifact_store()
     if dataset is None or not store.exists(dataset.storage_key):
@@ -103,13 +104,15 @@ def build_spec(job: Job, dataset: Dataset | None, output_dir: Path) -> TrainingS
     model = get_base_model(settings, job.base_model)
     if model is None or not model.available:
         raise JobInputError(f"The base model {job.base_model!r} is not installed on this worker.")
-    pairs = dataset_service.instruction_pairs(store, dataset, job.column_mapping["prompt"], job.column_mapping["response"])
-    if len(pairs) < 2:
-        raise JobInputError("The dataset has fewer than 2 rows with both a prompt and a response.")
-    train_rows, validation_rows = dataset_service.split_train_validation(pairs, float(job.params.get("validation_fraction", 0.1)), job.seed)
+    task = job.task or "instruction"
+    rows = jobs.task_rows(store, dataset, task, job.column_mapping)
+    if len(rows) < jobs.MIN_ROWS:
+        raise JobInputError(f"The dataset has fewer than {jobs.MIN_ROWS} usable rows for the {task} task; check the column mapping.")
+    train_rows, validation_rows = jobs.split_task_rows(rows, task, float(job.params.get("validation_fraction", 0.1)), job.seed)
     return TrainingSpec(
         base_model_dir=model.location, technique=job.technique, params=dict(job.params),
         train_rows=train_rows, validation_rows=validation_rows, output_dir=str(output_dir), seed=job.seed,
+        task=task, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
     )
 
 
@@ -121,11 +124,16 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             return "not-claimed"
     store = get_artifact_store()
     workdir = store.temp_path(f"-job-{job_id}")
+    # Checkpoints outlive a dead worker: the next attempt of this job resumes from them.
+    checkpoint_dir = job_checkpoint_dir(store, job_id)
     try:
         with session_scope() as db:
             job = db.get(Job, job_id)
-            spec = build_spec(job, job.dataset, workdir / "adapter")
+            spec = build_spec(job, job.dataset, workdir / "adapter", checkpoint_dir)
             card = _card_info(job)
+            recipe = {"task": spec.task, "column_mapping": dict(job.column_mapping or {}), "base_model": job.base_model,
+                      "technique": job.technique, "params": dict(job.params), "seed": job.seed,
+                      "dataset_sha256": job.dataset.sha256 if job.dataset else None}
         log.info("job %s: training %s on %s (%d train / %d validation rows)", job_id, spec.technique,
                  job.base_model, len(spec.train_rows), len(spec.validation_rows))
         from worker.training.loop import train  # torch is imported here, in the worker only
@@ -134,20 +142,23 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             result = train(spec, tracker)
         if result.status == "cancelled":
             with session_scope() as db:
-                jobs.finish_job(db, job_id, JobStatus.cancelled, result=_result_dict(result))
+                jobs.finish_job(db, job_id, JobStatus.cancelled, result=_result_dict(result, recipe))
             return JobStatus.cancelled
         key = adapter_service.adapter_storage_key(job_id)
         package_dir = workdir / "package"
         shutil.copytree(workdir / "adapter", package_dir)
-        card.update(_result_dict(result))
+        card.update(_result_dict(result, recipe))
         write_adapter_package(package_dir, package_dir / adapter_service.ZIP_NAME, card)
         store.put_file(key, package_dir)
-        size = (store.path(key) / "adapter_model.safetensors").stat().st_size
+        size = sum(f.stat().st_size for f in store.path(key).glob("*.safetensors"))
         with session_scope() as db:
             job = db.get(Job, job_id)
+            metrics = {"validation_loss": result.validation_loss, "train_loss": result.train_loss}
+            if result.validation_accuracy is not None:
+                metrics["validation_accuracy"] = result.validation_accuracy
             jobs.record_adapter(db, job, storage_key=key, size_bytes=size, trainable_parameters=result.trainable_parameters,
-                                metrics={"validation_loss": result.validation_loss, "train_loss": result.train_loss})
-            jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result))
+                                metrics=metrics)
+            jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result, recipe))
         log.info("job %s: succeeded in %.1fs", job_id, result.train_seconds)
         return JobStatus.succeeded
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
@@ -157,6 +168,14 @@ def run_training_job(job_id: int, worker_name: str) -> str:
         return JobStatus.failed
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        # Reached only when this process finishes the job (any outcome); a killed worker
+        # leaves the checkpoints for the next attempt.
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def job_checkpoint_dir(store, job_id: int) -> Path:
+    """Where a job's checkpoints live across attempts (the job's work dir in the store)."""
+    return store.path(f"work/job-{job_id}/checkpoint")
 
 
 def _card_info(job: Job) -> dict:
@@ -168,9 +187,15 @@ def _card_info(job: Job) -> dict:
     }
 
 
-def _result_dict(result) -> dict:
-    return {
+def _result_dict(result, recipe: dict | None = None) -> dict:
+    data = {
         "steps": result.steps, "train_loss": result.train_loss, "validation_loss": result.validation_loss,
         "trainable_parameters": result.trainable_parameters, "total_parameters": result.total_parameters,
         "train_seconds": result.train_seconds, "tokens_seen": result.tokens_seen, "peak_memory_bytes": result.peak_memory_bytes,
+        "best_validation_loss": result.best_validation_loss, "stopped_early": result.stopped_early,
+        "resumed_from_step": result.resumed_from_step, "validation_accuracy": result.validation_accuracy,
+        "label_names": result.label_names,
+        # Everything needed to run the job again the same way.
+        "reproducibility": {**(recipe or {}), "data_sha256": result.data_sha256, "environment": result.environment},
     }
+    return data

@@ -15,12 +15,93 @@ from app.base_models import get_base_model
 from app.config import Settings
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
 from app.services.artifacts import LocalArtifactStore
-from app.services.datasets import instruction_pairs
-from app.techniques import ParameterError, get_technique, validate_params
+from app.services import datasets as dataset_service
+from app.estimates import read_model_config
+from app.techniques import ParameterError, get_technique, unavailable_reason, validate_params
 
 log = logging.getLogger(__name__)
 
-TASK_COLUMNS = {"instruction": ("prompt", "response")}
+# Column roles each task needs (the mapping's keys); "text_columns" holds a list of columns.
+TASK_COLUMNS: dict[str, tuple[str, ...]] = {
+    "instruction": ("prompt", "response"),
+    "text": ("text_columns",),
+    "classification": ("text", "label"),
+}
+# Roles a task may map but does not need.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"instruction": ("system", "context")}
+MIN_ROWS = 2
+
+
+def clean_mapping(task: str, mapping: dict[str, Any]) -> dict[str, Any]:
+    """Keep only the task's roles; text columns as a list, empty optional roles dropped."""
+    clean: dict[str, Any] = {}
+    for role in TASK_COLUMNS.get(task, ()) + OPTIONAL_COLUMNS.get(task, ()):
+        value = mapping.get(role)
+        if role == "text_columns":
+            if isinstance(value, str):
+                value = [c.strip() for c in value.split(",") if c.strip()]
+            clean[role] = [str(c) for c in (value or [])]
+        elif value:
+            clean[role] = str(value)
+    return clean
+
+
+def task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> list[tuple]:
+    """The usable rows of a task from the dataset's training copy (rows missing a needed value are skipped).
+
+    instruction -> (prompt, response) or (prompt, response, system-and-context);
+    text -> (text,) with the chosen columns joined by blank lines; classification -> (text, label).
+    """
+    rows: list[tuple] = []
+    for row in dataset_service.iter_training_rows(store, dataset):
+        def value(role: str) -> str:
+            column = mapping.get(role)
+            return (row.get(column) or "").strip() if column else ""
+
+        if task == "instruction":
+            prompt, response = value("prompt"), value("response")
+            if prompt and response:
+                extra = "\n\n".join(v for v in (value("system"), value("context")) if v)
+                rows.append((prompt, response, extra) if extra else (prompt, response))
+        elif task == "text":
+            text = "\n\n".join(v for v in ((row.get(c) or "").strip() for c in mapping.get("text_columns", [])) if v)
+            if text:
+                rows.append((text,))
+        elif task == "classification":
+            text, label = value("text"), value("label")
+            if text and label:
+                rows.append((text, label))
+    return rows
+
+
+def split_task_rows(rows: list[tuple], task: str, fraction: float, seed: int) -> tuple[list, list]:
+    """Held-out split; classification keeps every label's share in both parts."""
+    stratify = (lambda row: row[1]) if task == "classification" else None
+    return dataset_service.split_train_validation(rows, fraction, seed, stratify_by=stratify)
+
+
+def _mapping_errors(dataset: Dataset, task: str, mapping: dict[str, Any]) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for role in TASK_COLUMNS[task] + OPTIONAL_COLUMNS.get(task, ()):
+        columns = mapping.get(role)
+        if role == "text_columns":
+            if not columns:
+                errors[role] = "Choose at least one column that holds the text."
+            for column in columns or []:
+                if column not in dataset.columns:
+                    errors[role] = f"The dataset has no column named {column!r}. Its columns are: {', '.join(dataset.columns)}."
+            continue
+        if not columns:
+            if role in TASK_COLUMNS[task]:
+                errors[role] = f"Choose the column that holds the {role}."
+        elif columns not in dataset.columns:
+            errors[role] = f"The dataset has no column named {columns!r}. Its columns are: {', '.join(dataset.columns)}."
+    if not errors:
+        for role, message in dataset_service.column_problems(dataset, task, mapping).items():
+            errors.setdefault(role, message)
+    if task == "classification" and not errors and mapping["text"] == mapping["label"]:
+        errors["label"] = "The text and the label must be different columns."
+    return errors
 
 
 class JobError(ValueError):
@@ -39,14 +120,8 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
     if task not in TASK_COLUMNS:
         errors["task"] = f"Unknown task {task!r}. Choose one of: {', '.join(TASK_COLUMNS)}."
     else:
-        for role in TASK_COLUMNS[task]:
-            column = column_mapping.get(role)
-            if not column:
-                errors[role] = f"Choose the column that holds the {role}."
-            elif column not in dataset.columns:
-                errors[role] = f"The dataset has no column named {column!r}. Its columns are: {', '.join(dataset.columns)}."
-        if not errors and column_mapping["prompt"] == column_mapping["response"]:
-            errors["response"] = "The prompt and the response must be different columns."
+        column_mapping = clean_mapping(task, column_mapping)
+        errors.update(_mapping_errors(dataset, task, column_mapping))
     model = get_base_model(settings, base_model)
     if model is None:
         errors["base_model"] = f"Unknown base model {base_model!r}."
@@ -55,18 +130,26 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
     clean_params: dict[str, Any] = {}
     try:
         entry = get_technique(technique)
-        if task in TASK_COLUMNS and task not in entry.task_kinds:
-            errors["technique"] = f"{entry.name} does not support the {task} task."
+        reason = unavailable_reason(entry, task if task in TASK_COLUMNS else None,
+                                    read_model_config(model.location) if model is not None and model.available else None)
+        if reason:
+            errors["technique"] = reason
         clean_params = validate_params(entry, params)
     except ParameterError as exc:
         errors.update(exc.errors)
     if not errors:
-        usable = len(instruction_pairs(store, dataset, column_mapping["prompt"], column_mapping["response"]))
-        if usable < 2:
-            errors["response"] = (
-                f"Only {usable} row(s) have both a prompt and a response; training needs at least 2 "
+        rows = task_rows(store, dataset, task, column_mapping)
+        needed = " and ".join(TASK_COLUMNS[task]).replace("text_columns", "text")
+        if len(rows) < MIN_ROWS:
+            errors[TASK_COLUMNS[task][-1]] = (
+                f"Only {len(rows)} row(s) have a {needed}; training needs at least {MIN_ROWS} "
                 "(one to learn from, one to check against). Check the column mapping."
             )
+        elif task == "classification":
+            labels = {row[1] for row in rows}
+            if len(labels) < 2:
+                errors["label"] = (f"Every usable row has the label {next(iter(labels))!r}; a classifier needs at least two "
+                                   "different labels. Choose another column or add examples.")
     if not (0 <= seed < 2**31):
         errors["seed"] = "The seed must be a whole number between 0 and 2147483647."
     if errors:
@@ -74,7 +157,7 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
     job = Job(
         workspace_id=workspace_id, dataset_id=dataset.id, created_by_id=user_id,
         name=(name or f"{dataset.name} · {get_technique(technique).name}")[:300], task=task,
-        column_mapping={role: column_mapping[role] for role in TASK_COLUMNS[task]}, base_model=base_model,
+        column_mapping=column_mapping, base_model=base_model,
         technique=technique, params=clean_params, seed=seed, queue="gpu", status=JobStatus.queued,
     )
     db.add(job)
@@ -124,9 +207,11 @@ def claim_job(db: Session, job_id: int, worker_name: str) -> bool:
 
 
 def record_progress(db: Session, job_id: int, *, step: int, total_steps: int, epoch: float, eta_seconds: float | None,
-                    loss: float | None, learning_rate: float | None, tokens_per_second: float | None) -> bool:
+                    loss: float | None, learning_rate: float | None, tokens_per_second: float | None,
+                    validation_loss: float | None = None, grad_norm: float | None = None, memory_bytes: int | None = None) -> bool:
     """Write one metric point and the job's progress; returns True if cancellation was requested."""
-    db.add(MetricPoint(job_id=job_id, step=step, epoch=epoch, loss=loss, learning_rate=learning_rate, tokens_per_second=tokens_per_second))
+    db.add(MetricPoint(job_id=job_id, step=step, epoch=epoch, loss=loss, learning_rate=learning_rate, tokens_per_second=tokens_per_second,
+                       validation_loss=validation_loss, grad_norm=grad_norm, memory_bytes=memory_bytes))
     db.execute(update(Job).where(Job.id == job_id).values(step=step, total_steps=total_steps, epoch=epoch, eta_seconds=eta_seconds, heartbeat_at=utcnow()))
     return bool(db.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 

@@ -97,6 +97,7 @@ def _lora_kwargs(params: dict[str, Any], model, ctx: BuildContext) -> dict[str, 
         lora_dropout=float(params["dropout"]),
         target_modules=resolve_target_modules(params["target_modules"], model),
         bias="none",
+        modules_to_save=_head_modules(model, ctx),
     )
 
 
@@ -207,11 +208,15 @@ def build_p_tuning_config(params, model, ctx=BuildContext()) -> PeftConfig:
 
 
 def _head_modules(model, ctx: BuildContext) -> list[str] | None:
-    """Classification heads are new and must train (PEFT does this itself for LoRA only)."""
+    """Classification heads are new and must train and be saved with the adapter.
+
+    An encoder's pooler counts too: a masked-LM checkpoint (like MiniLM's) has none, so it is
+    freshly initialised and would differ on every load unless it travels with the adapter.
+    """
     if ctx.task != "classification":
         return None
-    names = {name.split(".")[0] for name, _ in model.named_children()}
-    return [name for name in ("classifier", "score") if name in names] or None
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    return [name for name in ("classifier", "score", "pooler") if name in names] or None
 
 
 def _is_decoder(model) -> bool:

@@ -35,3 +35,11 @@ def tiny_chat_tokenizer(tiny_chat_model_dir):
     from worker.training.loading import load_tokenizer
 
     return load_tokenizer(tiny_chat_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """Tiny BERT-like encoder (the shape of MiniLM) for classification."""
+    from tests.tiny_model import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
