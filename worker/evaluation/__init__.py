@@ -1,0 +1,1 @@
+"""Evaluation of trained adapters: pure scoring functions (no torch) and the generation that feeds them."""
