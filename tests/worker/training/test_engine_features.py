@@ -1,0 +1,70 @@
+"""Engine features: resume after an interruption, early stopping, evaluation every N steps."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from worker.training.loop import CHECKPOINT_FILE, run_training, train
+from worker.training.spec import TrainingSpec
+
+from tests.worker.training.test_training_loop import MEMO_ROWS, Recorder
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+class Interrupted(Exception):
+    """Stands in for a worker that dies mid-run."""
+
+
+class DiesAfter(Recorder):
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+
+    def on_progress(self, progress):
+        super().on_progress(progress)
+        if progress.step == self.steps:
+            raise Interrupted
+
+
+def _spec(model_dir, tmp_path, name, **params):
+    return TrainingSpec(
+        base_model_dir=str(model_dir), technique="lora",
+        params={"learning_rate": 3e-3, "epochs": 50, "batch_size": 4, "max_steps": 10, "dropout": 0.1, **params},
+        train_rows=MEMO_ROWS, validation_rows=MEMO_ROWS[:4], output_dir=str(tmp_path / name / "adapter"), seed=3,
+        checkpoint_dir=str(tmp_path / name / "checkpoint"),
+    )
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_adapter(tiny_model_dir, tmp_path):
+    # 16 rows / batch 4 = 4 steps per epoch: the kill at step 6 is mid-epoch, after a checkpoint.
+    every_step = {"checkpoint_minutes": 1e-9}
+    straight = Recorder()
+    train(_spec(tiny_model_dir, tmp_path, "straight", checkpoint_minutes=0), straight)
+
+    with pytest.raises(Interrupted):
+        train(_spec(tiny_model_dir, tmp_path, "resumed", **every_step), DiesAfter(6))
+    assert (tmp_path / "resumed" / "checkpoint" / CHECKPOINT_FILE).is_file()
+    resumed = Recorder()
+    result = train(_spec(tiny_model_dir, tmp_path, "resumed", **every_step), resumed)
+
+    assert result.status == "completed" and result.resumed_from_step == 5
+    assert [p.step for p in resumed.progress] == list(range(6, 11))
+    assert [p.loss for p in resumed.progress] == pytest.approx([p.loss for p in straight.progress][5:], rel=1e-4)
+    a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+
+
+def test_validation_loss_every_n_steps_and_early_stopping(tiny_model_dir, tmp_path):
+    recorder = Recorder()
+    # A learning rate this high diverges: the held-out loss stops improving and training stops.
+    run = run_training(_spec(tiny_model_dir, tmp_path, "early", learning_rate=0.5, max_steps=40, eval_steps=2,
+                             early_stopping_patience=2, checkpoint_minutes=0), recorder)
+    measured = [p.step for p in recorder.progress if p.validation_loss is not None]
+    assert measured[:3] == [2, 4, 6]
+    assert run.result.stopped_early and run.result.steps < 40
+    assert run.result.best_validation_loss is not None
+    assert all(p.grad_norm is not None and p.memory_bytes for p in recorder.progress)
