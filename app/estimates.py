@@ -4,6 +4,8 @@ config.json and the data's size. Plain arithmetic: the web never imports torch."
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,3 +30,249 @@ def _read_config(path: str, _mtime_ns: int) -> dict | None:
     except (OSError, ValueError):
         return None
     return config if isinstance(config, dict) else None
+
+
+# ---------------------------------------------------------------- model shape from config.json
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden: int
+    layers: int
+    vocab: int
+    intermediate: int
+    heads: int
+    kv_dim: int  # width of the key and value projections (grouped-query attention: < hidden)
+    gated_mlp: bool  # Llama-style gate/up/down (three matrices) vs. BERT-style two
+    tied_embeddings: bool
+    encoder: bool
+    max_positions: int
+
+    @property
+    def attention_layers(self) -> list[tuple[int, int]]:
+        h = self.hidden
+        return [(h, h), (h, self.kv_dim), (h, self.kv_dim), (h, h)]
+
+    @property
+    def mlp_layers(self) -> list[tuple[int, int]]:
+        h, i = self.hidden, self.intermediate
+        return [(h, i), (h, i), (i, h)] if self.gated_mlp else [(h, i), (i, h)]
+
+    def linear_layers(self, targets: str = "all-linear") -> list[tuple[int, int]]:
+        """(in, out) of every adapted linear layer in the whole model."""
+        per_layer = self.attention_layers + ([] if targets == "attention" else self.mlp_layers)
+        return per_layer * self.layers
+
+    @property
+    def parameters(self) -> int:
+        body = sum(i * o for i, o in self.linear_layers()) + self.layers * 4 * self.hidden
+        embeddings = self.vocab * self.hidden * (1 if self.tied_embeddings or self.encoder else 2)
+        if self.encoder:
+            embeddings += (self.max_positions + 2) * self.hidden + self.hidden * self.hidden  # positions, types, pooler
+        return body + embeddings
+
+    @property
+    def linear_parameters(self) -> int:
+        return sum(i * o for i, o in self.linear_layers())
+
+
+def model_shape(config: dict) -> ModelShape | None:
+    """Read the numbers an estimate needs; None when config.json lacks them."""
+    try:
+        hidden = int(config.get("hidden_size") or config.get("n_embd") or config["d_model"])
+        layers = int(config.get("num_hidden_layers") or config.get("n_layer") or config["num_layers"])
+        vocab = int(config["vocab_size"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    heads = int(config.get("num_attention_heads") or config.get("n_head") or 1)
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or hidden // max(1, heads))
+    model_type = str(config.get("model_type", ""))
+    encoder = model_type in ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "mpnet")
+    return ModelShape(
+        hidden=hidden, layers=layers, vocab=vocab,
+        intermediate=int(config.get("intermediate_size") or config.get("n_inner") or 4 * hidden),
+        heads=heads, kv_dim=kv_heads * head_dim, gated_mlp=not encoder and model_type not in ("gpt2",),
+        tied_embeddings=bool(config.get("tie_word_embeddings", not encoder)), encoder=encoder,
+        max_positions=int(config.get("max_position_embeddings") or 512),
+    )
+
+
+def _factor(dimension: int) -> tuple[int, int]:
+    """PEFT LoKr's factorisation of a dimension into two factors as close to its root as possible."""
+    best = (1, dimension)
+    for m in range(1, int(math.isqrt(dimension)) + 1):
+        if dimension % m == 0:
+            best = (m, dimension // m)
+    return best
+
+
+def trainable_parameters(shape: ModelShape, technique: str, params: dict[str, Any], num_labels: int = 0) -> tuple[int, int]:
+    """(parameters trained, parameters saved in the adapter file) for a catalogue technique."""
+    targets = str(params.get("target_modules", "all-linear"))
+    layers = shape.linear_layers(targets)
+    r = int(params.get("r", 8))
+    head = shape.hidden * num_labels + num_labels + (shape.hidden * shape.hidden + shape.hidden if shape.encoder and num_labels else 0)
+    if technique in ("lora", "qlora", "rslora", "dora", "pissa"):
+        trained = sum(r * (i + o) for i, o in layers) + (sum(o for _, o in layers) if technique == "dora" else 0)
+        saved = trained * 2 if technique == "pissa" else trained  # PiSSA is saved converted: rank 2r
+        return trained + head, saved + head
+    if technique == "adalora":
+        init_r = int(params.get("init_r", r + r // 2))
+        trained = sum(init_r * (i + o) + init_r for i, o in layers)
+        return trained + head, trained + head
+    if technique == "loha":
+        trained = sum(2 * r * (i + o) for i, o in layers)
+        return trained + head, trained + head
+    if technique == "lokr":
+        total = 0
+        for i, o in layers:
+            (m1, m2), (n1, n2) = _factor(o), _factor(i)
+            total += m1 * n1 + (r * (m2 + n2) if r < max(m2, n2) / 2 else m2 * n2)
+        return total + head, total + head
+    if technique == "vera":
+        trained = sum(r + o for _, o in layers)
+        projections = r * max(i for i, _ in layers) + max(o for _, o in layers) * r
+        return trained + head, trained + projections + head
+    if technique == "ia3":
+        if shape.encoder:
+            trained = shape.layers * (2 * shape.hidden + shape.intermediate)
+        else:
+            trained = shape.layers * (2 * shape.kv_dim + shape.intermediate)
+        return trained + head, trained + head
+    tokens = int(params.get("num_virtual_tokens", 20))
+    if technique == "prompt_tuning":
+        return tokens * shape.hidden + head, tokens * shape.hidden + head
+    if technique == "prefix_tuning":
+        trained = tokens * 2 * shape.layers * shape.kv_dim
+        return trained + head, trained + head
+    if technique == "p_tuning":
+        e = int(params.get("encoder_hidden_size", 128))
+        encoder = tokens * shape.hidden + shape.hidden * e + e + e * e + e + e * shape.hidden + shape.hidden
+        return encoder + head, tokens * shape.hidden + head
+    if technique == "full":
+        return shape.parameters + head, shape.parameters + head
+    raise ValueError(f"No estimate for technique {technique!r}.")
+
+
+# ---------------------------------------------------------------- the estimate
+
+# Measured on the 2-core CPU workers (fp32): useful FLOP/s of a training step, counting
+# 4 x parameters FLOPs per token for adapters (no weight gradients for the frozen base) and 6 x
+# for full fine-tuning. Tiny Llama LoRA ~5,900 tokens/s and SmolLM2-135M LoRA ~230 tokens/s both
+# fit ~1.1e11. A GPU worker is assumed to sustain 2e13 (small models are far from peak).
+CPU_FLOPS_PER_CORE = 5.5e10
+GPU_FLOPS = 2e13
+# A CPU worker's resident memory before the model: Python, torch, transformers and peft.
+CPU_PROCESS_BASELINE_BYTES = 520 * 1024**2
+GPU_CONTEXT_BYTES = 500 * 1024**2
+MODEL_LOAD_SECONDS = 4.0  # reading the weights and building the adapter, beyond the per-byte cost
+CHARS_PER_TOKEN = 3.8
+TEMPLATE_TOKENS = 12  # chat template or plain prompt format around each instruction row
+
+
+@dataclass(frozen=True)
+class WorkerClass:
+    """What the estimate assumes about the worker that takes the job."""
+
+    kind: str  # "cpu" | "cuda"
+    cores: int = 2
+    memory_bytes: int | None = None
+
+    @property
+    def flops(self) -> float:
+        return GPU_FLOPS if self.kind == "cuda" else CPU_FLOPS_PER_CORE * max(1, self.cores)
+
+
+def worker_class_from_device(device: str | None, memory_bytes: int | None = None) -> WorkerClass:
+    """Parse a worker's advertised device ("cuda:0 NVIDIA H200", "cpu (16 cores)")."""
+    device = device or "cpu (2 cores)"
+    if device.startswith("cuda"):
+        return WorkerClass("cuda", memory_bytes=memory_bytes)
+    cores = 2
+    digits = "".join(ch if ch.isdigit() else " " for ch in device).split()
+    if digits:
+        cores = int(digits[0])
+    return WorkerClass("cpu", cores=cores, memory_bytes=memory_bytes)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    trainable_parameters: int
+    total_parameters: int
+    adapter_bytes: int
+    peak_memory_bytes: int
+    seconds: float
+    tokens: int  # real (unpadded) tokens trained on
+    steps: int
+    fits: bool | None  # None when the worker's memory is unknown
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def mean_tokens_per_row(profile: dict | None, task: str, mapping: dict[str, Any]) -> float:
+    """Average tokens per row from the dataset profile's mean characters per column."""
+    by_name = {c["name"]: c for c in (profile or {}).get("columns", [])}
+    if task == "text":
+        columns = mapping.get("text_columns") or []
+    else:
+        columns = [mapping.get(role) for role in ("prompt", "response", "system", "context", "text")]
+    chars = sum(float(by_name[c].get("mean_chars") or 0) for c in columns if c in by_name)
+    return chars / CHARS_PER_TOKEN + (TEMPLATE_TOKENS if task == "instruction" else 2)
+
+
+def estimate_job(config: dict, technique: str, params: dict[str, Any], *, task: str, n_rows: int,
+                 tokens_per_row: float, worker: WorkerClass = WorkerClass("cpu"), num_labels: int = 0,
+                 quantized_bits: int = 0) -> Estimate | None:
+    """Peak memory, time, trainable parameters and adapter size of a job; None without a usable config."""
+    shape = model_shape(config)
+    if shape is None:
+        return None
+    trained, saved = trainable_parameters(shape, technique, params, num_labels)
+    total = shape.parameters
+    max_length = int(params.get("max_length", 256))
+    batch = int(params.get("batch_size", 8)) * int(params.get("gradient_accumulation_steps", 1))
+    validation = float(params.get("validation_fraction", 0.1))
+    n_train = max(1, n_rows - max(1, round(n_rows * validation)))
+    n_validation = max(1, n_rows - n_train)
+    row_tokens = min(float(max_length), max(2.0, tokens_per_row))
+    if task == "text" and tokens_per_row > max_length:  # long texts are cut into several chunks
+        chunks = math.ceil(tokens_per_row / max_length)
+        n_train, row_tokens = n_train * chunks, tokens_per_row / chunks
+    epochs = float(params.get("epochs", 1))
+    steps = max(1, math.ceil(n_train / batch) * int(epochs))
+    if int(params.get("max_steps", 0) or 0) > 0:
+        steps = min(steps, int(params["max_steps"]))
+    tokens = int(min(steps * batch, n_train * epochs) * row_tokens)
+
+    virtual = int(params.get("num_virtual_tokens", 0)) if technique in ("prompt_tuning", "p_tuning") else 0
+    flops_per_token = (6 if technique == "full" else 4) * total
+    step_tokens_factor = (row_tokens + virtual) / row_tokens
+    train_seconds = tokens * step_tokens_factor * flops_per_token / worker.flops
+    evals = max(1, int(epochs)) if not int(params.get("eval_steps", 0) or 0) else max(1, steps // int(params["eval_steps"]))
+    eval_seconds = evals * n_validation * row_tokens * 2 * total / worker.flops
+    load_seconds = MODEL_LOAD_SECONDS + total * 4 / 400e6
+    seconds = train_seconds + eval_seconds + load_seconds
+
+    # Memory: weights + trained state (weights, gradients, two Adam moments) + activations.
+    bytes_per_weight = 4 if worker.kind == "cpu" else 2
+    if quantized_bits:
+        weights = shape.linear_parameters * quantized_bits / 8 * 1.07 + (total - shape.linear_parameters) * 4
+    else:
+        weights = total * bytes_per_weight
+    state = trained * 16
+    micro_batch = int(params.get("batch_size", 8))
+    # Length-grouped batches pad only to the longest of similar rows: ~1.15 x the mean.
+    sequence = min(max_length, row_tokens * 1.15) + virtual
+    checkpointing = str(params.get("gradient_checkpointing", "auto"))
+    per_layer = 18 * shape.hidden + 2 * shape.intermediate * (3 if shape.gated_mlp else 2) + 2 * shape.heads * sequence
+    layers_kept = 1 if checkpointing == "on" or (checkpointing == "auto" and worker.kind == "cuda") else shape.layers
+    activations = micro_batch * sequence * (per_layer * layers_kept + (shape.hidden * 2 if checkpointing != "off" else 0)) * 4
+    logits = micro_batch * sequence * shape.vocab * 4 * (3 if task != "classification" else 0)
+    baseline = CPU_PROCESS_BASELINE_BYTES if worker.kind == "cpu" else GPU_CONTEXT_BYTES
+    # A CPU worker's peak resident set also holds the weights once more while loading.
+    loading = total * 4 if worker.kind == "cpu" and not quantized_bits else 0
+    peak = int(baseline + weights + state + activations + logits + loading * 0.5)
+    fits = None if worker.memory_bytes is None else peak <= worker.memory_bytes * 0.9
+    return Estimate(trainable_parameters=int(trained), total_parameters=int(total), adapter_bytes=int(saved * 4 + 4096),
+                    peak_memory_bytes=peak, seconds=float(seconds), tokens=tokens, steps=steps, fits=fits)

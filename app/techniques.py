@@ -442,3 +442,41 @@ def unavailable_reason(technique: Technique, task: str | None = None, model_conf
                     f"{', '.join(map(str, odd))}. Use LoRA, or a GPU worker.")
     return None
 
+
+
+# ---------------------------------------------------------------- presets
+
+PRESETS: dict[str, str] = {
+    "quick": "Quick: one short pass to see whether it works.",
+    "balanced": "Balanced: good results for most data (recommended).",
+    "thorough": "Thorough: more passes and capacity, with checks to stop before it memorises.",
+}
+
+
+def preset_params(technique: Technique, task: str, n_rows: int, preset: str) -> dict[str, Any]:
+    """Parameter values for a preset, chosen from the number of training rows.
+
+    Small datasets get more epochs (each pass is short and there is little to learn from);
+    large ones fewer. Only parameters the technique has are returned.
+    """
+    if preset not in PRESETS:
+        raise ParameterError({"preset": f"Unknown preset {preset!r}. Choose one of: {', '.join(PRESETS)}."})
+    small, large = n_rows < 500, n_rows >= 5000
+    values: dict[str, Any] = {
+        "quick": {"epochs": 1, "max_length": 256, "r": 8, "num_virtual_tokens": 10, "eval_steps": 0, "early_stopping_patience": 0},
+        "balanced": {"epochs": 3 if small else 1 if large else 2, "max_length": 512, "r": 16, "num_virtual_tokens": 20,
+                     "eval_steps": 0, "early_stopping_patience": 0},
+        "thorough": {"epochs": 6 if small else 2 if large else 4, "max_length": 1024, "r": 32, "num_virtual_tokens": 30,
+                     "eval_steps": 0 if small else 200, "early_stopping_patience": 3},
+    }[preset]
+    if task == "classification":
+        values["max_length"] = min(values["max_length"], 256)  # labels need the gist, not the whole text
+    names = {p.name for p in technique.all_params}
+    chosen = {k: v for k, v in values.items() if k in names}
+    if "alpha" in names and "r" in chosen:
+        chosen["alpha"] = 2 * chosen["r"]
+    if technique.key == "vera":
+        chosen["r"] = {"quick": 128, "balanced": 256, "thorough": 512}[preset]
+    if technique.key == "adalora" and "r" in chosen:
+        chosen["init_r"] = chosen["r"] + chosen["r"] // 2
+    return chosen

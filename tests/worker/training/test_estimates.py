@@ -1,0 +1,41 @@
+"""The web's torch-free estimates against what the engine really does on the tiny models."""
+
+import json
+
+import pytest
+
+from app.estimates import WorkerClass, estimate_job, model_shape, trainable_parameters
+from app.techniques import CATALOGUE, validate_params
+from worker.training.loading import load_base_model
+from worker.training.loop import run_training
+from worker.training.peft_factory import BuildContext, build_peft_model
+from worker.training.spec import TrainingSpec
+
+from tests.worker.training.test_training_loop import MEMO_ROWS, Recorder
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+@pytest.mark.parametrize("technique", [k for k in CATALOGUE if k != "qlora"])
+def test_trainable_parameters_match_peft_exactly_or_closely(technique, tiny_model_dir):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    params = validate_params(CATALOGUE[technique], {})
+    model, _ = load_base_model(tiny_model_dir)
+    peft_model = build_peft_model(model, technique, params, BuildContext(total_steps=100, tokenizer_dir=str(tiny_model_dir)))
+    actual = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    expected, _ = trainable_parameters(model_shape(config), technique, params)
+    assert expected == pytest.approx(actual, rel=0.02), (technique, expected, actual)
+
+
+def test_memory_and_adapter_size_estimates_are_within_30_percent(tiny_model_dir, tmp_path):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    params = validate_params(CATALOGUE["lora"], {"max_steps": 8, "epochs": 50, "checkpoint_minutes": 0, "max_length": 64})
+    spec = TrainingSpec(str(tiny_model_dir), "lora", params, MEMO_ROWS, MEMO_ROWS[:2], str(tmp_path / "adapter"))
+    result = run_training(spec, Recorder()).result
+    tokens_per_row = result.tokens_seen / (8 * 8)
+    estimate = estimate_job(config, "lora", params, task="instruction", n_rows=18, tokens_per_row=tokens_per_row,
+                            worker=WorkerClass("cpu", cores=2))
+    adapter_bytes = (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size
+    assert estimate.trainable_parameters == result.trainable_parameters
+    assert estimate.adapter_bytes == pytest.approx(adapter_bytes, rel=0.3)
+    assert estimate.peak_memory_bytes == pytest.approx(result.peak_memory_bytes, rel=0.3), (estimate.peak_memory_bytes, result.peak_memory_bytes)
