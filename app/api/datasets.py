@@ -73,9 +73,10 @@ def get_profile(dataset: Dataset = Depends(owned_dataset)) -> dict[str, Any]:
 
 @router.get("/datasets/{dataset_id}/rows", response_model=DatasetRowsPage)
 def get_rows(page: int = Query(1, ge=1), q: str = Query("", max_length=200, description="Only rows containing this text (any column)."),
-             dataset: Dataset = Depends(owned_dataset), store: LocalArtifactStore = Depends(store_dep)):
-    """A page of rows (25), optionally searched; formula-like cells start with an apostrophe."""
-    result = datasets.page_rows(store, dataset, page, q)
+             page_size: int = Query(25, ge=1, le=500), dataset: Dataset = Depends(owned_dataset),
+             store: LocalArtifactStore = Depends(store_dep)):
+    """A page of rows, optionally searched; formula-like cells start with an apostrophe."""
+    result = datasets.page_rows(store, dataset, page, q, page_size)
     return DatasetRowsPage(page=result.page, page_size=result.page_size, query=result.query, has_next=result.has_next, total=result.total,
                            rows=[DatasetRowPublic(row=n, cells=cells) for n, cells in result.rows])
 

@@ -113,6 +113,9 @@ def mask_personal_data(text: str) -> tuple[str, dict[str, int]]:
 def redact_example(value: str) -> str:
     """Show enough of a found value to recognise it without repeating it in full."""
     value = value.strip()
+    if "@" in value:  # the domain says whose address it is; the person stays hidden
+        local, _, domain = value.partition("@")
+        return local[:2] + "•" * max(1, len(local) - 2) + "@" + domain
     if len(value) <= 6:
         return value[:1] + "•" * (len(value) - 1)
     keep = 2 if len(value) < 12 else 4

@@ -128,7 +128,7 @@ def dataset_context(request: Request, dataset: Dataset, settings: Settings, stor
         "dataset": dataset,
         "profile": dataset.profile,
         "preview": datasets.preview_rows(store, dataset, settings.preview_rows),
-        "rows_page": datasets.page_rows(store, dataset, 1, ""),
+        "rows_page": datasets.page_rows(store, dataset, 1, "", settings.preview_rows),
         "notes": dataset.ingest_notes or request.session.get(f"dataset-notes-{dataset.id}", []),
         "existing": request.query_params.get("existing") == "1",
         "delimiter_name": datasets.DELIMITER_NAMES.get(dataset.delimiter, dataset.delimiter),
@@ -152,7 +152,7 @@ def dataset_page(request: Request, dataset: Dataset = Depends(owned_dataset), se
 def dataset_rows(request: Request, page: int = 1, q: str = "", dataset: Dataset = Depends(owned_dataset),
                  settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
     """The paged, searchable preview: the partial for htmx, the whole page otherwise."""
-    rows_page = datasets.page_rows(store, dataset, page, q[:200])
+    rows_page = datasets.page_rows(store, dataset, page, q[:200], settings.preview_rows)
     if is_htmx(request):
         return render(request, "_dataset_rows.html", {"dataset": dataset, "rows_page": rows_page})
     return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store, rows_page=rows_page))
