@@ -23,6 +23,7 @@ DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 # One cell may hold a long document; beyond this it is almost certainly not text data.
 MAX_CELL_CHARS = 16 * 1024 * 1024
 MAX_COLUMNS = 2000
+MAX_LINE_BYTES = 4 * MAX_CELL_CHARS
 MIXED_ENCODING = "utf-8+cp1252"
 
 csv.field_size_limit(MAX_CELL_CHARS)
@@ -142,6 +143,7 @@ def detect_encoding(path: Path) -> str:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
     line = 1
+    run = 0  # bytes since the last line break
     valid_utf8_non_ascii = False
     with open(path, "rb") as f:
         if encoding == "utf-8-sig":
@@ -162,6 +164,14 @@ def detect_encoding(path: Path) -> str:
                         valid_utf8_non_ascii = True
                 except UnicodeDecodeError:
                     failed = True
+            last_newline = chunk.rfind(b"\n")
+            if last_newline < 0:
+                run += len(chunk)
+                if run > MAX_LINE_BYTES:  # one line this long would have to be read into memory whole
+                    raise TableError(f"Line {line:,} is longer than {MAX_LINE_BYTES // (1024 * 1024)} MB without a line break, so this is "
+                                     "not a table of rows. Check that the file is a CSV export with one row per line.")
+            else:
+                run = len(chunk) - last_newline - 1
             line += chunk.count(b"\n")
             offset += len(chunk)
         if not failed:
@@ -178,6 +188,13 @@ def detect_encoding(path: Path) -> str:
             if re.search(r"[^\x00-\x7f\udc80-\udcff]", text):
                 return MIXED_ENCODING
     return "cp1252"
+
+
+def _not_valid_encoding(encoding: str, exc: UnicodeDecodeError, after_line: int | None = None) -> TableError:
+    where = f"after line {after_line:,} " if after_line else ""
+    name = "UTF-16" if encoding.startswith("utf-16") else encoding
+    return TableError(f"The text {where}is not valid {name} ({exc.reason}). Open the file in a spreadsheet or text editor, "
+                      "save it as UTF-8 CSV, and upload again.")
 
 
 def _utf8_then_cp1252(exc: UnicodeError):
@@ -229,8 +246,11 @@ def detect_delimiter(sample: str) -> str:
 
 def read_csv(path: Path) -> Table:
     encoding = detect_encoding(path)
-    with open_text(path, encoding) as f:
-        sample = f.read(SNIFF_BYTES)
+    try:
+        with open_text(path, encoding) as f:
+            sample = f.read(SNIFF_BYTES)
+    except UnicodeDecodeError as exc:
+        raise _not_valid_encoding(encoding, exc) from None
     if not sample.strip():
         raise TableError("The file is empty. Upload a CSV with a header row and at least one data row.")
     delimiter = detect_delimiter(sample)
@@ -254,9 +274,8 @@ def read_csv(path: Path) -> Table:
                                      "(or a quote that is never closed). Split very long texts into several rows.") from None
                 raise TableError(f"Line {line:,} could not be read as CSV ({exc}). Check that quotes are closed and "
                                  "the file is a plain CSV export.") from None
-            except UnicodeDecodeError:
-                raise TableError(f"The text after line {previous_end:,} is not valid {encoding}. Save the file as UTF-8 CSV "
-                                 "and upload again.") from None
+            except UnicodeDecodeError as exc:
+                raise _not_valid_encoding(encoding, exc, previous_end) from None
 
     return Table(format="csv", header=[], rows=rows(), encoding=encoding, delimiter=delimiter, notes=notes)
 
@@ -345,6 +364,13 @@ def read_jsonl(path: Path) -> Table:
         encoding = encoding if encoding.startswith("utf-16") else MIXED_ENCODING
 
     def objects() -> Iterator[tuple[int, dict]]:
+        number = 0
+        try:
+            yield from parse(number)
+        except UnicodeDecodeError as exc:
+            raise _not_valid_encoding(encoding, exc) from None
+
+    def parse(number: int) -> Iterator[tuple[int, dict]]:
         with open_text(path, encoding) as f:
             for number, line in enumerate(f, start=1):
                 line = line.strip()

@@ -136,6 +136,18 @@ def test_an_upload_declared_over_the_limit_is_refused_before_its_body_is_read(cl
     assert b"larger than the upload limit" in b"".join(m.get("body", b"") for m in sent[1:])
 
 
+def test_a_line_of_many_megabytes_is_refused_before_it_is_read_whole(tmp_path):
+    from app.services.tabular_formats import MAX_LINE_BYTES, TableError, open_table
+
+    source = tmp_path / "one-line.csv"
+    with open(source, "wb") as f:
+        f.write(b"a,b\n")
+        for _ in range(MAX_LINE_BYTES // (1024 * 1024) + 2):
+            f.write(b"x," * (512 * 1024))
+    with pytest.raises(TableError, match="Line 2 is longer than 64 MB without a line break"):
+        open_table(source, "one-line.csv")
+
+
 def test_mixed_encodings_in_one_file_are_read_line_by_line(client, make_user):
     _, _, _, token = make_user()
     body = upload(client, token, (BAD / "mixed_encodings.csv").read_bytes(), "mixed.csv").json()
@@ -250,9 +262,32 @@ def st_join(row: list[str]) -> str:
     return ",".join(row)
 
 
+_TOKENS = [b'"', b",", b";", b"\t", b"|", b"\n", b"\r\n", b"\r", b"a", b"\xc3\xa9", b"\xe9", b"\xff\xfe", b"\xfe\xff",
+           b"\xef\xbb\xbf", b"\x00", b"{", b"}", b"[", b":", b"1", b" ", b"=", b"@", b"\xf0\x9f\x98\x80", b"\x1b", b'{"a": 1}\n']
+
+
+@hypothesis_settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.lists(st.sampled_from(_TOKENS), max_size=60).map(b"".join) | st.binary(max_size=200),
+       name=st.sampled_from(["in.csv", "in.jsonl", "in.xlsx", "in.txt"]))
+def test_random_bytes_never_raise_anything_but_a_plain_dataset_error(tmp_path_factory, data, name):
+    from app.services import datasets
+    from app.services.tabular_formats import TableError
+
+    work = tmp_path_factory.mktemp("bytes")
+    source = work / name
+    source.write_bytes(data)
+    try:
+        report = datasets.write_normalised(datasets.open_table(source, name), work / "out.csv", source=source)
+    except TableError as exc:
+        assert exc.message and exc.status in (413, 415, 422)
+    else:
+        assert report.row_count >= 1 and report.profile["row_count"] == report.row_count
+
+
 @hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(text=_csv_text, encoding=st.sampled_from(["utf-8", "utf-16", "cp1252", "utf-8-sig"]), delimiter=st.sampled_from([",", ";", "\t", "|"]))
-def test_random_csv_text_never_raises_anything_but_a_plain_dataset_error(tmp_path_factory, text, encoding, delimiter):
+@given(text=_csv_text, encoding=st.sampled_from(["utf-8", "utf-16", "cp1252", "utf-8-sig"]), delimiter=st.sampled_from([",", ";", "\t", "|"]),
+       name=st.sampled_from(["in.csv", "in.csv", "in.txt", "in.jsonl"]))
+def test_random_csv_text_never_raises_anything_but_a_plain_dataset_error(tmp_path_factory, text, encoding, delimiter, name):
     from app.services import datasets
     from app.services.tabular_formats import TableError
 
@@ -262,10 +297,10 @@ def test_random_csv_text_never_raises_anything_but_a_plain_dataset_error(tmp_pat
     except UnicodeEncodeError:
         data = text.encode("utf-8")
     work = tmp_path_factory.mktemp("prop")
-    source = work / "in.csv"
+    source = work / name
     source.write_bytes(data)
     try:
-        report = datasets.normalise_csv(source, work / "out.csv")
+        report = datasets.write_normalised(datasets.open_table(source, name), work / "out.csv", source=source)
     except TableError as exc:
         assert exc.message and exc.status in (413, 415, 422)
         assert "Traceback" not in exc.message
