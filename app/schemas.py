@@ -84,6 +84,10 @@ class TechniquePublic(BaseModel):
     typical_adapter_size: str
     memory_needs: str
     requires_cuda: bool
+    family: str = "lora"
+    hardware: str = ""
+    needs_decoder: bool = False
+    quantized_bits: int = 0
     params: list[ParamPublic]
 
 
@@ -98,11 +102,14 @@ class BaseModelPublic(BaseModel):
 
 class JobCreate(BaseModel):
     dataset_id: int
-    task: str = Field("instruction", description="Task kind; 'instruction' maps a prompt column to a response column.")
-    column_mapping: dict[str, str] = Field(..., description="Role -> column name, e.g. {'prompt': 'question', 'response': 'answer'}.")
+    task: str = Field("instruction", description="Task kind: 'instruction' (prompt -> response, optional system/context), "
+                      "'text' (continued training) or 'classification' (text -> label).")
+    column_mapping: dict[str, Any] = Field(..., description="Role -> column name. instruction: {'prompt', 'response', optional 'system', "
+                                           "'context'}; text: {'text_columns': [...]}; classification: {'text', 'label'}.")
     base_model: str = Field(..., description="Key of a base model from GET /base-models.")
     technique: str = Field("lora", description="Key of a technique from GET /techniques.")
     params: dict[str, Any] = Field(default_factory=dict, description="Technique and training parameters; omitted ones take their defaults.")
+    preset: str | None = Field(None, description="quick, balanced or thorough: fills the parameters that `params` leaves out, for the data size.")
     seed: int = 0
     name: str | None = None
 
@@ -114,6 +121,9 @@ class MetricPointPublic(BaseModel):
     loss: float | None
     learning_rate: float | None
     tokens_per_second: float | None
+    validation_loss: float | None = None
+    grad_norm: float | None = None
+    memory_bytes: int | None = None
 
 
 class JobPublic(BaseModel):
@@ -123,7 +133,7 @@ class JobPublic(BaseModel):
     status: str
     dataset_id: int | None
     task: str
-    column_mapping: dict[str, str]
+    column_mapping: dict[str, Any]
     base_model: str
     technique: str
     params: dict[str, Any]

@@ -11,23 +11,35 @@
       const points = JSON.parse(node.textContent || "[]");
       const empty = document.getElementById("loss-empty");
       if (empty) empty.hidden = points.length > 0;
-      const data = points.map(function (p) { return { x: p.step, y: p.loss }; });
+      const data = points.filter(function (p) { return p.loss !== null && p.loss !== undefined; })
+        .map(function (p) { return { x: p.step, y: p.loss }; });
+      const validation = points.filter(function (p) { return p.validation_loss !== null && p.validation_loss !== undefined; })
+        .map(function (p) { return { x: p.step, y: p.validation_loss }; });
       let chart = charts[canvas.id];
       if (chart && chart.canvas === canvas) {
         chart.data.datasets[0].data = data;
+        chart.data.datasets[1].data = validation;
         chart.update("none");
         return;
       }
       charts[canvas.id] = new Chart(canvas, {
         type: "line",
-        data: { datasets: [{ label: "training loss", data: data, borderColor: "#2f6fde", pointRadius: 0, borderWidth: 2, tension: 0.2 }] },
+        data: { datasets: [
+          { label: "training loss", data: data, borderColor: "#2f6fde", pointRadius: 0, borderWidth: 2, tension: 0.2 },
+          { label: "held-out loss", data: validation, borderColor: "#d9822b", pointRadius: 3, borderWidth: 2, tension: 0 },
+        ] },
         options: {
           animation: false, parsing: false, maintainAspectRatio: false,
           scales: { x: { type: "linear", title: { display: true, text: "step" } }, y: { title: { display: true, text: "loss" } } },
-          plugins: { legend: { display: false } },
+          plugins: { legend: { display: true } },
         },
       });
     });
+  }
+
+  function readJson(id) {
+    const node = document.getElementById(id);
+    try { return node ? JSON.parse(node.textContent || "{}") : {}; } catch (e) { return {}; }
   }
 
   function showTechnique(form) {
@@ -42,12 +54,75 @@
     form.querySelectorAll(".technique-help").forEach(function (el) { el.hidden = el.dataset.technique !== chosen; });
   }
 
+  // Tasks and techniques the chosen base model cannot do are disabled, with the reason shown.
+  function applyAvailability(form) {
+    const availability = readJson("train-availability");
+    const model = (form.querySelector("#base_model") || {}).value;
+    const info = availability[model];
+    const taskSelect = form.querySelector("#task");
+    if (!info || !taskSelect) return;
+    Array.prototype.forEach.call(taskSelect.options, function (o) { o.disabled = info.tasks.indexOf(o.value) < 0; });
+    if (taskSelect.selectedOptions[0] && taskSelect.selectedOptions[0].disabled) taskSelect.value = info.tasks[0];
+    const task = taskSelect.value;
+    form.querySelectorAll("fieldset.task-mapping").forEach(function (fs) {
+      const on = fs.dataset.task === task;
+      fs.hidden = !on;
+      fs.disabled = !on;
+    });
+    const reasons = (info.reasons || {})[task] || {};
+    const techniqueSelect = form.querySelector("#technique");
+    const list = form.querySelector("#technique-unavailable");
+    if (list) list.innerHTML = "";
+    Array.prototype.forEach.call(techniqueSelect.options, function (o) {
+      const reason = reasons[o.value];
+      o.disabled = !!reason;
+      o.title = reason || "";
+      o.textContent = o.textContent.replace(/ — not available$/, "") + (reason ? " — not available" : "");
+      if (reason && list) {
+        const li = document.createElement("li");
+        li.textContent = o.textContent.replace(/ — not available$/, "") + ": " + reason;
+        list.appendChild(li);
+      }
+    });
+    if (techniqueSelect.selectedOptions[0] && techniqueSelect.selectedOptions[0].disabled) {
+      const first = Array.prototype.find.call(techniqueSelect.options, function (o) { return !o.disabled; });
+      if (first) techniqueSelect.value = first.value;
+    }
+    showTechnique(form);
+  }
+
+  // A preset fills the chosen technique's settings for the chosen task.
+  function applyPreset(form) {
+    const preset = (form.querySelector("#preset") || {}).value;
+    if (!preset) return;
+    const presets = readJson("train-presets");
+    const technique = form.querySelector("#technique").value;
+    const task = form.querySelector("#task").value;
+    const values = ((presets[technique] || {})[task] || {})[preset] || {};
+    const fs = form.querySelector('fieldset.params[data-technique="' + technique + '"]');
+    if (!fs) return;
+    Object.keys(values).forEach(function (name) {
+      const input = fs.querySelector('[name="param_' + name + '"]');
+      if (input) input.value = values[name];
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     drawLossCharts(document);
     const form = document.getElementById("train-form");
     if (form) {
-      showTechnique(form);
-      form.addEventListener("change", function (e) { if (e.target.id === "technique") showTechnique(form); });
+      applyAvailability(form);
+      if (!form.querySelector(".field-error")) applyPreset(form);
+      form.addEventListener("change", function (e) {
+        const id = e.target.id;
+        if (id === "base_model" || id === "task") { applyAvailability(form); applyPreset(form); }
+        if (id === "technique") { showTechnique(form); applyPreset(form); }
+        if (id === "preset") applyPreset(form);
+        if (e.target.name && e.target.name.indexOf("param_") === 0) {
+          const preset = form.querySelector("#preset");
+          if (preset) preset.value = "";  // the user's own value wins over a preset
+        }
+      });
     }
   });
 

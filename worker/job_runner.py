@@ -131,6 +131,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             job = db.get(Job, job_id)
             spec = build_spec(job, job.dataset, workdir / "adapter", checkpoint_dir)
             card = _card_info(job)
+            estimate = (job.result or {}).get("estimate")
             recipe = {"task": spec.task, "column_mapping": dict(job.column_mapping or {}), "base_model": job.base_model,
                       "technique": job.technique, "params": dict(job.params), "seed": job.seed,
                       "dataset_sha256": job.dataset.sha256 if job.dataset else None}
@@ -142,12 +143,12 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             result = train(spec, tracker)
         if result.status == "cancelled":
             with session_scope() as db:
-                jobs.finish_job(db, job_id, JobStatus.cancelled, result=_result_dict(result, recipe))
+                jobs.finish_job(db, job_id, JobStatus.cancelled, result=_result_dict(result, recipe, estimate))
             return JobStatus.cancelled
         key = adapter_service.adapter_storage_key(job_id)
         package_dir = workdir / "package"
         shutil.copytree(workdir / "adapter", package_dir)
-        card.update(_result_dict(result, recipe))
+        card.update(_result_dict(result, recipe, estimate))
         write_adapter_package(package_dir, package_dir / adapter_service.ZIP_NAME, card)
         store.put_file(key, package_dir)
         size = sum(f.stat().st_size for f in store.path(key).glob("*.safetensors"))
@@ -158,7 +159,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
                 metrics["validation_accuracy"] = result.validation_accuracy
             jobs.record_adapter(db, job, storage_key=key, size_bytes=size, trainable_parameters=result.trainable_parameters,
                                 metrics=metrics)
-            jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result, recipe))
+            jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result, recipe, estimate))
         log.info("job %s: succeeded in %.1fs", job_id, result.train_seconds)
         return JobStatus.succeeded
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
@@ -187,7 +188,7 @@ def _card_info(job: Job) -> dict:
     }
 
 
-def _result_dict(result, recipe: dict | None = None) -> dict:
+def _result_dict(result, recipe: dict | None = None, estimate: dict | None = None) -> dict:
     data = {
         "steps": result.steps, "train_loss": result.train_loss, "validation_loss": result.validation_loss,
         "trainable_parameters": result.trainable_parameters, "total_parameters": result.total_parameters,
@@ -198,4 +199,6 @@ def _result_dict(result, recipe: dict | None = None) -> dict:
         # Everything needed to run the job again the same way.
         "reproducibility": {**(recipe or {}), "data_sha256": result.data_sha256, "environment": result.environment},
     }
+    if estimate:
+        data["estimate"] = estimate  # kept so the job page can show estimate vs actual
     return data

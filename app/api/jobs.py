@@ -32,7 +32,7 @@ def create_job(body: JobCreate, user: User = Depends(current_user), db: Session 
     try:
         job = jobs.submit_job(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=body.task,
                               column_mapping=body.column_mapping, base_model=body.base_model, technique=body.technique,
-                              params=body.params, seed=body.seed, name=body.name)
+                              params=body.params, seed=body.seed, name=body.name, preset=body.preset)
     except jobs.JobError as exc:
         db.rollback()
         raise HTTPException(422, {"message": "The job was not created: " + str(exc), "errors": exc.errors}) from None

@@ -16,8 +16,8 @@ from app.config import Settings
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
 from app.services.artifacts import LocalArtifactStore
 from app.services import datasets as dataset_service
-from app.estimates import read_model_config
-from app.techniques import ParameterError, get_technique, unavailable_reason, validate_params
+from app.estimates import WorkerClass, estimate_job, mean_tokens_per_row, read_model_config, worker_class_from_device
+from app.techniques import PRESETS, ParameterError, get_technique, preset_params, unavailable_reason, validate_params
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,43 @@ def split_task_rows(rows: list[tuple], task: str, fraction: float, seed: int) ->
     return dataset_service.split_train_validation(rows, fraction, seed, stratify_by=stratify)
 
 
+def preferred_worker(db: Session | None) -> WorkerClass | None:
+    """The class of the worker most likely to take a job: a live GPU worker if any, else a live CPU one."""
+    if db is None:
+        return None
+    try:
+        from app.services.workers import worker_board
+
+        live = [w for w in worker_board(db, -1) if w.state in ("idle", "busy")]
+    except Exception:  # noqa: BLE001 - no worker table or board yet: the estimate assumes a CPU worker
+        return None
+    live.sort(key=lambda w: (not w.device.startswith("cuda"), w.state != "idle"))
+    return worker_class_from_device(live[0].device, live[0].device_memory_bytes) if live else None
+
+
+def estimate_for(dataset: Dataset, config: dict | None, technique: str, clean_params: dict[str, Any], task: str,
+                 mapping: dict[str, Any], worker: WorkerClass | None = None) -> dict[str, Any]:
+    """The pre-launch estimate as a plain dict ({"error": ...} when it cannot be made)."""
+    if config is None:
+        return {"error": "Choose an installed base model to see an estimate."}
+    entry = get_technique(technique)
+    labels = 0
+    if task == "classification" and mapping.get("label"):
+        by_name = {c["name"]: c for c in (dataset.profile or {}).get("columns", [])}
+        labels = int((by_name.get(mapping["label"]) or {}).get("distinct") or 2)
+    bits = int(clean_params.get("bits", 0) or 0) if entry.quantized_bits else 0
+    worker = worker or WorkerClass("cpu")
+    try:
+        estimate = estimate_job(config, technique, clean_params, task=task, n_rows=max(2, int(dataset.row_count or 0)),
+                                tokens_per_row=mean_tokens_per_row(dataset.profile, task, mapping), worker=worker,
+                                num_labels=labels, quantized_bits=bits)
+    except (ValueError, KeyError, TypeError, ZeroDivisionError):
+        estimate = None
+    if estimate is None:
+        return {"error": "This model's config.json lacks the sizes an estimate needs."}
+    return {**estimate.as_dict(), "worker": worker.kind, "worker_cores": worker.cores}
+
+
 def _mapping_errors(dataset: Dataset, task: str, mapping: dict[str, Any]) -> dict[str, str]:
     errors: dict[str, str] = {}
     for role in TASK_COLUMNS[task] + OPTIONAL_COLUMNS.get(task, ()):
@@ -114,8 +151,11 @@ class JobError(ValueError):
 
 def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, workspace_id: int, user_id: int | None,
                dataset: Dataset, task: str, column_mapping: dict[str, str], base_model: str, technique: str,
-               params: dict[str, Any], seed: int = 0, name: str | None = None) -> Job:
-    """Validate a job request and commit it as queued (the caller then sends the wake-up)."""
+               params: dict[str, Any], seed: int = 0, name: str | None = None, preset: str | None = None) -> Job:
+    """Validate a job request and commit it as queued (the caller then sends the wake-up).
+
+    A preset fills the parameters the request leaves out; the job keeps its estimate in result.
+    """
     errors: dict[str, str] = {}
     if task not in TASK_COLUMNS:
         errors["task"] = f"Unknown task {task!r}. Choose one of: {', '.join(TASK_COLUMNS)}."
@@ -134,6 +174,8 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
                                     read_model_config(model.location) if model is not None and model.available else None)
         if reason:
             errors["technique"] = reason
+        if preset:
+            params = {**preset_params(entry, task if task in TASK_COLUMNS else "instruction", int(dataset.row_count or 0), preset), **params}
         clean_params = validate_params(entry, params)
     except ParameterError as exc:
         errors.update(exc.errors)
@@ -159,6 +201,8 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
         name=(name or f"{dataset.name} · {get_technique(technique).name}")[:300], task=task,
         column_mapping=column_mapping, base_model=base_model,
         technique=technique, params=clean_params, seed=seed, queue="gpu", status=JobStatus.queued,
+        result={"estimate": estimate_for(dataset, read_model_config(model.location), technique, clean_params, task,
+                                         column_mapping, preferred_worker(db))},
     )
     db.add(job)
     db.flush()

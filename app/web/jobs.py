@@ -11,7 +11,17 @@ from app.config import Settings
 from app.models import Dataset, Job, User
 from app.services import adapters, datasets, jobs
 from app.services.artifacts import LocalArtifactStore
-from app.techniques import CATALOGUE
+from app.estimates import WorkerClass, read_model_config
+from app.techniques import (
+    CATALOGUE,
+    PRESETS,
+    TASK_KINDS,
+    ParameterError,
+    preset_params,
+    tasks_for_model,
+    unavailable_reason,
+    validate_params,
+)
 from app.web.deps import current_user, get_db, owned_job, settings_dep, store_dep, verify_csrf
 from app.web.responses import is_htmx, redirect
 from app.web.templating import render
@@ -19,19 +29,89 @@ from app.web.templating import render
 router = APIRouter(dependencies=[Depends(verify_csrf)])
 
 
+def model_availability(models, techniques) -> dict:
+    """Per base model: its tasks and, per task, why each technique cannot run (absent = it can).
+
+    Decided from config.json and the catalogue only; the form disables options with the reason.
+    """
+    table = {}
+    for model in models:
+        config = read_model_config(model.location) if model.available else None
+        tasks = list(tasks_for_model(config))
+        reasons = {}
+        for task in TASK_KINDS:
+            reasons[task] = {t.key: reason for t in techniques if (reason := unavailable_reason(t, task, config))}
+        table[model.key] = {"tasks": tasks, "reasons": reasons, "config": config}
+    return table
+
+
+def form_estimate(dataset: Dataset, settings: Settings, *, base_model: str, technique: str, task: str,
+                  mapping: dict, params: dict, worker: WorkerClass | None = None) -> dict:
+    """The pre-launch estimate shown on the form ({"error": ...} when it cannot be made)."""
+    model = next((m for m in list_base_models(settings) if m.key == base_model), None)
+    config = read_model_config(model.location) if model is not None and model.available else None
+    entry = CATALOGUE.get(technique)
+    if entry is None:
+        return {"error": "Choose a technique to see an estimate."}
+    try:
+        clean = validate_params(entry, params)
+    except ParameterError as exc:
+        return {"error": "Fix the settings to see an estimate: " + str(exc)}
+    return jobs.estimate_for(dataset, config, technique, clean, task, mapping, worker)
+
+
 def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dict:
     """The training form on the dataset page (templates/_train_form.html)."""
     models = list_base_models(settings)
     default_model = next((m.key for m in models if m.available), DEMO_MODEL_KEY)
+    techniques = list(CATALOGUE.values())
+    availability = model_availability(models, techniques)
+    guesses = {task: datasets.guess_columns(task, list(dataset.columns)) for task in TASK_KINDS}
+    n_rows = int(dataset.row_count or 0)
+    presets = {t.key: {task: {name: preset_params(t, task, n_rows, name) for name in PRESETS} for task in t.task_kinds}
+               for t in techniques}
+    form = {"base_model": default_model, "technique": "lora", "task": "instruction", "seed": 0, "params": {},
+            "preset": "balanced"}
+    form.update(overrides.pop("form", {}) or {})
+    if "guess" in overrides:  # a re-rendered form keeps the columns the user chose
+        chosen = overrides.pop("guess")
+        guesses[form.get("task", "instruction")] = {**guesses.get(form.get("task", "instruction"), {}), **chosen}
+    model_info = availability.get(form["base_model"]) or {"tasks": list(TASK_KINDS), "reasons": {}}
+    task = form["task"] if form["task"] in TASK_KINDS else "instruction"
     ctx = {
-        "guess": datasets.guess_instruction_columns(dataset.columns),
-        "techniques": list(CATALOGUE.values()),
+        "guess": guesses.get("instruction", {}),
+        "guesses": guesses,
+        "tasks": TASK_KINDS,
+        "techniques": techniques,
         "base_models": models,
-        "form": {"base_model": default_model, "technique": "lora", "seed": 0, "params": {}},
+        "availability": {key: {"tasks": v["tasks"], "reasons": v["reasons"]} for key, v in availability.items()},
+        "reasons": model_info["reasons"].get(task, {}),
+        "presets": presets,
+        "preset_names": PRESETS,
+        "form": form,
         "errors": {},
+        "estimate": form_estimate(dataset, settings, base_model=form["base_model"], technique=form["technique"], task=task,
+                                  mapping=_mapping_from_guess(task, guesses.get(task, {})), params=form.get("params") or {}),
     }
     ctx.update(overrides)
     return ctx
+
+
+def _mapping_from_guess(task: str, guess: dict) -> dict:
+    return {k: v for k, v in guess.items() if v}
+
+
+def mapping_from_form(form, task: str) -> dict:
+    """The column mapping of the chosen task from the form's fields."""
+    if task == "text":
+        return {"text_columns": [str(c) for c in form.getlist("text_columns") if c]}
+    if task == "classification":
+        return {"text": str(form.get("class_text_column") or ""), "label": str(form.get("label_column") or "")}
+    mapping = {"prompt": str(form.get("prompt_column") or ""), "response": str(form.get("response_column") or "")}
+    for role in ("system", "context"):
+        if form.get(f"{role}_column"):
+            mapping[role] = str(form.get(f"{role}_column"))
+    return mapping
 
 
 def _owned_dataset_from_form(db: Session, raw_id, user: User) -> Dataset:
@@ -52,37 +132,78 @@ async def create_job(request: Request, user: User = Depends(current_user), db: S
     form = await request.form()
     dataset = _owned_dataset_from_form(db, form.get("dataset_id"), user)
     technique = str(form.get("technique") or "lora")
+    task = str(form.get("task") or "instruction")
     entry = CATALOGUE.get(technique)
     params = {p.name: form.get(f"param_{p.name}") for p in entry.all_params} if entry else {}
     params = {k: v for k, v in params.items() if v not in (None, "")}
-    mapping = {"prompt": str(form.get("prompt_column") or ""), "response": str(form.get("response_column") or "")}
+    mapping = mapping_from_form(form, task)
     seed_raw = str(form.get("seed") or "0")
     try:
         seed = int(seed_raw)
     except ValueError:
         seed = -1
     try:
-        job = jobs.submit_job(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task="instruction",
+        job = jobs.submit_job(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=task,
                               column_mapping=mapping, base_model=str(form.get("base_model") or ""), technique=technique,
                               params=params, seed=seed, name=str(form.get("name") or "") or None)
     except jobs.JobError as exc:
         db.rollback()
-        form_state = {"base_model": form.get("base_model"), "technique": technique, "seed": seed_raw, "params": params}
-        ctx = dataset_context(request, dataset, settings, store, errors=exc.errors, form=form_state,
-                              guess={"prompt": mapping["prompt"], "response": mapping["response"]})
+        form_state = {"base_model": form.get("base_model"), "technique": technique, "task": task, "seed": seed_raw,
+                      "params": params, "preset": str(form.get("preset") or "")}
+        ctx = dataset_context(request, dataset, settings, store)
+        ctx.update(train_form_context(dataset, settings, form=form_state, guess=mapping))
+        ctx["errors"] = exc.errors
         return render(request, "dataset_detail.html", ctx, status_code=422)
     db.commit()
     jobs.send_wakeup(db, job)
     return redirect(request, f"/jobs/{job.id}")
 
 
+@router.post("/jobs/estimate")
+async def estimate_partial(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db),
+                           settings: Settings = Depends(settings_dep)):
+    """The form's estimate, re-computed as the user changes model, technique, task or settings (htmx)."""
+    form = await request.form()
+    dataset = _owned_dataset_from_form(db, form.get("dataset_id"), user)
+    technique = str(form.get("technique") or "lora")
+    task = str(form.get("task") or "instruction")
+    entry = CATALOGUE.get(technique)
+    params = {p.name: form.get(f"param_{p.name}") for p in entry.all_params} if entry else {}
+    params = {k: v for k, v in params.items() if v not in (None, "")}
+    estimate = form_estimate(dataset, settings, base_model=str(form.get("base_model") or ""), technique=technique, task=task,
+                             mapping=mapping_from_form(form, task), params=params, worker=jobs.preferred_worker(db))
+    return render(request, "_train_estimate.html", {"estimate": estimate}, headers={"Vary": "HX-Request"})
+
+
+def estimate_vs_actual(job: Job, adapter) -> list[dict]:
+    """Rows of (what, estimated, actual, error) for the finished job's page."""
+    estimate = (job.result or {}).get("estimate") or {}
+    result = job.result or {}
+    if not estimate or "error" in estimate:
+        return []
+    rows = [
+        ("Peak memory", estimate.get("peak_memory_bytes"), result.get("peak_memory_bytes"), "bytes"),
+        ("Training time", estimate.get("seconds"), result.get("train_seconds"), "seconds"),
+        ("Trainable parameters", estimate.get("trainable_parameters"), result.get("trainable_parameters"), "count"),
+        ("Adapter size", estimate.get("adapter_bytes"), adapter.size_bytes if adapter else None, "bytes"),
+    ]
+    table = []
+    for label, guessed, actual, unit in rows:
+        error = (guessed - actual) / actual if guessed is not None and actual else None
+        table.append({"label": label, "estimate": guessed, "actual": actual, "unit": unit, "error": error})
+    return table
+
+
 def job_context(db: Session, job: Job) -> dict:
     points = jobs.metric_points(db, job.id)
+    adapter = adapters.adapter_for_job(db, job.id)
     return {
         "job": job,
-        "points": [{"step": p.step, "loss": p.loss} for p in points if p.loss is not None],
+        "points": [{"step": p.step, "loss": p.loss, "validation_loss": p.validation_loss} for p in points
+                   if p.loss is not None or p.validation_loss is not None],
         "last_point": points[-1] if points else None,
-        "adapter": adapters.adapter_for_job(db, job.id),
+        "adapter": adapter,
+        "estimate_rows": estimate_vs_actual(job, adapter) if job.is_finished else [],
     }
 
 
