@@ -14,6 +14,7 @@ from app.config import get_settings
 
 TRAIN_TASK = "tailor.train"
 RECONCILE_TASK = "tailor.reconcile"
+EVALUATE_TASK = "tailor.evaluate"
 
 
 def broker_transport_options() -> dict:
@@ -33,3 +34,7 @@ def get_producer() -> Celery:
 
 def send_train(job_id: int, queue: str) -> None:
     get_producer().send_task(TRAIN_TASK, args=[job_id], queue=queue)
+
+
+def send_evaluate(adapter_id: int, queue: str = "gpu") -> None:
+    get_producer().send_task(EVALUATE_TASK, args=[adapter_id], queue=queue)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.queue import RECONCILE_TASK, TRAIN_TASK
+from app.queue import EVALUATE_TASK, RECONCILE_TASK, TRAIN_TASK
 from worker.celery_app import celery_app
 
 
@@ -20,3 +20,10 @@ def reconcile() -> dict:
     from worker.reconcile import reconcile_jobs
 
     return reconcile_jobs()
+
+
+@celery_app.task(name=EVALUATE_TASK)
+def evaluate(adapter_id: int) -> str:
+    from worker.evaluation.runner import run_evaluation
+
+    return run_evaluation(adapter_id)

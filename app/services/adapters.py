@@ -32,3 +32,17 @@ def adapters_for(db: Session, workspace_id: int) -> list[Adapter]:
 
 def adapter_for_job(db: Session, job_id: int) -> Adapter | None:
     return db.scalar(select(Adapter).where(Adapter.job_id == job_id))
+
+
+def request_evaluation(db: Session, adapter: Adapter) -> None:
+    """Mark the adapter's evaluation queued and wake a worker for it."""
+    from app import queue
+
+    adapter.metrics = {**(adapter.metrics or {}), "evaluation_state": "queued", "evaluation_error": None}
+    db.commit()
+    try:
+        queue.send_evaluate(adapter.id)
+    except Exception:  # noqa: BLE001
+        adapter.metrics = {**adapter.metrics, "evaluation_state": "failed",
+                           "evaluation_error": "The job queue could not be reached; try again in a moment."}
+        db.commit()

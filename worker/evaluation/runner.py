@@ -111,3 +111,27 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
     log.info("adapter %s: evaluated on %d rows in %.1fs", adapter_id, len(pairs), summary["seconds"])
     return summary
 
+
+def run_evaluation(adapter_id: int) -> str:
+    """The task's body: evaluate, recording the state (and a plain reason on failure) on the adapter."""
+    from app.logs import job_log_context
+
+    _set_state(adapter_id, "running")
+    try:
+        with session_scope() as db:
+            job_id = db.get(Adapter, adapter_id).job_id
+        with job_log_context(job_id):
+            evaluate_adapter(adapter_id)
+    except Exception as exc:  # noqa: BLE001 - the adapter stays usable; the page shows why evaluation failed
+        log.exception("adapter %s: evaluation failed", adapter_id)
+        _set_state(adapter_id, "failed", f"Evaluation failed: {type(exc).__name__}: {exc}"[:500])
+        return "failed"
+    _set_state(adapter_id, "done")
+    return "done"
+
+
+def _set_state(adapter_id: int, state: str, error: str | None = None) -> None:
+    with session_scope() as db:
+        adapter = db.get(Adapter, adapter_id)
+        if adapter is not None:
+            adapter.metrics = {**(adapter.metrics or {}), "evaluation_state": state, "evaluation_error": error}

@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import io
-
 from app.db import session_scope
-from app.models import Adapter, Dataset, User
-from app.services import datasets, jobs
+from app.models import Adapter
 from app.services.artifacts import get_artifact_store
 from app.services.evaluations import load_evaluation
 from worker.evaluation.runner import evaluate_adapter
-from worker.job_runner import run_training_job
-
-FACTS = [("What colour is the Ridge tent?", "green"), ("Which city has our flagship store?", "dublin"),
-         ("How many days do I have to return?", "sixty"), ("What is the warranty?", "two years"),
-         ("Which courier do we use?", "parcelforce"), ("What does Trail Club cost?", "nothing"),
-         ("Where do EU orders ship from?", "rotterdam"), ("What is the repair fee?", "fifteen pounds")]
 
 
-def test_evaluation_scores_adapter_and_base_with_intervals(make_user, settings, tiny_model_dir):
-    # Every fact appears many times, so the held-out rows were also seen in training:
-    # the adapter memorises them and must beat the untouched base model.
-    csv_text = "question,answer\n" + "".join(f'"{q}",{a}\n' for q, a in FACTS * 6)
-    user_id, *_ = make_user("eval")
-    with session_scope() as db:
-        user = db.get(User, user_id)
-        dataset, _ = datasets.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
-                                            filename="facts.csv", source=io.BytesIO(csv_text.encode()), limit_bytes=10**6)
-        job = jobs.submit_job(db, settings, get_artifact_store(), workspace_id=user.workspace_id, user_id=None,
-                              dataset=db.get(Dataset, dataset.id), task="instruction",
-                              column_mapping={"prompt": "question", "response": "answer"}, base_model="tiny-llama", technique="lora",
-                              params={"max_steps": 60, "learning_rate": 5e-3, "batch_size": 8, "epochs": 20, "r": 16, "alpha": 32,
-                                      "validation_fraction": 0.15})
-        job_id = job.id
-    assert run_training_job(job_id, "eval-worker") == "succeeded"
-    with session_scope() as db:
-        adapter_id = db.query(Adapter).filter_by(job_id=job_id).one().id
+def test_evaluation_scores_adapter_and_base_with_intervals(facts_owner, train_adapter):
+    *_, dataset_id = facts_owner
+    adapter_id = train_adapter(dataset_id, "facts LoRA", max_steps=60, r=16, alpha=32)
 
     summary = evaluate_adapter(adapter_id)
 

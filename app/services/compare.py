@@ -1,0 +1,169 @@
+"""The comparison of several adapters: one plain dict that the page, its JSON twin and the CSV
+export all render, so the three never disagree."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Adapter, Job, MetricPoint
+from app.services.artifacts import ArtifactStore
+from app.services.evaluations import load_evaluation
+from app.services.stats import METRIC_NAMES, compare_in_words
+
+# Higher is better for every evaluation metric; lower for losses and costs.
+LOWER_IS_BETTER = {"validation_loss", "perplexity", "size_bytes", "train_seconds", "peak_memory_bytes", "trainable_parameters"}
+MAX_SIDE_BY_SIDE = 12
+
+
+class CompareError(ValueError):
+    """A comparison that cannot be built, worded for the person who asked."""
+
+
+def _owned_adapters(db: Session, workspace_id: int, ids: list[int]) -> list[Adapter]:
+    adapters = list(db.scalars(select(Adapter).where(Adapter.id.in_(ids), Adapter.workspace_id == workspace_id)))
+    found = {a.id for a in adapters}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise CompareError(f"There is no adapter {', '.join(map(str, missing))} in your workspace.")
+    return sorted(adapters, key=lambda a: ids.index(a.id))
+
+
+def _row(adapter: Adapter, job: Job | None, evaluation: dict | None) -> dict[str, Any]:
+    result = (job.result if job else None) or {}
+    validation_loss = result.get("validation_loss")
+    train_seconds = result.get("train_seconds")
+    total = result.get("total_parameters") or 0
+    row: dict[str, Any] = {
+        "adapter_id": adapter.id, "name": adapter.name, "technique": adapter.technique, "base_model": adapter.base_model,
+        "task": job.task if job else None, "dataset_id": job.dataset_id if job else None,
+        "trainable_parameters": adapter.trainable_parameters,
+        "trainable_share": (adapter.trainable_parameters / total) if total else None,
+        "size_bytes": adapter.size_bytes, "train_seconds": train_seconds,
+        "peak_memory_bytes": result.get("peak_memory_bytes"),
+        "tokens_per_second": (result.get("tokens_seen") or 0) / train_seconds if train_seconds else None,
+        "validation_loss": validation_loss,
+        "perplexity": math.exp(validation_loss) if validation_loss is not None and validation_loss < 50 else None,
+        "metrics": (evaluation or {}).get("summary", {}).get("adapter", {}),
+        "evaluated": evaluation is not None,
+    }
+    return row
+
+
+def _loss_curves(db: Session, jobs: dict[int, Job], adapters: list[Adapter]) -> list[dict[str, Any]]:
+    curves = []
+    for adapter in adapters:
+        if adapter.job_id is None:
+            continue
+        points = db.execute(select(MetricPoint.step, MetricPoint.loss).where(MetricPoint.job_id == adapter.job_id).order_by(MetricPoint.step)).all()
+        curves.append({"adapter_id": adapter.id, "name": adapter.name, "kind": "train",
+                       "points": [{"step": s, "loss": l} for s, l in points if l is not None]})
+    return curves
+
+
+def _param_diff(jobs: list[Job | None]) -> dict[str, list[Any]]:
+    """Only the settings that differ between the adapters (technique included)."""
+    settings = [{"technique": j.technique, "seed": j.seed, **(j.params or {})} if j else {} for j in jobs]
+    keys = sorted({k for s in settings for k in s})
+    return {k: [s.get(k) for s in settings] for k in keys if len({repr(s.get(k)) for s in settings}) > 1}
+
+
+def _best(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """For each comparable number, the adapter id with the best value."""
+    best: dict[str, int] = {}
+    columns = ["validation_loss", "perplexity", "size_bytes", "train_seconds", "peak_memory_bytes", "tokens_per_second"]
+    for column in columns:
+        candidates = [(r[column], r["adapter_id"]) for r in rows if r.get(column) is not None]
+        if len(candidates) > 1:
+            pick = min if column in LOWER_IS_BETTER else max
+            best[column] = pick(candidates)[1]
+    metrics = {m for r in rows for m in r["metrics"]}
+    for metric in metrics:
+        candidates = [(r["metrics"][metric]["value"], r["adapter_id"]) for r in rows if metric in r["metrics"]]
+        if len(candidates) > 1:
+            best[f"metric:{metric}"] = max(candidates)[1]
+    return best
+
+
+def _verdicts(rows: list[dict[str, Any]], evaluations: dict[int, dict]) -> list[str]:
+    """Words comparing each adapter with the base model, and the leader with each runner-up."""
+    sentences = []
+    scored = [r for r in rows if evaluations.get(r["adapter_id"])]
+    for row in scored:
+        scores = evaluations[row["adapter_id"]]["scores"]
+        shared = {m: (scores["base"][m], scores["adapter"][m]) for m in scores["adapter"] if m in scores["base"]}
+        if shared:
+            sentences.append(compare_in_words("the base model", row["name"], shared))
+    if len(scored) > 1:
+        key_metric = "rouge_l" if all("rouge_l" in r["metrics"] for r in scored) else None
+        if key_metric:
+            leader = max(scored, key=lambda r: r["metrics"][key_metric]["value"])
+            lead_scores = evaluations[leader["adapter_id"]]["scores"]["adapter"]
+            for other in scored:
+                if other is leader:
+                    continue
+                other_scores = evaluations[other["adapter_id"]]["scores"]["adapter"]
+                if all(len(other_scores[m]) == len(lead_scores[m]) for m in lead_scores if m in other_scores):
+                    shared = {m: (other_scores[m], lead_scores[m]) for m in lead_scores if m in other_scores}
+                    words = compare_in_words(other["name"], leader["name"], shared)
+                    size_note = ""
+                    if other["size_bytes"] and leader["size_bytes"] and other["size_bytes"] < leader["size_bytes"]:
+                        size_note = f" {other['name']} is 1/{max(1, round(leader['size_bytes'] / other['size_bytes']))} of the size."
+                    sentences.append(words + size_note)
+    return sentences
+
+
+def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: list[int]) -> dict[str, Any]:
+    ids = list(dict.fromkeys(ids))
+    if len(ids) < 1:
+        raise CompareError("Pick at least one adapter to compare.")
+    adapters = _owned_adapters(db, workspace_id, ids)
+    jobs = {a.id: (db.get(Job, a.job_id) if a.job_id else None) for a in adapters}
+    tasks = {j.task for j in jobs.values() if j}
+    if len(tasks) > 1:
+        raise CompareError("These adapters were trained for different tasks; compare adapters of one task at a time.")
+    evaluations = {a.id: load_evaluation(store, a.id) for a in adapters}
+    rows = [_row(a, jobs[a.id], evaluations[a.id]) for a in adapters]
+    base_metrics = next((e["summary"]["base"] for e in evaluations.values() if e), {})
+    side_by_side = []
+    first = next((e for e in evaluations.values() if e), None)
+    if first:
+        for index, item in enumerate(first["rows"][:MAX_SIDE_BY_SIDE]):
+            answers = []
+            for adapter in adapters:
+                evaluation = evaluations[adapter.id]
+                same_prompt = evaluation and index < len(evaluation["rows"]) and evaluation["rows"][index]["prompt"] == item["prompt"]
+                answers.append({"adapter_id": adapter.id, "name": adapter.name, "answer": evaluation["rows"][index]["adapter"] if same_prompt else None})
+            side_by_side.append({"prompt": item["prompt"], "reference": item["reference"], "base": item["base"], "answers": answers})
+    return {
+        "adapters": rows,
+        "base_metrics": base_metrics,
+        "best": _best(rows),
+        "parameter_diff": _param_diff([jobs[a.id] for a in adapters]),
+        "loss_curves": _loss_curves(db, jobs, adapters),
+        "side_by_side": side_by_side,
+        "verdicts": _verdicts(rows, {k: v for k, v in evaluations.items() if v}),
+        "metric_names": METRIC_NAMES,
+    }
+
+
+def comparison_csv(comparison: dict[str, Any]) -> str:
+    """The summary table as CSV; cells that a spreadsheet would run as formulas are quoted with '."""
+    metrics = sorted({m for r in comparison["adapters"] for m in r["metrics"]})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    head = ["adapter_id", "name", "technique", "base_model", "trainable_parameters", "size_bytes", "train_seconds",
+            "peak_memory_bytes", "tokens_per_second", "validation_loss", "perplexity"]
+    writer.writerow(head + [f"{m}{suffix}" for m in metrics for suffix in ("", "_low", "_high")])
+    for row in comparison["adapters"]:
+        cells = [row[h] for h in head]
+        for m in metrics:
+            value = row["metrics"].get(m)
+            cells += [value["value"], value["low"], value["high"]] if value else ["", "", ""]
+        writer.writerow(["'" + c if isinstance(c, str) and c[:1] in ("=", "+", "-", "@") else c for c in cells])
+    return out.getvalue()
