@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -198,8 +199,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         if not args.no_worker:
             # Its own process group, so stopping it also stops its pool child mid-job.
-            children.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--beat"], env=os.environ.copy(),
-                                             start_new_session=True))
+            # A training worker, and a second one for the playground so answers never wait
+            # behind a long training job.
+            children.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--beat", "--queues", "gpu,cpu"],
+                                             env=os.environ.copy(), start_new_session=True))
+            children.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "inference",
+                                              "--name", f"tailor-inference-{os.getpid()}@{socket.gethostname()}"],
+                                             env=os.environ.copy(), start_new_session=True))
         args.workers = 1
         return cmd_serve(args)
     finally:

@@ -65,7 +65,8 @@ class Settings(BaseSettings):
         24 * 3600, description="Hard time limit of one training task on a worker."
     )
     worker_queues: str = Field(
-        "gpu,cpu", description="Comma-separated Celery queues a `tailor worker` consumes."
+        "gpu,cpu,inference",
+        description="Comma-separated Celery queues a `tailor worker` consumes: gpu (training, evaluation), cpu (housekeeping), inference (the playground).",
     )
     log_format: str = Field("text", description="'text' (key=value lines) or 'json' (one JSON object per line); every line names its job.")
     admin_email: str = Field("admin@tailor.local", description="Email of the administrator created on the first `tailor up`.")

@@ -15,6 +15,8 @@ from app.config import get_settings
 TRAIN_TASK = "tailor.train"
 RECONCILE_TASK = "tailor.reconcile"
 EVALUATE_TASK = "tailor.evaluate"
+GENERATE_TASK = "tailor.generate"
+INFERENCE_QUEUE = "inference"
 
 
 def broker_transport_options() -> dict:
@@ -38,3 +40,17 @@ def send_train(job_id: int, queue: str) -> None:
 
 def send_evaluate(adapter_id: int, queue: str = "gpu") -> None:
     get_producer().send_task(EVALUATE_TASK, args=[adapter_id], queue=queue)
+
+
+def send_generate(request_id: str) -> None:
+    get_producer().send_task(GENERATE_TASK, args=[request_id], queue=INFERENCE_QUEUE)
+
+
+def redis_client():
+    """A redis-py client on the broker's Redis (kombu's redis+socket:// becomes unix://)."""
+    import redis
+
+    url = get_settings().broker_url
+    if url.startswith("redis+socket://"):
+        url = "unix://" + url[len("redis+socket://"):]
+    return redis.Redis.from_url(url, decode_responses=True)

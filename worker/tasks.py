@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.queue import EVALUATE_TASK, RECONCILE_TASK, TRAIN_TASK
+from app.queue import EVALUATE_TASK, GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK
 from worker.celery_app import celery_app
 
 
@@ -27,3 +27,10 @@ def evaluate(adapter_id: int) -> str:
     from worker.evaluation.runner import run_evaluation
 
     return run_evaluation(adapter_id)
+
+
+@celery_app.task(name=GENERATE_TASK)
+def generate(request_id: str) -> str:
+    from worker.playground import run_generation
+
+    return run_generation(request_id)

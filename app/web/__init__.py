@@ -1,5 +1,5 @@
 """HTML pages (Jinja + htmx) and the dependencies shared with the JSON API."""
 
-from app.web import adapters, compare, datasets, home, jobs, workers
+from app.web import adapters, compare, datasets, home, jobs, playground, workers
 
-ROUTERS = (home.router, datasets.router, jobs.router, adapters.router, compare.router, workers.router)
+ROUTERS = (home.router, datasets.router, jobs.router, adapters.router, compare.router, playground.router, workers.router)

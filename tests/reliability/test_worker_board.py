@@ -21,7 +21,7 @@ def test_the_board_shows_a_worker_idle_busy_then_offline(workers, own_redis, dat
     _, _, _, stranger_token = make_user("stranger")
     workers.start("board@tests")
     idle = wait_until(lambda: _board_entry(client, stranger_token, "board@tests"), 30, "the worker to report")
-    assert idle["state"] == "idle" and idle["queues"] == ["cpu", "gpu"] and idle["device"].startswith("cpu")
+    assert idle["state"] == "idle" and idle["queues"] == ["cpu", "gpu", "inference"] and idle["device"].startswith("cpu")
     assert idle["device_memory_bytes"] > 0
 
     job_id = submit(dataset_id, settings, epochs=3, batch_size=2)
