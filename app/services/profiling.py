@@ -57,6 +57,15 @@ class _HashBuckets:
         if len(buffer) >= _BUCKET_FLUSH:
             self._flush(bucket)
 
+    def add_many(self, values, first_row: int) -> None:
+        """Values of consecutive rows from first_row on (one loop, no call per value)."""
+        buffers, pack = self.buffers, _PAIR.pack
+        for row, value in enumerate(values, start=first_row):
+            buffers[value & (BUCKETS - 1)] += pack(value, row)
+        for bucket in range(BUCKETS):
+            if len(buffers[bucket]) >= _BUCKET_FLUSH:
+                self._flush(bucket)
+
     def _flush(self, bucket: int) -> None:
         path = self.files[bucket] or self.directory / f"b{bucket}"
         self.files[bucket] = path
@@ -157,11 +166,8 @@ class ProfileBuilder:
                 spans = pii.find_personal_data(cell)
                 if spans:
                     self._record_pii(index, start + position, cell, spans)
-        exact, near = self.exact.add, self.near.add
-        for offset, value in enumerate(map(hash, map(tuple, rows))):
-            exact(value, start + offset)
-        for offset, key in enumerate(map(near_duplicate_key, map("\x1f".join, rows))):
-            near(hash(key), start + offset)
+        self.exact.add_many(map(hash, map(tuple, rows)), start)
+        self.near.add_many(map(hash, map(near_duplicate_key, map("\x1f".join, rows))), start)
 
     def _record_pii(self, index: int, row: int, cell: str, spans: list[tuple[str, int, int]]) -> None:
         counts = self.pii_counts[index]
