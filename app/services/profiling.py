@@ -158,8 +158,8 @@ class ProfileBuilder:
             for cell in sample:
                 if cell and not cell.isspace():
                     self._vote_type(index, cell)
-            if self.type_votes[index]["date"] >= 100 and self._guess_type(index) == "date":
-                continue  # a column of dates holds no personal data; spare it the scan
+            if longest < 6 or (self.type_votes[index]["date"] >= 100 and self._guess_type(index) == "date"):
+                continue  # personal data needs 6 characters or more, and a column of dates holds none
             # Only cells with an @ or two digits in a row can hold personal data (see may_hold_personal_data).
             for position in compress(range(len(column)), map(pii.may_hold_personal_data, column)):
                 cell = column[position]
