@@ -228,10 +228,12 @@ class ProfileBuilder:
         near_only = max(0, near_all - exact)
         near_examples = [pair for pair in near_examples_all if pair[0] not in exact_rows][:EXAMPLES]
         columns = []
+        # The profile lives in one JSON column: a wide table keeps fewer frequent values per column.
+        top_n = TOP_VALUES if len(self.columns) <= 20 else 5
         for index, name in enumerate(self.columns):
             filled = self.rows - self.empty[index]
             values = self.values[index]
-            top = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_VALUES] if values is not None else None
+            top = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n] if values is not None else None
             columns.append({
                 "name": name,
                 "type": self._guess_type(index),
@@ -240,7 +242,7 @@ class ProfileBuilder:
                 "mean_chars": round(self.total_chars[index] / filled, 1) if filled else 0,
                 "max_chars": self.max_chars[index],
                 "distinct": len(values) if values is not None else None,  # None: more than MAX_TRACKED_VALUES
-                "top_values": [[value, count] for value, count in top] if top is not None else None,
+                "top_values": [[value[:100], count] for value, count in top] if top is not None else None,
                 "personal_data": {kind: {"count": count, "label": pii.KINDS[kind], "examples": self.pii_examples[index][kind]}
                                   for kind, count in sorted(self.pii_counts[index].items())},
             })
