@@ -183,6 +183,7 @@ def _card_info(job: Job) -> dict:
     dataset = job.dataset
     return {
         "base_model": job.base_model, "technique": job.technique, "parameters": dict(job.params, seed=job.seed),
+        "task": job.task,
         "dataset_name": dataset.name if dataset else None, "dataset_rows": dataset.row_count if dataset else None,
         "dataset_sha256": dataset.sha256 if dataset else None,
     }

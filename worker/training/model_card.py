@@ -9,7 +9,12 @@ from worker.training.spec import PLAIN_PROMPT_FORMAT
 
 _UNKNOWN = "not recorded"
 # How technique keys are written in prose; unknown keys are shown as given.
-_DISPLAY_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "ia3": "IA³", "prompt_tuning": "Prompt tuning"}
+_DISPLAY_NAMES = {
+    "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "rslora": "rsLoRA", "pissa": "LoRA (PiSSA start)",
+    "adalora": "AdaLoRA", "loha": "LoHa", "lokr": "LoKr", "vera": "VeRA", "ia3": "IA³",
+    "prompt_tuning": "Prompt tuning", "prefix_tuning": "Prefix tuning", "p_tuning": "P-tuning",
+    "full": "Fully fine-tuned model",
+}
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -116,13 +121,53 @@ def render_model_card(info: dict) -> str:
         "",
         "Unzip the download into a folder, then:",
         "",
+    ]
+    lines += _usage(info, base_model)
+    return "\n".join(lines)
+
+
+def _usage(info: dict, base_model: str) -> list[str]:
+    """The usage snippet for the task and technique: classification, a full model, or an adapter."""
+    task = info.get("task") or "instruction"
+    technique = str(info.get("technique") or "lora").lower()
+    if task == "classification":
+        labels = info.get("label_names") or []
+        load = (['model = AutoModelForSequenceClassification.from_pretrained("path/to/unzipped/model")']
+                if technique == "full" else [
+                    f'base = AutoModelForSequenceClassification.from_pretrained("{base_model}", num_labels={len(labels) or "N"})',
+                    'model = PeftModel.from_pretrained(base, "path/to/unzipped/adapter")'])
+        return [
+            "```python",
+            "import json",
+            "from peft import PeftModel",
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+            "",
+            f'tokenizer = AutoTokenizer.from_pretrained("{base_model}")',
+            *load,
+            'labels = json.load(open("path/to/unzipped/adapter/tailor_labels.json"))["id2label"]',
+            'inputs = tokenizer("Text to classify", return_tensors="pt")',
+            "print(labels[str(int(model(**inputs).logits.argmax(-1)))])",
+            "```",
+            "",
+        ]
+    if technique == "full":
+        load = ['model = AutoModelForCausalLM.from_pretrained("path/to/unzipped/model")',
+                'tokenizer = AutoTokenizer.from_pretrained("path/to/unzipped/model")']
+    else:
+        load = [f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
+                f'tokenizer = AutoTokenizer.from_pretrained("{base_model}")',
+                'model = PeftModel.from_pretrained(base, "path/to/unzipped/adapter")']
+    if task == "text":
+        return ["```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                *load, "", 'inputs = tokenizer("Our new autumn range", return_tensors="pt")',
+                "outputs = model.generate(**inputs, max_new_tokens=100)",
+                "print(tokenizer.decode(outputs[0], skip_special_tokens=True))", "```", ""]
+    return [
         "```python",
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
-        f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{base_model}")',
-        'model = PeftModel.from_pretrained(base, "path/to/unzipped/adapter")',
+        *load,
         "",
         'question = "Your question here"',
         "# The prompt format the adapter was trained with:",
@@ -138,4 +183,3 @@ def render_model_card(info: dict) -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)

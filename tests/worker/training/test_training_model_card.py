@@ -53,3 +53,12 @@ def test_spec_and_model_card_import_without_torch():
     )
     repo_root = Path(__file__).resolve().parents[3]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=repo_root)
+
+
+def test_classification_and_full_fine_tuning_cards_show_how_to_load_them():
+    card = render_model_card({"base_model": "minilm", "technique": "lora", "task": "classification",
+                              "label_names": ["orders", "returns"]})
+    assert "AutoModelForSequenceClassification.from_pretrained(\"minilm\", num_labels=2)" in card
+    assert "tailor_labels.json" in card
+    full = render_model_card({"base_model": "smollm2", "technique": "full"})
+    assert 'AutoModelForCausalLM.from_pretrained("path/to/unzipped/model")' in full and "PeftModel.from_pretrained" not in full
