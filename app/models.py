@@ -147,6 +147,8 @@ class Adapter(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     trainable_parameters: Mapped[int] = mapped_column(BigInteger, default=0)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # draft (just trained) -> approved (cleared to ship) -> archived (kept, hidden from pickers)
+    status: Mapped[str] = mapped_column(String(20), default="draft", server_default="draft")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     job: Mapped[Job | None] = relationship()
 
@@ -166,3 +168,32 @@ class WorkerNode(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ReviewItem(Base):
+    """One blind comparison: a prompt and two answers whose sources stay on the server until voted
+    and are never shown to the reviewer. Targets are 'base' or 'adapter:<id>'."""
+
+    __tablename__ = "review_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    left_target: Mapped[str] = mapped_column(String(40))
+    right_target: Mapped[str] = mapped_column(String(40))
+    prompt: Mapped[str] = mapped_column(Text)
+    left_answer: Mapped[str] = mapped_column(Text)
+    right_answer: Mapped[str] = mapped_column(Text)
+    choice: Mapped[str | None] = mapped_column(String(10), nullable=True)  # "left" | "right" | "tie"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    voted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AdapterDownload(Base):
+    """Who downloaded which adapter, and when."""
+
+    __tablename__ = "adapter_downloads"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

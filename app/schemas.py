@@ -166,6 +166,7 @@ class AdapterPublic(BaseModel):
     size_bytes: int
     trainable_parameters: int
     metrics: dict[str, Any]
+    status: str
     created_at: datetime
     download_url: str = ""
 

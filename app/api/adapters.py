@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Depends
+from fastapi import Depends, HTTPException
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from app.api.common import api_router
@@ -32,6 +33,36 @@ def get_adapter(adapter: Adapter = Depends(owned_adapter)):
 
 
 @router.get("/adapters/{adapter_id}/download", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
-def download_adapter(adapter: Adapter = Depends(owned_adapter), store: LocalArtifactStore = Depends(store_dep)):
-    """The adapter as a zip: adapter_config.json, adapter_model.safetensors and a README model card."""
-    return adapter_zip_response(adapter, store)
+def download_adapter(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
+                     store: LocalArtifactStore = Depends(store_dep)):
+    """The adapter as a zip: adapter_config.json, adapter_model.safetensors and a README model card. Recorded (who, when)."""
+    response = adapter_zip_response(adapter, store)
+    adapters.record_download(db, adapter, user.id)
+    return response
+
+
+class AdapterUpdate(BaseModel):
+    status: str = Field(..., description="draft, approved or archived")
+
+
+@router.patch("/adapters/{adapter_id}", response_model=AdapterPublic)
+def update_adapter(body: AdapterUpdate, adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)):
+    try:
+        adapters.set_status(db, adapter, body.status)
+    except adapters.AdapterError as exc:
+        raise HTTPException(422, str(exc)) from None
+    db.commit()
+    return adapter_public(adapter)
+
+
+@router.get("/adapters/{adapter_id}/downloads")
+def list_downloads(adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)) -> list[dict]:
+    """Every download of this adapter: who and when."""
+    emails = {}
+    out = []
+    for d in adapters.downloads_of(db, adapter.id):
+        if d.user_id not in emails:
+            row = db.get(User, d.user_id) if d.user_id else None
+            emails[d.user_id] = row.email if row else None
+        out.append({"user": emails[d.user_id], "at": d.created_at.isoformat()})
+    return out

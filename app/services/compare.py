@@ -118,6 +118,14 @@ def _verdicts(rows: list[dict[str, Any]], evaluations: dict[int, dict]) -> list[
     return sentences
 
 
+def _named_win_rates(db: Session, workspace_id: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from app.services.reviews import win_rates
+
+    names = {f"adapter:{r['adapter_id']}": r["name"] for r in rows} | {"base": "the base model"}
+    return [{**w, "name": names.get(w["target"], w["target"]), "opponent_name": names.get(w["opponent"], "another adapter")}
+            for w in win_rates(db, workspace_id, [r["adapter_id"] for r in rows])]
+
+
 def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: list[int]) -> dict[str, Any]:
     ids = list(dict.fromkeys(ids))
     if len(ids) < 1:
@@ -148,6 +156,7 @@ def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: 
         "loss_curves": _loss_curves(db, jobs, adapters),
         "side_by_side": side_by_side,
         "verdicts": _verdicts(rows, {k: v for k, v in evaluations.items() if v}),
+        "blind_review": _named_win_rates(db, workspace_id, rows),
         "metric_names": METRIC_NAMES,
     }
 

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.models import Adapter, User
 from app.services import adapters
 from app.services.artifacts import LocalArtifactStore
 from app.web.deps import current_user, get_db, owned_adapter, store_dep, verify_csrf
-from app.web.responses import adapter_zip_response
+from app.web.responses import adapter_zip_response, redirect
 from app.web.templating import render
 
 router = APIRouter(dependencies=[Depends(verify_csrf)])
 
 
 @router.get("/adapters")
-def adapters_page(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)):
-    return render(request, "adapters.html", {"adapters": adapters.adapters_for(db, user.workspace_id)})
+def adapters_page(request: Request, archived: bool = False, user: User = Depends(current_user), db: Session = Depends(get_db)):
+    return render(request, "adapters.html", {"adapters": adapters.adapters_for(db, user.workspace_id, include_archived=archived),
+                                             "downloads": adapters.download_counts(db, user.workspace_id), "show_archived": archived,
+                                             "statuses": adapters.STATUSES})
 
 
 @router.get("/adapters/{adapter_id}/download")
-def download_adapter(adapter: Adapter = Depends(owned_adapter), store: LocalArtifactStore = Depends(store_dep)):
-    return adapter_zip_response(adapter, store)
+def download_adapter(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
+                     store: LocalArtifactStore = Depends(store_dep)):
+    response = adapter_zip_response(adapter, store)
+    adapters.record_download(db, adapter, user.id)
+    return response
+
+
+@router.post("/adapters/{adapter_id}/status")
+def change_status(request: Request, status: str = Form(""), adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)):
+    try:
+        adapters.set_status(db, adapter, status)
+    except adapters.AdapterError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return redirect(request, "/adapters")
