@@ -16,6 +16,7 @@ TRAIN_TASK = "tailor.train"
 RECONCILE_TASK = "tailor.reconcile"
 EVALUATE_TASK = "tailor.evaluate"
 GENERATE_TASK = "tailor.generate"
+EXPORT_TASK = "tailor.export_merged"
 INFERENCE_QUEUE = "inference"
 
 
@@ -40,6 +41,10 @@ def send_train(job_id: int, queue: str) -> None:
 
 def send_evaluate(adapter_id: int, queue: str = "gpu") -> None:
     get_producer().send_task(EVALUATE_TASK, args=[adapter_id], queue=queue)
+
+
+def send_export(adapter_id: int) -> None:
+    get_producer().send_task(EXPORT_TASK, args=[adapter_id], queue="gpu")
 
 
 def send_generate(request_id: str) -> None:

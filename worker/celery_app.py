@@ -15,7 +15,7 @@ from celery import Celery
 from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
 from app.config import get_settings
-from app.queue import EVALUATE_TASK, GENERATE_TASK, INFERENCE_QUEUE, RECONCILE_TASK, TRAIN_TASK, broker_transport_options
+from app.queue import EVALUATE_TASK, EXPORT_TASK, GENERATE_TASK, INFERENCE_QUEUE, RECONCILE_TASK, TRAIN_TASK, broker_transport_options
 
 settings = get_settings()
 
@@ -43,7 +43,7 @@ celery_app.conf.update(
     # record a plain failure first.
     task_time_limit=settings.job_time_limit_seconds + 300,
     task_soft_time_limit=settings.job_time_limit_seconds,
-    task_routes={TRAIN_TASK: {"queue": "gpu"}, EVALUATE_TASK: {"queue": "gpu"}, RECONCILE_TASK: {"queue": "cpu"},
+    task_routes={TRAIN_TASK: {"queue": "gpu"}, EVALUATE_TASK: {"queue": "gpu"}, EXPORT_TASK: {"queue": "gpu"}, RECONCILE_TASK: {"queue": "cpu"},
                  GENERATE_TASK: {"queue": INFERENCE_QUEUE}},
     # The reconciler runs as a task on the cpu queue. A message that waited longer than one
     # interval (every worker busy training) expires instead of piling up: the next one will do.

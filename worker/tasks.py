@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.queue import EVALUATE_TASK, GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK
+from app.queue import EVALUATE_TASK, EXPORT_TASK, GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK
 from worker.celery_app import celery_app
 
 
@@ -34,3 +34,10 @@ def generate(request_id: str) -> str:
     from worker.playground import run_generation
 
     return run_generation(request_id)
+
+
+@celery_app.task(name=EXPORT_TASK)
+def export_merged(adapter_id: int) -> str:
+    from worker.export import run_merged_export
+
+    return run_merged_export(adapter_id)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.api.common import api_router
 from app.models import Adapter, User
 from app.schemas import AdapterPublic
-from app.services import adapters
+from app.services import adapters, exports
 from app.services.artifacts import LocalArtifactStore
 from app.web.deps import current_user, get_db, owned_adapter, store_dep
 from app.web.responses import adapter_zip_response
@@ -66,3 +66,21 @@ def list_downloads(adapter: Adapter = Depends(owned_adapter), db: Session = Depe
             emails[d.user_id] = row.email if row else None
         out.append({"user": emails[d.user_id], "at": d.created_at.isoformat()})
     return out
+
+
+@router.post("/adapters/{adapter_id}/export", status_code=202)
+def export_merged(adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)) -> dict:
+    """Build a merged full model (LoRA family) in the background; download it from /adapters/{id}/merged."""
+    try:
+        exports.request_merged_export(db, adapter)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {"adapter_id": adapter.id, "merged_export_state": adapter.metrics.get("merged_export_state")}
+
+
+@router.get("/adapters/{adapter_id}/merged", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
+def download_merged(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
+                    store: LocalArtifactStore = Depends(store_dep)):
+    from app.web.adapters import merged_zip_response
+
+    return merged_zip_response(db, adapter, user, store)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from app.models import Adapter, User
-from app.services import adapters
+from app.services import adapters, exports
 from app.services.artifacts import LocalArtifactStore
 from app.web.deps import current_user, get_db, owned_adapter, store_dep, verify_csrf
 from app.web.responses import adapter_zip_response, redirect
@@ -19,7 +20,7 @@ router = APIRouter(dependencies=[Depends(verify_csrf)])
 def adapters_page(request: Request, archived: bool = False, user: User = Depends(current_user), db: Session = Depends(get_db)):
     return render(request, "adapters.html", {"adapters": adapters.adapters_for(db, user.workspace_id, include_archived=archived),
                                              "downloads": adapters.download_counts(db, user.workspace_id), "show_archived": archived,
-                                             "statuses": adapters.STATUSES})
+                                             "statuses": adapters.STATUSES, "mergeable": exports.MERGEABLE_TECHNIQUES})
 
 
 @router.get("/adapters/{adapter_id}/download")
@@ -37,3 +38,26 @@ def change_status(request: Request, status: str = Form(""), adapter: Adapter = D
     except adapters.AdapterError as exc:
         raise HTTPException(422, str(exc)) from None
     return redirect(request, "/adapters")
+
+
+@router.post("/adapters/{adapter_id}/export")
+def export_merged(request: Request, adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)):
+    try:
+        exports.request_merged_export(db, adapter)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return redirect(request, "/adapters")
+
+
+@router.get("/adapters/{adapter_id}/merged")
+def download_merged(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
+                    store: LocalArtifactStore = Depends(store_dep)):
+    return merged_zip_response(db, adapter, user, store)
+
+
+def merged_zip_response(db: Session, adapter: Adapter, user: User, store) -> FileResponse:
+    key = exports.merged_key(adapter.id)
+    if not store.exists(key):
+        raise HTTPException(404, "The merged model has not been exported yet. Ask for it from the adapter list.")
+    adapters.record_download(db, adapter, user.id)
+    return FileResponse(store.path(key), media_type="application/zip", filename=f"tailor-merged-{adapter.id}.zip")

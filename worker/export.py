@@ -1,0 +1,68 @@
+"""Exports of a trained adapter: a merged full model (LoRA family), written as safetensors and
+zipped, in the background on a worker."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import zipfile
+from pathlib import Path
+
+from app.base_models import get_base_model
+from app.config import get_settings
+from app.db import session_scope
+from app.models import Adapter
+from app.services.artifacts import get_artifact_store
+from app.services.exports import MERGEABLE_TECHNIQUES, merged_key
+
+log = logging.getLogger("tailor.export")
+
+
+def merge_adapter(base_dir: str, adapter_dir: str, out_dir: Path) -> Path:
+    """Fold the adapter into the base weights and save a plain transformers model folder."""
+    from peft import PeftModel
+
+    from worker.training.loading import load_base_model
+
+    model, tokenizer = load_base_model(base_dir)
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    merged.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def run_merged_export(adapter_id: int) -> str:
+    store = get_artifact_store()
+    with session_scope() as db:
+        adapter = db.get(Adapter, adapter_id)
+        base = get_base_model(get_settings(), adapter.base_model)
+        technique = adapter.technique
+        adapter_dir = str(store.path(adapter.storage_key))
+    _set_state(adapter_id, "running")
+    workdir = store.temp_path("-merge")
+    try:
+        if technique not in MERGEABLE_TECHNIQUES:
+            raise ValueError(f"{technique} adapters cannot be merged into the base weights; only the LoRA family can.")
+        if base is None or not base.available:
+            raise ValueError(f"The base model {adapter.base_model!r} is not installed on this worker.")
+        folder = merge_adapter(base.location, adapter_dir, workdir / "model")
+        archive = workdir / "merged.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as out:  # weights barely compress
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    out.write(path, f"merged-model/{path.relative_to(folder).as_posix()}")
+        store.put_file(merged_key(adapter_id), archive)
+    except Exception as exc:  # noqa: BLE001 - the adapter stays usable; the page says why
+        log.exception("adapter %s: merged export failed", adapter_id)
+        _set_state(adapter_id, "failed", f"{type(exc).__name__}: {exc}"[:500])
+        return "failed"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    _set_state(adapter_id, "done")
+    return "done"
+
+
+def _set_state(adapter_id: int, state: str, error: str | None = None) -> None:
+    with session_scope() as db:
+        adapter = db.get(Adapter, adapter_id)
+        adapter.metrics = {**(adapter.metrics or {}), "merged_export_state": state, "merged_export_error": error}
