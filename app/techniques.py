@@ -114,6 +114,7 @@ TRAINING_PARAMS: tuple[Param, ...] = (
     Param("eval_steps", "Check every N steps", "int", 0, "Measure the loss on the held-out rows every this many steps (0 = once per epoch).", 0, 1_000_000, advanced=True),
     Param("early_stopping_patience", "Early stopping patience", "int", 0, "Stop when the held-out loss has not improved for this many checks in a row (0 = never stop early).", 0, 1000, advanced=True),
     Param("checkpoint_minutes", "Checkpoint every (minutes)", "float", 10.0, "Save the training state this often so a job interrupted by a worker restart resumes where it was (0 = no checkpoints).", 0.0, 1440.0, advanced=True),
+    Param("packing", "Pack short examples", "choice", "off", "Join short examples into one sequence (kept apart by the attention mask) so no compute goes to padding. Helps when many examples are much shorter than the maximum length. Not used for classification or the prompt-based techniques.", choices=("off", "on"), advanced=True),
     Param("precision", "Precision", "choice", "auto", "Number format for training. 'auto' uses bf16 (or fp16) on a GPU that supports it and fp32 on a CPU.", choices=("auto", "fp32", "bf16", "fp16"), advanced=True),
     Param("gradient_checkpointing", "Gradient checkpointing", "choice", "auto", "Recompute activations instead of storing them: less memory, about 30% slower. 'auto' turns it on for GPUs.", choices=("auto", "on", "off"), advanced=True),
 )

@@ -35,6 +35,7 @@ class TokenizedExample:
     labels: list[int]
     truncated: bool = False
     label: int | None = None  # classification: the class id (then `labels` is unused)
+    position_ids: list[int] | None = None  # packed rows: positions restart at 0 for each example
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -232,6 +233,36 @@ def tokenize_for_task(tokenizer, task: str, rows: Sequence, max_length: int,
     raise ValueError(f"Unknown task {task!r}; expected instruction, text or classification.")
 
 
+def pack_examples(examples: Sequence[TokenizedExample], max_length: int) -> list[TokenizedExample]:
+    """Pack short examples into rows of at most max_length tokens (first fit, longest first).
+
+    Positions restart at 0 for each example; transformers turns such position ids (with no 2-D
+    attention mask) into a block-diagonal causal mask, so packed examples never see each other.
+    The first label of each example is masked: it would be predicted from the previous one's end.
+    """
+    bins: list[list[TokenizedExample]] = []
+    room: list[int] = []
+    for example in sorted(examples, key=len, reverse=True):
+        for index, free in enumerate(room):
+            if len(example) <= free:
+                bins[index].append(example)
+                room[index] -= len(example)
+                break
+        else:
+            bins.append([example])
+            room.append(max_length - len(example))
+    packed = []
+    for members in bins:
+        input_ids, labels, positions = [], [], []
+        for example in members:
+            input_ids += example.input_ids
+            labels += [IGNORE_INDEX] + list(example.labels[1:])
+            positions += list(range(len(example)))
+        packed.append(TokenizedExample(input_ids, [1] * len(input_ids), labels,
+                                       truncated=any(e.truncated for e in members), position_ids=positions))
+    return packed
+
+
 def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch to its longest example; padding is masked and ignored by the loss.
 
@@ -249,7 +280,16 @@ def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torc
             labels[row, :n] = torch.tensor(example.labels, dtype=torch.long)
     if examples[0].label is not None:
         labels = torch.tensor([example.label for example in examples], dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    if examples[0].position_ids is not None:
+        # The padding tail of a packed row counts as one more sequence starting at 0.
+        positions = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, example in enumerate(examples):
+            n = len(example)
+            positions[row, :n] = torch.tensor(example.position_ids, dtype=torch.long)
+            positions[row, n:] = torch.arange(width - n)
+        batch["position_ids"] = positions
+    return batch
 
 
 def length_grouped_batches(

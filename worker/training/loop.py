@@ -34,12 +34,14 @@ from worker.training.data import (
     collate,
     label_names_of,
     length_grouped_batches,
+    pack_examples,
     pad_token_id,
     tokenize_for_task,
 )
 from worker.training.loading import load_base_model, pick_device, training_dtype
 from worker.training.peft_factory import (
     FULL_FINE_TUNING,
+    PROMPT_LEARNING_TECHNIQUES,
     BuildContext,
     build_peft_model,
     quantization_bits,
@@ -147,9 +149,13 @@ def batch_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if batch["labels"].dim() == 1:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
-    logits = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).logits
+    if "position_ids" in batch:
+        # Packed rows: no 2-D mask, so the model builds a block-diagonal one from the positions.
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    else:
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).logits
     # Prompt tuning and P-tuning put virtual tokens in front: keep the positions of real tokens.
     logits = logits[:, -batch["input_ids"].size(1) :, :]
     shifted_logits = logits[:, :-1, :].float()
@@ -449,6 +455,12 @@ def _precision_for(params: dict[str, Any], device, technique: str) -> tuple[torc
     return load_dtype, Precision(dtype=dtype, scaler=scaler)
 
 
+def packing_applies(params: dict[str, Any], task: str, technique: str) -> bool:
+    """Packing is asked for, and safe: causal tasks, techniques that add no virtual tokens or cache."""
+    return (str(params.get("packing", "off")) == "on" and task != "classification"
+            and technique not in PROMPT_LEARNING_TECHNIQUES)
+
+
 def _wants_gradient_checkpointing(params: dict[str, Any], device) -> bool:
     choice = str(params.get("gradient_checkpointing", "auto"))
     return choice == "on" or (choice == "auto" and torch.device(device).type == "cuda")
@@ -490,6 +502,8 @@ def run_training(spec: TrainingSpec, callbacks: TrainingCallbacks) -> TrainingRu
             "or shorten the prompts."
         )
     pad_id = pad_token_id(tokenizer)
+    if packing_applies(params, task, spec.technique):
+        train_examples = pack_examples(train_examples, max_length)
     plan = plan_steps(len(train_examples), params)
 
     seed_everything(spec.seed)  # adapter initialisation does not depend on how loading went

@@ -228,6 +228,8 @@ def _is_decoder(model) -> bool:
 
 
 FULL_FINE_TUNING = "full"
+# Techniques that put virtual tokens or a key/value prefix in front of the input.
+PROMPT_LEARNING_TECHNIQUES = frozenset({"prompt_tuning", "prefix_tuning", "p_tuning"})
 
 BUILDERS: dict[str, Callable[..., PeftConfig]] = {
     "lora": build_lora_config,

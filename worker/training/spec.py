@@ -22,6 +22,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "eval_steps": 0,  # 0 = evaluate once per epoch (and at the end)
     "early_stopping_patience": 0,  # 0 = off
     "checkpoint_minutes": 10.0,  # 0 = no checkpoints
+    "packing": "off",
     "precision": "auto",
     "gradient_checkpointing": "auto",
 }

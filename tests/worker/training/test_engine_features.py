@@ -68,3 +68,26 @@ def test_validation_loss_every_n_steps_and_early_stopping(tiny_model_dir, tmp_pa
     assert run.result.stopped_early and run.result.steps < 40
     assert run.result.best_validation_loss is not None
     assert all(p.grad_norm is not None and p.memory_bytes for p in recorder.progress)
+
+
+def test_packed_examples_give_the_same_loss_as_separate_ones(tiny_model_dir):
+    from worker.training.data import collate, pack_examples, tokenize_rows
+    from worker.training.loading import load_base_model
+    from worker.training.loop import batch_loss_sum, predicted_token_count
+
+    model, tokenizer = load_base_model(tiny_model_dir)
+    model.eval()
+    examples = tokenize_rows(tokenizer, MEMO_ROWS[:6], max_length=64).examples
+    packed = pack_examples(examples, max_length=128)
+    assert len(packed) < len(examples) and all(len(p) <= 128 for p in packed)
+    with torch.no_grad():
+        separate = collate(examples, tokenizer.pad_token_id)
+        together = collate(packed, tokenizer.pad_token_id)
+        assert predicted_token_count(together) == predicted_token_count(separate)  # prompts start with ignored labels
+        torch.testing.assert_close(batch_loss_sum(model, together), batch_loss_sum(model, separate), rtol=1e-4, atol=1e-3)
+
+
+def test_a_packed_run_trains(tiny_model_dir, tmp_path):
+    recorder = Recorder()
+    result = train(_spec(tiny_model_dir, tmp_path, "packed", packing="on", max_steps=6, checkpoint_minutes=0), recorder)
+    assert result.status == "completed" and recorder.progress[-1].loss < recorder.progress[0].loss
