@@ -308,3 +308,15 @@ def test_random_csv_text_never_raises_anything_but_a_plain_dataset_error(tmp_pat
         assert report.row_count >= 1 and report.columns
         assert report.profile["row_count"] == report.row_count
         assert len(list(datasets.csv.reader(io.StringIO((work / "out.csv").read_text(encoding="utf-8"))))) == report.row_count + 1
+
+
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.lists(st.sampled_from(_TOKENS), max_size=40).map(b"".join), name=st.sampled_from(["a.csv", "a.jsonl", "a.xlsx"]))
+def test_random_uploads_through_the_api_never_break_the_server_or_leave_files(client, make_user, db, settings, data, name):
+    _, _, _, token = make_user()
+    before_rows = _dataset_count(db)
+    response = upload(client, token, data, name)
+    assert response.status_code in (200, 201, 413, 415, 422), response.text
+    if response.status_code >= 400:
+        assert response.json()["detail"] and _dataset_count(db) == before_rows
+    assert _temp_files(settings) == []
