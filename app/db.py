@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import get_settings
@@ -27,7 +31,12 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # pre_ping replaces connections that died (database restart, failover); connect_timeout and
+    # TCP keepalives make a vanished server an error within seconds instead of a hang.
+    connect_args = {}
+    if url.startswith("postgresql"):
+        connect_args = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=30, connect_args=connect_args)
 
 
 @lru_cache
@@ -52,3 +61,26 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+T = TypeVar("T")
+log = logging.getLogger("tailor.db")
+
+
+def run_in_session(work: Callable[[Session], T], *, attempts: int = 10, first_delay: float = 0.5, max_delay: float = 8.0) -> T:
+    """Run `work(session)` and commit, retrying the whole unit when the database is unreachable
+    (restart, failover, network blip): about a minute of patience before giving up. `work` must be
+    safe to repeat; the job writes that use this are (conditional updates, upserts, appends of
+    progress points)."""
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            with session_scope() as session:
+                return work(session)
+        except (OperationalError, InterfaceError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("database unreachable (%s); retry %d/%d in %.1fs", type(exc).__name__, attempt, attempts - 1, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from app.base_models import get_base_model
 from app.config import get_settings
-from app.db import session_scope
-from app.models import Dataset, Job, JobStatus
+from app.db import run_in_session, session_scope
+from app.models import Adapter, Dataset, Job, JobStatus
 from app.services import adapters as adapter_service
 from app.services import jobs
 from app.services.artifacts import get_artifact_store
@@ -71,13 +71,13 @@ class JobProgressTracker:
         mean_loss = sum(self._losses) / len(self._losses)
         self._losses.clear()
         self._last_write = now
-        with session_scope() as db:
-            cancelled = jobs.record_progress(
-                db, self.job_id, step=progress.step, total_steps=progress.total_steps, epoch=progress.epoch,
-                eta_seconds=progress.eta_seconds, loss=mean_loss, learning_rate=progress.learning_rate,
-                tokens_per_second=progress.tokens_per_second, validation_loss=progress.validation_loss,
-                grad_norm=progress.grad_norm, memory_bytes=progress.memory_bytes,
-            )
+        # Retried while the database is briefly away (restart, failover): training waits, never dies.
+        cancelled = run_in_session(lambda db: jobs.record_progress(
+            db, self.job_id, step=progress.step, total_steps=progress.total_steps, epoch=progress.epoch,
+            eta_seconds=progress.eta_seconds, loss=mean_loss, learning_rate=progress.learning_rate,
+            tokens_per_second=progress.tokens_per_second, validation_loss=progress.validation_loss,
+            grad_norm=progress.grad_norm, memory_bytes=progress.memory_bytes,
+        ))
         self.cancel_requested = cancelled or self.cancel_requested
 
     def should_stop(self) -> bool:
@@ -91,9 +91,18 @@ def describe_failure(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, MemoryError) or "OutOfMemoryError" in name:
         return "The worker ran out of memory. Lower the batch size or the maximum length, or pick a smaller base model."
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    if _disk_full(exc):
         return "The worker's disk is full. Free space in the data directory and start the job again."
     return f"Training failed: {name}: {exc}".strip()[:2000]
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """ENOSPC anywhere in the chain; libraries such as safetensors wrap it in their own errors."""
+    while exc is not None:
+        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc) or "StorageFull" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def build_spec(job: Job, dataset: Dataset | None, output_dir: Path, checkpoint_dir: Path | None = None) -> TrainingSpec:
@@ -142,8 +151,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
         with JobProgressTracker(job_id) as tracker:
             result = train(spec, tracker)
         if result.status == "cancelled":
-            with session_scope() as db:
-                jobs.finish_job(db, job_id, JobStatus.cancelled, result=_result_dict(result, recipe, estimate))
+            run_in_session(lambda db: jobs.finish_job(db, job_id, JobStatus.cancelled, result=_result_dict(result, recipe, estimate)))
             return JobStatus.cancelled
         key = adapter_service.adapter_storage_key(job_id)
         package_dir = workdir / "package"
@@ -152,26 +160,40 @@ def run_training_job(job_id: int, worker_name: str) -> str:
         write_adapter_package(package_dir, package_dir / adapter_service.ZIP_NAME, card)
         store.put_file(key, package_dir)
         size = sum(f.stat().st_size for f in store.path(key).glob("*.safetensors"))
-        with session_scope() as db:
-            job = db.get(Job, job_id)
-            metrics = {"validation_loss": result.validation_loss, "train_loss": result.train_loss}
-            if result.validation_accuracy is not None:
-                metrics["validation_accuracy"] = result.validation_accuracy
-            jobs.record_adapter(db, job, storage_key=key, size_bytes=size, trainable_parameters=result.trainable_parameters,
-                                metrics=metrics)
+        metrics = {"validation_loss": result.validation_loss, "train_loss": result.train_loss}
+        if result.validation_accuracy is not None:
+            metrics["validation_accuracy"] = result.validation_accuracy
+
+        def record_success(db) -> int:
+            adapter = jobs.record_adapter(db, db.get(Job, job_id), storage_key=key, size_bytes=size,
+                                          trainable_parameters=result.trainable_parameters, metrics=metrics)
             jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result, recipe, estimate))
+            return adapter.id
+
+        adapter_id = run_in_session(record_success)
         log.info("job %s: succeeded in %.1fs", job_id, result.train_seconds)
+        if spec.task == "instruction":
+            _queue_evaluation(adapter_id)
         return JobStatus.succeeded
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
         log.exception("job %s: failed", job_id)
-        with session_scope() as db:
-            jobs.finish_job(db, job_id, JobStatus.failed, error=describe_failure(exc))
+        run_in_session(lambda db: jobs.finish_job(db, job_id, JobStatus.failed, error=describe_failure(exc)))
         return JobStatus.failed
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         # Reached only when this process finishes the job (any outcome); a killed worker
         # leaves the checkpoints for the next attempt.
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def _queue_evaluation(adapter_id: int) -> None:
+    """Score the new adapter next to its base model in the background (the comparison page's data)."""
+    from app.services.adapters import request_evaluation
+
+    try:
+        run_in_session(lambda db: request_evaluation(db, db.get(Adapter, adapter_id)))
+    except Exception:  # noqa: BLE001 - the adapter is ready either way; evaluation can be asked for later
+        log.warning("adapter %s: could not queue its evaluation", adapter_id, exc_info=True)
 
 
 def job_checkpoint_dir(store, job_id: int) -> Path:
