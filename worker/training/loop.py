@@ -7,6 +7,7 @@ is a small function so resume-from-checkpoint can reuse them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -387,7 +388,14 @@ def save_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, schedul
         },
     }
     tmp = checkpoint_dir / f".{CHECKPOINT_FILE}.partial"
-    torch.save(payload, tmp)
+    try:
+        torch.save(payload, tmp)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        # torch's zip writer reports a full disk as "unexpected pos ..."; say what it is.
+        if shutil.disk_usage(checkpoint_dir).free < 1024 * 1024:
+            raise OSError(errno.ENOSPC, f"No space left on device while writing a checkpoint in {checkpoint_dir}") from exc
+        raise
     os.replace(tmp, checkpoint_dir / CHECKPOINT_FILE)
     return checkpoint_dir / CHECKPOINT_FILE
 
