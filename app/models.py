@@ -98,6 +98,8 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     seed: Mapped[int] = mapped_column(Integer, default=0)
     queue: Mapped[str] = mapped_column(String(40), default="gpu")
+    # Jobs started together as a bake-off (one per technique, same data and base model).
+    group_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     status: Mapped[str] = mapped_column(String(20), default=JobStatus.queued, index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

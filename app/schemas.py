@@ -146,6 +146,7 @@ class JobPublic(BaseModel):
     epoch: float
     eta_seconds: float | None
     result: dict[str, Any]
+    group_id: str | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -1,6 +1,6 @@
 """The JSON API under /api/v1: every page's data, for scripts. Bearer tokens
 (`tailor create-token`) or the browser session (with the X-CSRF-Token header for writes)."""
 
-from app.api import adapters, catalogue, compare, datasets, jobs, playground, review, workers
+from app.api import adapters, catalogue, compare, datasets, groups, jobs, playground, review, workers
 
-ROUTERS = (datasets.router, catalogue.router, jobs.router, adapters.router, compare.router, playground.router, review.router, workers.router)
+ROUTERS = (datasets.router, catalogue.router, jobs.router, adapters.router, compare.router, groups.router, playground.router, review.router, workers.router)
