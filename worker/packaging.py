@@ -19,11 +19,56 @@ def write_adapter_package(adapter_dir: Path, zip_path: Path, card_info: dict) ->
         missing = []
     if missing:
         raise FileNotFoundError(f"The adapter is incomplete: {', '.join(missing)} missing.")
-    (adapter_dir / "README.md").write_text(render_model_card(card_info), encoding="utf-8")
+    card = render_model_card(card_info) + model_card_extras(str(card_info.get("technique") or ""), str(card_info.get("base_model") or ""))
+    (adapter_dir / "README.md").write_text(card, encoding="utf-8")
+    return zip_folder(adapter_dir, zip_path)
+
+
+def zip_folder(adapter_dir: Path, zip_path: Path) -> int:
+    """Zip the folder's files (never the zip itself, a partial file or a pickle) atomically."""
+    files = [p for p in sorted(adapter_dir.rglob("*"))
+             if p.is_file() and p != zip_path and not p.name.endswith(".part") and p.suffix not in (".bin", ".pt", ".pth", ".pkl")]
     tmp = zip_path.with_suffix(".zip.part")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(adapter_dir.rglob("*")):
-            if path.is_file() and path.suffix not in (".bin", ".pt", ".pth", ".pkl"):
-                archive.write(path, path.relative_to(adapter_dir).as_posix())
+        for path in files:
+            archive.write(path, path.relative_to(adapter_dir).as_posix())
     tmp.replace(zip_path)
     return zip_path.stat().st_size
+
+
+# Adapters vLLM serves as LoRA modules (plain low-rank updates in PEFT's LoRA format).
+VLLM_TECHNIQUES = {"lora", "rslora", "qlora"}
+EXTRAS_MARKER = "<!-- tailor: evaluation and serving -->"
+_METRIC_LABELS = {"exact_match": "Exact match", "token_f1": "Token F1", "rouge_l": "ROUGE-L", "semantic_similarity": "Meaning similarity (MiniLM)"}
+
+
+def model_card_extras(technique: str, base_model: str, evaluation: dict | None = None) -> str:
+    """Sections appended to the model card: evaluation with intervals (once evaluated) and a
+    vLLM snippet for LoRA adapters."""
+    lines = ["", EXTRAS_MARKER, ""]
+    if evaluation and evaluation.get("adapter"):
+        lines += [f"## Evaluation on {evaluation.get('rows', '?')} held-out rows", "",
+                  "95% bootstrap intervals over the rows; the base model answered the same prompts.", "",
+                  "| metric | this adapter | base model |", "|---|---|---|"]
+        for metric, value in evaluation["adapter"].items():
+            base = (evaluation.get("base") or {}).get(metric)
+            cell = lambda v: f"{v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]" if v else "—"  # noqa: E731
+            lines.append(f"| {_METRIC_LABELS.get(metric, metric)} | {cell(value)} | {cell(base)} |")
+        lines.append("")
+    if technique in VLLM_TECHNIQUES:
+        lines += ["## Serving with vLLM", "", "```bash",
+                  f"vllm serve {base_model} --enable-lora --lora-modules tailor-adapter=./unzipped-adapter", "```", "",
+                  "```python", "from vllm import LLM, SamplingParams", "from vllm.lora.request import LoRARequest", "",
+                  f'llm = LLM(model="{base_model}", enable_lora=True)',
+                  'out = llm.generate(["Where is my order?"], SamplingParams(max_tokens=128),',
+                  '                   lora_request=LoRARequest("tailor-adapter", 1, "./unzipped-adapter"))',
+                  "print(out[0].outputs[0].text)", "```", ""]
+    return "\n".join(lines) if len(lines) > 3 else ""
+
+
+def refresh_model_card(package_dir: Path, technique: str, base_model: str, evaluation: dict) -> int:
+    """Rewrite the card's appended sections with the evaluation, then the zip next to it."""
+    card_path = package_dir / "README.md"
+    card = card_path.read_text(encoding="utf-8").split("\n" + EXTRAS_MARKER)[0].rstrip("\n") + "\n"
+    card_path.write_text(card + model_card_extras(technique, base_model, evaluation), encoding="utf-8")
+    return zip_folder(package_dir, package_dir / "adapter.zip")

@@ -108,6 +108,8 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
     with session_scope() as db:
         adapter = db.get(Adapter, adapter_id)
         adapter.metrics = {**(adapter.metrics or {}), "evaluation": summary}
+        key, technique = adapter.storage_key, adapter.technique
+    _card_with_evaluation(store, key, technique, base_model_key, summary)
     log.info("adapter %s: evaluated on %d rows in %.1fs", adapter_id, len(pairs), summary["seconds"])
     return summary
 
@@ -135,3 +137,18 @@ def _set_state(adapter_id: int, state: str, error: str | None = None) -> None:
         adapter = db.get(Adapter, adapter_id)
         if adapter is not None:
             adapter.metrics = {**(adapter.metrics or {}), "evaluation_state": state, "evaluation_error": error}
+
+
+def _card_with_evaluation(store, key: str, technique: str, base_model: str, summary: dict) -> None:
+    """The downloadable zip's model card gains the metrics with their intervals."""
+    import shutil
+
+    from worker.packaging import refresh_model_card
+
+    work = store.temp_path("-card")
+    shutil.copytree(store.path(key), work)
+    try:
+        refresh_model_card(work, technique, base_model, summary)
+        store.put_file(key, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

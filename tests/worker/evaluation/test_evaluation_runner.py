@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import zipfile
+
 from app.db import session_scope
 from app.models import Adapter
+from app.services.adapters import adapter_zip_path
 from app.services.artifacts import get_artifact_store
 from app.services.evaluations import load_evaluation
 from worker.evaluation.runner import evaluate_adapter
@@ -24,4 +27,11 @@ def test_evaluation_scores_adapter_and_base_with_intervals(facts_owner, train_ad
     assert len(stored["rows"]) == summary["rows"]
     assert any(row["adapter"] != row["base"] for row in stored["rows"])
     with session_scope() as db:
-        assert db.get(Adapter, adapter_id).metrics["evaluation"]["rows"] == summary["rows"]
+        adapter = db.get(Adapter, adapter_id)
+        assert adapter.metrics["evaluation"]["rows"] == summary["rows"]
+        with zipfile.ZipFile(adapter_zip_path(get_artifact_store(), adapter)) as archive:
+            card = archive.read("README.md").decode()
+            assert set(archive.namelist()) == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
+    # The shipped model card now carries the metrics with intervals, and a vLLM snippet for LoRA.
+    assert f"Evaluation on {summary['rows']} held-out rows" in card and "| ROUGE-L |" in card
+    assert card.count("Evaluation on") == 1 and "vllm serve" in card and "LoRARequest" in card
