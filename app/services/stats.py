@@ -72,4 +72,6 @@ def compare_in_words(name_a: str, name_b: str, per_metric: dict[str, tuple[Seque
     if not better and not worse:
         return f"{name_a} and {name_b} cannot be told apart on these rows: every difference is within noise."
     sentence = "; ".join(parts)
-    return sentence[0].upper() + sentence[1:] + "."
+    if sentence.startswith("the "):  # capitalise our own words, never an adapter's name
+        sentence = "T" + sentence[1:]
+    return sentence + "."
