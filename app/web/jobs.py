@@ -29,7 +29,7 @@ from app.web.templating import render
 router = APIRouter(dependencies=[Depends(verify_csrf)])
 
 
-def model_availability(models, techniques) -> dict:
+def model_availability(models, techniques, worker_has_cuda: bool | None = None) -> dict:
     """Per base model: its tasks and, per task, why each technique cannot run (absent = it can).
 
     Decided from config.json and the catalogue only; the form disables options with the reason.
@@ -40,7 +40,8 @@ def model_availability(models, techniques) -> dict:
         tasks = list(tasks_for_model(config))
         reasons = {}
         for task in TASK_KINDS:
-            reasons[task] = {t.key: reason for t in techniques if (reason := unavailable_reason(t, task, config))}
+            reasons[task] = {t.key: reason for t in techniques
+                             if (reason := unavailable_reason(t, task, config, worker_has_cuda))}
         table[model.key] = {"tasks": tasks, "reasons": reasons, "config": config}
     return table
 
@@ -65,7 +66,8 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
     models = list_base_models(settings)
     default_model = next((m.key for m in models if m.available), DEMO_MODEL_KEY)
     techniques = list(CATALOGUE.values())
-    availability = model_availability(models, techniques)
+    worker = _live_worker_class()
+    availability = model_availability(models, techniques, worker.kind == "cuda" if worker else None)
     guesses = {task: datasets.guess_columns(task, list(dataset.columns)) for task in TASK_KINDS}
     n_rows = int(dataset.row_count or 0)
     presets = {t.key: {task: {name: preset_params(t, task, n_rows, name) for name in PRESETS} for task in t.task_kinds}
@@ -91,10 +93,22 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
         "form": form,
         "errors": {},
         "estimate": form_estimate(dataset, settings, base_model=form["base_model"], technique=form["technique"], task=task,
-                                  mapping=_mapping_from_guess(task, guesses.get(task, {})), params=form.get("params") or {}),
+                                  mapping=_mapping_from_guess(task, guesses.get(task, {})), params=form.get("params") or {},
+                                  worker=worker),
     }
     ctx.update(overrides)
     return ctx
+
+
+def _live_worker_class() -> WorkerClass | None:
+    """The class of worker that would take a job now, from the workers' own reports (None if none reported)."""
+    from app.db import session_scope
+
+    try:
+        with session_scope() as db:
+            return jobs.preferred_worker(db)
+    except Exception:  # noqa: BLE001 - the form still works without the worker board
+        return None
 
 
 def _mapping_from_guess(task: str, guess: dict) -> dict:
@@ -183,7 +197,9 @@ def estimate_vs_actual(job: Job, adapter) -> list[dict]:
         return []
     rows = [
         ("Peak memory", estimate.get("peak_memory_bytes"), result.get("peak_memory_bytes"), "bytes"),
-        ("Training time", estimate.get("seconds"), result.get("train_seconds"), "seconds"),
+        ("Time (load, train, evaluate)", estimate.get("seconds"),
+         (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else result.get("train_seconds"),
+         "seconds"),
         ("Trainable parameters", estimate.get("trainable_parameters"), result.get("trainable_parameters"), "count"),
         ("Adapter size", estimate.get("adapter_bytes"), adapter.size_bytes if adapter else None, "bytes"),
     ]

@@ -79,6 +79,7 @@ class LoopState:
     best_validation_loss: float | None = None
     checks_without_improvement: int = 0
     resumed_from_step: int = 0
+    eval_seconds: float = 0.0  # spent measuring held-out loss inside the loop (not training)
 
 
 @dataclass
@@ -116,14 +117,28 @@ def seed_everything(seed: int) -> None:
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start peak-memory accounting afresh for this run (a worker process runs many jobs)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 to clear_refs resets the peak resident set (VmHWM) of this process
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """GPU: peak allocated by torch. CPU: the process's peak resident set (whole lifetime)."""
+    """GPU: peak allocated by torch. CPU: the process's peak resident set since the last reset."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
@@ -329,10 +344,11 @@ def _report_progress(
     callbacks: TrainingCallbacks, state: LoopState, plan: StepPlan, loss: float,
     learning_rate: float, started: float, *, grad_norm: float | None = None,
     validation_loss: float | None = None, device=None, elapsed_before: float = 0.0,
-    tokens_before: int = 0,
+    tokens_before: int = 0, eval_before: float = 0.0,
 ) -> None:
     session = time.perf_counter() - started
     elapsed = elapsed_before + session
+    training_session = max(1e-9, session - (state.eval_seconds - eval_before))
     steps_this_session = state.step - state.resumed_from_step
     callbacks.on_progress(
         Progress(
@@ -342,7 +358,8 @@ def _report_progress(
             loss=loss,
             learning_rate=learning_rate,
             # This session's speed: a resumed run's earlier tokens were counted in their own time.
-            tokens_per_second=(state.tokens_seen - tokens_before) / session if session > 0 else 0.0,
+            # Held-out evaluations are not training: they count neither tokens nor time here.
+            tokens_per_second=(state.tokens_seen - tokens_before) / training_session,
             elapsed_seconds=elapsed,
             eta_seconds=session / max(1, steps_this_session) * (plan.total_steps - state.step),
             grad_norm=grad_norm,
@@ -549,7 +566,8 @@ def run_training(spec: TrainingSpec, callbacks: TrainingCallbacks) -> TrainingRu
     eval_every = int(params["eval_steps"]) or plan.steps_per_epoch
     patience = int(params["early_stopping_patience"])
     checkpoint_seconds = float(params["checkpoint_minutes"]) * 60
-    elapsed_before, tokens_before = state.train_seconds, state.tokens_seen
+    elapsed_before, tokens_before, eval_before = state.train_seconds, state.tokens_seen, state.eval_seconds
+    final_validation_loss = None
     started = last_checkpoint = time.perf_counter()
     status = "completed"
     stopped_early = False
@@ -567,7 +585,10 @@ def run_training(spec: TrainingSpec, callbacks: TrainingCallbacks) -> TrainingRu
             state.step_losses.append(step_loss)
             validation_loss = None
             if validation_examples and (state.step % eval_every == 0 or state.step >= plan.total_steps):
+                eval_started = time.perf_counter()
                 validation_loss = evaluate_loss(model, validation_examples, int(params["batch_size"]), pad_id, device, precision)
+                state.eval_seconds += time.perf_counter() - eval_started
+                final_validation_loss = validation_loss
                 if state.best_validation_loss is None or validation_loss < state.best_validation_loss - 1e-6:
                     state.best_validation_loss = validation_loss
                     state.checks_without_improvement = 0
@@ -576,7 +597,7 @@ def run_training(spec: TrainingSpec, callbacks: TrainingCallbacks) -> TrainingRu
                     stopped_early = patience > 0 and state.checks_without_improvement >= patience
             _report_progress(callbacks, state, plan, step_loss, learning_rate, started, grad_norm=grad_norm,
                              validation_loss=validation_loss, device=device, elapsed_before=elapsed_before,
-                             tokens_before=tokens_before)
+                             tokens_before=tokens_before, eval_before=eval_before)
             now = time.perf_counter()
             if (spec.checkpoint_dir and checkpoint_seconds > 0 and now - last_checkpoint >= checkpoint_seconds
                     and state.step < plan.total_steps and not stopped_early):
@@ -593,7 +614,9 @@ def run_training(spec: TrainingSpec, callbacks: TrainingCallbacks) -> TrainingRu
     validation_loss = None
     accuracy = None
     if status == "completed":
-        validation_loss = evaluate_loss(
+        # The loop measured the final weights already unless it stopped early between checks.
+        validation_loss = final_validation_loss if state.step_losses and final_validation_loss is not None and (
+            state.step >= plan.total_steps) else evaluate_loss(
             model, validation_examples, int(params["batch_size"]), pad_id, device, precision
         )
         accuracy = evaluate_accuracy(model, validation_examples, int(params["batch_size"]), pad_id, device)
@@ -613,6 +636,7 @@ def run_training(spec: TrainingSpec, callbacks: TrainingCallbacks) -> TrainingRu
         tokens_seen=state.tokens_seen,
         peak_memory_bytes=peak_memory_bytes(device),
         best_validation_loss=state.best_validation_loss,
+        eval_seconds=state.eval_seconds,
         stopped_early=stopped_early,
         resumed_from_step=state.resumed_from_step,
         data_sha256=data_fingerprint(task, spec.train_rows, spec.validation_rows),

@@ -90,6 +90,7 @@ class TrainingResult:
     tokens_seen: int
     peak_memory_bytes: int
     best_validation_loss: float | None = None
+    eval_seconds: float = 0.0  # part of train_seconds spent on held-out measurements
     stopped_early: bool = False
     resumed_from_step: int = 0
     data_sha256: str | None = None  # of the exact rows trained and validated on
