@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from app.base_models import DEMO_MODEL_KEY, list_base_models
 from app.config import Settings
 from app.models import Dataset, Job, User
-from app.services import adapters, datasets, jobs
+from app.services import adapters, bakeoff, datasets, jobs
 from app.services.artifacts import LocalArtifactStore
 from app.estimates import WorkerClass, read_model_config
 from app.techniques import (
@@ -156,7 +156,17 @@ async def create_job(request: Request, user: User = Depends(current_user), db: S
         seed = int(seed_raw)
     except ValueError:
         seed = -1
+    bakeoff_techniques = [str(t) for t in form.getlist("bakeoff_techniques")]
     try:
+        if bakeoff_techniques:
+            group_id, created = bakeoff.submit_bakeoff(
+                db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=task, column_mapping=mapping,
+                base_model=str(form.get("base_model") or ""), techniques=[technique, *bakeoff_techniques], params=params, seed=seed,
+                preset=str(form.get("preset") or "") or None)
+            db.commit()
+            for job in created:
+                jobs.send_wakeup(db, job)
+            return redirect(request, f"/groups/{group_id}")
         job = jobs.submit_job(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=task,
                               column_mapping=mapping, base_model=str(form.get("base_model") or ""), technique=technique,
                               params=params, seed=seed, name=str(form.get("name") or "") or None)
