@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     job_time_limit_seconds: int = Field(
         24 * 3600, description="Hard time limit of one training task on a worker."
     )
+    auto_evaluate: bool = Field(
+        True,
+        description="Score each new instruction adapter on its held-out rows (next to the base model) right after training; bake-off jobs are always scored.",
+    )
     worker_queues: str = Field(
         "gpu,cpu,inference",
         description="Comma-separated Celery queues a `tailor worker` consumes: gpu (training, evaluation), cpu (housekeeping), inference (the playground).",

@@ -52,6 +52,9 @@ os.environ.update({
     "TAILOR_REDIS_URL": _REDIS_URL,
     "TAILOR_ENVIRONMENT": "development",
     "TAILOR_HEARTBEAT_STALE_SECONDS": "120",
+    # Tests score adapters when they mean to; a backlog of automatic evaluations would only slow
+    # the shared worker down (bake-offs are still scored: tests/worker/evaluation/test_bakeoff.py).
+    "TAILOR_AUTO_EVALUATE": "false",
 })
 os.environ.pop("TAILOR_DATABASE_URL", None)
 

@@ -140,6 +140,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             job = db.get(Job, job_id)
             spec = build_spec(job, job.dataset, workdir / "adapter", checkpoint_dir)
             card = _card_info(job)
+            in_bakeoff = job.group_id is not None  # a bake-off's recommendation needs every adapter scored
             estimate = (job.result or {}).get("estimate")
             recipe = {"task": spec.task, "column_mapping": dict(job.column_mapping or {}), "base_model": job.base_model,
                       "technique": job.technique, "params": dict(job.params), "seed": job.seed,
@@ -172,7 +173,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
 
         adapter_id = run_in_session(record_success)
         log.info("job %s: succeeded in %.1fs", job_id, result.train_seconds)
-        if spec.task == "instruction":
+        if spec.task == "instruction" and (get_settings().auto_evaluate or in_bakeoff):
             _queue_evaluation(adapter_id)
         return JobStatus.succeeded
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason

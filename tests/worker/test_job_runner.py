@@ -41,7 +41,8 @@ def _submit(workspace_id: int, dataset_id: int, settings, **params) -> int:
         return job.id
 
 
-def test_a_job_runs_once_and_leaves_one_downloadable_adapter(sample_dataset, settings, tiny_model_dir):
+def test_a_job_runs_once_and_leaves_one_downloadable_adapter(sample_dataset, settings, tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(settings, "auto_evaluate", True)
     job_id = _submit(*sample_dataset, settings)
     assert run_training_job(job_id, "worker-a") == "succeeded"
     # A duplicate wake-up (a redelivered or re-sent message) finds nothing to claim.
@@ -54,6 +55,8 @@ def test_a_job_runs_once_and_leaves_one_downloadable_adapter(sample_dataset, set
         assert db.scalar(select(func.count()).select_from(MetricPoint).where(MetricPoint.job_id == job_id)) >= 1
         adapters = list(db.scalars(select(Adapter).where(Adapter.job_id == job_id)))
         assert len(adapters) == 1 and adapters[0].trainable_parameters > 0
+        # Scoring next to the base model was asked for as soon as the adapter existed.
+        assert adapters[0].metrics["evaluation_state"] in ("queued", "running", "done")
         with zipfile.ZipFile(adapter_zip_path(get_artifact_store(), adapters[0])) as archive:
             names = set(archive.namelist())
             card = archive.read("README.md").decode()
