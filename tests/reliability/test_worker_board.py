@@ -6,6 +6,7 @@ import time
 
 from app.db import session_scope
 from app.models import Dataset
+from app.services import jobs
 from app.services.workers import worker_board
 from tests.app.helpers import bearer
 from tests.reliability.test_faults import dataset_id, job_state, submit, wait_until, wake  # noqa: F401 (fixture)
@@ -39,6 +40,8 @@ def test_the_board_shows_a_worker_idle_busy_then_offline(workers, own_redis, dat
     with session_scope() as db:
         gone = next(w for w in worker_board(db, workspace_id, stale_after_seconds=1) if w.name == "board@tests")
     assert gone.state == "offline"
+    with session_scope() as db:  # no orphan left running for later tests' reconcilers
+        jobs.finish_job(db, job_id, "failed", error="worker killed by the test")
 
 
 def test_a_worker_stopped_cleanly_shows_as_stopped(workers, client, make_user):
