@@ -12,7 +12,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
-from app.db import get_sessionmaker
+from app.db import session_scope
 from app.models import Adapter, Dataset, Job, User
 from app.services.accounts import user_for_token
 from app.services.artifacts import LocalArtifactStore, get_artifact_store
@@ -41,15 +41,8 @@ class CsrfFailed(Exception):
 
 
 def get_db() -> Iterator[Session]:
-    session = get_sessionmaker()()
-    try:
+    with session_scope() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def settings_dep() -> Settings:

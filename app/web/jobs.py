@@ -138,6 +138,15 @@ def _owned_dataset_from_form(db: Session, raw_id, user: User) -> Dataset:
     return dataset
 
 
+def _choices_from_form(form) -> tuple[str, str, dict]:
+    """(technique, task, the technique's parameters the person filled in) from the training form."""
+    technique = str(form.get("technique") or "lora")
+    task = str(form.get("task") or "instruction")
+    entry = CATALOGUE.get(technique)
+    params = {p.name: form.get(f"param_{p.name}") for p in entry.all_params} if entry else {}
+    return technique, task, {k: v for k, v in params.items() if v not in (None, "")}
+
+
 @router.post("/jobs")
 async def create_job(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db),
                      settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
@@ -145,11 +154,7 @@ async def create_job(request: Request, user: User = Depends(current_user), db: S
 
     form = await request.form()
     dataset = _owned_dataset_from_form(db, form.get("dataset_id"), user)
-    technique = str(form.get("technique") or "lora")
-    task = str(form.get("task") or "instruction")
-    entry = CATALOGUE.get(technique)
-    params = {p.name: form.get(f"param_{p.name}") for p in entry.all_params} if entry else {}
-    params = {k: v for k, v in params.items() if v not in (None, "")}
+    technique, task, params = _choices_from_form(form)
     mapping = mapping_from_form(form, task)
     seed_raw = str(form.get("seed") or "0")
     try:
@@ -189,11 +194,7 @@ async def estimate_partial(request: Request, user: User = Depends(current_user),
     """The form's estimate, re-computed as the user changes model, technique, task or settings (htmx)."""
     form = await request.form()
     dataset = _owned_dataset_from_form(db, form.get("dataset_id"), user)
-    technique = str(form.get("technique") or "lora")
-    task = str(form.get("task") or "instruction")
-    entry = CATALOGUE.get(technique)
-    params = {p.name: form.get(f"param_{p.name}") for p in entry.all_params} if entry else {}
-    params = {k: v for k, v in params.items() if v not in (None, "")}
+    technique, task, params = _choices_from_form(form)
     estimate = form_estimate(dataset, settings, base_model=str(form.get("base_model") or ""), technique=technique, task=task,
                              mapping=mapping_from_form(form, task), params=params, worker=jobs.preferred_worker(db))
     return render(request, "_train_estimate.html", {"estimate": estimate}, headers={"Vary": "HX-Request"})
