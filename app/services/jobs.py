@@ -196,13 +196,18 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
         errors["seed"] = "The seed must be a whole number between 0 and 2147483647."
     if errors:
         raise JobError(errors)
+    worker = preferred_worker(db)
+    estimate = estimate_for(dataset, read_model_config(model.location), technique, clean_params, task, column_mapping, worker)
+    if estimate.get("fits") is False:
+        raise JobError({"batch_size": (
+            f"This job needs about {estimate['peak_memory_bytes'] / 2**30:.1f} GB of memory, more than the worker that would take "
+            f"it has ({worker.memory_bytes / 2**30:.1f} GB). Lower the batch size or the maximum length, or choose QLoRA.")})
     job = Job(
         workspace_id=workspace_id, dataset_id=dataset.id, created_by_id=user_id,
         name=(name or f"{dataset.name} · {get_technique(technique).name}")[:300], task=task,
         column_mapping=column_mapping, base_model=base_model,
         technique=technique, params=clean_params, seed=seed, queue="gpu", status=JobStatus.queued,
-        result={"estimate": estimate_for(dataset, read_model_config(model.location), technique, clean_params, task,
-                                         column_mapping, preferred_worker(db))},
+        result={"estimate": estimate},
     )
     db.add(job)
     db.flush()
