@@ -434,6 +434,11 @@ def unavailable_reason(technique: Technique, task: str | None = None, model_conf
         return "This base model is an encoder: it can only be trained for classification."
     if technique.needs_decoder and is_encoder_config(model_config):
         return f"{technique.name} needs a decoder model's key/value cache; encoder models such as BERT or MiniLM have none."
+    if technique.family == "prompt" and task == "classification" and is_encoder_config(model_config):
+        # Found by the encoder matrix test: a reloaded prompt-tuned encoder classifier does not
+        # give the trained logits back. Refused until that round trip holds.
+        return (f"{technique.name} for classification on an encoder model does not yet reload reliably; "
+                "choose LoRA, DoRA, LoHa or LoKr.")
     if technique.requires_cuda and worker_has_cuda is False:
         return f"{technique.name} needs an NVIDIA GPU, and the workers here have none."
     if technique.quantized_bits and worker_has_cuda is not True and model_config:
