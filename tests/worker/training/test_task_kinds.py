@@ -66,7 +66,11 @@ def test_classification_trains_a_head_and_saves_the_label_map(model_fixture, req
     assert labels == {"0": "orders", "1": "returns"}
     assert run.result.label_names == ["orders", "returns"] and run.result.validation_accuracy == 1.0
 
-    # Plain transformers + PEFT reload gives the trained logits.
+    _assert_plain_reload_reproduces_logits(run, model_dir, out)
+
+
+def _assert_plain_reload_reproduces_logits(run, model_dir, out):
+    """Plain transformers + PEFT reload gives the trained logits."""
     examples = tokenize_classification(run.tokenizer, CLASS_ROWS[:4], 64, ["orders", "returns"]).examples
     batch = collate(examples, run.tokenizer.pad_token_id)
     run.model.eval()
@@ -98,18 +102,7 @@ ENCODER_MATRIX = {"ia3": {"learning_rate": 1e-2}, "loha": {}, "lokr": {}, "dora"
 def test_encoder_classification_with_more_techniques(technique, tiny_bert_dir, tmp_path):
     run = _train(tiny_bert_dir, tmp_path, "classification", CLASS_ROWS, technique=technique,
                  **{"learning_rate": 1e-2, **ENCODER_MATRIX[technique]})
-    out = tmp_path / "adapter"
-    examples = tokenize_classification(run.tokenizer, CLASS_ROWS[:4], 64, ["orders", "returns"]).examples
-    batch = collate(examples, run.tokenizer.pad_token_id)
-    run.model.eval()
-    with torch.no_grad():
-        trained = run.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    base = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert_dir), num_labels=2, dtype=torch.float32)
-    base.config.pad_token_id = run.tokenizer.pad_token_id
-    reloaded = PeftModel.from_pretrained(base, str(out)).eval()
-    with torch.no_grad():
-        again = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    torch.testing.assert_close(again, trained, rtol=1e-4, atol=1e-4)
+    _assert_plain_reload_reproduces_logits(run, tiny_bert_dir, tmp_path / "adapter")
 
 
 def test_prompt_techniques_are_refused_for_encoder_classification(tiny_bert_dir):
