@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from app.api.common import api_router
 from app.config import Settings
-from app.models import Dataset, User
+from app.models import User
 from app.services import bakeoff, jobs
 from app.services.artifacts import ArtifactStore
-from app.web.deps import current_user, get_db, settings_dep, store_dep
+from app.web.deps import current_user, dataset_in_workspace, get_db, settings_dep, store_dep
 from app.web.groups import group_context
 
 router = api_router()
@@ -51,9 +51,7 @@ class BakeoffCreate(BaseModel):
 def create_bakeoff(body: BakeoffCreate, user: User = Depends(current_user), db: Session = Depends(get_db),
                    settings: Settings = Depends(settings_dep), store: ArtifactStore = Depends(store_dep)) -> dict:
     """Queue one job per technique on the same data; follow them at GET /groups/{group_id}."""
-    dataset = db.get(Dataset, body.dataset_id)
-    if dataset is None or dataset.workspace_id != user.workspace_id:
-        raise HTTPException(404, "There is no such dataset in your workspace.")
+    dataset = dataset_in_workspace(db, body.dataset_id, user)
     try:
         group_id, created = bakeoff.submit_bakeoff(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset,
                                                    task=body.task, column_mapping=body.column_mapping, base_model=body.base_model,

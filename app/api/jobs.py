@@ -7,11 +7,11 @@ from sqlalchemy.orm import Session
 
 from app.api.common import api_router
 from app.config import Settings
-from app.models import Dataset, Job, User
+from app.models import Job, User
 from app.schemas import JobCreate, JobDetail, JobPublic, MetricPointPublic
 from app.services import adapters, jobs
 from app.services.artifacts import LocalArtifactStore
-from app.web.deps import current_user, get_db, owned_job, settings_dep, store_dep
+from app.web.deps import current_user, dataset_in_workspace, get_db, owned_job, settings_dep, store_dep
 
 router = api_router()
 
@@ -26,9 +26,7 @@ def job_public(db: Session, job: Job, model=JobPublic, **extra):
 @router.post("/jobs", status_code=201, response_model=JobPublic, responses={404: {}, 422: {}})
 def create_job(body: JobCreate, user: User = Depends(current_user), db: Session = Depends(get_db),
                settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
-    dataset = db.get(Dataset, body.dataset_id)
-    if dataset is None or dataset.workspace_id != user.workspace_id:
-        raise HTTPException(404, "There is no such dataset in your workspace.")
+    dataset = dataset_in_workspace(db, body.dataset_id, user)
     try:
         job = jobs.submit_job(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=body.task,
                               column_mapping=body.column_mapping, base_model=body.base_model, technique=body.technique,

@@ -101,11 +101,19 @@ async def verify_csrf(request: Request) -> None:
         raise CsrfFailed()
 
 
-def owned_dataset(dataset_id: int, user: User = Depends(current_user), db: Session = Depends(get_db)) -> Dataset:
-    dataset = db.get(Dataset, dataset_id)
+def dataset_in_workspace(db: Session, dataset_id, user: User) -> Dataset:
+    """The dataset if it exists in the user's workspace, else 404 (ids come from paths, bodies or forms)."""
+    try:
+        dataset = db.get(Dataset, int(dataset_id))
+    except (TypeError, ValueError):
+        dataset = None
     if dataset is None or dataset.workspace_id != user.workspace_id:
         raise HTTPException(404, "There is no such dataset in your workspace.")
     return dataset
+
+
+def owned_dataset(dataset_id: int, user: User = Depends(current_user), db: Session = Depends(get_db)) -> Dataset:
+    return dataset_in_workspace(db, dataset_id, user)
 
 
 def owned_job(job_id: int, user: User = Depends(current_user), db: Session = Depends(get_db)) -> Job:

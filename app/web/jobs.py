@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ from app.techniques import (
     unavailable_reason,
     validate_params,
 )
-from app.web.deps import current_user, get_db, owned_job, settings_dep, store_dep, verify_csrf
+from app.web.deps import current_user, dataset_in_workspace, get_db, owned_job, settings_dep, store_dep, verify_csrf
 from app.web.responses import is_htmx, redirect
 from app.web.templating import render
 
@@ -128,16 +128,6 @@ def mapping_from_form(form, task: str) -> dict:
     return mapping
 
 
-def _owned_dataset_from_form(db: Session, raw_id, user: User) -> Dataset:
-    try:
-        dataset = db.get(Dataset, int(raw_id))
-    except (TypeError, ValueError):
-        dataset = None
-    if dataset is None or dataset.workspace_id != user.workspace_id:
-        raise HTTPException(404, "There is no such dataset in your workspace.")
-    return dataset
-
-
 def _choices_from_form(form) -> tuple[str, str, dict]:
     """(technique, task, the technique's parameters the person filled in) from the training form."""
     technique = str(form.get("technique") or "lora")
@@ -153,7 +143,7 @@ async def create_job(request: Request, user: User = Depends(current_user), db: S
     from app.web.datasets import dataset_context  # the dataset page imports this module
 
     form = await request.form()
-    dataset = _owned_dataset_from_form(db, form.get("dataset_id"), user)
+    dataset = dataset_in_workspace(db, form.get("dataset_id"), user)
     technique, task, params = _choices_from_form(form)
     mapping = mapping_from_form(form, task)
     seed_raw = str(form.get("seed") or "0")
@@ -193,7 +183,7 @@ async def estimate_partial(request: Request, user: User = Depends(current_user),
                            settings: Settings = Depends(settings_dep)):
     """The form's estimate, re-computed as the user changes model, technique, task or settings (htmx)."""
     form = await request.form()
-    dataset = _owned_dataset_from_form(db, form.get("dataset_id"), user)
+    dataset = dataset_in_workspace(db, form.get("dataset_id"), user)
     technique, task, params = _choices_from_form(form)
     estimate = form_estimate(dataset, settings, base_model=str(form.get("base_model") or ""), technique=technique, task=task,
                              mapping=mapping_from_form(form, task), params=params, worker=jobs.preferred_worker(db))
