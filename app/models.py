@@ -89,6 +89,8 @@ class Job(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), nullable=True, index=True)
+    # A separately uploaded validation file (another dataset of the workspace); None = split off a share of dataset_id.
+    validation_dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), nullable=True, index=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     name: Mapped[str] = mapped_column(String(300))
     task: Mapped[str] = mapped_column(String(40))
@@ -115,7 +117,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    dataset: Mapped[Dataset | None] = relationship()
+    dataset: Mapped[Dataset | None] = relationship(foreign_keys=[dataset_id])
+    validation_dataset: Mapped[Dataset | None] = relationship(foreign_keys=[validation_dataset_id])
 
     @property
     def is_finished(self) -> bool:
