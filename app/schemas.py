@@ -112,6 +112,8 @@ class JobCreate(BaseModel):
     preset: str | None = Field(None, description="quick, balanced or thorough: fills the parameters that `params` leaves out, for the data size.")
     seed: int = 0
     name: str | None = None
+    validation_dataset_id: int | None = Field(None, description="Another dataset of the workspace with the same mapped columns to "
+                                              "validate on; when absent, params.validation_fraction of the rows is held out.")
 
 
 class MetricPointPublic(BaseModel):
@@ -151,6 +153,9 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     adapter_id: int | None = None
+    validation_dataset_id: int | None = None
+    validation: dict[str, Any] | None = Field(None, description="Where the validation rows come from: source 'split' (fraction) or "
+                                              "'file' (dataset_id, dataset_name); rows, train_rows, and the leakage check.")
 
 
 class JobDetail(JobPublic):

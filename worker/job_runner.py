@@ -114,14 +114,24 @@ def build_spec(job: Job, dataset: Dataset | None, output_dir: Path, checkpoint_d
     if model is None or not model.available:
         raise JobInputError(f"The base model {job.base_model!r} is not installed on this worker.")
     task = job.task or "instruction"
+    validation_dataset = job.validation_dataset
+    if (job.validation_dataset_id is not None or ((job.result or {}).get("validation") or {}).get("source") == "file") and (
+            validation_dataset is None or not store.exists(validation_dataset.storage_key)):
+        raise JobInputError("The validation file of this job was deleted. Upload it again and start a new job.")
     rows = jobs.task_rows(store, dataset, task, job.column_mapping)
-    if len(rows) < jobs.MIN_ROWS:
-        raise JobInputError(f"The dataset has fewer than {jobs.MIN_ROWS} usable rows for the {task} task; check the column mapping.")
-    train_rows, validation_rows = jobs.split_task_rows(rows, task, float(job.params.get("validation_fraction", 0.1)), job.seed)
+    min_rows = 1 if validation_dataset is not None else jobs.MIN_ROWS
+    if len(rows) < min_rows:
+        raise JobInputError(f"The dataset has fewer than {min_rows} usable rows for the {task} task; check the column mapping.")
+    # A validation file replaces the held-out share; its masked training copy is read when masking is on.
+    train_rows, validation_rows, validation = jobs.train_validation_rows(
+        store, dataset, task, job.column_mapping, fraction=float(job.params.get("validation_fraction", 0.1)), seed=job.seed,
+        validation_dataset=validation_dataset, rows=rows)
+    if not validation_rows:
+        raise JobInputError("The validation file has no usable rows for this column mapping; choose another file.")
     return TrainingSpec(
         base_model_dir=model.location, technique=job.technique, params=dict(job.params),
         train_rows=train_rows, validation_rows=validation_rows, output_dir=str(output_dir), seed=job.seed,
-        task=task, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+        task=task, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, validation_source=validation,
     )
 
 
@@ -144,7 +154,9 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             estimate = (job.result or {}).get("estimate")
             recipe = {"task": spec.task, "column_mapping": dict(job.column_mapping or {}), "base_model": job.base_model,
                       "technique": job.technique, "params": dict(job.params), "seed": job.seed,
-                      "dataset_sha256": job.dataset.sha256 if job.dataset else None}
+                      "dataset_sha256": job.dataset.sha256 if job.dataset else None,
+                      "validation_dataset_sha256": spec.validation_source.get("dataset_sha256")}
+            card["validation_summary"] = jobs.describe_validation(spec.validation_source)
         log.info("job %s: training %s on %s (%d train / %d validation rows)", job_id, spec.technique,
                  job.base_model, len(spec.train_rows), len(spec.validation_rows))
         from worker.training.loop import train  # torch is imported here, in the worker only
@@ -152,12 +164,12 @@ def run_training_job(job_id: int, worker_name: str) -> str:
         with JobProgressTracker(job_id) as tracker:
             result = train(spec, tracker)
         if result.status == "cancelled":
-            run_in_session(lambda db: jobs.finish_job(db, job_id, JobStatus.cancelled, result=_result_dict(result, recipe, estimate)))
+            run_in_session(lambda db: jobs.finish_job(db, job_id, JobStatus.cancelled, result=_result_dict(result, recipe, estimate, spec.validation_source)))
             return JobStatus.cancelled
         key = adapter_service.adapter_storage_key(job_id)
         package_dir = workdir / "package"
         shutil.copytree(workdir / "adapter", package_dir)
-        card.update(_result_dict(result, recipe, estimate))
+        card.update(_result_dict(result, recipe, estimate, spec.validation_source))
         write_adapter_package(package_dir, package_dir / adapter_service.ZIP_NAME, card)
         store.put_file(key, package_dir)
         size = sum(f.stat().st_size for f in store.path(key).glob("*.safetensors"))
@@ -168,7 +180,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
         def record_success(db) -> int:
             adapter = jobs.record_adapter(db, db.get(Job, job_id), storage_key=key, size_bytes=size,
                                           trainable_parameters=result.trainable_parameters, metrics=metrics)
-            jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result, recipe, estimate))
+            jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result, recipe, estimate, spec.validation_source))
             return adapter.id
 
         adapter_id = run_in_session(record_success)
@@ -212,7 +224,7 @@ def _card_info(job: Job) -> dict:
     }
 
 
-def _result_dict(result, recipe: dict | None = None, estimate: dict | None = None) -> dict:
+def _result_dict(result, recipe: dict | None = None, estimate: dict | None = None, validation: dict | None = None) -> dict:
     data = {
         "steps": result.steps, "train_loss": result.train_loss, "validation_loss": result.validation_loss,
         "trainable_parameters": result.trainable_parameters, "total_parameters": result.total_parameters,
@@ -225,4 +237,6 @@ def _result_dict(result, recipe: dict | None = None, estimate: dict | None = Non
     }
     if estimate:
         data["estimate"] = estimate  # kept so the job page can show estimate vs actual
+    if validation:
+        data["validation"] = validation  # where the held-out rows came from, their count and the leakage check
     return data

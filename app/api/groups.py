@@ -45,6 +45,7 @@ class BakeoffCreate(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Shared training settings: epochs, batch_size, max_length, validation_fraction, max_steps.")
     seed: int = 0
     preset: str | None = None
+    validation_dataset_id: int | None = Field(None, description="Another dataset of the workspace to validate on instead of holding out a share.")
 
 
 @router.post("/bakeoffs", status_code=201)
@@ -52,10 +53,12 @@ def create_bakeoff(body: BakeoffCreate, user: User = Depends(current_user), db: 
                    settings: Settings = Depends(settings_dep), store: ArtifactStore = Depends(store_dep)) -> dict:
     """Queue one job per technique on the same data; follow them at GET /groups/{group_id}."""
     dataset = dataset_in_workspace(db, body.dataset_id, user)
+    validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
     try:
         group_id, created = bakeoff.submit_bakeoff(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset,
                                                    task=body.task, column_mapping=body.column_mapping, base_model=body.base_model,
-                                                   techniques=body.techniques, params=body.params, seed=body.seed, preset=body.preset)
+                                                   techniques=body.techniques, params=body.params, seed=body.seed, preset=body.preset,
+                                                   validation_dataset=validation)
     except jobs.JobError as exc:
         db.rollback()
         raise HTTPException(422, {"message": "The bake-off was not started: " + str(exc), "errors": exc.errors}) from None

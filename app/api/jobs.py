@@ -20,6 +20,7 @@ def job_public(db: Session, job: Job, model=JobPublic, **extra):
     adapter = adapters.adapter_for_job(db, job.id)
     data = JobPublic.model_validate(job).model_dump()
     data["adapter_id"] = adapter.id if adapter else None
+    data["validation"] = (job.result or {}).get("validation")
     return model(**data, **extra)
 
 
@@ -27,10 +28,12 @@ def job_public(db: Session, job: Job, model=JobPublic, **extra):
 def create_job(body: JobCreate, user: User = Depends(current_user), db: Session = Depends(get_db),
                settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
     dataset = dataset_in_workspace(db, body.dataset_id, user)
+    validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
     try:
         job = jobs.submit_job(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=body.task,
                               column_mapping=body.column_mapping, base_model=body.base_model, technique=body.technique,
-                              params=body.params, seed=body.seed, name=body.name, preset=body.preset)
+                              params=body.params, seed=body.seed, name=body.name, preset=body.preset,
+                              validation_dataset=validation)
     except jobs.JobError as exc:
         db.rollback()
         raise HTTPException(422, {"message": "The job was not created: " + str(exc), "errors": exc.errors}) from None

@@ -28,7 +28,7 @@ MAX_TECHNIQUES = 6
 
 def submit_bakeoff(db: Session, settings: Settings, store: ArtifactStore, *, workspace_id: int, user_id: int | None, dataset: Dataset,
                    task: str, column_mapping: dict[str, str], base_model: str, techniques: list[str], params: dict[str, Any],
-                   seed: int = 0, preset: str | None = None) -> tuple[str, list[Job]]:
+                   seed: int = 0, preset: str | None = None, validation_dataset: Dataset | None = None) -> tuple[str, list[Job]]:
     """Queue one job per technique under one group id; all or none (errors name the technique)."""
     techniques = list(dict.fromkeys(techniques))
     if len(techniques) < 2:
@@ -44,9 +44,9 @@ def submit_bakeoff(db: Session, settings: Settings, store: ArtifactStore, *, wor
         try:
             job = jobs.submit_job(db, settings, store, workspace_id=workspace_id, user_id=user_id, dataset=dataset, task=task,
                                   column_mapping=column_mapping, base_model=base_model, technique=key, params=shared, seed=seed,
-                                  name=f"{dataset.name} · {label} (bake-off)", preset=preset)
+                                  name=f"{dataset.name} · {label} (bake-off)", preset=preset, validation_dataset=validation_dataset)
         except jobs.JobError as exc:
-            errors.update({name if name in ("prompt", "response", "text", "label", "base_model", "task") else "bakeoff":
+            errors.update({name if name in ("prompt", "response", "text", "label", "base_model", "task", "validation_dataset") else "bakeoff":
                            f"{label}: {message}" for name, message in exc.errors.items()})
             continue
         job.group_id = group_id

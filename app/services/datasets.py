@@ -772,7 +772,8 @@ def datasets_for(db: Session, workspace_id: int) -> list[Dataset]:
 
 
 def delete_dataset(db: Session, store: LocalArtifactStore, dataset: Dataset) -> None:
-    running = db.scalar(select(Job).where(Job.dataset_id == dataset.id, Job.status.in_(["queued", "running"])))
+    running = db.scalar(select(Job).where((Job.dataset_id == dataset.id) | (Job.validation_dataset_id == dataset.id),
+                                          Job.status.in_(["queued", "running"])))
     if running is not None:
         raise DatasetError("A job is still using this dataset. Cancel it or wait for it to finish, then delete the dataset.", 409)
     db.delete(dataset)

@@ -80,6 +80,76 @@ def split_task_rows(rows: list[tuple], task: str, fraction: float, seed: int) ->
     return dataset_service.split_train_validation(rows, fraction, seed, stratify_by=stratify)
 
 
+def mapped_columns(task: str, mapping: dict[str, Any]) -> list[tuple[str, str]]:
+    """(role, column) for every column the mapping uses, in the order of the roles."""
+    pairs = []
+    for role in TASK_COLUMNS.get(task, ()) + OPTIONAL_COLUMNS.get(task, ()):
+        value = mapping.get(role)
+        for column in (value if isinstance(value, list) else [value] if value else []):
+            pairs.append((role, str(column)))
+    return pairs
+
+
+def validation_file_errors(store: LocalArtifactStore, dataset: Dataset, validation_dataset: Dataset, task: str,
+                           mapping: dict[str, Any]) -> dict[str, str]:
+    """Why a dataset cannot serve as the validation file of this mapping ({} when it can)."""
+    name = validation_dataset.name
+    if validation_dataset.id == dataset.id:
+        return {"validation_dataset": "The validation file must be another dataset than the training data. To check against "
+                                      "rows of this one, choose \"hold out a share\" instead."}
+    for role, column in mapped_columns(task, mapping):
+        if column not in validation_dataset.columns:
+            return {"validation_dataset": (
+                f"The validation file {name!r} has no column named {column!r} (mapped as the {role.replace('_columns', '')}). "
+                f"Its columns are: {', '.join(validation_dataset.columns)}. Upload a validation file with the same columns "
+                "as the training data.")}
+    if not task_rows(store, validation_dataset, task, mapping):
+        needed = " and ".join(TASK_COLUMNS[task]).replace("text_columns", "text")
+        return {"validation_dataset": (f"No row of the validation file {name!r} has a {needed}, so there is nothing to "
+                                       "check against. Fill those columns or choose another file.")}
+    return {}
+
+
+def _leakage_text(task: str):
+    # The prompt (instruction) or text (classification, text) identifies a row, as in the split check.
+    return lambda row: row[0] if isinstance(row, (tuple, list)) else str(row)
+
+
+def train_validation_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any], *, fraction: float,
+                          seed: int, validation_dataset: Dataset | None = None,
+                          rows: list[tuple] | None = None) -> tuple[list, list, dict[str, Any]]:
+    """The rows a job trains and validates on, and a summary of where the validation rows come from.
+
+    With a validation file every usable row of the dataset trains and the file's usable rows
+    validate; otherwise a seeded share is held out (stratified by label for classification).
+    The summary carries the counts and the leakage check (validation rows also in training).
+    """
+    rows = task_rows(store, dataset, task, mapping) if rows is None else rows
+    if validation_dataset is not None:
+        train, validation = list(rows), task_rows(store, validation_dataset, task, mapping)
+        summary: dict[str, Any] = {"source": "file", "dataset_id": validation_dataset.id, "dataset_name": validation_dataset.name,
+                                   "dataset_sha256": validation_dataset.sha256}
+    else:
+        train, validation = split_task_rows(rows, task, fraction, seed)
+        summary = {"source": "split", "fraction": fraction, "stratified": task == "classification"}
+    leakage = dataset_service.leakage_check(train, validation, text_of=_leakage_text(task))
+    summary.update({"rows": len(validation), "train_rows": len(train), "leakage": leakage.as_dict()})
+    return train, validation, summary
+
+
+def describe_validation(summary: dict[str, Any] | None) -> str | None:
+    """'file support-holdout, 40 rows' or '10% split, 22 rows' (None when not known)."""
+    if not summary:
+        return None
+    rows = summary.get("rows")
+    count = f", {rows:,} row{'s' if rows != 1 else ''}" if isinstance(rows, int) else ""
+    if summary.get("source") == "file":
+        return f"file {summary.get('dataset_name')}{count}"
+    fraction = float(summary.get("fraction") or 0)
+    stratified = ", stratified by label" if summary.get("stratified") else ""
+    return f"{fraction:.0%} split{stratified}{count}"
+
+
 def preferred_worker(db: Session | None) -> WorkerClass | None:
     """The class of the worker most likely to take a job: a live GPU worker if any, else a live CPU one."""
     if db is None:
@@ -151,10 +221,12 @@ class JobError(ValueError):
 
 def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, workspace_id: int, user_id: int | None,
                dataset: Dataset, task: str, column_mapping: dict[str, str], base_model: str, technique: str,
-               params: dict[str, Any], seed: int = 0, name: str | None = None, preset: str | None = None) -> Job:
+               params: dict[str, Any], seed: int = 0, name: str | None = None, preset: str | None = None,
+               validation_dataset: Dataset | None = None) -> Job:
     """Validate a job request and commit it as queued (the caller then sends the wake-up).
 
     A preset fills the parameters the request leaves out; the job keeps its estimate in result.
+    `validation_dataset` (already checked to be in the workspace) replaces the held-out share.
     """
     errors: dict[str, str] = {}
     if task not in TASK_COLUMNS:
@@ -179,13 +251,19 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
         clean_params = validate_params(entry, params)
     except ParameterError as exc:
         errors.update(exc.errors)
+    if not errors and validation_dataset is not None:
+        errors.update(validation_file_errors(store, dataset, validation_dataset, task, column_mapping))
+    rows: list[tuple] = []
     if not errors:
         rows = task_rows(store, dataset, task, column_mapping)
         needed = " and ".join(TASK_COLUMNS[task]).replace("text_columns", "text")
-        if len(rows) < MIN_ROWS:
+        # With a validation file every row trains, so one usable row is enough.
+        min_rows = 1 if validation_dataset is not None else MIN_ROWS
+        if len(rows) < min_rows:
             errors[TASK_COLUMNS[task][-1]] = (
-                f"Only {len(rows)} row(s) have a {needed}; training needs at least {MIN_ROWS} "
-                "(one to learn from, one to check against). Check the column mapping."
+                f"Only {len(rows)} row(s) have a {needed}; training needs at least {min_rows} "
+                + ("(one to learn from, one to check against). " if min_rows > 1 else "")
+                + "Check the column mapping."
             )
         elif task == "classification":
             labels = {row[1] for row in rows}
@@ -202,12 +280,15 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
         raise JobError({"batch_size": (
             f"This job needs about {estimate['peak_memory_bytes'] / 2**30:.1f} GB of memory, more than the worker that would take "
             f"it has ({worker.memory_bytes / 2**30:.1f} GB). Lower the batch size or the maximum length, or choose QLoRA.")})
+    *_, validation = train_validation_rows(store, dataset, task, column_mapping, fraction=float(clean_params.get("validation_fraction", 0.1)),
+                                           seed=seed, validation_dataset=validation_dataset, rows=rows)
     job = Job(
         workspace_id=workspace_id, dataset_id=dataset.id, created_by_id=user_id,
+        validation_dataset_id=validation_dataset.id if validation_dataset is not None else None,
         name=(name or f"{dataset.name} · {get_technique(technique).name}")[:300], task=task,
         column_mapping=column_mapping, base_model=base_model,
         technique=technique, params=clean_params, seed=seed, queue="gpu", status=JobStatus.queued,
-        result={"estimate": estimate},
+        result={"estimate": estimate, "validation": validation},
     )
     db.add(job)
     db.flush()

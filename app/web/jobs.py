@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from app.base_models import DEMO_MODEL_KEY, list_base_models
 from app.config import Settings
@@ -73,7 +73,7 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
     presets = {t.key: {task: {name: preset_params(t, task, n_rows, name) for name in PRESETS} for task in t.task_kinds}
                for t in techniques}
     form = {"base_model": default_model, "technique": "lora", "task": "instruction", "seed": 0, "params": {},
-            "preset": "balanced"}
+            "preset": "balanced", "validation_dataset_id": ""}
     form.update(overrides.pop("form", {}) or {})
     if "guess" in overrides:  # a re-rendered form keeps the columns the user chose
         chosen = overrides.pop("guess")
@@ -91,6 +91,7 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
         "presets": presets,
         "preset_names": PRESETS,
         "form": form,
+        "validation_datasets": validation_choices(dataset),
         "errors": {},
         "estimate": form_estimate(dataset, settings, base_model=form["base_model"], technique=form["technique"], task=task,
                                   mapping=_mapping_from_guess(task, guesses.get(task, {})), params=form.get("params") or {},
@@ -98,6 +99,21 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
     }
     ctx.update(overrides)
     return ctx
+
+
+def validation_choices(dataset: Dataset) -> list[dict]:
+    """The workspace's other datasets that could serve as a validation file, those sharing the
+    most columns with this one first (the job's checks name any mapped column a file lacks)."""
+    db = object_session(dataset)
+    if db is None:
+        return []
+    columns = set(dataset.columns)
+    choices = [{"id": d.id, "name": d.name, "rows": int(d.row_count or 0), "shared": len(columns & set(d.columns)),
+                "missing": [c for c in dataset.columns if c not in d.columns]}
+               for d in datasets.datasets_for(db, dataset.workspace_id) if d.id != dataset.id]
+    choices = [c for c in choices if c["shared"]]
+    choices.sort(key=lambda c: (c["missing"] != [], -c["shared"], -c["id"]))
+    return choices
 
 
 def _live_worker_class() -> WorkerClass | None:
@@ -144,6 +160,8 @@ async def create_job(request: Request, user: User = Depends(current_user), db: S
 
     form = await request.form()
     dataset = dataset_in_workspace(db, form.get("dataset_id"), user)
+    validation_id = str(form.get("validation_dataset_id") or "")
+    validation = dataset_in_workspace(db, validation_id, user) if validation_id else None
     technique, task, params = _choices_from_form(form)
     mapping = mapping_from_form(form, task)
     seed_raw = str(form.get("seed") or "0")
@@ -157,18 +175,18 @@ async def create_job(request: Request, user: User = Depends(current_user), db: S
             group_id, created = bakeoff.submit_bakeoff(
                 db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=task, column_mapping=mapping,
                 base_model=str(form.get("base_model") or ""), techniques=[technique, *bakeoff_techniques], params=params, seed=seed,
-                preset=str(form.get("preset") or "") or None)
+                preset=str(form.get("preset") or "") or None, validation_dataset=validation)
             db.commit()
             for job in created:
                 jobs.send_wakeup(db, job)
             return redirect(request, f"/groups/{group_id}")
         job = jobs.submit_job(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=task,
                               column_mapping=mapping, base_model=str(form.get("base_model") or ""), technique=technique,
-                              params=params, seed=seed, name=str(form.get("name") or "") or None)
+                              params=params, seed=seed, name=str(form.get("name") or "") or None, validation_dataset=validation)
     except jobs.JobError as exc:
         db.rollback()
         form_state = {"base_model": form.get("base_model"), "technique": technique, "task": task, "seed": seed_raw,
-                      "params": params, "preset": str(form.get("preset") or "")}
+                      "params": params, "preset": str(form.get("preset") or ""), "validation_dataset_id": validation_id}
         ctx = dataset_context(request, dataset, settings, store)
         ctx.update(train_form_context(dataset, settings, form=form_state, guess=mapping))
         ctx["errors"] = exc.errors
@@ -221,6 +239,8 @@ def job_context(db: Session, job: Job) -> dict:
         "last_point": points[-1] if points else None,
         "adapter": adapter,
         "estimate_rows": estimate_vs_actual(job, adapter) if job.is_finished else [],
+        "validation": (job.result or {}).get("validation"),
+        "validation_text": jobs.describe_validation((job.result or {}).get("validation")),
     }
 
 

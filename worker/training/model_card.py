@@ -100,6 +100,8 @@ def render_model_card(info: dict) -> str:
     ]
     if info.get("dataset_sha256"):
         lines.append(f"- SHA-256: `{info['dataset_sha256']}`")
+    if info.get("validation_summary"):
+        lines.append(f"- Validation: {info['validation_summary']}")
 
     trainable, total = info.get("trainable_parameters"), info.get("total_parameters")
     share = ""

@@ -57,6 +57,9 @@ class TrainingSpec:
     seed: int = 0
     task: str = "instruction"
     checkpoint_dir: str | None = None  # checkpoints go here, and a run resumes from the last one
+    # Where validation_rows come from (split share or a validation file), their count and the
+    # leakage check; recorded with the job's result, not used by the training itself.
+    validation_source: dict = field(default_factory=dict)
 
 
 @dataclass
