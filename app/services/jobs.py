@@ -4,7 +4,9 @@ broker only carries wake-ups, so every transition here is a conditional UPDATE."
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import timedelta
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import select, update
@@ -52,7 +54,11 @@ def task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: d
     instruction -> (prompt, response) or (prompt, response, system-and-context);
     text -> (text,) with the chosen columns joined by blank lines; classification -> (text, label).
     """
-    rows: list[tuple] = []
+    return list(iter_task_rows(store, dataset, task, mapping))
+
+
+def iter_task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> Iterator[tuple]:
+    """task_rows, one at a time (a preview needs only the first few)."""
     for row in dataset_service.iter_training_rows(store, dataset):
         def value(role: str) -> str:
             column = mapping.get(role)
@@ -62,16 +68,15 @@ def task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: d
             prompt, response = value("prompt"), value("response")
             if prompt and response:
                 extra = "\n\n".join(v for v in (value("system"), value("context")) if v)
-                rows.append((prompt, response, extra) if extra else (prompt, response))
+                yield (prompt, response, extra) if extra else (prompt, response)
         elif task == "text":
             text = "\n\n".join(v for v in ((row.get(c) or "").strip() for c in mapping.get("text_columns", [])) if v)
             if text:
-                rows.append((text,))
+                yield (text,)
         elif task == "classification":
             text, label = value("text"), value("label")
             if text and label:
-                rows.append((text, label))
-    return rows
+                yield (text, label)
 
 
 def split_task_rows(rows: list[tuple], task: str, fraction: float, seed: int) -> tuple[list, list]:
@@ -148,6 +153,35 @@ def describe_validation(summary: dict[str, Any] | None) -> str | None:
     fraction = float(summary.get("fraction") or 0)
     stratified = ", stratified by label" if summary.get("stratified") else ""
     return f"{fraction:.0%} split{stratified}{count}"
+
+
+def preview_examples(settings: Settings, store: LocalArtifactStore, dataset: Dataset, *, task: str, mapping: dict[str, Any],
+                     base_model: str, max_length: int, validation_dataset: Dataset | None = None,
+                     count: int = 3) -> list[Any]:
+    """The first `count` usable rows exactly as the model will see them (prompt_preview.PreviewExample),
+    tokenized by the base model's own tokenizer; raises PreviewError with a message for people."""
+    from app.services.prompt_preview import PreviewError, load_preview_tokenizer, preview_rows
+
+    if task not in TASK_COLUMNS:
+        raise PreviewError(f"Unknown task {task!r}. Choose one of: {', '.join(TASK_COLUMNS)}.")
+    mapping = clean_mapping(task, mapping)
+    errors = _mapping_errors(dataset, task, mapping)
+    if errors:
+        raise PreviewError(next(iter(errors.values())))
+    model = get_base_model(settings, base_model)
+    if model is None or not model.available:
+        raise PreviewError("Choose an installed base model to see rows as it will read them.")
+    tokenizer = load_preview_tokenizer(model.location)
+    rows = list(islice(iter_task_rows(store, dataset, task, mapping), count))
+    if not rows:
+        raise PreviewError("No row has every mapped column filled; check the column mapping.")
+    label_names = None
+    if task == "classification":  # class ids are the sorted labels of every row trained and validated on
+        labels = {str(r[1]) for r in iter_task_rows(store, dataset, task, mapping)}
+        if validation_dataset is not None:
+            labels |= {str(r[1]) for r in iter_task_rows(store, validation_dataset, task, mapping)}
+        label_names = sorted(labels)
+    return preview_rows(tokenizer, task, rows, max_length, label_names)
 
 
 def preferred_worker(db: Session | None) -> WorkerClass | None:
