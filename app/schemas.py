@@ -116,6 +116,16 @@ class JobCreate(BaseModel):
                                               "validate on; when absent, params.validation_fraction of the rows is held out.")
 
 
+class JobPreviewRequest(BaseModel):
+    dataset_id: int
+    task: str = "instruction"
+    column_mapping: dict[str, Any] = Field(..., description="As in JobCreate.")
+    base_model: str = Field(..., description="Key of a base model from GET /base-models; its own tokenizer and chat template are used.")
+    max_length: int = Field(256, ge=2, le=1_000_000, description="The job's maximum length in tokens.")
+    validation_dataset_id: int | None = Field(None, description="As in JobCreate (adds its labels to a classifier's class ids).")
+    rows: int = Field(3, ge=1, le=20, description="How many rows to show.")
+
+
 class MetricPointPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     step: int

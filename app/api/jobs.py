@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.api.common import api_router
 from app.config import Settings
 from app.models import Job, User
-from app.schemas import JobCreate, JobDetail, JobPublic, MetricPointPublic
+from app.schemas import JobCreate, JobDetail, JobPreviewRequest, JobPublic, MetricPointPublic
 from app.services import adapters, jobs
 from app.services.artifacts import LocalArtifactStore
 from app.web.deps import current_user, dataset_in_workspace, get_db, owned_job, settings_dep, store_dep
@@ -40,6 +40,23 @@ def create_job(body: JobCreate, user: User = Depends(current_user), db: Session 
     db.commit()
     jobs.send_wakeup(db, job)
     return job_public(db, job)
+
+
+@router.post("/jobs/preview", responses={404: {}, 422: {}})
+def preview_job_rows(body: JobPreviewRequest, user: User = Depends(current_user), db: Session = Depends(get_db),
+                     settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)) -> dict:
+    """The first rows exactly as the model will see them: each token's text, whether it carries the
+    loss, the token ids and loss mask the engine trains on, truncation notes; class ids for classifiers."""
+    from app.services.prompt_preview import PreviewError
+
+    dataset = dataset_in_workspace(db, body.dataset_id, user)
+    validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
+    try:
+        examples = jobs.preview_examples(settings, store, dataset, task=body.task, mapping=body.column_mapping, base_model=body.base_model,
+                                         max_length=body.max_length, validation_dataset=validation, count=body.rows)
+    except PreviewError as exc:
+        raise HTTPException(422, {"message": str(exc)}) from None
+    return {"max_length": body.max_length, "examples": [e.as_dict() for e in examples]}
 
 
 @router.get("/jobs", response_model=list[JobPublic])

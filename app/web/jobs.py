@@ -208,6 +208,44 @@ async def estimate_partial(request: Request, user: User = Depends(current_user),
     return render(request, "_train_estimate.html", {"estimate": estimate}, headers={"Vary": "HX-Request"})
 
 
+def max_length_of(technique: str, params: dict) -> int:
+    """The maximum length the job would train with: the form's value, else the catalogue default."""
+    entry = CATALOGUE.get(technique) or CATALOGUE["lora"]
+    default = next((p.default for p in entry.all_params if p.name == "max_length"), 256)
+    try:
+        return int(params.get("max_length") or default)
+    except (TypeError, ValueError):
+        return int(default)
+
+
+def preview_context(settings: Settings, store: LocalArtifactStore, dataset: Dataset, *, task: str, mapping: dict, base_model: str,
+                    max_length: int, validation_dataset: Dataset | None = None) -> dict:
+    """The preview partial's context: three rows as the model sees them, or why they cannot be shown."""
+    from app.services.prompt_preview import PreviewError
+
+    try:
+        examples = jobs.preview_examples(settings, store, dataset, task=task, mapping=mapping, base_model=base_model,
+                                         max_length=max_length, validation_dataset=validation_dataset)
+    except PreviewError as exc:
+        return {"examples": [], "preview_error": str(exc), "max_length": max_length}
+    return {"examples": examples, "preview_error": None, "max_length": max_length}
+
+
+@router.post("/jobs/preview")
+async def preview_partial(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db),
+                          settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
+    """Three rows exactly as the model will see them, for the chosen task, columns, model and length (htmx)."""
+    form = await request.form()
+    dataset = dataset_in_workspace(db, form.get("dataset_id"), user)
+    validation_id = str(form.get("validation_dataset_id") or "")
+    validation = dataset_in_workspace(db, validation_id, user) if validation_id else None
+    technique, task, params = _choices_from_form(form)
+    ctx = preview_context(settings, store, dataset, task=task, mapping=mapping_from_form(form, task),
+                          base_model=str(form.get("base_model") or ""), max_length=max_length_of(technique, params),
+                          validation_dataset=validation)
+    return render(request, "_train_preview.html", ctx, headers={"Vary": "HX-Request"})
+
+
 def estimate_vs_actual(job: Job, adapter) -> list[dict]:
     """Rows of (what, estimated, actual, error) for the finished job's page."""
     estimate = (job.result or {}).get("estimate") or {}

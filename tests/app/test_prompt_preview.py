@@ -5,6 +5,7 @@ tokenizer and chat template."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,72 @@ def test_classification_preview_equals_the_engine(tmp_path):
     assert [p.class_id for p in previews] == [e.label for e in engine.examples] == [0, 2, 1]
     assert previews[2].truncated and previews[2].parts[0].tokens[-1].cut
     assert not any(p.parts[0].loss_mask and any(p.parts[0].loss_mask) for p in previews)  # the loss is on the class, not on tokens
+
+
+# ---------------------------------------------------------------- the form's partial and the API
+
+def _upload_rows(client, token, rows: list[tuple[str, str, str]]):
+    import csv
+    import io
+
+    from tests.app.helpers import upload
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["question", "answer", "category"])
+    writer.writerows(rows)
+    return upload(client, token, out.getvalue().encode(), "preview.csv").json()
+
+
+PAGE_ROWS = [("<b>Bold</b> question & more?", "=HYPERLINK(\"http://x\") <script>alert(1)</script>", "orders"),
+             ("How do I return a jacket?", "Use the free return label in your parcel.", "returns"),
+             ("Do you ship abroad?", "Yes, to 30 countries. " * 40, "orders"),
+             ("Fourth row is not shown?", "Right.", "orders")]
+
+
+def test_form_preview_shows_three_rows_with_the_loss_marked_and_escaped(client, make_user, tiny_model_dir):
+    from tests.conftest import sign_in
+
+    _, email, password, token = make_user("preview")
+    dataset = _upload_rows(client, token, PAGE_ROWS)
+    csrf = sign_in(client, email, password)
+    page = client.get(f"/datasets/{dataset['id']}").text
+    assert 'hx-post="/jobs/preview"' in page and 'id="train-preview"' in page
+    form = {"csrf_token": csrf, "dataset_id": str(dataset["id"]), "task": "instruction", "prompt_column": "question",
+            "response_column": "answer", "base_model": "tiny-llama", "technique": "lora", "param_max_length": "64"}
+    html = client.post("/jobs/preview", data=form, headers={"HX-Request": "true"}).text
+    assert html.count('<article class="preview-example"') == 3 and "Fourth row" not in html
+    assert '<span class="tok loss">' in html and '<span class="tok context">' in html
+    assert "<script>" not in html and "<b>" not in html
+    shown = re.sub(r"</?span[^>]*>", "", html)  # the tokens' text, escaped, without the marking
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown and "&lt;b&gt;Bold&lt;/b&gt; question &amp; more?" in shown
+    assert "=HYPERLINK(&#34;http://x&#34;)" in shown or "=HYPERLINK(&quot;http://x&quot;)" in shown  # exactly as the model reads it
+    assert "data-truncated" in html and "cut at the maximum length (64 tokens)" in html
+    # A classifier's rows show the label and its class id (sorted labels: orders 0, returns 1).
+    classes = client.post("/jobs/preview", data={**form, "task": "classification", "class_text_column": "question",
+                                                 "label_column": "category"}).text
+    assert "label <strong>returns</strong> → class id 1" in classes and "class id 0" in classes
+    # A mapping that cannot work says why instead of showing rows.
+    missing = client.post("/jobs/preview", data={**form, "response_column": "nope"}).text
+    assert "no column named &#39;nope&#39;" in missing and "preview-example" not in missing
+
+
+def test_api_preview_equals_the_engine_on_the_tiny_model(client, make_user, tiny_model_dir):
+    from tests.app.helpers import bearer
+    from worker.training.data import IGNORE_INDEX, tokenize_rows
+    from worker.training.loading import load_tokenizer
+
+    _, _, _, token = make_user("previewapi")
+    _, _, _, other_token = make_user("previewother")
+    dataset = _upload_rows(client, token, PAGE_ROWS)
+    body = {"dataset_id": dataset["id"], "task": "instruction", "column_mapping": {"prompt": "question", "response": "answer"},
+            "base_model": "tiny-llama", "max_length": 64}
+    answer = client.post("/api/v1/jobs/preview", headers=bearer(token), json=body)
+    assert answer.status_code == 200, answer.text
+    examples = answer.json()["examples"]
+    engine = tokenize_rows(load_tokenizer(tiny_model_dir), [r[:2] for r in PAGE_ROWS[:3]], 64).examples
+    assert [e["parts"][0]["input_ids"] for e in examples] == [e.input_ids for e in engine]
+    assert [e["parts"][0]["loss_mask"] for e in examples] == [[label != IGNORE_INDEX for label in e.labels] for e in engine]
+    assert client.post("/api/v1/jobs/preview", headers=bearer(other_token), json=body).status_code == 404
+    refused = client.post("/api/v1/jobs/preview", headers=bearer(token), json={**body, "base_model": "no-such-model"})
+    assert refused.status_code == 422 and "installed base model" in refused.json()["detail"]["message"]
