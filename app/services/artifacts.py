@@ -8,6 +8,10 @@ Two implementations behind one interface:
 Readers ask `path(key)` for a local path; writers build a file or folder under `temp_path()` and
 publish it with `put_file(key, path)`. Nothing is ever visible half-written: local publishes are
 renames, and an S3 object appears only when its upload completes.
+
+Training checkpoints are the one thing rewritten in place: the worker writes them at `path(key)`,
+`mirror(key)` makes the new version durable in the store (a no-op for a local directory, an
+upload for a bucket), and the next attempt, maybe on another machine, reads `refresh(key)`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class ArtifactStore(Protocol):
     def put_file(self, key: str, source: Path) -> Path: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
+    def mirror(self, key: str) -> None: ...
+    def refresh(self, key: str) -> Path: ...
 
 
 class LocalArtifactStore:
@@ -66,6 +72,13 @@ class LocalArtifactStore:
             shutil.rmtree(target, ignore_errors=True)
         elif target.exists():
             target.unlink()
+
+    def mirror(self, key: str) -> None:
+        """Nothing to do: a file written at path(key) already is in the store."""
+        self.path(key)
+
+    def refresh(self, key: str) -> Path:
+        return self.path(key)
 
 
 class S3ArtifactStore:
@@ -125,6 +138,25 @@ class S3ArtifactStore:
 
     def exists(self, key: str) -> bool:
         return self.cache.exists(key) or bool(self._remote_objects(key))
+
+    def mirror(self, key: str) -> None:
+        """Upload the files now at path(key) over their objects (each replaced atomically), and
+        drop objects of files that are gone, so another machine's refresh(key) sees this state."""
+        local = self.cache.path(key)
+        base = self._object_key(key)
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file() and not p.name.startswith("."))
+        names = {base if f == local else f"{base}/{f.relative_to(local).as_posix()}": f for f in files}
+        for name, file in names.items():
+            self.client.upload_file(str(file), self.bucket, name)
+        stale = [n for n in self._remote_objects(key) if n not in names]
+        if stale:
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": n} for n in stale]})
+
+    def refresh(self, key: str) -> Path:
+        """The bucket's current version of a key that is rewritten in place (checkpoints): the
+        local cache may hold an older one from an earlier attempt on this machine."""
+        self.cache.delete(key)
+        return self.path(key)
 
     def delete(self, key: str) -> None:
         names = self._remote_objects(key)

@@ -401,7 +401,7 @@ def save_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, schedul
             "torch": torch.random.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": _numpy_state_as_tensors(np.random.get_state()),
         },
     }
     tmp = checkpoint_dir / f".{CHECKPOINT_FILE}.partial"
@@ -417,13 +417,26 @@ def save_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, schedul
     return checkpoint_dir / CHECKPOINT_FILE
 
 
+def _numpy_state_as_tensors(state: tuple) -> tuple:
+    """numpy's generator state with its key array as a tensor, so the checkpoint loads with
+    torch.load(weights_only=True), which refuses pickled numpy arrays."""
+    name, keys, position, has_gauss, cached_gaussian = state
+    return name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached_gaussian)
+
+
+def _numpy_state_from_tensors(state: tuple) -> tuple:
+    name, keys, position, has_gauss, cached_gaussian = state
+    return name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian
+
+
 def load_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, scheduler,
                     precision: Precision = FP32) -> LoopState | None:
     """Restore everything save_checkpoint wrote; None when there is no checkpoint."""
     path = Path(checkpoint_dir) / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=False)  # our own file
+    # Tensors and plain values only: even a tampered checkpoint cannot run code when loaded.
+    payload = torch.load(path, map_location="cpu", weights_only=True)
     parameters = dict(model.named_parameters())
     missing = [name for name in payload["weights"] if name not in parameters]
     if missing:
@@ -439,7 +452,7 @@ def load_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, schedul
     if payload["rng"].get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
     random.setstate(payload["rng"]["python"])
-    np.random.set_state(payload["rng"]["numpy"])
+    np.random.set_state(_numpy_state_from_tensors(payload["rng"]["numpy"]))
     return LoopState(**payload["state"])
 
 
@@ -603,6 +616,8 @@ def run_training(spec: TrainingSpec, callbacks: TrainingCallbacks) -> TrainingRu
                     and state.step < plan.total_steps and not stopped_early):
                 state.train_seconds = elapsed_before + now - started
                 save_checkpoint(spec.checkpoint_dir, model, optimizer, scheduler, state, precision)
+                if hasattr(callbacks, "on_checkpoint"):
+                    callbacks.on_checkpoint()
                 last_checkpoint = time.perf_counter()
             if state.step >= plan.total_steps or stopped_early:
                 break

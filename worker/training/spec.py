@@ -112,3 +112,6 @@ class TrainingCallbacks(Protocol):
     def should_stop(self) -> bool:
         """Checked before every micro-step; True stops the run as "cancelled", unsaved."""
         ...
+
+    # Optional: `on_checkpoint()` is called, when the callbacks have it, after each checkpoint is
+    # written (the worker mirrors it into a bucket so that another machine can resume).

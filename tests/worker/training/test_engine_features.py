@@ -20,11 +20,15 @@ class DiesAfter(Recorder):
     def __init__(self, steps: int):
         super().__init__()
         self.steps = steps
+        self.checkpoints_written = 0
 
     def on_progress(self, progress):
         super().on_progress(progress)
         if progress.step == self.steps:
             raise Interrupted
+
+    def on_checkpoint(self):
+        self.checkpoints_written += 1
 
 
 def _spec(model_dir, tmp_path, name, **params):
@@ -42,9 +46,11 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_adapter(tiny_model
     straight = Recorder()
     train(_spec(tiny_model_dir, tmp_path, "straight", checkpoint_minutes=0), straight)
 
+    dies = DiesAfter(6)
     with pytest.raises(Interrupted):
-        train(_spec(tiny_model_dir, tmp_path, "resumed", **every_step), DiesAfter(6))
+        train(_spec(tiny_model_dir, tmp_path, "resumed", **every_step), dies)
     assert (tmp_path / "resumed" / "checkpoint" / CHECKPOINT_FILE).is_file()
+    assert dies.checkpoints_written == 5  # the caller hears of each one (the worker mirrors it to a bucket)
     resumed = Recorder()
     result = train(_spec(tiny_model_dir, tmp_path, "resumed", **every_step), resumed)
 
@@ -91,3 +97,19 @@ def test_a_packed_run_trains(tiny_model_dir, tmp_path):
     recorder = Recorder()
     result = train(_spec(tiny_model_dir, tmp_path, "packed", packing="on", max_steps=6, checkpoint_minutes=0), recorder)
     assert result.status == "completed" and recorder.progress[-1].loss < recorder.progress[0].loss
+
+
+class NotAWeight:
+    """Anything but tensors and plain values in a checkpoint."""
+
+
+def test_a_checkpoint_holding_anything_but_tensors_and_plain_values_is_refused(tiny_model_dir, tmp_path):
+    import pickle
+
+    from worker.training.loop import load_checkpoint
+
+    checkpoint_dir = tmp_path / "checkpoint"
+    checkpoint_dir.mkdir()
+    torch.save({"weights": {}, "state": NotAWeight()}, checkpoint_dir / CHECKPOINT_FILE)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(checkpoint_dir, None, None, None)
