@@ -5,7 +5,9 @@ tokenizer and chat template."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,19 @@ def _chat_folder(tmp_path: Path, chat: bool) -> Path:
 @pytest.fixture(scope="module")
 def tokenizer_folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("preview-tokenizers")
-    return {"plain": _chat_folder(root, False), "chat": _chat_folder(root, True)}
+    folders = {"plain": _chat_folder(root, False), "chat": _chat_folder(root, True)}
+    # As Llama-family tokenizers do: tokenizer.json's post-processor puts a BOS before every text.
+    bos = root / "plain-bos"
+    shutil.copytree(folders["plain"], bos)
+    data = json.loads((bos / "tokenizer.json").read_text())
+    data["post_processor"] = {"type": "TemplateProcessing",
+                              "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                              "pair": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                                       {"Sequence": {"id": "B", "type_id": 1}}],
+                              "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0], "tokens": ["<|endoftext|>"]}}}
+    (bos / "tokenizer.json").write_text(json.dumps(data))
+    folders["plain-bos"] = bos
+    return folders
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +96,7 @@ def _assert_instruction_equal(folder: Path, rows, max_length: int = MAX_LENGTH):
     return previews
 
 
-@pytest.mark.parametrize("kind", ["plain", "chat"])
+@pytest.mark.parametrize("kind", ["plain", "chat", "plain-bos"])
 def test_instruction_preview_equals_the_engine(tokenizer_folders, kind):
     previews = _assert_instruction_equal(tokenizer_folders[kind], INSTRUCTION_ROWS)
     assert previews[2].truncated and "cut at the maximum length" in previews[2].note
@@ -92,6 +106,8 @@ def test_instruction_preview_equals_the_engine(tokenizer_folders, kind):
     # Every character of the row is shown, multi-byte ones included.
     shown = "".join(t.text for t in previews[1].parts[0].tokens)
     assert "café 🚲?" in shown and "ünïcödé ✓ — fine." in shown
+    first = previews[0].parts[0]
+    assert (first.tokens[0].special and first.tokens[0].text == "<|endoftext|>") == (kind == "plain-bos")
 
 
 def test_instruction_preview_equals_the_engine_on_smollm2(smollm2_folder):
