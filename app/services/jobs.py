@@ -199,8 +199,11 @@ def preferred_worker(db: Session | None) -> WorkerClass | None:
 
 
 def estimate_for(dataset: Dataset, config: dict | None, technique: str, clean_params: dict[str, Any], task: str,
-                 mapping: dict[str, Any], worker: WorkerClass | None = None) -> dict[str, Any]:
-    """The pre-launch estimate as a plain dict ({"error": ...} when it cannot be made)."""
+                 mapping: dict[str, Any], worker: WorkerClass | None = None, validation_rows: int | None = None) -> dict[str, Any]:
+    """The pre-launch estimate as a plain dict ({"error": ...} when it cannot be made).
+
+    `validation_rows` (a validation file's rows): every dataset row trains, those rows validate.
+    """
     if config is None:
         return {"error": "Choose an installed base model to see an estimate."}
     entry = get_technique(technique)
@@ -210,8 +213,12 @@ def estimate_for(dataset: Dataset, config: dict | None, technique: str, clean_pa
         labels = int((by_name.get(mapping["label"]) or {}).get("distinct") or 2)
     bits = int(clean_params.get("bits", 0) or 0) if entry.quantized_bits else 0
     worker = worker or WorkerClass("cpu")
+    n_rows = max(2, int(dataset.row_count or 0))
+    if validation_rows:
+        n_rows += validation_rows
+        clean_params = {**clean_params, "validation_fraction": validation_rows / n_rows}
     try:
-        estimate = estimate_job(config, technique, clean_params, task=task, n_rows=max(2, int(dataset.row_count or 0)),
+        estimate = estimate_job(config, technique, clean_params, task=task, n_rows=n_rows,
                                 tokens_per_row=mean_tokens_per_row(dataset.profile, task, mapping), worker=worker,
                                 num_labels=labels, quantized_bits=bits)
     except (ValueError, KeyError, TypeError, ZeroDivisionError):
@@ -309,7 +316,8 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
     if errors:
         raise JobError(errors)
     worker = preferred_worker(db)
-    estimate = estimate_for(dataset, read_model_config(model.location), technique, clean_params, task, column_mapping, worker)
+    estimate = estimate_for(dataset, read_model_config(model.location), technique, clean_params, task, column_mapping, worker,
+                            validation_rows=int(validation_dataset.row_count or 0) if validation_dataset is not None else None)
     if estimate.get("fits") is False:
         raise JobError({"batch_size": (
             f"This job needs about {estimate['peak_memory_bytes'] / 2**30:.1f} GB of memory, more than the worker that would take "

@@ -47,7 +47,7 @@ def model_availability(models, techniques, worker_has_cuda: bool | None = None) 
 
 
 def form_estimate(dataset: Dataset, settings: Settings, *, base_model: str, technique: str, task: str,
-                  mapping: dict, params: dict, worker: WorkerClass | None = None) -> dict:
+                  mapping: dict, params: dict, worker: WorkerClass | None = None, validation_rows: int | None = None) -> dict:
     """The pre-launch estimate shown on the form ({"error": ...} when it cannot be made)."""
     model = next((m for m in list_base_models(settings) if m.key == base_model), None)
     config = read_model_config(model.location) if model is not None and model.available else None
@@ -58,7 +58,7 @@ def form_estimate(dataset: Dataset, settings: Settings, *, base_model: str, tech
         clean = validate_params(entry, params)
     except ParameterError as exc:
         return {"error": "Fix the settings to see an estimate: " + str(exc)}
-    return jobs.estimate_for(dataset, config, technique, clean, task, mapping, worker)
+    return jobs.estimate_for(dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows)
 
 
 def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dict:
@@ -202,9 +202,12 @@ async def estimate_partial(request: Request, user: User = Depends(current_user),
     """The form's estimate, re-computed as the user changes model, technique, task or settings (htmx)."""
     form = await request.form()
     dataset = dataset_in_workspace(db, form.get("dataset_id"), user)
+    validation_id = str(form.get("validation_dataset_id") or "")
+    validation = dataset_in_workspace(db, validation_id, user) if validation_id else None
     technique, task, params = _choices_from_form(form)
     estimate = form_estimate(dataset, settings, base_model=str(form.get("base_model") or ""), technique=technique, task=task,
-                             mapping=mapping_from_form(form, task), params=params, worker=jobs.preferred_worker(db))
+                             mapping=mapping_from_form(form, task), params=params, worker=jobs.preferred_worker(db),
+                             validation_rows=int(validation.row_count or 0) if validation is not None else None)
     return render(request, "_train_estimate.html", {"estimate": estimate}, headers={"Vary": "HX-Request"})
 
 
