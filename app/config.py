@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     )
     auto_evaluate: bool = Field(
         True,
-        description="Score each new instruction adapter on its held-out rows (next to the base model) right after training; bake-off jobs are always scored.",
+        description="Score each new adapter on its held-out rows right after training (answers next to the base model's, labels next to the majority class, loss and perplexity); bake-off jobs are always scored.",
     )
     worker_queues: str = Field(
         "gpu,cpu,inference",

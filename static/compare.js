@@ -23,8 +23,11 @@
 
     const bars = document.getElementById("compare-metrics");
     if (bars) {
-      const metrics = Array.from(new Set(data.rows.flatMap(function (r) { return Object.keys(r.metrics); })));
-      const series = [{ name: "base model", metrics: data.base }].concat(data.rows.map(function (r) { return { name: r.name, metrics: r.metrics }; }));
+      // Scores share one 0-1 axis; losses and perplexity (lower is better, other scales) stay in the table.
+      const LOSSES = ["validation_loss", "perplexity"];
+      const metrics = Array.from(new Set(data.rows.flatMap(function (r) { return Object.keys(r.metrics); })))
+        .filter(function (m) { return LOSSES.indexOf(m) < 0; });
+      const series = [{ name: data.base_name || "the base model", metrics: data.base }].concat(data.rows.map(function (r) { return { name: r.name, metrics: r.metrics }; }));
       new Chart(bars, {
         type: "bar",
         data: {

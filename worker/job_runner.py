@@ -185,7 +185,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
 
         adapter_id = run_in_session(record_success)
         log.info("job %s: succeeded in %.1fs", job_id, result.train_seconds)
-        if spec.task == "instruction" and (get_settings().auto_evaluate or in_bakeoff):
+        if get_settings().auto_evaluate or in_bakeoff:  # every task kind: generations, labels or loss
             _queue_evaluation(adapter_id)
         return JobStatus.succeeded
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason

@@ -39,7 +39,9 @@ def zip_folder(adapter_dir: Path, zip_path: Path) -> int:
 # Adapters vLLM serves as LoRA modules (plain low-rank updates in PEFT's LoRA format).
 VLLM_TECHNIQUES = {"lora", "rslora", "qlora"}
 EXTRAS_MARKER = "<!-- tailor: evaluation and serving -->"
-_METRIC_LABELS = {"exact_match": "Exact match", "token_f1": "Token F1", "rouge_l": "ROUGE-L", "semantic_similarity": "Meaning similarity (MiniLM)"}
+_METRIC_LABELS = {"exact_match": "Exact match", "token_f1": "Token F1", "rouge_l": "ROUGE-L", "semantic_similarity": "Meaning similarity (MiniLM)",
+                  "accuracy": "Accuracy", "macro_f1": "Macro-F1", "validation_loss": "Validation loss (lower is better)",
+                  "perplexity": "Perplexity (lower is better)"}
 
 
 def model_card_extras(technique: str, base_model: str, evaluation: dict | None = None) -> str:
@@ -47,14 +49,7 @@ def model_card_extras(technique: str, base_model: str, evaluation: dict | None =
     vLLM snippet for LoRA adapters."""
     lines = ["", EXTRAS_MARKER, ""]
     if evaluation and evaluation.get("adapter"):
-        lines += [f"## Evaluation on {evaluation.get('rows', '?')} held-out rows", "",
-                  "95% bootstrap intervals over the rows; the base model answered the same prompts.", "",
-                  "| metric | this adapter | base model |", "|---|---|---|"]
-        for metric, value in evaluation["adapter"].items():
-            base = (evaluation.get("base") or {}).get(metric)
-            cell = lambda v: f"{v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]" if v else "—"  # noqa: E731
-            lines.append(f"| {_METRIC_LABELS.get(metric, metric)} | {cell(value)} | {cell(base)} |")
-        lines.append("")
+        lines += _evaluation_section(evaluation)
     if technique in VLLM_TECHNIQUES:
         lines += ["## Serving with vLLM", "", "```bash",
                   f"vllm serve {base_model} --enable-lora --lora-modules tailor-adapter=./unzipped-adapter", "```", "",
@@ -64,6 +59,28 @@ def model_card_extras(technique: str, base_model: str, evaluation: dict | None =
                   '                   lora_request=LoRARequest("tailor-adapter", 1, "./unzipped-adapter"))',
                   "print(out[0].outputs[0].text)", "```", ""]
     return "\n".join(lines) if len(lines) > 3 else ""
+
+
+def _evaluation_section(evaluation: dict) -> list[str]:
+    """The metrics table with intervals, against the base model or (classifiers) the majority class,
+    and a classifier's confusion matrix."""
+    classifier = evaluation.get("base_kind") == "majority_class"
+    against = (f"always answering the most common training label, \u201c{evaluation.get('baseline_label')}\u201d "
+               "(a new classification head starts untrained, so the base model alone is no baseline)"
+               if classifier else "the base model on the same rows")
+    lines = [f"## Evaluation on {evaluation.get('rows', '?')} held-out rows", "",
+             f"95% bootstrap intervals over the rows; compared with {against}.", "",
+             f"| metric | this adapter | {'majority class' if classifier else 'base model'} |", "|---|---|---|"]
+    cell = lambda v: f"{v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]" if v else "—"  # noqa: E731
+    for metric, value in evaluation["adapter"].items():
+        lines.append(f"| {_METRIC_LABELS.get(metric, metric)} | {cell(value)} | {cell((evaluation.get('base') or {}).get(metric))} |")
+    confusion = evaluation.get("confusion")
+    if confusion:
+        labels = [str(label).replace("|", "\\|") for label in confusion["labels"]]
+        lines += ["", "Confusion matrix (rows: true label, columns: predicted label):", "",
+                  "| true \\ predicted | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        lines += [f"| {label} | " + " | ".join(str(n) for n in row) + " |" for label, row in zip(labels, confusion["matrix"])]
+    return lines + [""]
 
 
 def refresh_model_card(package_dir: Path, technique: str, base_model: str, evaluation: dict) -> int:

@@ -95,8 +95,8 @@ def _size_ratio(big: int, small: int) -> str:
 
 
 def recommend(store: ArtifactStore, state: GroupState) -> str:
-    """'LoRA scored best; IA³ came within noise at 1/40 of the size.' — from ROUGE-L (or exact
-    match, or validation loss when nothing was evaluated)."""
+    """'LoRA scored best; IA³ came within noise at 1/40 of the size.' — from ROUGE-L (or token F1,
+    exact match, accuracy for classifiers, or validation loss when nothing was evaluated)."""
     candidates = []
     for job in state.jobs:
         adapter = state.adapters.get(job.id)
@@ -108,13 +108,13 @@ def recommend(store: ArtifactStore, state: GroupState) -> str:
     if not candidates:
         failed = [j for j in state.jobs if j.status == "failed"]
         return "No technique produced an adapter." + (f" {failed[0].name} failed: {failed[0].error}" if failed else "")
-    metric = next((m for m in ("rouge_l", "token_f1", "exact_match") if all(m in s for _, _, s in candidates)), None)
+    metric = next((m for m in ("rouge_l", "token_f1", "exact_match", "accuracy") if all(m in s for _, _, s in candidates)), None)
     name = {c[0].id: CATALOGUE[c[0].technique].name if c[0].technique in CATALOGUE else c[0].technique for c in candidates}
     if metric is None:
         ranked = sorted(candidates, key=lambda c: (c[0].result or {}).get("validation_loss") or float("inf"))
         best = ranked[0]
         return (f"{name[best[0].id]} reached the lowest validation loss. Evaluate the adapters for a comparison on "
-                "answers (it runs by itself after instruction jobs).")
+                "held-out rows (it runs by itself after each job unless TAILOR_AUTO_EVALUATE is off).")
     mean = {c[0].id: sum(c[2][metric]) / len(c[2][metric]) for c in candidates}
     best = max(candidates, key=lambda c: mean[c[0].id])
     parts = [f"{name[best[0].id]} scored best on {metric.replace('_', '-').replace('rouge-l', 'ROUGE-L')}"]

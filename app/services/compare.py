@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from typing import Any
 
@@ -14,7 +15,8 @@ from sqlalchemy.orm import Session
 from app.models import Adapter, Job, MetricPoint
 from app.services.artifacts import ArtifactStore
 from app.services.evaluations import load_evaluation
-from app.services.stats import METRIC_NAMES, compare_in_words
+from app.services.label_metrics import macro_f1_difference
+from app.services.stats import LOWER_IS_BETTER_METRICS, METRIC_NAMES, compare_in_words
 
 # Higher is better for every evaluation metric; lower for losses and costs.
 LOWER_IS_BETTER = {"validation_loss", "perplexity", "size_bytes", "train_seconds", "peak_memory_bytes", "trainable_parameters"}
@@ -50,6 +52,7 @@ def _row(adapter: Adapter, job: Job | None, evaluation: dict | None) -> dict[str
         "validation_loss": validation_loss,
         "perplexity": math.exp(validation_loss) if validation_loss is not None and validation_loss < 50 else None,
         "metrics": (evaluation or {}).get("summary", {}).get("adapter", {}),
+        "confusion": (evaluation or {}).get("summary", {}).get("confusion"),  # classification only
         "evaluated": evaluation is not None,
     }
     return row
@@ -86,31 +89,64 @@ def _best(rows: list[dict[str, Any]]) -> dict[str, int]:
     for metric in metrics:
         candidates = [(r["metrics"][metric]["value"], r["adapter_id"]) for r in rows if metric in r["metrics"]]
         if len(candidates) > 1:
-            best[f"metric:{metric}"] = max(candidates)[1]
+            best[f"metric:{metric}"] = (min if metric in LOWER_IS_BETTER_METRICS else max)(candidates)[1]
     return best
 
 
+def base_label(evaluation: dict | None) -> str:
+    """What the adapters are measured against: the base model, or for a classifier (whose head
+    starts untrained, so the base model alone would guess) the majority class."""
+    summary = (evaluation or {}).get("summary", {})
+    if summary.get("base_kind") == "majority_class":
+        return f"the majority-class baseline (always \u201c{summary.get('baseline_label')}\u201d)"
+    return "the base model"
+
+
+def _label_differences(a: dict, b: dict, a_side: str = "adapter") -> dict:
+    """Paired macro-F1 difference (b - a) for classifiers scored on the same rows; macro-F1 is not a
+    mean over rows, so it is resampled here rather than from per-row scores."""
+    pa, pb = a.get("predictions"), b.get("predictions")
+    if not pa or not pb or pa["gold"] != pb["gold"]:
+        return {}
+    return {"macro_f1": macro_f1_difference(pa[a_side], pb["adapter"], pa["gold"])}
+
+
+def _paired(scores_a: dict, scores_b: dict) -> dict:
+    return {m: (scores_a[m], scores_b[m]) for m in scores_b if m in scores_a and len(scores_a[m]) == len(scores_b[m])}
+
+
+def _key_metric(rows: list[dict[str, Any]]) -> str | None:
+    for metric in ("rouge_l", "macro_f1", "accuracy", "validation_loss"):
+        if all(metric in r["metrics"] for r in rows):
+            return metric
+    return None
+
+
 def _verdicts(rows: list[dict[str, Any]], evaluations: dict[int, dict]) -> list[str]:
-    """Words comparing each adapter with the base model, and the leader with each runner-up."""
+    """Words comparing each adapter with the base model (or baseline), and the leader with each runner-up."""
     sentences = []
     scored = [r for r in rows if evaluations.get(r["adapter_id"])]
     for row in scored:
-        scores = evaluations[row["adapter_id"]]["scores"]
-        shared = {m: (scores["base"][m], scores["adapter"][m]) for m in scores["adapter"] if m in scores["base"]}
-        if shared:
-            sentences.append(compare_in_words("the base model", row["name"], shared))
+        evaluation = evaluations[row["adapter_id"]]
+        scores = evaluation["scores"]
+        shared = _paired(scores.get("base", {}), scores["adapter"])
+        differences = _label_differences(evaluation, evaluation, a_side="base")
+        if shared or differences:
+            sentences.append(compare_in_words(base_label(evaluation), row["name"], shared, differences))
     if len(scored) > 1:
-        key_metric = "rouge_l" if all("rouge_l" in r["metrics"] for r in scored) else None
+        key_metric = _key_metric(scored)
         if key_metric:
-            leader = max(scored, key=lambda r: r["metrics"][key_metric]["value"])
-            lead_scores = evaluations[leader["adapter_id"]]["scores"]["adapter"]
+            pick = min if key_metric in LOWER_IS_BETTER_METRICS else max
+            leader = pick(scored, key=lambda r: r["metrics"][key_metric]["value"])
+            lead = evaluations[leader["adapter_id"]]
             for other in scored:
                 if other is leader:
                     continue
-                other_scores = evaluations[other["adapter_id"]]["scores"]["adapter"]
-                if all(len(other_scores[m]) == len(lead_scores[m]) for m in lead_scores if m in other_scores):
-                    shared = {m: (other_scores[m], lead_scores[m]) for m in lead_scores if m in other_scores}
-                    words = compare_in_words(other["name"], leader["name"], shared)
+                evaluation = evaluations[other["adapter_id"]]
+                shared = _paired(evaluation["scores"]["adapter"], lead["scores"]["adapter"])
+                differences = _label_differences(evaluation, lead)
+                if shared or differences:
+                    words = compare_in_words(other["name"], leader["name"], shared, differences)
                     size_note = ""
                     if other["size_bytes"] and leader["size_bytes"] and other["size_bytes"] < leader["size_bytes"]:
                         size_note = f" {other['name']} is 1/{max(1, round(leader['size_bytes'] / other['size_bytes']))} of the size."
@@ -151,6 +187,8 @@ def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: 
     return {
         "adapters": rows,
         "base_metrics": base_metrics,
+        "base_label": base_label(first),
+        "task": next(iter(tasks), None),
         "best": _best(rows),
         "parameter_diff": _param_diff([jobs[a.id] for a in adapters]),
         "loss_curves": _loss_curves(db, jobs, adapters),
@@ -168,11 +206,14 @@ def comparison_csv(comparison: dict[str, Any]) -> str:
     writer = csv.writer(out)
     head = ["adapter_id", "name", "technique", "base_model", "trainable_parameters", "size_bytes", "train_seconds",
             "peak_memory_bytes", "tokens_per_second", "validation_loss", "perplexity"]
-    writer.writerow(head + [f"{m}{suffix}" for m in metrics for suffix in ("", "_low", "_high")])
+    confusion = any(r.get("confusion") for r in comparison["adapters"])
+    writer.writerow(head + [f"{m}{suffix}" for m in metrics for suffix in ("", "_low", "_high")] + (["confusion_matrix"] if confusion else []))
     for row in comparison["adapters"]:
         cells = [row[h] for h in head]
         for m in metrics:
             value = row["metrics"].get(m)
             cells += [value["value"], value["low"], value["high"]] if value else ["", "", ""]
+        if confusion:  # {"labels": [...], "matrix": [[true label i predicted as j]]} as JSON
+            cells.append(json.dumps(row["confusion"], ensure_ascii=False) if row.get("confusion") else "")
         writer.writerow(["'" + c if isinstance(c, str) and c[:1] in ("=", "+", "-", "@") else c for c in cells])
     return out.getvalue()

@@ -11,21 +11,24 @@ from worker.training.data import render_prompt
 
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 96, batch_size: int = 8,
-                     temperature: float = 0.0, seed: int = 0) -> list[str]:
-    """The model's answer to each prompt, rendered exactly as in training (chat template or plain)."""
+                     temperature: float = 0.0, seed: int = 0, continuation: bool = False) -> list[str]:
+    """The model's answer to each prompt, rendered exactly as in training (chat template or plain);
+    with `continuation` the prompt is raw text to continue, as a text (continued training) job sees it."""
     answers: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        answers.extend(_generate_batch(model, tokenizer, prompts[start:start + batch_size], max_new_tokens, temperature, seed))
+        answers.extend(_generate_batch(model, tokenizer, prompts[start:start + batch_size], max_new_tokens, temperature, seed, continuation))
     return answers
 
 
-def _generate_batch(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
-    texts = [render_prompt(tokenizer, p) for p in prompts]
+def _generate_batch(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int,
+                    continuation: bool = False) -> list[str]:
+    texts = list(prompts) if continuation else [render_prompt(tokenizer, p) for p in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right end of every row
     try:
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        # Raw text starts with the tokenizer's BOS as in training; a rendered prompt writes its own.
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=continuation)
     finally:
         tokenizer.padding_side = previous_side
     batch = {k: v.to(model.device) for k, v in batch.items()}

@@ -9,6 +9,9 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
+# Label scores live with the web's services, which compare adapters with them too.
+from app.services.label_metrics import accuracy, confusion_matrix, macro_f1  # noqa: F401
+
 _PUNCTUATION = set(string.punctuation) | {"“", "”", "‘", "’", "…", "–", "—"}
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -63,32 +66,6 @@ def rouge_l(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = lcs / len(pred), lcs / len(ref)
     return 2 * precision * recall / (precision + recall)
-
-
-def accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:
-    return sum(p == g for p, g in zip(predicted, gold)) / len(gold) if gold else 0.0
-
-
-def confusion_matrix(predicted: Sequence[str], gold: Sequence[str], labels: Sequence[str] | None = None) -> tuple[list[str], list[list[int]]]:
-    """(labels, matrix) with matrix[i][j] = rows of true label i predicted as label j."""
-    labels = list(labels) if labels is not None else sorted(set(gold) | set(predicted))
-    index = {label: i for i, label in enumerate(labels)}
-    matrix = [[0] * len(labels) for _ in labels]
-    for p, g in zip(predicted, gold):
-        matrix[index[g]][index[p]] += 1
-    return labels, matrix
-
-
-def macro_f1(predicted: Sequence[str], gold: Sequence[str]) -> float:
-    """Unweighted mean of per-label F1 over the labels that occur in gold or predictions."""
-    labels, matrix = confusion_matrix(predicted, gold)
-    scores = []
-    for i, _ in enumerate(labels):
-        tp = matrix[i][i]
-        fp = sum(matrix[r][i] for r in range(len(labels))) - tp
-        fn = sum(matrix[i]) - tp
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return sum(scores) / len(scores) if scores else 0.0
 
 
 GENERATION_METRICS = {"exact_match": exact_match, "token_f1": token_f1, "rouge_l": rouge_l}

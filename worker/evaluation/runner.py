@@ -1,7 +1,8 @@
 """Evaluate one adapter on its job's held-out rows, next to the base model (whose answers are
 cached per base model and split, so every adapter is compared with the same base answers).
 
-Results: a JSON artifact with every row (prompt, reference, base answer, adapter answer, scores)
+Results: a JSON artifact with every row (prompt, reference, base answer, adapter answer, scores;
+for classification the text, true label, baseline label and predicted label, plus the predictions)
 and a summary with 95% bootstrap intervals in `adapter.metrics["evaluation"]`.
 """
 
@@ -18,17 +19,21 @@ from app.db import session_scope
 from app.models import Adapter, Job
 from app.services.artifacts import get_artifact_store
 from app.services.evaluations import evaluation_key
-from app.services.stats import bootstrap_mean
+from app.services.stats import bootstrap_mean, bootstrap_ratio, exponentiated
 from worker.evaluation.metrics import score_generations
 
 log = logging.getLogger("tailor.evaluation")
 
 MAX_EVAL_ROWS = 40
+MAX_LOSS_ROWS = 400
 MAX_NEW_TOKENS = 96
+MAX_CONTINUATION_TOKENS = 48
 
 
-def base_answers_key(base_model: str, prompts: list[str], max_new_tokens: int) -> str:
-    digest = hashlib.sha256(json.dumps([base_model, max_new_tokens, prompts]).encode()).hexdigest()[:24]
+def base_answers_key(base_model: str, prompts: list[str], max_new_tokens: int, task: str = "instruction") -> str:
+    # Continuations are generated from raw text, answers from the rendered prompt: never share a cache.
+    identity = [base_model, max_new_tokens, prompts] + ([task] if task != "instruction" else [])
+    digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:24]
     return f"evaluations/base/{base_model}-{digest}.json"
 
 
@@ -53,7 +58,12 @@ def _write_json(store, key: str, payload: dict) -> None:
 
 
 def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
-    """Generate, score and store; returns the summary written into the adapter's metrics."""
+    """Score, store and record; returns the summary written into the adapter's metrics.
+
+    instruction and text jobs: generated answers (text: continuations of held-out texts) next to
+    the base model's; classification: accuracy, macro-F1 and a confusion matrix next to the
+    majority-class baseline; every task: held-out loss (and perplexity) with intervals.
+    """
     from worker.job_runner import build_spec
 
     store = get_artifact_store()
@@ -62,56 +72,106 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
         job = db.get(Job, adapter.job_id) if adapter and adapter.job_id else None
         if adapter is None or job is None:
             raise ValueError(f"adapter {adapter_id} has no training job to evaluate against")
-        if (job.task or "instruction") != "instruction":
-            return {}
+        task = job.task or "instruction"
         spec = build_spec(job, job.dataset, store.temp_path())
         base = get_base_model(get_settings(), job.base_model)
         adapter_dir = store.path(adapter.storage_key)
         base_model_key = job.base_model
-    pairs = _pairs(spec.validation_rows)[:max_rows]
-    prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
     started = time.perf_counter()
 
     import torch
     from peft import PeftModel
 
+    from worker.training.loading import load_base_model
+    from worker.training.spec import resolve_params
+
+    max_length = int(resolve_params(spec.params)["max_length"])
+    label_names = _label_names(adapter_dir) if task == "classification" else None
+    model, tokenizer = load_base_model(base.location, task=task, label_names=label_names)
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+    if task == "classification":
+        from worker.evaluation.classification import predict_labels, score_labels
+
+        texts, gold, predicted = predict_labels(model, tokenizer, spec.validation_rows, label_names, max_length)
+        result = score_labels(texts, gold, predicted, [str(r[1]) for r in spec.train_rows], label_names)
+    else:
+        result = _evaluate_generations(model, tokenizer, store, task, base_model_key, spec.validation_rows, max_rows)
+    _add_losses(result, model, tokenizer, task, spec.validation_rows, max_length, label_names)
+    del model
+    torch.set_grad_enabled(True)
+
+    summary = result["summary"]
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    _write_json(store, evaluation_key(adapter_id), result)
+    with session_scope() as db:
+        adapter = db.get(Adapter, adapter_id)
+        adapter.metrics = {**(adapter.metrics or {}), "evaluation": summary}
+        key, technique = adapter.storage_key, adapter.technique
+    _card_with_evaluation(store, key, technique, base_model_key, summary)
+    log.info("adapter %s: evaluated on %d rows in %.1fs", adapter_id, summary["rows"], summary["seconds"])
+    return summary
+
+
+def _label_names(adapter_dir) -> list[str]:
+    from worker.training.loop import LABELS_FILE
+
+    id2label = json.loads((adapter_dir / LABELS_FILE).read_text())["id2label"]
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def _evaluate_generations(model, tokenizer, store, task: str, base_model_key: str, validation_rows, max_rows: int) -> dict:
+    """Answers (or continuations) of the adapter and of the base model, scored against the reference."""
+    from worker.evaluation.continuations import continuation_pairs
     from worker.evaluation.generate import generate_answers
     from worker.evaluation.semantic import semantic_similarity
-    from worker.training.loading import load_base_model
 
-    model, tokenizer = load_base_model(base.location)
-    model = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
-    base_key = base_answers_key(base_model_key, prompts, MAX_NEW_TOKENS)
+    continuation = task == "text"
+    pairs = (continuation_pairs(validation_rows) if continuation else _pairs(validation_rows))[:max_rows]
+    prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
+    max_new_tokens = MAX_CONTINUATION_TOKENS if continuation else MAX_NEW_TOKENS
+    base_key = base_answers_key(base_model_key, prompts, max_new_tokens, task)
     if store.exists(base_key):
         base_answers = json.loads(store.path(base_key).read_text())["answers"]
     else:
         with model.disable_adapter():
-            base_answers = generate_answers(model, tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS)
+            base_answers = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, continuation=continuation)
         _write_json(store, base_key, {"base_model": base_model_key, "answers": base_answers})
-    adapter_answers = generate_answers(model, tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS)
-    del model
-    torch.set_grad_enabled(True)
-
+    adapter_answers = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, continuation=continuation)
     adapter_scores = score_generations(adapter_answers, references)
     base_scores = score_generations(base_answers, references)
     for answers, scores in ((adapter_answers, adapter_scores), (base_answers, base_scores)):
         similarity = semantic_similarity(answers, references)
         if similarity is not None:
             scores["semantic_similarity"] = similarity
-    summary = {"rows": len(pairs), "adapter": summarise(adapter_scores), "base": summarise(base_scores),
-               "seconds": round(time.perf_counter() - started, 1)}
-    _write_json(store, evaluation_key(adapter_id), {
-        "summary": summary,
+    return {
+        "summary": {"rows": len(pairs), "task": task, "adapter": summarise(adapter_scores), "base": summarise(base_scores)},
         "rows": [{"prompt": p, "reference": r, "base": b, "adapter": a} for p, r, b, a in zip(prompts, references, base_answers, adapter_answers)],
         "scores": {"adapter": adapter_scores, "base": base_scores},
-    })
-    with session_scope() as db:
-        adapter = db.get(Adapter, adapter_id)
-        adapter.metrics = {**(adapter.metrics or {}), "evaluation": summary}
-        key, technique = adapter.storage_key, adapter.technique
-    _card_with_evaluation(store, key, technique, base_model_key, summary)
-    log.info("adapter %s: evaluated on %d rows in %.1fs", adapter_id, len(pairs), summary["seconds"])
-    return summary
+    }
+
+
+def _add_losses(result: dict, model, tokenizer, task: str, validation_rows, max_length: int, label_names) -> None:
+    """Held-out loss per token (perplexity for language tasks) with intervals over the examples, for
+    the adapter and, where its head is real (not classification), the base model."""
+    from worker.evaluation.losses import example_losses
+    from worker.training.data import pad_token_id, tokenize_for_task
+
+    examples = tokenize_for_task(tokenizer, task, list(validation_rows)[:MAX_LOSS_ROWS], max_length, label_names).examples
+    if not examples:
+        return
+    sides = {"adapter": example_losses(model, examples, pad_token_id(tokenizer))}
+    if task != "classification":
+        with model.disable_adapter():
+            sides["base"] = example_losses(model, examples, pad_token_id(tokenizer))
+    result["summary"]["loss_examples"] = len(examples)
+    for side, losses in sides.items():
+        kept = [(total, n) for total, n in losses if n > 0]
+        loss = bootstrap_ratio([t for t, _ in kept], [n for _, n in kept])
+        metrics = result["summary"].setdefault(side, {})
+        metrics["validation_loss"] = loss.as_dict()
+        if task != "classification":  # a classifier's loss is over labels, not tokens: no perplexity
+            metrics["perplexity"] = exponentiated(loss).as_dict()
+        result["scores"].setdefault(side, {})["validation_loss"] = [t / n for t, n in kept]
 
 
 def run_evaluation(adapter_id: int) -> str:
