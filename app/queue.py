@@ -17,6 +17,7 @@ RECONCILE_TASK = "tailor.reconcile"
 EVALUATE_TASK = "tailor.evaluate"
 GENERATE_TASK = "tailor.generate"
 EXPORT_TASK = "tailor.export_merged"
+EXPORT_GGUF_TASK = "tailor.export_gguf"
 INFERENCE_QUEUE = "inference"
 
 
@@ -45,6 +46,10 @@ def send_evaluate(adapter_id: int, queue: str = "gpu") -> None:
 
 def send_export(adapter_id: int) -> None:
     get_producer().send_task(EXPORT_TASK, args=[adapter_id], queue="gpu")
+
+
+def send_export_gguf(adapter_id: int) -> None:
+    get_producer().send_task(EXPORT_GGUF_TASK, args=[adapter_id], queue="gpu")
 
 
 def send_generate(request_id: str) -> None:

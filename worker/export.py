@@ -1,8 +1,9 @@
-"""Exports of a trained adapter: a merged full model (LoRA family), written as safetensors and
-zipped, in the background on a worker."""
+"""Exports of a trained adapter, in the background on a worker: a merged full model (LoRA family),
+written as safetensors and zipped, and a GGUF adapter for llama.cpp."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import zipfile
@@ -13,7 +14,7 @@ from app.config import get_settings
 from app.db import session_scope
 from app.models import Adapter
 from app.services.artifacts import get_artifact_store
-from app.services.exports import MERGEABLE_TECHNIQUES, merged_key
+from app.services.exports import MERGEABLE_TECHNIQUES, gguf_key, gguf_unavailable_reason, merged_key
 
 log = logging.getLogger("tailor.export")
 
@@ -62,7 +63,37 @@ def run_merged_export(adapter_id: int) -> str:
     return "done"
 
 
-def _set_state(adapter_id: int, state: str, error: str | None = None) -> None:
+def run_gguf_export(adapter_id: int) -> str:
+    """Write the adapter as a llama.cpp LoRA GGUF (only the base model's config.json is read)."""
+    from worker.gguf_export import write_lora_gguf
+
+    settings = get_settings()
+    store = get_artifact_store()
     with session_scope() as db:
         adapter = db.get(Adapter, adapter_id)
-        adapter.metrics = {**(adapter.metrics or {}), "merged_export_state": state, "merged_export_error": error}
+        reason = gguf_unavailable_reason(settings, adapter)
+        base = get_base_model(settings, adapter.base_model)
+        adapter_dir = store.path(adapter.storage_key)
+        name = adapter.name
+    _set_state(adapter_id, "running", kind="gguf")
+    out = store.temp_path(".gguf")
+    try:
+        if reason:
+            raise ValueError(reason)
+        base_config = json.loads((Path(base.location) / "config.json").read_text())
+        info = write_lora_gguf(adapter_dir, base_config, out, name=name)
+        store.put_file(gguf_key(adapter_id), out)
+    except Exception as exc:  # noqa: BLE001 - the adapter stays usable; the page says why
+        log.exception("adapter %s: GGUF export failed", adapter_id)
+        _set_state(adapter_id, "failed", f"{type(exc).__name__}: {exc}"[:500], kind="gguf")
+        return "failed"
+    finally:
+        out.unlink(missing_ok=True)
+    _set_state(adapter_id, "done", kind="gguf", extra={"gguf_export_bytes": info.size_bytes})
+    return "done"
+
+
+def _set_state(adapter_id: int, state: str, error: str | None = None, kind: str = "merged", extra: dict | None = None) -> None:
+    with session_scope() as db:
+        adapter = db.get(Adapter, adapter_id)
+        adapter.metrics = {**(adapter.metrics or {}), f"{kind}_export_state": state, f"{kind}_export_error": error, **(extra or {})}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.queue import EVALUATE_TASK, EXPORT_TASK, GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK
+from app.queue import EVALUATE_TASK, EXPORT_GGUF_TASK, EXPORT_TASK, GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK
 from worker.celery_app import celery_app
 
 
@@ -41,3 +41,10 @@ def export_merged(adapter_id: int) -> str:
     from worker.export import run_merged_export
 
     return run_merged_export(adapter_id)
+
+
+@celery_app.task(name=EXPORT_GGUF_TASK)
+def export_gguf(adapter_id: int) -> str:
+    from worker.export import run_gguf_export
+
+    return run_gguf_export(adapter_id)

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.api.common import api_router
 from app.models import Adapter, User
 from app.schemas import AdapterPublic
@@ -84,3 +85,23 @@ def download_merged(adapter: Adapter = Depends(owned_adapter), user: User = Depe
     from app.web.adapters import merged_zip_response
 
     return merged_zip_response(db, adapter, user, store)
+
+
+@router.post("/adapters/{adapter_id}/export-gguf", status_code=202)
+def export_gguf(adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)) -> dict:
+    """Write the adapter as a llama.cpp LoRA (GGUF) in the background; download it from /adapters/{id}/gguf.
+    Plain LoRA adapters (LoRA, QLoRA, rsLoRA, PiSSA) on Llama-architecture bases only; 422 says why otherwise."""
+    try:
+        exports.request_gguf_export(db, get_settings(), adapter)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {"adapter_id": adapter.id, "gguf_export_state": adapter.metrics.get("gguf_export_state")}
+
+
+@router.get("/adapters/{adapter_id}/gguf", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
+def download_gguf(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
+                  store: LocalArtifactStore = Depends(store_dep)):
+    """The llama.cpp adapter: `llama-cli -m base.gguf --lora this.gguf`. Recorded (who, when)."""
+    from app.web.adapters import gguf_file_response
+
+    return gguf_file_response(db, adapter, user, store)

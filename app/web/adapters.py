@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.models import Adapter, User
 from app.services import adapters, exports
 from app.services.artifacts import LocalArtifactStore
@@ -18,9 +19,22 @@ router = APIRouter(dependencies=[Depends(verify_csrf)])
 
 @router.get("/adapters")
 def adapters_page(request: Request, archived: bool = False, user: User = Depends(current_user), db: Session = Depends(get_db)):
-    return render(request, "adapters.html", {"adapters": adapters.adapters_for(db, user.workspace_id, include_archived=archived),
+    listed = adapters.adapters_for(db, user.workspace_id, include_archived=archived)
+    reasons = gguf_reasons(listed)
+    notes: dict[str, list[str]] = {}  # one line per reason, naming its adapters
+    for a in listed:
+        if a.id in reasons:
+            notes.setdefault(reasons[a.id], []).append(a.name)
+    return render(request, "adapters.html", {"adapters": listed,
                                              "downloads": adapters.download_counts(db, user.workspace_id), "show_archived": archived,
-                                             "statuses": adapters.STATUSES, "mergeable": exports.MERGEABLE_TECHNIQUES})
+                                             "statuses": adapters.STATUSES, "mergeable": exports.MERGEABLE_TECHNIQUES,
+                                             "gguf_reasons": reasons, "gguf_notes": notes})
+
+
+def gguf_reasons(listed: list[Adapter]) -> dict[int, str]:
+    """Why no llama.cpp (GGUF) export is offered, for each adapter that gets none."""
+    reasons = {a.id: exports.gguf_unavailable_reason(get_settings(), a) for a in listed}
+    return {k: v for k, v in reasons.items() if v}
 
 
 @router.get("/adapters/{adapter_id}/download")
@@ -61,3 +75,26 @@ def merged_zip_response(db: Session, adapter: Adapter, user: User, store) -> Fil
         raise HTTPException(404, "The merged model has not been exported yet. Ask for it from the adapter list.")
     adapters.record_download(db, adapter, user.id)
     return FileResponse(store.path(key), media_type="application/zip", filename=f"tailor-merged-{adapter.id}.zip")
+
+
+@router.post("/adapters/{adapter_id}/export-gguf")
+def export_gguf(request: Request, adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)):
+    try:
+        exports.request_gguf_export(db, get_settings(), adapter)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return redirect(request, "/adapters")
+
+
+@router.get("/adapters/{adapter_id}/gguf")
+def download_gguf(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
+                  store: LocalArtifactStore = Depends(store_dep)):
+    return gguf_file_response(db, adapter, user, store)
+
+
+def gguf_file_response(db: Session, adapter: Adapter, user: User, store) -> FileResponse:
+    key = exports.gguf_key(adapter.id)
+    if not store.exists(key):
+        raise HTTPException(404, "The GGUF adapter has not been exported yet. Ask for it from the adapter list.")
+    adapters.record_download(db, adapter, user.id)
+    return FileResponse(store.path(key), media_type="application/octet-stream", filename=f"tailor-adapter-{adapter.id}.gguf")
