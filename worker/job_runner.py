@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from app.base_models import get_base_model
+from app.base_models import base_model_provenance, get_base_model
 from app.config import get_settings
 from app.db import run_in_session, session_scope
 from app.models import Adapter, Dataset, Job, JobStatus
@@ -150,6 +150,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             job = db.get(Job, job_id)
             spec = build_spec(job, job.dataset, workdir / "adapter", checkpoint_dir)
             card = _card_info(job)
+            base_location = get_base_model(get_settings(), job.base_model)
             in_bakeoff = job.group_id is not None  # a bake-off's recommendation needs every adapter scored
             estimate = (job.result or {}).get("estimate")
             recipe = {"task": spec.task, "column_mapping": dict(job.column_mapping or {}), "base_model": job.base_model,
@@ -157,6 +158,10 @@ def run_training_job(job_id: int, worker_name: str) -> str:
                       "dataset_sha256": job.dataset.sha256 if job.dataset else None,
                       "validation_dataset_sha256": spec.validation_source.get("dataset_sha256")}
             card["validation_summary"] = jobs.describe_validation(spec.validation_source)
+        # The base model's revision: a content fingerprint for local folders (hashed once, then cached).
+        provenance = {f"base_model_{k}": v for k, v in base_model_provenance(base_location).items()}
+        card.update(provenance)
+        recipe.update(provenance)
         log.info("job %s: training %s on %s (%d train / %d validation rows)", job_id, spec.technique,
                  job.base_model, len(spec.train_rows), len(spec.validation_rows))
         from worker.training.loop import train  # torch is imported here, in the worker only
@@ -173,7 +178,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
         write_adapter_package(package_dir, package_dir / adapter_service.ZIP_NAME, card)
         store.put_file(key, package_dir)
         size = sum(f.stat().st_size for f in store.path(key).glob("*.safetensors"))
-        metrics = {"validation_loss": result.validation_loss, "train_loss": result.train_loss}
+        metrics = {"validation_loss": result.validation_loss, "train_loss": result.train_loss, **provenance}
         if result.validation_accuracy is not None:
             metrics["validation_accuracy"] = result.validation_accuracy
 

@@ -50,8 +50,8 @@ def _yaml_string(value: str) -> str:
 def render_model_card(info: dict) -> str:
     """Markdown model card with YAML front matter; every key of `info` is optional.
 
-    Keys: base_model, technique, parameters, dataset_name, dataset_rows, dataset_sha256,
-    train_loss, validation_loss, steps, train_seconds, trainable_parameters, total_parameters.
+    Keys: base_model, base_model_revision, base_model_source, technique, parameters, dataset_name,
+    dataset_rows, dataset_sha256, train_loss, validation_loss, steps, train_seconds, trainable_parameters, total_parameters.
     """
     base_model = str(info.get("base_model") or "BASE_MODEL")
     technique = str(info.get("technique") or "lora")
@@ -80,6 +80,8 @@ def render_model_card(info: dict) -> str:
         "## Base model",
         "",
         f"- `{base_model}`",
+        f"- Revision: `{info['base_model_revision']}`" if info.get("base_model_revision") else f"- Revision: {_UNKNOWN}",
+        *([f"- Source: {info['base_model_source']}"] if info.get("base_model_source") else []),
         "",
         "## Technique",
         "",
