@@ -177,11 +177,25 @@ def preview_examples(settings: Settings, store: LocalArtifactStore, dataset: Dat
         raise PreviewError("No row has every mapped column filled; check the column mapping.")
     label_names = None
     if task == "classification":  # class ids are the sorted labels of every row trained and validated on
-        labels = {str(r[1]) for r in iter_task_rows(store, dataset, task, mapping)}
+        labels = task_labels(store, dataset, mapping)
         if validation_dataset is not None:
-            labels |= {str(r[1]) for r in iter_task_rows(store, validation_dataset, task, mapping)}
+            labels = labels | task_labels(store, validation_dataset, mapping)
         label_names = sorted(labels)
     return preview_rows(tokenizer, task, rows, max_length, label_names)
+
+
+_LABELS_CACHE: dict[tuple, frozenset[str]] = {}
+
+
+def task_labels(store: LocalArtifactStore, dataset: Dataset, mapping: dict[str, Any]) -> frozenset[str]:
+    """The labels of a dataset's usable classification rows; remembered per file and columns
+    (stored files never change), so a form redrawn on every change does not re-read a big file."""
+    key = (dataset.id, dataset.sha256, dataset_service.training_key(dataset), mapping.get("text"), mapping.get("label"))
+    if key not in _LABELS_CACHE:
+        if len(_LABELS_CACHE) >= 64:
+            _LABELS_CACHE.pop(next(iter(_LABELS_CACHE)))
+        _LABELS_CACHE[key] = frozenset(str(r[1]) for r in iter_task_rows(store, dataset, "classification", mapping))
+    return _LABELS_CACHE[key]
 
 
 def preferred_worker(db: Session | None) -> WorkerClass | None:

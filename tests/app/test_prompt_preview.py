@@ -212,3 +212,33 @@ def test_api_preview_equals_the_engine_on_the_tiny_model(client, make_user, tiny
     assert client.post("/api/v1/jobs/preview", headers=bearer(other_token), json=body).status_code == 404
     refused = client.post("/api/v1/jobs/preview", headers=bearer(token), json={**body, "base_model": "no-such-model"})
     assert refused.status_code == 422 and "installed base model" in refused.json()["detail"]["message"]
+
+
+def test_a_classifier_preview_reads_the_whole_file_once(client, make_user, tiny_model_dir, settings, monkeypatch):
+    from app.db import session_scope
+    from app.models import Dataset
+    from app.services import datasets, jobs
+    from app.services.artifacts import get_artifact_store
+
+    _, _, _, token = make_user("previewlabels")
+    dataset_id = _upload_rows(client, token, PAGE_ROWS)["id"]
+    full_reads = []
+    original = datasets.iter_training_rows
+
+    def counting(store, dataset):
+        rows = original(store, dataset)
+        full = []
+        for row in rows:
+            full.append(row)
+            yield row
+        full_reads.append(len(full) == len(PAGE_ROWS))
+
+    monkeypatch.setattr(datasets, "iter_training_rows", counting)
+    mapping = {"text": "question", "label": "category"}
+    with session_scope() as db:
+        dataset = db.get(Dataset, dataset_id)
+        for _ in range(3):  # as the form redraws on each change
+            examples = jobs.preview_examples(settings, get_artifact_store(), dataset, task="classification", mapping=mapping,
+                                             base_model="tiny-llama", max_length=64)
+            assert [e.class_id for e in examples] == [0, 1, 0]
+    assert full_reads.count(True) == 1
