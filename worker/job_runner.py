@@ -11,6 +11,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from app.base_models import base_model_provenance, get_base_model
@@ -38,8 +39,9 @@ class JobProgressTracker:
     cancel flag. A background thread keeps the heartbeat fresh even during long steps or while
     the base model loads."""
 
-    def __init__(self, job_id: int):
+    def __init__(self, job_id: int, on_checkpoint: Callable[[], None] | None = None):
         self.job_id = job_id
+        self._on_checkpoint = on_checkpoint
         self.cancel_requested = False
         self._losses: list[float] = []
         self._last_write = 0.0
@@ -82,6 +84,11 @@ class JobProgressTracker:
 
     def should_stop(self) -> bool:
         return self.cancel_requested
+
+    def on_checkpoint(self) -> None:
+        """A checkpoint was just written: make it durable where the next attempt will look."""
+        if self._on_checkpoint is not None:
+            self._on_checkpoint()
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -144,7 +151,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
     store = get_artifact_store()
     workdir = store.temp_path(f"-job-{job_id}")
     # Checkpoints outlive a dead worker: the next attempt of this job resumes from them.
-    checkpoint_dir = job_checkpoint_dir(store, job_id)
+    checkpoint_dir = store.refresh(checkpoint_key(job_id))
     try:
         with session_scope() as db:
             job = db.get(Job, job_id)
@@ -166,7 +173,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
                  job.base_model, len(spec.train_rows), len(spec.validation_rows))
         from worker.training.loop import train  # torch is imported here, in the worker only
 
-        with JobProgressTracker(job_id) as tracker:
+        with JobProgressTracker(job_id, on_checkpoint=lambda: store.mirror(checkpoint_key(job_id))) as tracker:
             result = train(spec, tracker)
         if result.status == "cancelled":
             run_in_session(lambda db: jobs.finish_job(db, job_id, JobStatus.cancelled, result=_result_dict(result, recipe, estimate, spec.validation_source)))
@@ -201,7 +208,10 @@ def run_training_job(job_id: int, worker_name: str) -> str:
         shutil.rmtree(workdir, ignore_errors=True)
         # Reached only when this process finishes the job (any outcome); a killed worker
         # leaves the checkpoints for the next attempt.
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        try:
+            store.delete(checkpoint_key(job_id))
+        except Exception:  # noqa: BLE001 - an unreachable bucket leaves a stale checkpoint, not a failed job
+            log.warning("job %s: could not delete its checkpoint", job_id, exc_info=True)
 
 
 def _queue_evaluation(adapter_id: int) -> None:
@@ -214,9 +224,10 @@ def _queue_evaluation(adapter_id: int) -> None:
         log.warning("adapter %s: could not queue its evaluation", adapter_id, exc_info=True)
 
 
-def job_checkpoint_dir(store, job_id: int) -> Path:
-    """Where a job's checkpoints live across attempts (the job's work dir in the store)."""
-    return store.path(f"work/job-{job_id}/checkpoint")
+def checkpoint_key(job_id: int) -> str:
+    """Where a job's checkpoints live across attempts: in the store, so that with a bucket the
+    next attempt may run on another machine."""
+    return f"work/job-{job_id}/checkpoint"
 
 
 def _card_info(job: Job) -> dict:

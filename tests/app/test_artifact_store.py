@@ -9,32 +9,7 @@ import boto3
 import pytest
 
 from app.services.artifacts import ArtifactKeyError, LocalArtifactStore, S3ArtifactStore
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    from tests.conftest import _free_port
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def bucket(s3_endpoint, monkeypatch):
-    import uuid
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    client = boto3.client("s3", endpoint_url=s3_endpoint)
-    name = f"tailor-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(Bucket=name)
-    return client, name
+from tests.s3_server import bucket, s3_endpoint  # noqa: F401 - fixtures
 
 
 def _store(bucket, cache_dir) -> S3ArtifactStore:
@@ -102,3 +77,36 @@ def test_a_job_trains_from_the_bucket_and_its_adapter_downloads_elsewhere(bucket
         adapter = db.query(Adapter).filter_by(job_id=job_id).one()
         with zipfile.ZipFile(adapter_zip_path(other_web, adapter)) as archive:
             assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(archive.namelist())
+
+
+def test_a_checkpoint_rewritten_in_place_reaches_the_next_machine_in_its_latest_version(bucket, tmp_path):
+    first, second = _store(bucket, tmp_path / "first"), _store(bucket, tmp_path / "second")
+    key = "work/job-7/checkpoint"
+    assert not second.refresh(key).exists()  # nothing yet: the run starts from scratch
+
+    folder = first.path(key)
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"step 1")
+    (folder / "extra.bin").write_bytes(b"old")
+    first.mirror(key)
+    assert (second.refresh(key) / "checkpoint.pt").read_bytes() == b"step 1"
+
+    (folder / "checkpoint.pt").write_bytes(b"step 2")
+    (folder / "extra.bin").unlink()
+    (folder / ".checkpoint.pt.partial").write_bytes(b"half-written")  # never published
+    first.mirror(key)
+    # The second machine's cache holds step 1; refresh must not trust it.
+    assert sorted(p.name for p in second.refresh(key).iterdir()) == ["checkpoint.pt"]
+    assert (second.path(key) / "checkpoint.pt").read_bytes() == b"step 2"
+
+    first.delete(key)
+    assert not second.refresh(key).exists()
+
+
+def test_a_local_store_keeps_checkpoints_where_they_are_written(tmp_path):
+    store = LocalArtifactStore(tmp_path)
+    folder = store.path("work/job-1/checkpoint")
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"x")
+    store.mirror("work/job-1/checkpoint")
+    assert store.refresh("work/job-1/checkpoint") == folder and (folder / "checkpoint.pt").read_bytes() == b"x"
