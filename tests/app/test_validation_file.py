@@ -122,3 +122,24 @@ def test_the_estimate_trains_on_every_row_when_a_file_validates(tiny_model_dir):
     with_file = jobs.estimate_for(dataset, config, "lora", params, "instruction", {"prompt": "question", "response": "answer"},
                                   validation_rows=50)
     assert with_file["steps"] == 25 and split["steps"] == 23  # 200 rows train instead of 180
+
+
+def test_a_bakeoff_from_the_form_validates_every_technique_on_the_file(client, make_user, tiny_model_dir):
+    from sqlalchemy import select
+
+    from app.services import jobs
+
+    _, email, password, token = make_user("valbake")
+    csrf = sign_in(client, email, password)
+    train = upload(client, token, SAMPLE_CSV.read_bytes()).json()
+    held_out = upload(client, token, _csv(["question", "answer", "category"], HELD_OUT), "holdout-bake.csv").json()
+    form = {"csrf_token": csrf, "dataset_id": str(train["id"]), "task": "instruction", "prompt_column": "question",
+            "response_column": "answer", "base_model": "tiny-llama", "technique": "lora", "param_max_steps": "1",
+            "validation_dataset_id": str(held_out["id"]), "bakeoff_techniques": ["ia3"]}
+    response = client.post("/jobs", data=form, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"].startswith("/groups/")
+    with session_scope() as db:
+        group = list(db.scalars(select(Job).where(Job.group_id == response.headers["location"].rsplit("/", 1)[1])))
+        assert len(group) == 2 and all(j.validation_dataset_id == held_out["id"] and j.result["validation"]["rows"] == 3 for j in group)
+        for job in group:
+            jobs.request_cancel(db, job)
