@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+from contextlib import contextmanager
 
 from app.base_models import get_base_model
 from app.config import get_settings
@@ -80,23 +81,21 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
     started = time.perf_counter()
 
     import torch
-    from peft import PeftModel
 
-    from worker.training.loading import load_base_model
     from worker.training.spec import resolve_params
 
     max_length = int(resolve_params(spec.params)["max_length"])
     label_names = _label_names(adapter_dir) if task == "classification" else None
-    model, tokenizer = load_base_model(base.location, task=task, label_names=label_names)
-    model = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+    model, tokenizer, full_base_dir = _load_for_evaluation(adapter_dir, base.location, task, label_names)
+    base_view = lambda: without_adapter(model, full_base_dir)  # noqa: E731
     if task == "classification":
         from worker.evaluation.classification import predict_labels, score_labels
 
         texts, gold, predicted = predict_labels(model, tokenizer, spec.validation_rows, label_names, max_length)
         result = score_labels(texts, gold, predicted, [str(r[1]) for r in spec.train_rows], label_names)
     else:
-        result = _evaluate_generations(model, tokenizer, store, task, base_model_key, spec.validation_rows, max_rows)
-    _add_losses(result, model, tokenizer, task, spec.validation_rows, max_length, label_names)
+        result = _evaluate_generations(model, base_view, tokenizer, store, task, base_model_key, spec.validation_rows, max_rows)
+    _add_losses(result, model, base_view, tokenizer, task, spec.validation_rows, max_length, label_names)
     del model
     torch.set_grad_enabled(True)
 
@@ -112,6 +111,36 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
     return summary
 
 
+def _load_for_evaluation(adapter_dir, base_dir: str, task: str, label_names):
+    """(model, tokenizer, base folder to load beside it or None): the base with the adapter plugged
+    in, or for a full fine-tune (a whole model in adapter_dir) that model alone."""
+    from peft import PeftModel
+
+    from worker.training.loading import load_base_model
+
+    if (adapter_dir / "adapter_config.json").is_file():
+        model, tokenizer = load_base_model(base_dir, task=task, label_names=label_names)
+        return PeftModel.from_pretrained(model, str(adapter_dir)).eval(), tokenizer, None
+    model, tokenizer = load_base_model(str(adapter_dir), task=task, label_names=label_names)
+    return model.eval(), tokenizer, base_dir
+
+
+@contextmanager
+def without_adapter(model, full_base_dir: str | None = None):
+    """The base model: the adapter switched off, or for a full fine-tune the base loaded beside it."""
+    if full_base_dir is None:
+        with model.disable_adapter():
+            yield model
+        return
+    from worker.training.loading import load_base_model
+
+    base, _ = load_base_model(full_base_dir)
+    try:
+        yield base.eval()
+    finally:
+        del base
+
+
 def _label_names(adapter_dir) -> list[str]:
     from worker.training.loop import LABELS_FILE
 
@@ -119,7 +148,7 @@ def _label_names(adapter_dir) -> list[str]:
     return [id2label[str(i)] for i in range(len(id2label))]
 
 
-def _evaluate_generations(model, tokenizer, store, task: str, base_model_key: str, validation_rows, max_rows: int) -> dict:
+def _evaluate_generations(model, base_view, tokenizer, store, task: str, base_model_key: str, validation_rows, max_rows: int) -> dict:
     """Answers (or continuations) of the adapter and of the base model, scored against the reference."""
     from worker.evaluation.continuations import continuation_pairs
     from worker.evaluation.generate import generate_answers
@@ -133,8 +162,8 @@ def _evaluate_generations(model, tokenizer, store, task: str, base_model_key: st
     if store.exists(base_key):
         base_answers = json.loads(store.path(base_key).read_text())["answers"]
     else:
-        with model.disable_adapter():
-            base_answers = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, continuation=continuation)
+        with base_view() as base_model:
+            base_answers = generate_answers(base_model, tokenizer, prompts, max_new_tokens=max_new_tokens, continuation=continuation)
         _write_json(store, base_key, {"base_model": base_model_key, "answers": base_answers})
     adapter_answers = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, continuation=continuation)
     adapter_scores = score_generations(adapter_answers, references)
@@ -150,7 +179,7 @@ def _evaluate_generations(model, tokenizer, store, task: str, base_model_key: st
     }
 
 
-def _add_losses(result: dict, model, tokenizer, task: str, validation_rows, max_length: int, label_names) -> None:
+def _add_losses(result: dict, model, base_view, tokenizer, task: str, validation_rows, max_length: int, label_names) -> None:
     """Held-out loss per token (perplexity for language tasks) with intervals over the examples, for
     the adapter and, where its head is real (not classification), the base model."""
     from worker.evaluation.losses import example_losses
@@ -161,8 +190,8 @@ def _add_losses(result: dict, model, tokenizer, task: str, validation_rows, max_
         return
     sides = {"adapter": example_losses(model, examples, pad_token_id(tokenizer))}
     if task != "classification":
-        with model.disable_adapter():
-            sides["base"] = example_losses(model, examples, pad_token_id(tokenizer))
+        with base_view() as base_model:
+            sides["base"] = example_losses(base_model, examples, pad_token_id(tokenizer))
     result["summary"]["loss_examples"] = len(examples)
     for side, losses in sides.items():
         kept = [(total, n) for total, n in losses if n > 0]

@@ -51,7 +51,8 @@ def render_model_card(info: dict) -> str:
     """Markdown model card with YAML front matter; every key of `info` is optional.
 
     Keys: base_model, base_model_revision, base_model_source, technique, parameters, dataset_name,
-    dataset_rows, dataset_sha256, train_loss, validation_loss, steps, train_seconds, trainable_parameters, total_parameters.
+    dataset_rows, dataset_sha256, train_loss, validation_loss, steps, train_seconds,
+    trainable_parameters, total_parameters.
     """
     base_model = str(info.get("base_model") or "BASE_MODEL")
     technique = str(info.get("technique") or "lora")

@@ -51,11 +51,11 @@ def _dataset(user_id: int, name: str, header: str, rows: list[tuple]) -> int:
         return dataset.id
 
 
-def _train(settings, dataset_id: int, task: str, mapping: dict, name: str, **params) -> int:
+def _train(settings, dataset_id: int, task: str, mapping: dict, name: str, technique: str = "lora", **params) -> int:
     with session_scope() as db:
         dataset = db.get(Dataset, dataset_id)
         job = jobs.submit_job(db, settings, get_artifact_store(), workspace_id=dataset.workspace_id, user_id=None, dataset=dataset,
-                              task=task, column_mapping=mapping, base_model="tiny-llama", technique="lora", name=name,
+                              task=task, column_mapping=mapping, base_model="tiny-llama", technique=technique, name=name,
                               params={"max_steps": 30, "learning_rate": 1e-2, "batch_size": 8, "epochs": 20,
                                       "validation_fraction": 0.25, "max_length": 64, **params})
         job_id = job.id
@@ -153,3 +153,16 @@ def test_classification_and_text_jobs_queue_their_evaluation(tickets, settings, 
     adapter_id = _train(settings, dataset_id, "classification", {"text": "ticket", "label": "team"}, "manual", max_steps=2)
     with session_scope() as db:
         assert "evaluation_state" not in (db.get(Adapter, adapter_id).metrics or {})
+
+
+
+def test_full_fine_tune_is_evaluated_against_the_base_loaded_beside_it(make_user, settings, tiny_model_dir):
+    user_id, *_ = make_user("full-ft")
+    dataset_id = _dataset(user_id, "brand-full.csv", "copy", [(t,) for t in BRAND_COPY])
+    adapter_id = _train(settings, dataset_id, "text", {"text_columns": ["copy"]}, "brand full", technique="full",
+                        max_steps=15, learning_rate=1e-3)
+
+    summary = evaluate_adapter(adapter_id, max_rows=2)
+
+    assert summary["rows"] == 2 and {"rouge_l", "validation_loss", "perplexity"} <= set(summary["base"])
+    assert summary["adapter"]["validation_loss"]["high"] < summary["base"]["validation_loss"]["low"]
