@@ -1,0 +1,68 @@
+"""The profile's faster paths give exactly what the plain, cell-by-cell definitions give: duplicate
+rows counted with the hash buckets spilled to disk or held in memory, near-duplicate keys made a
+batch at a time, and the personal-data scan that skips numbering columns."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings as hypothesis_settings, strategies as st
+
+from app.services import pii, profiling
+from app.services.profiling import ProfileBuilder, near_duplicate_key, near_duplicate_keys
+
+
+def _profile(rows: list[list[str]], tmp_path) -> dict:
+    builder = ProfileBuilder(["a", "b"], tmp_path)
+    try:
+        for number, row in enumerate(rows, start=1):
+            builder.add(number, row)
+        return builder.finish()
+    finally:
+        builder.close()
+
+
+def _plain_duplicates(rows: list[list[str]]) -> tuple[int, list[dict], int, list[dict]]:
+    """The definition: a row repeating an earlier one (exactly / by near key), first ones shown."""
+    exact_first: dict[tuple, int] = {}
+    near_first: dict[bytes, int] = {}
+    exact_rows, near_rows = [], []
+    for row_number, row in enumerate(rows, start=1):
+        exact_seen = exact_first.setdefault(tuple(row), row_number)
+        near_seen = near_first.setdefault(near_duplicate_key("\x1f".join(row)), row_number)
+        if exact_seen != row_number:
+            exact_rows.append({"row": row_number, "same_as": exact_seen})
+        elif near_seen != row_number:
+            near_rows.append({"row": row_number, "same_as": near_seen})
+    return len(exact_rows), exact_rows[:3], len(near_rows), near_rows[:3]
+
+
+def test_duplicates_spilled_to_bucket_files_match_the_definition(tmp_path, monkeypatch):
+    rng = random.Random(7)
+    texts = ["Where is my order?", "where is my ORDER", "Refund, please", "refund please!", "Hello", "Size 42"]
+    rows = [[rng.choice(texts), rng.choice(texts)] for _ in range(5000)]
+    expected = _plain_duplicates(rows)
+    monkeypatch.setattr(profiling, "SPILL_ROWS", 700)  # many spills, every bucket file in use
+    spilled = _profile(rows, tmp_path)["duplicates"]
+    monkeypatch.setattr(profiling, "SPILL_ROWS", 10**9)
+    held = _profile(rows, tmp_path)["duplicates"]
+    assert spilled == held
+    assert (spilled["exact"], spilled["exact_examples"], spilled["near"], spilled["near_examples"]) == expected
+    assert not list(tmp_path.iterdir())  # the bucket files go with the builder
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.text(alphabet=st.sampled_from("aA b,.\x1f\x00é€-"), max_size=6), min_size=2, max_size=2), max_size=30))
+def test_near_duplicate_keys_of_a_batch_are_the_keys_of_each_row(rows):
+    assert near_duplicate_keys(rows) == [near_duplicate_key("\x1f".join(row)) for row in rows]
+
+
+def test_numbering_columns_are_scanned_only_where_personal_data_can_be():
+    rng = random.Random(3)
+    cells = [str(rng.randrange(10 ** rng.randint(1, 20))).zfill(rng.choice([1, 1, 1, 8, 14])) for _ in range(20000)]
+    cells += ["4111111111111111", "07700900123", "123456789012", "0123456"]
+    candidates = set(profiling._personal_data_candidates(tuple(cells)))
+    found = {i for i, cell in enumerate(cells) if pii.find_personal_data(cell)}
+    assert found <= candidates and {len(cells) - 4, len(cells) - 3} <= found
+    ids = tuple(str(n) for n in range(1, 200_001)) + ("07700900123",)
+    assert list(profiling._personal_data_candidates(ids)) == [200_000]  # an id column: one cell to look at, not 200,000
