@@ -13,6 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +44,17 @@ def llama_permute(weights: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarra
 
 def gguf_tensor_name(hf_module: str, arch: str, n_blocks: int) -> str:
     """E.g. model.layers.3.self_attn.q_proj -> blk.3.attn_q.weight."""
-    import gguf
-
-    name_map = gguf.get_tensor_name_map(_gguf_arch(arch), n_blocks)
-    name = name_map.get_name(hf_module + ".weight", try_suffixes=(".weight",))
+    name = _name_map(arch, n_blocks).get_name(hf_module + ".weight", try_suffixes=(".weight",))
     if name is None:
         raise GgufExportError(f"llama.cpp has no tensor for the adapted layer {hf_module!r}.")
     return name
+
+
+@lru_cache(maxsize=8)
+def _name_map(arch: str, n_blocks: int):
+    import gguf
+
+    return gguf.get_tensor_name_map(_gguf_arch(arch), n_blocks)  # costly to build: once per model shape
 
 
 def _gguf_arch(arch: str):
