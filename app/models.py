@@ -125,6 +125,23 @@ class Job(Base):
         return JobStatus(self.status).finished
 
 
+class JobAttempt(Base):
+    """One run of a job on a worker: who, when, from which step to which, and how it ended
+    (succeeded, failed, cancelled, or lost when the worker stopped responding)."""
+
+    __tablename__ = "job_attempts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    worker_name: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_step: Mapped[int] = mapped_column(Integer, default=0)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class MetricPoint(Base):
     __tablename__ = "metric_points"
     id: Mapped[int] = mapped_column(primary_key=True)

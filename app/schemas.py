@@ -168,8 +168,21 @@ class JobPublic(BaseModel):
                                               "'file' (dataset_id, dataset_name); rows, train_rows, and the leakage check.")
 
 
+class JobAttemptPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    number: int
+    worker_name: str
+    started_at: datetime
+    started_step: int
+    ended_at: datetime | None
+    ended_step: int | None
+    outcome: str | None = Field(None, description="succeeded, failed, cancelled, lost (the worker stopped responding), or null while it runs")
+    reason: str | None
+
+
 class JobDetail(JobPublic):
     metrics: list[MetricPointPublic] = []
+    attempts: list[JobAttemptPublic] = []
 
 
 class AdapterPublic(BaseModel):

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 from app.api.common import api_router
 from app.config import Settings
 from app.models import Job, User
-from app.schemas import JobCreate, JobDetail, JobPreviewRequest, JobPublic, MetricPointPublic
-from app.services import adapters, jobs
+from app.schemas import JobAttemptPublic, JobCreate, JobDetail, JobPreviewRequest, JobPublic, MetricPointPublic
+from app.services import adapters, attempts, jobs
 from app.services.artifacts import LocalArtifactStore
 from app.web.deps import current_user, dataset_in_workspace, get_db, owned_job, settings_dep, store_dep
 
@@ -67,7 +67,8 @@ def list_jobs(user: User = Depends(current_user), db: Session = Depends(get_db))
 @router.get("/jobs/{job_id}", response_model=JobDetail)
 def get_job(job: Job = Depends(owned_job), db: Session = Depends(get_db)):
     points = [MetricPointPublic.model_validate(p) for p in jobs.metric_points(db, job.id)]
-    return job_public(db, job, JobDetail, metrics=points)
+    history = [JobAttemptPublic.model_validate(a) for a in attempts.attempts_for(db, job.id)]
+    return job_public(db, job, JobDetail, metrics=points, attempts=history)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic)

@@ -17,6 +17,7 @@ from app.base_models import get_base_model
 from app.config import Settings
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
 from app.services.artifacts import LocalArtifactStore
+from app.services import attempts
 from app.services import datasets as dataset_service
 from app.estimates import WorkerClass, estimate_job, mean_tokens_per_row, read_model_config, worker_class_from_device
 from app.techniques import PRESETS, ParameterError, get_technique, preset_params, unavailable_reason, validate_params
@@ -389,6 +390,9 @@ def claim_job(db: Session, job_id: int, worker_name: str) -> bool:
         .values(status=JobStatus.running, attempt=Job.attempt + 1, worker_name=worker_name,
                 started_at=now, heartbeat_at=now, error=None)
     ).rowcount
+    if claimed == 1:
+        job = db.execute(select(Job.attempt, Job.step).where(Job.id == job_id)).one()
+        attempts.open_attempt(db, job_id, job.attempt, worker_name, job.step)
     return claimed == 1
 
 
@@ -414,7 +418,9 @@ def finish_job(db: Session, job_id: int, status: JobStatus, *, error: str | None
         values["error"] = error
     if result is not None:
         values["result"] = result
-    db.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running).values(**values))
+    if db.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running).values(**values)).rowcount:
+        step = db.scalar(select(Job.step).where(Job.id == job_id))
+        attempts.close_attempt(db, job_id, str(status), ended_step=step, reason=error)
 
 
 def record_adapter(db: Session, job: Job, *, storage_key: str, size_bytes: int, trainable_parameters: int, metrics: dict) -> Adapter:
@@ -440,13 +446,23 @@ def metric_points(db: Session, job_id: int) -> list[MetricPoint]:
 
 def jobs_needing_wakeup(db: Session, settings: Settings, queued_grace_seconds: int = 60) -> tuple[list[int], list[int]]:
     """Reconciliation: (queued jobs whose message may be lost, running jobs whose worker died).
-    Dead running jobs are put back to queued here so they are re-sent with the others."""
+    Dead running jobs are put back to queued here so they are re-sent with the others, unless
+    their worker died the same way three times in a row: those end as failed."""
     now = utcnow()
     stale_before = now - timedelta(seconds=settings.heartbeat_stale_seconds)
-    dead = list(db.scalars(select(Job.id).where(Job.status == JobStatus.running, Job.heartbeat_at < stale_before)))
-    for job_id in dead:
-        db.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < stale_before)
-                   .values(status=JobStatus.queued, error="The worker stopped responding; the job was put back in the queue."))
+    dead = []
+    for job_id in db.scalars(select(Job.id).where(Job.status == JobStatus.running, Job.heartbeat_at < stale_before)).all():
+        lost = "The worker stopped responding; the job was put back in the queue."
+        if not db.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < stale_before)
+                          .values(status=JobStatus.queued, error=lost)).rowcount:
+            continue  # it answered after all
+        step = db.scalar(select(Job.step).where(Job.id == job_id))
+        history = attempts.close_attempt(db, job_id, attempts.LOST, ended_step=step, reason=lost, at=now)
+        if attempts.lost_the_same_way(history):
+            db.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.failed, finished_at=now, eta_seconds=None,
+                                                                  error=attempts.gave_up_reason(history)))
+            continue
+        dead.append(job_id)
     resend_before = now - timedelta(seconds=queued_grace_seconds)
     queued = list(db.scalars(select(Job.id).where(Job.status == JobStatus.queued, (Job.enqueued_at.is_(None)) | (Job.enqueued_at < resend_before))))
     return queued, dead

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, object_session
 from app.base_models import DEMO_MODEL_KEY, list_base_models
 from app.config import Settings
 from app.models import Dataset, Job, User
-from app.services import adapters, bakeoff, datasets, jobs
+from app.services import adapters, attempts, bakeoff, datasets, jobs
 from app.services.artifacts import LocalArtifactStore
 from app.estimates import WorkerClass, read_model_config
 from app.techniques import (
@@ -282,6 +282,7 @@ def job_context(db: Session, job: Job) -> dict:
         "estimate_rows": estimate_vs_actual(job, adapter) if job.is_finished else [],
         "validation": (job.result or {}).get("validation"),
         "validation_text": jobs.describe_validation((job.result or {}).get("validation")),
+        "attempts": attempts.attempts_for(db, job.id),
     }
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from app.db import session_scope
 from app.models import Adapter, Dataset, Job, User
 from app.queue import TRAIN_TASK
-from app.services import datasets, jobs
+from app.services import attempts, datasets, jobs
 from app.services.artifacts import get_artifact_store
 from tests.app.helpers import SAMPLE_CSV
 
@@ -79,6 +79,9 @@ def test_a_killed_worker_job_is_taken_over_and_finished_by_another(workers, own_
     assert done.status == "succeeded", done.error
     assert done.attempt == 2 and done.worker_name == "second@tests"
     assert adapter_count(job_id) == 1
+    with session_scope() as db:  # the job page's attempt history
+        history = [(a.worker_name, a.outcome, a.started_step > 0) for a in attempts.attempts_for(db, job_id)]
+    assert history == [("first@tests", "lost", False), ("second@tests", "succeeded", True)]
     # Structured logs: the worker's lines about this job carry its id.
     log = (workers.log_dir / "second@tests.log").read_text()
     assert f"job={job_id} job {job_id}: succeeded" in log
