@@ -96,8 +96,11 @@ def describe_failure(exc: BaseException) -> str:
     name = type(exc).__name__
     if isinstance(exc, JobInputError):
         return str(exc)
-    if isinstance(exc, MemoryError) or "OutOfMemoryError" in name:
+    if isinstance(exc, MemoryError) or "OutOfMemoryError" in name or "can't allocate memory" in str(exc):
         return "The worker ran out of memory. Lower the batch size or the maximum length, or pick a smaller base model."
+    if name == "BaseModelUnreadable":  # worker.training.loading; not imported here (torch)
+        return (f"{exc} The files are damaged or incomplete on this worker: copy the model folder again (for the demo "
+                "model run `tailor provision-demo`) and start the job again.")
     if _disk_full(exc):
         return "The worker's disk is full. Free space in the data directory and start the job again."
     return f"Training failed: {name}: {exc}".strip()[:2000]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import errno
+import json
 import os
 import shutil
 import tempfile
@@ -64,6 +66,17 @@ def use_exact_cpu_4bit_kernel(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+class BaseModelUnreadable(Exception):
+    """The base model's files are damaged, truncated, missing or not what their names say."""
+
+
+def _unreadable(exc: BaseException) -> bool:
+    """A file problem, as opposed to running out of memory or disk while loading."""
+    if type(exc).__name__ == "SafetensorError" or isinstance(exc, json.JSONDecodeError):
+        return True
+    return isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.ENOMEM)
+
+
 def load_base_model(
     model_dir: str | os.PathLike,
     device: torch.device | None = None,
@@ -76,8 +89,19 @@ def load_base_model(
     """Load (model, tokenizer) from a local folder onto `device` (CUDA if available, else CPU).
 
     Causal LM for instruction and text tasks, sequence classification (with the label map in
-    the config) for classification; optionally quantized with bitsandbytes.
+    the config) for classification; optionally quantized with bitsandbytes. Damaged or missing
+    files raise BaseModelUnreadable.
     """
+    try:
+        return _load_base_model(model_dir, device, task=task, label_names=label_names, quantization_bits=quantization_bits, dtype=dtype)
+    except Exception as exc:
+        if _unreadable(exc):
+            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise BaseModelUnreadable(f"The base model's files in {Path(model_dir).name} could not be read ({detail}).") from exc
+        raise
+
+
+def _load_base_model(model_dir, device, *, task, label_names, quantization_bits, dtype):
     device = device or pick_device()
     kwargs = dict(
         dtype=dtype,  # transformers 5 spells it dtype=, not torch_dtype=
