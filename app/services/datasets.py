@@ -34,6 +34,7 @@ NORMALISED_NAME = "rows.csv"
 TRAINING_COPY_NAME = "training.csv"  # personal data masked; exists only while dataset.pii_masked
 ROW_INDEX_NAME = "row_index.json"
 ROW_INDEX_EVERY = 1000
+ROWS_AT_ONCE = 1024  # records taken from a reader at a time; a batch without anything to fix skips the per-record checks
 MAX_NOTED_ROWS = 1000
 PAGE_SIZE = 25
 
@@ -165,32 +166,53 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
                     row_index.append(out.tell())
                 writer.writerow(earlier)
 
+    def take_record(number: int, record: list[str]) -> None:
+        """One record, checked on its own: blank, ragged, or to be written as it is."""
+        nonlocal rows, last, ragged_total
+        if _is_blank(record):
+            if writer is None:
+                start_writing()
+            return
+        if len(record) != width:
+            if writer is None:
+                start_writing()
+            if len(record) > width and not "".join(record[width:]).strip():
+                record = record[:width]  # trailing empty cells, as spreadsheets export them
+            else:
+                _check_runaway_quote(record, number, word, columns)
+                ragged_total += 1
+                if len(ragged) < MAX_NOTED_ROWS:
+                    ragged.append(number)
+                record = (record + [""] * width)[:width]
+        if writer is not None:
+            if rows % ROW_INDEX_EVERY == 0:
+                row_index.append(out.tell())
+            writer.writerow(record)
+        rows += 1
+        profile.add(rows, record)
+        last = (number, record)
+
     try:
         if not copy_through:
             start_writing()
-        for number, record in rows_iter:
-            if _is_blank(record):
-                if writer is None:
-                    start_writing()
+        while True:
+            chunk, failure = _next_records(rows_iter, ROWS_AT_ONCE)
+            if failure is not None:  # the records read before the failure are checked first, as one by one
+                for number, record in chunk:
+                    take_record(number, record)
+                raise failure
+            if not chunk:
+                break
+            records = [record for _, record in chunk]
+            if _plain_records(records, width):  # the common case, without a check per record
+                if writer is not None:
+                    _write_indexed(writer, out, records, rows, row_index)
+                profile.add_rows(rows + 1, records)
+                rows += len(records)
+                last = chunk[-1]
                 continue
-            if len(record) != width:
-                if writer is None:
-                    start_writing()
-                if len(record) > width and not "".join(record[width:]).strip():
-                    record = record[:width]  # trailing empty cells, as spreadsheets export them
-                else:
-                    _check_runaway_quote(record, number, word, columns)
-                    ragged_total += 1
-                    if len(ragged) < MAX_NOTED_ROWS:
-                        ragged.append(number)
-                    record = (record + [""] * width)[:width]
-            if writer is not None:
-                if rows % ROW_INDEX_EVERY == 0:
-                    row_index.append(out.tell())
-                writer.writerow(record)
-            rows += 1
-            profile.add(rows, record)
-            last = (number, record)
+            for number, record in chunk:
+                take_record(number, record)
         if last is not None:
             _check_unclosed_quote_at_end(last[1], last[0], word, columns)
         if rows == 0:
@@ -213,6 +235,38 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
     return IngestReport(encoding=table.encoding, delimiter=table.delimiter, columns=columns, row_count=rows, ragged_rows=ragged,
                         renamed_headers=renamed, notes=notes, profile=result, format=table.format, sheet=table.sheet,
                         row_word=word, row_index=row_index if out is not None else [])
+
+
+def _next_records(rows: Iterator, count: int) -> tuple[list, Exception | None]:
+    """Up to count records from a reader, and the error that stopped it early, if one did."""
+    chunk = []
+    try:
+        for item in rows:
+            chunk.append(item)
+            if len(chunk) == count:
+                break
+    except Exception as exc:  # noqa: BLE001 - raised again by the caller after the records before it
+        return chunk, exc
+    return chunk, None
+
+
+def _plain_records(records: list[list[str]], width: int) -> bool:
+    """Every record has width cells and a first cell that is not blank: nothing to fix in any."""
+    if set(map(len, records)) != {width}:
+        return False
+    firsts = [record[0] for record in records]
+    return "" not in firsts and not any(map(str.isspace, firsts))
+
+
+def _write_indexed(writer, out, records: list[list[str]], written: int, row_index: list[int]) -> None:
+    """Write records after `written` others, noting the offset of every ROW_INDEX_EVERY-th."""
+    position = 0
+    while position < len(records):
+        if (written + position) % ROW_INDEX_EVERY == 0:
+            row_index.append(out.tell())
+        step = ROW_INDEX_EVERY - (written + position) % ROW_INDEX_EVERY
+        writer.writerows(records[position:position + step])
+        position += step
 
 
 def _has_newlines(path: Path) -> bool:

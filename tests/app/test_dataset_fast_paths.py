@@ -1,15 +1,33 @@
-"""The profile's faster paths give exactly what the plain, cell-by-cell definitions give: duplicate
-rows counted with the hash buckets spilled to disk or held in memory, near-duplicate keys made a
-batch at a time, and the personal-data scan that skips numbering columns."""
+"""The ingest's faster paths give exactly what the plain, one-by-one definitions give: records
+taken from the reader a batch at a time, duplicate rows counted with the hash buckets spilled to
+disk or held in memory, near-duplicate keys made a batch at a time, and the personal-data scan that
+searches whole columns and skips numbering columns."""
 
 from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from app.services import pii, profiling
+from app.services.datasets import DatasetError, write_normalised
 from app.services.profiling import ProfileBuilder, near_duplicate_key, near_duplicate_keys
+from app.services.tabular_formats import Table, TableError
+
+
+def test_a_record_before_a_reader_error_in_the_same_batch_is_reported_first(tmp_path):
+    """Records come from the reader a batch at a time; an error the reader raises later in a batch
+    must not hide the problem of a record before it."""
+    def rows():
+        yield 1, ["question", "answer"]
+        yield 2, ["fine", "row"]
+        yield 3, ["a quote opened here", "and ran\ninto the next line", "and on"]
+        raise TableError("Line 9 could not be read as CSV.")
+
+    with pytest.raises(DatasetError, match="A quote opened in line 3, column 'answer'"):
+        write_normalised(Table(format="csv", header=[], rows=rows()), tmp_path / "out.csv", work_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # no profile files left behind
 
 
 def _profile(rows: list[list[str]], tmp_path) -> dict:
@@ -61,8 +79,20 @@ def test_numbering_columns_are_scanned_only_where_personal_data_can_be():
     rng = random.Random(3)
     cells = [str(rng.randrange(10 ** rng.randint(1, 20))).zfill(rng.choice([1, 1, 1, 8, 14])) for _ in range(20000)]
     cells += ["4111111111111111", "07700900123", "123456789012", "0123456"]
-    candidates = set(profiling._personal_data_candidates(tuple(cells)))
+    candidates = set(profiling._personal_data_candidates(tuple(cells), list(map(len, cells))))
     found = {i for i, cell in enumerate(cells) if pii.find_personal_data(cell)}
     assert found <= candidates and {len(cells) - 4, len(cells) - 3} <= found
     ids = tuple(str(n) for n in range(1, 200_001)) + ("07700900123",)
-    assert list(profiling._personal_data_candidates(ids)) == [200_000]  # an id column: one cell to look at, not 200,000
+    assert list(profiling._personal_data_candidates(ids, list(map(len, ids)))) == [200_000]  # one cell to look at, not 200,000
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from("ab @1234567890-+() .é"), max_size=12), min_size=1, max_size=60))
+def test_cells_found_by_searching_a_whole_column_are_those_asked_one_by_one(column):
+    column = tuple(column)
+    expected = [i for i, cell in enumerate(column) if pii.may_hold_personal_data(cell)]
+    found = list(profiling._personal_data_candidates(column, list(map(len, column))))
+    if "".join(column).isascii() and "".join(column).isdigit():
+        assert {i for i in expected if pii.find_personal_data(column[i])} <= set(found)
+    else:
+        assert found == expected
