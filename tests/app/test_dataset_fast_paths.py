@@ -70,9 +70,9 @@ def test_duplicates_spilled_to_bucket_files_match_the_definition(tmp_path, monke
 
 
 @hypothesis_settings(max_examples=200, deadline=None)
-@given(st.lists(st.lists(st.text(alphabet=st.sampled_from("aA b,.\x1f\x00é€-"), max_size=6), min_size=2, max_size=2), max_size=30))
-def test_near_duplicate_keys_of_a_batch_are_the_keys_of_each_row(rows):
-    assert near_duplicate_keys(rows) == [near_duplicate_key("\x1f".join(row)) for row in rows]
+@given(st.lists(st.text(alphabet=st.sampled_from("aA b,.\x1f\x00é€-"), max_size=6), max_size=30))
+def test_near_duplicate_keys_of_a_column_are_the_keys_of_each_cell(cells):
+    assert near_duplicate_keys(tuple(cells)) == [near_duplicate_key(cell) for cell in cells]
 
 
 def test_numbering_columns_are_scanned_only_where_personal_data_can_be():
