@@ -23,8 +23,13 @@ celery_app = Celery("tailor", broker=settings.broker_url, include=["worker.tasks
 celery_app.conf.update(
     # One training job per worker process at a time: a GPU holds one job, and prefetching a
     # second message would only park it behind a multi-hour job while another worker idles.
+    # A prefetch multiplier of 1 is not enough on its own: with early acks the running job's
+    # message no longer counts, so the worker would reserve the next one. worker_disable_prefetch
+    # (Celery >= 5.6, Redis only) fetches only when a process slot is free; the next wake-up stays
+    # in Redis for whichever worker frees up first (tests/reliability/test_faults.py).
     worker_concurrency=1,
     worker_prefetch_multiplier=1,
+    worker_disable_prefetch=True,
     # Acknowledge on receipt (acks_late off). The message is only a wake-up; if the worker dies
     # mid-job, the reconciler finds the stale heartbeat and re-queues the job, which resumes from
     # its checkpoint. With late acks, Redis would redeliver any job running longer than the

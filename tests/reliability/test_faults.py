@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 from celery import Celery
 from sqlalchemy import func, select
 
@@ -71,6 +72,11 @@ def test_a_killed_worker_job_is_taken_over_and_finished_by_another(workers, own_
     wait_until(lambda: job_state(job_id).step >= 3, 120, "training to make progress")
     workers.kill("first@tests")
     assert job_state(job_id).status == "running"  # orphaned: nobody will finish it by itself
+    # Early acknowledgement (worker/celery_app.py): the wake-up was acked on receipt, so Redis
+    # holds nothing that its visibility_timeout could hand to a second worker hours later, in
+    # the middle of the resumed run; bringing the job back is the reconciler's work alone.
+    broker = redis.Redis.from_url(own_redis.url)
+    assert broker.hlen("unacked") == 0, broker.hgetall("unacked")
 
     # A second worker that considers 2 s of silence a dead worker reconciles on start-up.
     time.sleep(2.5)
@@ -104,6 +110,24 @@ def test_jobs_complete_after_redis_restarts(workers, own_redis, dataset_id, sett
         assert done.status == "succeeded", done.error
         assert done.attempt == 1
         assert adapter_count(job_id) == 1
+
+
+def test_a_busy_worker_leaves_the_next_job_to_a_free_one(workers, own_redis, dataset_id, settings):
+    long_job = submit(dataset_id, settings, epochs=1, batch_size=2)
+    short_job = submit(dataset_id, settings, max_steps=1, batch_size=2, validation_fraction=0.01)
+    workers.start("busy@tests")
+    wake(own_redis.url, long_job)
+    wait_until(lambda: job_state(long_job).status == "running", 120, "the long job to start")
+    wake(own_redis.url, short_job)
+    time.sleep(3)  # time enough for a prefetching worker to grab the message
+    broker = redis.Redis.from_url(own_redis.url)
+    assert broker.hlen("unacked") == 0  # not parked inside the busy worker
+    assert broker.llen("gpu") >= 1  # still in Redis, for whoever is free
+
+    workers.start("free@tests")
+    done = wait_until(lambda: (j := job_state(short_job)).is_finished and j, 180, "the short job on the free worker")
+    assert done.status == "succeeded" and done.worker_name == "free@tests"
+    assert job_state(long_job).status == "running"  # it did not wait for the long job
 
 
 def test_thirty_jobs_on_two_workers_all_finish_none_twice_in_fair_order(workers, own_redis, dataset_id, settings):
