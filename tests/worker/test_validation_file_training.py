@@ -12,6 +12,8 @@ from app.models import Adapter, Dataset, Job, User
 from app.services import datasets, jobs
 from app.services.adapters import adapter_zip_path
 from app.services.artifacts import get_artifact_store
+from app.services.evaluations import load_evaluation
+from worker.evaluation.runner import evaluate_adapter
 from tests.app.helpers import SAMPLE_CSV
 from worker.job_runner import build_spec, run_training_job
 from worker.training.loop import data_fingerprint
@@ -61,7 +63,7 @@ def test_training_validates_on_exactly_the_file_rows(make_user, settings, tiny_m
         job = db.get(Job, job_id)
         result = job.result
         adapter = db.query(Adapter).filter(Adapter.job_id == job_id).one()
-        zip_path = adapter_zip_path(store, adapter)
+        zip_path, adapter_id = adapter_zip_path(store, adapter), adapter.id
     assert result["validation"]["source"] == "file" and result["validation"]["rows"] == len(HELD_OUT)
     assert result["validation"]["train_rows"] == 220 and result["validation"]["leakage"]["exact"] == 0
     # The validation loss was measured on those rows: the run's data fingerprint is that of
@@ -72,6 +74,11 @@ def test_training_validates_on_exactly_the_file_rows(make_user, settings, tiny_m
     with zipfile.ZipFile(zip_path) as archive:
         card = archive.read("README.md").decode()
     assert "- Validation: file holdout, 5 rows" in card
+    # Scoring the adapter answers the file's questions (masked), not a share of the training data.
+    summary = evaluate_adapter(adapter_id)
+    stored = load_evaluation(store, adapter_id)
+    assert summary["rows"] == len(HELD_OUT)
+    assert [row["prompt"] for row in stored["rows"]] == [row[0] for row in spec.validation_rows]
 
 
 def test_a_deleted_validation_file_fails_the_job_plainly(make_user, settings, tiny_model_dir):
