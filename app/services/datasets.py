@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from app.models import Dataset, Job
 from app.services import pii
 from app.services.artifacts import LocalArtifactStore
-from app.services.profiling import ProfileBuilder, near_duplicate_key
+from app.services.profiling import ProfileBuilder, near_duplicate_key, personal_data_cells
 from app.services.tabular_formats import (
     DELIMITER_NAMES, MAX_CELL_CHARS, MAX_COLUMNS, SNIFF_BYTES, Table, TableError, detect_delimiter, detect_encoding,
     neutralise_formula, open_table, read_csv,
@@ -500,6 +500,21 @@ def export_csv_lines(store: LocalArtifactStore, dataset: Dataset, training_copy:
 
 # ---------------------------------------------------------------- personal data: the masked training copy
 
+def mask_rows(rows: list[list[str]], width: int, totals: dict[str, int]) -> list[list[str]]:
+    """The rows with personal data masked, adding the counts per kind to totals. Only the cells
+    that may hold any are looked at, found a column at a time (profiling.personal_data_cells)."""
+    rows = [list(cells) for cells in rows]
+    if all(len(cells) == width for cells in rows):
+        found = [(r, i) for i, column in enumerate(zip(*rows)) for r in personal_data_cells(column, list(map(len, column)))]
+    else:  # not the shape of a stored dataset: cell by cell
+        found = [(r, i) for r, cells in enumerate(rows) for i, cell in enumerate(cells) if pii.may_hold_personal_data(cell)]
+    for r, i in found:
+        rows[r][i], counts = pii.mask_personal_data(rows[r][i])
+        for kind, n in counts.items():
+            totals[kind] = totals.get(kind, 0) + n
+    return rows
+
+
 def set_pii_masking(db: Session, store: LocalArtifactStore, dataset: Dataset, on: bool) -> dict[str, int]:
     """Write (on) or remove (off) the training copy with personal data replaced by [EMAIL],
     [PHONE], ...; the original stays unchanged. Returns the counts masked per kind."""
@@ -515,16 +530,10 @@ def set_pii_masking(db: Session, store: LocalArtifactStore, dataset: Dataset, on
                 open(target, "w", encoding="utf-8", newline="") as out:
             reader = csv.reader(f)
             writer = csv.writer(out)
-            writer.writerow(next(reader))
-            for cells in reader:
-                masked = []
-                for cell in cells:
-                    if pii.may_hold_personal_data(cell):
-                        cell, counts = pii.mask_personal_data(cell)
-                        for kind, n in counts.items():
-                            totals[kind] = totals.get(kind, 0) + n
-                    masked.append(cell)
-                writer.writerow(masked)
+            header = next(reader)
+            writer.writerow(header)
+            while rows := [cells for _, cells in zip(range(ROWS_AT_ONCE), reader)]:
+                writer.writerows(mask_rows(rows, len(header), totals))
         store.put_file(dataset_key(dataset.id, TRAINING_COPY_NAME), target)
     finally:
         target.unlink(missing_ok=True)

@@ -139,7 +139,7 @@ class _HashBuckets:
         return count, [(int(r), int(s)) for r, s in examples], np.sort(repeated)
 
 
-def _personal_data_candidates(column: tuple[str, ...], lengths: list[int]):
+def personal_data_cells(column: tuple[str, ...], lengths: list[int]):
     """Positions of the cells that may hold personal data: those pii.may_hold_personal_data accepts
     (an @ or two digits in a row). Most text columns hold few digits, so the cells holding any are
     found by searching the whole column at once; in a column of plain numbers (ids, counts) only
@@ -239,7 +239,7 @@ class ProfileBuilder:
             self._vote_types(index, column if sampled_before < TYPE_SAMPLE_ROWS else column[::50])
             if longest < 6 or (self.type_votes[index]["date"] >= 100 and self._guess_type(index) == "date"):
                 continue  # personal data needs 6 characters or more, and a column of dates holds none
-            for position in _personal_data_candidates(column, lengths):
+            for position in personal_data_cells(column, lengths):
                 cell = column[position]
                 spans = pii.find_personal_data(cell)
                 if spans:
