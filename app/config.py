@@ -72,6 +72,8 @@ class Settings(BaseSettings):
         "gpu,cpu,inference",
         description="Comma-separated Celery queues a `tailor worker` consumes: gpu (training, evaluation), cpu (housekeeping), inference (the playground).",
     )
+    worker_health_port: int = Field(0, description="Port of a worker's GET /health endpoint for container probes (0 = none).")
+    worker_health_host: str = Field("127.0.0.1", description="Address the worker's health endpoint binds to (0.0.0.0 inside a container).")
     log_format: str = Field("text", description="'text' (key=value lines) or 'json' (one JSON object per line); every line names its job.")
     admin_email: str = Field("admin@tailor.local", description="Email of the administrator created on the first `tailor up`.")
     host: str = Field("127.0.0.1", description="Address `tailor serve` binds to.")

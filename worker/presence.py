@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
+from app.config import get_settings
 from app.db import session_scope
 from app.services.workers import HEARTBEAT_SECONDS, detect_device, record_worker_heartbeat, record_worker_stopped
+from worker.health import start_health_server
 
 log = logging.getLogger("tailor.worker")
 _state: dict = {}
@@ -21,20 +24,27 @@ def start_presence(name: str, queues: str) -> None:
             try:
                 with session_scope() as db:
                     record_worker_heartbeat(db, name=name, queues=queues, device=device)
+                _state["last_beat"] = time.monotonic()
             except Exception:  # noqa: BLE001 - the database may be briefly away; try again next beat
                 log.warning("worker %s: presence heartbeat failed", name, exc_info=True)
             if stop.wait(HEARTBEAT_SECONDS):
                 return
 
     thread = threading.Thread(target=beat, name="tailor-presence", daemon=True)
-    _state.update(name=name, stop=stop, thread=thread)
+    _state.update(name=name, stop=stop, thread=thread, last_beat=None)
     thread.start()
     log.info("worker %s on %s consuming %s", name, device.device, queues)
+    settings = get_settings()
+    if settings.worker_health_port:
+        _state["health"] = start_health_server(settings.worker_health_port, settings.worker_health_host, name,
+                                               lambda: _state.get("last_beat"), stale_after=3 * HEARTBEAT_SECONDS)
 
 
 def stop_presence() -> None:
     if not _state:
         return
+    if "health" in _state:
+        _state["health"].shutdown()
     _state["stop"].set()
     _state["thread"].join(timeout=5)
     try:

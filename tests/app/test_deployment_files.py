@@ -51,6 +51,9 @@ def test_services_start_in_order_and_workers_get_a_gpu():
     devices = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert "container_name" not in SERVICES["worker"] and "ports" not in SERVICES["worker"]  # --scale worker=N works
+    for name, port in (("web", 8000), ("worker", 8001)):  # both probed on their health endpoints
+        assert f"http://127.0.0.1:{port}/health" in " ".join(SERVICES[name]["healthcheck"]["test"])
+    assert SERVICES["worker"]["environment"]["TAILOR_WORKER_HEALTH_PORT"] == "8001"
 
 
 def test_the_image_installs_what_the_app_reads_at_run_time():
