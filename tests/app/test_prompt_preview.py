@@ -258,3 +258,17 @@ def test_a_classifier_preview_reads_the_whole_file_once(client, make_user, tiny_
                                              base_model="tiny-llama", max_length=64)
             assert [e.class_id for e in examples] == [0, 1, 0]
     assert full_reads.count(True) == 1
+
+
+def test_a_row_the_engine_drops_is_shown_as_left_out(client, make_user, tiny_model_dir):
+    from tests.conftest import sign_in
+
+    _, email, password, token = make_user("previewdrop")
+    dataset = _upload_rows(client, token, [("A very long question about parcels " * 30, "Short answer.", "orders")] + PAGE_ROWS[1:3])
+    csrf = sign_in(client, email, password)
+    html = client.post("/jobs/preview", data={"csrf_token": csrf, "dataset_id": str(dataset["id"]), "task": "instruction",
+                                              "prompt_column": "question", "response_column": "answer", "base_model": "tiny-llama",
+                                              "technique": "lora", "param_max_length": "64"}).text
+    first = html.split('<article class="preview-example"')[1]
+    assert "data-dropped" in first and "left out of training" in first and "Left out of training: the prompt takes" in first
+    assert '<span class="tok loss' not in first  # nothing of it is learned
