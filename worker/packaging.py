@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -19,7 +20,8 @@ def write_adapter_package(adapter_dir: Path, zip_path: Path, card_info: dict) ->
         missing = []
     if missing:
         raise FileNotFoundError(f"The adapter is incomplete: {', '.join(missing)} missing.")
-    card = render_model_card(card_info) + model_card_extras(str(card_info.get("technique") or ""), str(card_info.get("base_model") or ""))
+    card = render_model_card(card_info) + model_card_extras(str(card_info.get("technique") or ""), str(card_info.get("base_model") or ""),
+                                                            generates_text=_generates_text(adapter_dir))
     (adapter_dir / "README.md").write_text(card, encoding="utf-8")
     return zip_folder(adapter_dir, zip_path)
 
@@ -44,13 +46,21 @@ _METRIC_LABELS = {"exact_match": "Exact match", "token_f1": "Token F1", "rouge_l
                   "perplexity": "Perplexity (lower is better)"}
 
 
-def model_card_extras(technique: str, base_model: str, evaluation: dict | None = None) -> str:
+def _generates_text(adapter_dir: Path) -> bool:
+    """False for a classifier (PEFT task type SEQ_CLS): vLLM's LoRA serving generates text."""
+    try:
+        return json.loads((adapter_dir / "adapter_config.json").read_text()).get("task_type") != "SEQ_CLS"
+    except (OSError, ValueError):
+        return True
+
+
+def model_card_extras(technique: str, base_model: str, evaluation: dict | None = None, generates_text: bool = True) -> str:
     """Sections appended to the model card: evaluation with intervals (once evaluated) and a
-    vLLM snippet for LoRA adapters."""
+    vLLM snippet for LoRA adapters that generate text."""
     lines = ["", EXTRAS_MARKER, ""]
     if evaluation and evaluation.get("adapter"):
         lines += _evaluation_section(evaluation)
-    if technique in VLLM_TECHNIQUES:
+    if technique in VLLM_TECHNIQUES and generates_text:
         lines += ["## Serving with vLLM", "", "```bash",
                   f"vllm serve {base_model} --enable-lora --lora-modules tailor-adapter=./unzipped-adapter", "```", "",
                   "```python", "from vllm import LLM, SamplingParams", "from vllm.lora.request import LoRARequest", "",
@@ -87,5 +97,5 @@ def refresh_model_card(package_dir: Path, technique: str, base_model: str, evalu
     """Rewrite the card's appended sections with the evaluation, then the zip next to it."""
     card_path = package_dir / "README.md"
     card = card_path.read_text(encoding="utf-8").split("\n" + EXTRAS_MARKER)[0].rstrip("\n") + "\n"
-    card_path.write_text(card + model_card_extras(technique, base_model, evaluation), encoding="utf-8")
+    card_path.write_text(card + model_card_extras(technique, base_model, evaluation, _generates_text(package_dir)), encoding="utf-8")
     return zip_folder(package_dir, package_dir / "adapter.zip")
