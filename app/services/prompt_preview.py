@@ -101,9 +101,10 @@ class PreviewTokenizer:
         return self.token_id("bos_token")
 
     def encode(self, text: str, add_special_tokens: bool, max_length: int | None = None):
-        if max_length is None:
-            return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        # One tokenizer serves every request thread, and truncation is a setting on it: encode under the lock.
         with self.lock:
+            if max_length is None:
+                return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
             self.tokenizer.enable_truncation(max_length)
             try:
                 return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)

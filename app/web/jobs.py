@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, object_session
 
 from app.base_models import DEMO_MODEL_KEY, list_base_models
@@ -243,9 +244,10 @@ async def preview_partial(request: Request, user: User = Depends(current_user), 
     validation_id = str(form.get("validation_dataset_id") or "")
     validation = dataset_in_workspace(db, validation_id, user) if validation_id else None
     technique, task, params = _choices_from_form(form)
-    ctx = preview_context(settings, store, dataset, task=task, mapping=mapping_from_form(form, task),
-                          base_model=str(form.get("base_model") or ""), max_length=max_length_of(technique, params),
-                          validation_dataset=validation)
+    # Reading rows and tokenizing is blocking work: off the event loop.
+    ctx = await run_in_threadpool(lambda: preview_context(
+        settings, store, dataset, task=task, mapping=mapping_from_form(form, task), base_model=str(form.get("base_model") or ""),
+        max_length=max_length_of(technique, params), validation_dataset=validation))
     return render(request, "_train_preview.html", ctx, headers={"Vary": "HX-Request"})
 
 
