@@ -29,6 +29,7 @@ EXAMPLES = 3
 BATCH_ROWS = 1024
 BUCKETS = 64
 SPILL_ROWS = 256 * 1024  # (hash, row) pairs held in memory before they go to the bucket files
+CHUNK_PAIRS = 256 * 1024  # (hash, row) pairs of one bucket counted at a time (4 MB; ~25 MB while counted)
 REPEATED_ROWS_KEPT = 100_000  # exact-duplicate rows remembered to keep them out of the near examples
 
 _INTEGER = re.compile(r"^[+-]?\d{1,18}$")
@@ -98,46 +99,71 @@ class _HashBuckets:
                     f.write(pairs[start:end].tobytes())
             start = end
 
-    def _parts(self):
+    def _buckets(self):
+        """Each bucket as an iterator of chunks of (hash, row) pairs in ascending row order (spills
+        append in row order, and sort stably within a spill), at most CHUNK_PAIRS at a time: a
+        file of one row repeated millions of times fills a single bucket."""
         import numpy as np
 
         if not self.spilled:
-            yield np.concatenate(self.pending) if self.pending else np.empty((0, 2), np.int64)
+            yield iter([np.concatenate(self.pending) if self.pending else np.empty((0, 2), np.int64)])
             return
         self._spill()
         for bucket in range(BUCKETS):
             path = self.directory / f"b{bucket}"
             if path.exists():
-                yield np.fromfile(path, np.int64).reshape(-1, 2)
+                yield _chunks_of(path)
 
     def duplicates(self, exclude: np.ndarray | None = None) -> tuple[int, list[tuple[int, int]], np.ndarray]:
         """(number of rows repeating an earlier row, the EXAMPLES first such (row, first row) pairs
-        whose row is not in exclude, the first REPEATED_ROWS_KEPT repeating rows, sorted)."""
+        whose row is not in exclude, the first REPEATED_ROWS_KEPT repeating rows, sorted).
+
+        Memory: one chunk plus, per bucket, the first row of each distinct hash seen so far."""
         import numpy as np
 
         count = 0
         examples = np.empty((0, 2), np.int64)
         repeated = np.empty(0, np.int64)
-        for pairs in self._parts():
-            if not len(pairs):
-                continue
-            ordered = pairs[np.argsort(pairs[:, 0], kind="stable")]  # rows ascending within a hash
-            values, rows = ordered[:, 0], ordered[:, 1]
-            first = np.empty(len(values), bool)
-            first[0] = True
-            np.not_equal(values[1:], values[:-1], out=first[1:])
-            same_as = rows[first][np.cumsum(first) - 1]
-            again, again_same = rows[~first], same_as[~first]
-            count += len(again)
-            shown = again if exclude is None else again[~np.isin(again, exclude)]
-            shown_same = again_same if exclude is None else again_same[~np.isin(again, exclude)]
-            pick = np.argsort(shown)[:EXAMPLES]
-            examples = np.concatenate([examples, np.stack([shown[pick], shown_same[pick]], axis=1)])
-            examples = examples[np.argsort(examples[:, 0])[:EXAMPLES]]
-            repeated = np.concatenate([repeated, again])
-            if len(repeated) > REPEATED_ROWS_KEPT:
-                repeated = np.partition(repeated, REPEATED_ROWS_KEPT - 1)[:REPEATED_ROWS_KEPT]
+        for chunks in self._buckets():
+            seen_values, seen_rows = np.empty(0, np.int64), np.empty(0, np.int64)  # sorted by value
+            for pairs in chunks:
+                if not len(pairs):
+                    continue
+                ordered = pairs[np.argsort(pairs[:, 0], kind="stable")]  # rows ascending within a hash
+                values, rows = ordered[:, 0], ordered[:, 1]
+                first = np.empty(len(values), bool)
+                first[0] = True
+                np.not_equal(values[1:], values[:-1], out=first[1:])
+                group = np.cumsum(first) - 1
+                group_values, group_rows = values[first], rows[first]
+                # A hash met in an earlier chunk: its first row is from there, and every row here repeats it.
+                at = np.minimum(np.searchsorted(seen_values, group_values), max(len(seen_values) - 1, 0))
+                known = seen_values[at] == group_values if len(seen_values) else np.zeros(len(group_values), bool)
+                origin = np.where(known, seen_rows[at] if len(seen_values) else 0, group_rows)
+                repeats = ~first | known[group]
+                again, again_same = rows[repeats], origin[group][repeats]
+                count += len(again)
+                shown = again if exclude is None else again[~np.isin(again, exclude)]
+                shown_same = again_same if exclude is None else again_same[~np.isin(again, exclude)]
+                pick = np.argsort(shown)[:EXAMPLES]
+                examples = np.concatenate([examples, np.stack([shown[pick], shown_same[pick]], axis=1)])
+                examples = examples[np.argsort(examples[:, 0])[:EXAMPLES]]
+                repeated = np.concatenate([repeated, again])
+                if len(repeated) > REPEATED_ROWS_KEPT:
+                    repeated = np.partition(repeated, REPEATED_ROWS_KEPT - 1)[:REPEATED_ROWS_KEPT]
+                if (~known).any():
+                    merged_values = np.concatenate([seen_values, group_values[~known]])
+                    order = np.argsort(merged_values, kind="stable")
+                    seen_values, seen_rows = merged_values[order], np.concatenate([seen_rows, group_rows[~known]])[order]
         return count, [(int(r), int(s)) for r, s in examples], np.sort(repeated)
+
+
+def _chunks_of(path: Path):
+    import numpy as np
+
+    with open(path, "rb") as f:
+        while len(chunk := np.fromfile(f, np.int64, count=2 * CHUNK_PAIRS)):
+            yield chunk.reshape(-1, 2)
 
 
 def personal_data_cells(column: tuple[str, ...], lengths: list[int]):

@@ -61,6 +61,7 @@ def test_duplicates_spilled_to_bucket_files_match_the_definition(tmp_path, monke
     rows = [[rng.choice(texts), rng.choice(texts)] for _ in range(5000)]
     expected = _plain_duplicates(rows)
     monkeypatch.setattr(profiling, "SPILL_ROWS", 700)  # many spills, every bucket file in use
+    monkeypatch.setattr(profiling, "CHUNK_PAIRS", 37)  # and each bucket counted in many chunks
     spilled = _profile(rows, tmp_path)["duplicates"]
     monkeypatch.setattr(profiling, "SPILL_ROWS", 10**9)
     held = _profile(rows, tmp_path)["duplicates"]
@@ -117,3 +118,22 @@ def test_masking_a_column_at_a_time_masks_what_cell_by_cell_masking_does():
     totals: dict[str, int] = {}
     got = mask_rows(rows[:1024], 3, totals) + mask_rows(rows[1024:2048], 3, totals) + mask_rows(rows[2048:], 3, totals)
     assert got == expected and totals == expected_totals and len(totals) == 5
+
+
+def test_counting_duplicates_of_one_row_repeated_millions_of_times_stays_small(tmp_path):
+    """All rows identical put every hash in one bucket; it is counted a chunk at a time."""
+    import tracemalloc
+
+    import numpy as np
+
+    buckets = profiling._HashBuckets(tmp_path)
+    rows = 3_000_000
+    for start in range(0, rows, 100_000):
+        buckets.add_array(np.full(100_000, 12345, np.int64), start + 1)
+    tracemalloc.start()
+    count, examples, repeated = buckets.duplicates()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == rows - 1 and examples == [(2, 1), (3, 1), (4, 1)]
+    assert len(repeated) == profiling.REPEATED_ROWS_KEPT and repeated[0] == 2
+    assert peak < 40 * 2**20, f"{peak / 2**20:.0f} MB"  # the whole bucket at once took 232 MB
