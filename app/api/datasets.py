@@ -19,6 +19,7 @@ from app.schemas import (
 )
 from app.services import datasets
 from app.services.artifacts import LocalArtifactStore
+from app.services.low_priority import run_at_low_priority
 from app.web.datasets import UploadRoute, ingest_notes
 from app.web.deps import current_user, get_db, owned_dataset, settings_dep, store_dep
 
@@ -36,7 +37,7 @@ def upload_dataset(file: UploadFile = File(...), sheet: str = Form("", descripti
                    settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
     """Upload a CSV, .xlsx or .jsonl file (multipart field `file`). The same file uploaded twice returns the first dataset with 200."""
     try:
-        dataset, report = datasets.ingest_upload(db, store, workspace_id=user.workspace_id, user_id=user.id, filename=file.filename or "",
+        dataset, report = run_at_low_priority(datasets.ingest_upload, db, store, workspace_id=user.workspace_id, user_id=user.id, filename=file.filename or "",
                                                  source=file.file, limit_bytes=settings.max_upload_bytes, sheet=sheet)
     except datasets.DatasetError as exc:
         db.rollback()
@@ -94,7 +95,7 @@ def get_token_lengths(base_model: str, max_length: int = Query(512, ge=1, le=1_0
         by_name = {c["name"]: c for c in (dataset.profile or {}).get("columns", [])}
         columns = [c for c in dataset.columns if by_name.get(c, {}).get("type", "text") == "text"] or dataset.columns[:1]
     try:
-        return datasets.token_lengths(store, dataset, model_key=model.key, model_location=model.location, columns=columns, max_length=max_length)
+        return run_at_low_priority(datasets.token_lengths, store, dataset, model_key=model.key, model_location=model.location, columns=columns, max_length=max_length)
     except datasets.DatasetError as exc:
         raise HTTPException(exc.status, exc.message) from None
 
@@ -103,7 +104,7 @@ def get_token_lengths(base_model: str, max_length: int = Query(512, ge=1, le=1_0
 def set_personal_data_masking(body: PersonalDataMasking, dataset: Dataset = Depends(owned_dataset), db: Session = Depends(get_db),
                               store: LocalArtifactStore = Depends(store_dep)):
     """Train on a copy with personal data masked (the original stays unchanged), or on the original again."""
-    masked = datasets.set_pii_masking(db, store, dataset, body.mask)
+    masked = run_at_low_priority(datasets.set_pii_masking, db, store, dataset, body.mask)
     db.commit()
     return PersonalDataMaskingResult(pii_masked=dataset.pii_masked, masked=masked)
 

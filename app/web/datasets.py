@@ -16,6 +16,7 @@ from app.config import Settings, get_settings
 from app.models import Dataset, User
 from app.services import datasets
 from app.services.artifacts import LocalArtifactStore
+from app.services.low_priority import run_at_low_priority
 from app.services.pii import KINDS as PII_KINDS
 from app.web.deps import current_user, get_db, owned_dataset, settings_dep, store_dep, verify_csrf
 from app.web.jobs import train_form_context
@@ -82,7 +83,7 @@ def new_dataset_page(request: Request, user: User = Depends(current_user), setti
 def upload_dataset(request: Request, file: UploadFile = File(...), sheet: str = Form(""), user: User = Depends(current_user),
                    db: Session = Depends(get_db), settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
     try:
-        dataset, report = datasets.ingest_upload(db, store, workspace_id=user.workspace_id, user_id=user.id, filename=file.filename or "",
+        dataset, report = run_at_low_priority(datasets.ingest_upload, db, store, workspace_id=user.workspace_id, user_id=user.id, filename=file.filename or "",
                                                  source=file.file, limit_bytes=settings.max_upload_bytes, sheet=sheet)
     except datasets.DatasetError as exc:
         db.rollback()
@@ -168,7 +169,7 @@ def dataset_token_lengths(request: Request, dataset: Dataset = Depends(owned_dat
         error = "Choose an installed base model to count tokens with."
     else:
         try:
-            report = datasets.token_lengths(store, dataset, model_key=model.key, model_location=model.location,
+            report = run_at_low_priority(datasets.token_lengths, store, dataset, model_key=model.key, model_location=model.location,
                                             columns=form["token_columns"], max_length=form["max_length"])
         except datasets.DatasetError as exc:
             error = exc.message
@@ -182,7 +183,7 @@ def dataset_token_lengths(request: Request, dataset: Dataset = Depends(owned_dat
 async def mask_personal_data(request: Request, dataset: Dataset = Depends(owned_dataset), db: Session = Depends(get_db),
                              store: LocalArtifactStore = Depends(store_dep)):
     form = await request.form()
-    datasets.set_pii_masking(db, store, dataset, on=form.get("mask") == "1")
+    run_at_low_priority(datasets.set_pii_masking, db, store, dataset, on=form.get("mask") == "1")
     db.commit()
     return redirect(request, f"/datasets/{dataset.id}#personal-data")
 
