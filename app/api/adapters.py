@@ -82,9 +82,9 @@ def export_merged(adapter: Adapter = Depends(owned_adapter), db: Session = Depen
 @router.get("/adapters/{adapter_id}/merged", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
 def download_merged(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
                     store: LocalArtifactStore = Depends(store_dep)):
-    from app.web.adapters import merged_zip_response
+    from app.web.adapters import export_file_response
 
-    return merged_zip_response(db, adapter, user, store)
+    return export_file_response(db, adapter, user, store, "merged")
 
 
 @router.post("/adapters/{adapter_id}/export-gguf", status_code=202)
@@ -102,6 +102,6 @@ def export_gguf(adapter: Adapter = Depends(owned_adapter), db: Session = Depends
 def download_gguf(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
                   store: LocalArtifactStore = Depends(store_dep)):
     """The llama.cpp adapter: `llama-cli -m base.gguf --lora this.gguf`. Recorded (who, when)."""
-    from app.web.adapters import gguf_file_response
+    from app.web.adapters import export_file_response
 
-    return gguf_file_response(db, adapter, user, store)
+    return export_file_response(db, adapter, user, store, "gguf")

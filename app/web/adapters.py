@@ -66,15 +66,24 @@ def export_merged(request: Request, adapter: Adapter = Depends(owned_adapter), d
 @router.get("/adapters/{adapter_id}/merged")
 def download_merged(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
                     store: LocalArtifactStore = Depends(store_dep)):
-    return merged_zip_response(db, adapter, user, store)
+    return export_file_response(db, adapter, user, store, "merged")
 
 
-def merged_zip_response(db: Session, adapter: Adapter, user: User, store) -> FileResponse:
-    key = exports.merged_key(adapter.id)
+# kind -> (store key, media type, download name, what to ask for while it is missing)
+EXPORT_FILES = {
+    "merged": (exports.merged_key, "application/zip", "tailor-merged-{id}.zip", "The merged model"),
+    "gguf": (exports.gguf_key, "application/octet-stream", "tailor-adapter-{id}.gguf", "The GGUF adapter"),
+}
+
+
+def export_file_response(db: Session, adapter: Adapter, user: User, store, kind: str) -> FileResponse:
+    """An exported file of the adapter, its download recorded; 404 until the export is built."""
+    key_of, media_type, filename, what = EXPORT_FILES[kind]
+    key = key_of(adapter.id)
     if not store.exists(key):
-        raise HTTPException(404, "The merged model has not been exported yet. Ask for it from the adapter list.")
+        raise HTTPException(404, f"{what} has not been exported yet. Ask for it from the adapter list.")
     adapters.record_download(db, adapter, user.id)
-    return FileResponse(store.path(key), media_type="application/zip", filename=f"tailor-merged-{adapter.id}.zip")
+    return FileResponse(store.path(key), media_type=media_type, filename=filename.format(id=adapter.id))
 
 
 @router.post("/adapters/{adapter_id}/export-gguf")
@@ -89,12 +98,4 @@ def export_gguf(request: Request, adapter: Adapter = Depends(owned_adapter), db:
 @router.get("/adapters/{adapter_id}/gguf")
 def download_gguf(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
                   store: LocalArtifactStore = Depends(store_dep)):
-    return gguf_file_response(db, adapter, user, store)
-
-
-def gguf_file_response(db: Session, adapter: Adapter, user: User, store) -> FileResponse:
-    key = exports.gguf_key(adapter.id)
-    if not store.exists(key):
-        raise HTTPException(404, "The GGUF adapter has not been exported yet. Ask for it from the adapter list.")
-    adapters.record_download(db, adapter, user.id)
-    return FileResponse(store.path(key), media_type="application/octet-stream", filename=f"tailor-adapter-{adapter.id}.gguf")
+    return export_file_response(db, adapter, user, store, "gguf")

@@ -154,15 +154,20 @@ def _choices_from_form(form) -> tuple[str, str, dict]:
     return technique, task, {k: v for k, v in params.items() if v not in (None, "")}
 
 
+def _datasets_from_form(db: Session, form, user: User) -> tuple[Dataset, Dataset | None]:
+    """The form's training dataset and optional validation file, both of the user's workspace (404 otherwise)."""
+    validation_id = str(form.get("validation_dataset_id") or "")
+    return (dataset_in_workspace(db, form.get("dataset_id"), user),
+            dataset_in_workspace(db, validation_id, user) if validation_id else None)
+
+
 @router.post("/jobs")
 async def create_job(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db),
                      settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
     from app.web.datasets import dataset_context  # the dataset page imports this module
 
     form = await request.form()
-    dataset = dataset_in_workspace(db, form.get("dataset_id"), user)
-    validation_id = str(form.get("validation_dataset_id") or "")
-    validation = dataset_in_workspace(db, validation_id, user) if validation_id else None
+    dataset, validation = _datasets_from_form(db, form, user)
     technique, task, params = _choices_from_form(form)
     mapping = mapping_from_form(form, task)
     seed_raw = str(form.get("seed") or "0")
@@ -187,7 +192,7 @@ async def create_job(request: Request, user: User = Depends(current_user), db: S
     except jobs.JobError as exc:
         db.rollback()
         form_state = {"base_model": form.get("base_model"), "technique": technique, "task": task, "seed": seed_raw,
-                      "params": params, "preset": str(form.get("preset") or ""), "validation_dataset_id": validation_id}
+                      "params": params, "preset": str(form.get("preset") or ""), "validation_dataset_id": str(validation.id) if validation else ""}
         ctx = dataset_context(request, dataset, settings, store)
         ctx.update(train_form_context(dataset, settings, form=form_state, guess=mapping))
         ctx["errors"] = exc.errors
@@ -202,9 +207,7 @@ async def estimate_partial(request: Request, user: User = Depends(current_user),
                            settings: Settings = Depends(settings_dep)):
     """The form's estimate, re-computed as the user changes model, technique, task or settings (htmx)."""
     form = await request.form()
-    dataset = dataset_in_workspace(db, form.get("dataset_id"), user)
-    validation_id = str(form.get("validation_dataset_id") or "")
-    validation = dataset_in_workspace(db, validation_id, user) if validation_id else None
+    dataset, validation = _datasets_from_form(db, form, user)
     technique, task, params = _choices_from_form(form)
     estimate = form_estimate(dataset, settings, base_model=str(form.get("base_model") or ""), technique=technique, task=task,
                              mapping=mapping_from_form(form, task), params=params, worker=jobs.preferred_worker(db),
@@ -240,9 +243,7 @@ async def preview_partial(request: Request, user: User = Depends(current_user), 
                           settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
     """Three rows exactly as the model will see them, for the chosen task, columns, model and length (htmx)."""
     form = await request.form()
-    dataset = dataset_in_workspace(db, form.get("dataset_id"), user)
-    validation_id = str(form.get("validation_dataset_id") or "")
-    validation = dataset_in_workspace(db, validation_id, user) if validation_id else None
+    dataset, validation = _datasets_from_form(db, form, user)
     technique, task, params = _choices_from_form(form)
     # Reading rows and tokenizing is blocking work: off the event loop.
     ctx = await run_in_threadpool(lambda: preview_context(
