@@ -113,7 +113,19 @@ def validation_file_errors(store: LocalArtifactStore, dataset: Dataset, validati
         needed = " and ".join(TASK_COLUMNS[task]).replace("text_columns", "text")
         return {"validation_dataset": (f"No row of the validation file {name!r} has a {needed}, so there is nothing to "
                                        "check against. Fill those columns or choose another file.")}
+    if task == "classification":
+        unseen = _labels(store, validation_dataset, mapping) - _labels(store, dataset, mapping)
+        if unseen:
+            shown = ", ".join(repr(label) for label in sorted(unseen)[:5]) + (f" and {len(unseen) - 5} more" if len(unseen) > 5 else "")
+            return {"validation_dataset": (
+                f"The validation file {name!r} has labels the training data never shows: {shown}. A classifier cannot learn "
+                "a class it has not seen, so those rows could only count as mistakes. Add training rows with those labels, "
+                "or leave those rows out of the validation file.")}
     return {}
+
+
+def _labels(store: LocalArtifactStore, dataset: Dataset, mapping: dict[str, Any]) -> set[str]:
+    return {label for _text, label in iter_task_rows(store, dataset, "classification", mapping)}
 
 
 def _leakage_text(task: str):

@@ -143,3 +143,24 @@ def test_a_bakeoff_from_the_form_validates_every_technique_on_the_file(client, m
         assert len(group) == 2 and all(j.validation_dataset_id == held_out["id"] and j.result["validation"]["rows"] == 3 for j in group)
         for job in group:
             jobs.request_cancel(db, job)
+
+
+def test_a_classifier_validation_file_with_labels_training_never_shows_is_refused(client, make_user, tiny_model_dir):
+    _, _, _, token = make_user("vallabels")
+    train = upload(client, token, SAMPLE_CSV.read_bytes()).json()
+    unseen = upload(client, token, _csv(["question", "answer", "category"],
+                                        [[q, a, c] for q, a, c in HELD_OUT] + [["Do you buy back old tents?", "Yes.", "trade-in"]]),
+                    "unseen.csv").json()
+    known = upload(client, token, _csv(["question", "answer", "category"], [[q, a, c] for q, a, c in HELD_OUT if c != "products"]),
+                   "known.csv").json()  # the training data says "product", not "products"
+    body = {"dataset_id": train["id"], "task": "classification", "column_mapping": {"text": "question", "label": "category"},
+            "base_model": "tiny-llama", "technique": "lora", "params": {"max_steps": 1}}
+
+    refused = client.post("/api/v1/jobs", headers=bearer(token), json=dict(body, validation_dataset_id=unseen["id"]))
+    assert refused.status_code == 422
+    message = refused.json()["detail"]["errors"]["validation_dataset"]
+    assert "labels the training data never shows: 'products', 'trade-in'." in message and "cannot learn a class it has not seen" in message
+
+    accepted = client.post("/api/v1/jobs", headers=bearer(token), json=dict(body, validation_dataset_id=known["id"]))
+    assert accepted.status_code == 201, accepted.text
+    client.post(f"/api/v1/jobs/{accepted.json()['id']}/cancel", headers=bearer(token))
