@@ -113,19 +113,20 @@ def validation_file_errors(store: LocalArtifactStore, dataset: Dataset, validati
         needed = " and ".join(TASK_COLUMNS[task]).replace("text_columns", "text")
         return {"validation_dataset": (f"No row of the validation file {name!r} has a {needed}, so there is nothing to "
                                        "check against. Fill those columns or choose another file.")}
-    if task == "classification":
-        unseen = _labels(store, validation_dataset, mapping) - _labels(store, dataset, mapping)
-        if unseen:
-            shown = ", ".join(repr(label) for label in sorted(unseen)[:5]) + (f" and {len(unseen) - 5} more" if len(unseen) > 5 else "")
-            return {"validation_dataset": (
-                f"The validation file {name!r} has labels the training data never shows: {shown}. A classifier cannot learn "
-                "a class it has not seen, so those rows could only count as mistakes. Add training rows with those labels, "
-                "or leave those rows out of the validation file.")}
     return {}
 
 
-def _labels(store: LocalArtifactStore, dataset: Dataset, mapping: dict[str, Any]) -> set[str]:
-    return {label for _text, label in iter_task_rows(store, dataset, "classification", mapping)}
+def unseen_labels_error(store: LocalArtifactStore, validation_dataset: Dataset, mapping: dict[str, Any],
+                        train_labels: set[str]) -> dict[str, str]:
+    """A classifier's validation file with labels the training rows never show ({} when none)."""
+    unseen = {label for _text, label in iter_task_rows(store, validation_dataset, "classification", mapping)} - train_labels
+    if not unseen:
+        return {}
+    shown = ", ".join(repr(label) for label in sorted(unseen)[:5]) + (f" and {len(unseen) - 5} more" if len(unseen) > 5 else "")
+    return {"validation_dataset": (
+        f"The validation file {validation_dataset.name!r} has labels the training data never shows: {shown}. A classifier cannot "
+        "learn a class it has not seen, so those rows could only count as mistakes. Add training rows with those labels, "
+        "or leave those rows out of the validation file.")}
 
 
 def _leakage_text(task: str):
@@ -338,6 +339,8 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
             if len(labels) < 2:
                 errors["label"] = (f"Every usable row has the label {next(iter(labels))!r}; a classifier needs at least two "
                                    "different labels. Choose another column or add examples.")
+            elif validation_dataset is not None:
+                errors.update(unseen_labels_error(store, validation_dataset, column_mapping, labels))
     if not (0 <= seed < 2**31):
         errors["seed"] = "The seed must be a whole number between 0 and 2147483647."
     if errors:
