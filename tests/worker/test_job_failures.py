@@ -10,38 +10,17 @@ import pytest
 import torch
 
 from app.db import session_scope
-from app.models import Dataset, Job, User
-from app.services import datasets, jobs
-from app.services.artifacts import get_artifact_store
-from tests.app.helpers import SAMPLE_CSV
+from app.models import Job
+from tests.worker.test_job_runner import _submit, sample_dataset  # noqa: F401 - a fixture
 from worker.job_runner import describe_failure, run_training_job
 
 
-@pytest.fixture
-def dataset(make_user) -> tuple[int, int]:
-    user_id, *_ = make_user("failures")
-    with session_scope() as db, open(SAMPLE_CSV, "rb") as f:
-        user = db.get(User, user_id)
-        dataset, _ = datasets.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
-                                            filename="northwind.csv", source=f, limit_bytes=10**8)
-        return user.workspace_id, dataset.id
-
-
-def _submit(dataset: tuple[int, int], settings, base_model: str) -> int:
-    workspace_id, dataset_id = dataset
-    with session_scope() as db:
-        return jobs.submit_job(db, settings, get_artifact_store(), workspace_id=workspace_id, user_id=None,
-                               dataset=db.get(Dataset, dataset_id), task="instruction",
-                               column_mapping={"prompt": "question", "response": "answer"}, base_model=base_model,
-                               technique="lora", params={"max_steps": 2}).id
-
-
 @pytest.mark.parametrize("damage", ["truncated weights", "garbage weights", "broken config"])
-def test_a_damaged_base_model_fails_the_job_plainly_and_the_worker_goes_on(dataset, settings, tiny_model_dir, damage):
+def test_a_damaged_base_model_fails_the_job_plainly_and_the_worker_goes_on(sample_dataset, settings, tiny_model_dir, damage):
     damaged = settings.models_dir / f"tiny-damaged-{os.getpid()}"
     shutil.copytree(tiny_model_dir, damaged)
     try:
-        doomed = _submit(dataset, settings, damaged.name)  # accepted: the folder looks like a model
+        doomed = _submit(*sample_dataset, settings, damaged.name, max_steps=2)  # accepted: the folder looks like a model
         weights = damaged / "model.safetensors"
         if damage == "truncated weights":  # e.g. a copy interrupted half-way
             weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -57,7 +36,7 @@ def test_a_damaged_base_model_fails_the_job_plainly_and_the_worker_goes_on(datas
     finally:
         shutil.rmtree(damaged, ignore_errors=True)
     # The same worker process takes the next job as if nothing happened.
-    assert run_training_job(_submit(dataset, settings, "tiny-llama"), "worker-a") == "succeeded"
+    assert run_training_job(_submit(*sample_dataset, settings, max_steps=2), "worker-a") == "succeeded"
 
 
 def test_running_out_of_memory_is_said_plainly():

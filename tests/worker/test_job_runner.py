@@ -32,11 +32,11 @@ def sample_dataset(make_user) -> tuple[int, int]:
         return user.workspace_id, dataset.id
 
 
-def _submit(workspace_id: int, dataset_id: int, settings, **params) -> int:
+def _submit(workspace_id: int, dataset_id: int, settings, base_model: str = "tiny-llama", **params) -> int:
     with session_scope() as db:
         job = jobs.submit_job(db, settings, get_artifact_store(), workspace_id=workspace_id, user_id=None,
                               dataset=db.get(Dataset, dataset_id), task="instruction",
-                              column_mapping={"prompt": "question", "response": "answer"}, base_model="tiny-llama",
+                              column_mapping={"prompt": "question", "response": "answer"}, base_model=base_model,
                               technique="lora", params={"max_steps": 6, "learning_rate": 3e-3, **params})
         return job.id
 
