@@ -95,7 +95,8 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
         result = score_labels(texts, gold, predicted, [str(r[1]) for r in spec.train_rows], label_names)
     else:
         result = _evaluate_generations(model, base_view, tokenizer, store, task, base_model_key, spec.validation_rows, max_rows)
-    _add_losses(result, model, base_view, tokenizer, task, spec.validation_rows, max_length, label_names)
+    _add_losses(result, model, base_view, tokenizer, task, spec.validation_rows, max_length, label_names,
+                cache=(store, base_model_key))
     del model
     torch.set_grad_enabled(True)
 
@@ -179,19 +180,34 @@ def _evaluate_generations(model, base_view, tokenizer, store, task: str, base_mo
     }
 
 
-def _add_losses(result: dict, model, base_view, tokenizer, task: str, validation_rows, max_length: int, label_names) -> None:
+def base_losses_key(base_model: str, task: str, max_length: int, rows: list) -> str:
+    digest = hashlib.sha256(json.dumps([base_model, task, max_length, [list(r) if isinstance(r, (tuple, list)) else r for r in rows]])
+                            .encode()).hexdigest()[:24]
+    return f"evaluations/base-losses/{base_model}-{digest}.json"
+
+
+def _add_losses(result: dict, model, base_view, tokenizer, task: str, validation_rows, max_length: int, label_names,
+                cache: tuple | None = None) -> None:
     """Held-out loss per token (perplexity for language tasks) with intervals over the examples, for
-    the adapter and, where its head is real (not classification), the base model."""
+    the adapter and, where its head is real (not classification), the base model: computed once
+    per base model and rows, like its answers, when `cache` is (store, base model key)."""
     from worker.evaluation.losses import example_losses
     from worker.training.data import pad_token_id, tokenize_for_task
 
-    examples = tokenize_for_task(tokenizer, task, list(validation_rows)[:MAX_LOSS_ROWS], max_length, label_names).examples
+    rows = list(validation_rows)[:MAX_LOSS_ROWS]
+    examples = tokenize_for_task(tokenizer, task, rows, max_length, label_names).examples
     if not examples:
         return
     sides = {"adapter": example_losses(model, examples, pad_token_id(tokenizer))}
     if task != "classification":
-        with base_view() as base_model:
-            sides["base"] = example_losses(base_model, examples, pad_token_id(tokenizer))
+        key = base_losses_key(cache[1], task, max_length, rows) if cache else None
+        if key and cache[0].exists(key):
+            sides["base"] = [tuple(pair) for pair in json.loads(cache[0].path(key).read_text())["losses"]]
+        else:
+            with base_view() as base_model:
+                sides["base"] = example_losses(base_model, examples, pad_token_id(tokenizer))
+            if key:
+                _write_json(cache[0], key, {"base_model": cache[1], "losses": [list(pair) for pair in sides["base"]]})
     result["summary"]["loss_examples"] = len(examples)
     for side, losses in sides.items():
         kept = [(total, n) for total, n in losses if n > 0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 from app.db import session_scope
@@ -15,6 +16,7 @@ from worker.evaluation.runner import evaluate_adapter
 def test_evaluation_scores_adapter_and_base_with_intervals(facts_owner, train_adapter):
     *_, dataset_id = facts_owner
     adapter_id = train_adapter(dataset_id, "facts LoRA", max_steps=60, r=16, alpha=32)
+    get_artifact_store().delete("evaluations/base-losses")  # a cache: start from none (checked at the end)
 
     summary = evaluate_adapter(adapter_id)
 
@@ -35,3 +37,13 @@ def test_evaluation_scores_adapter_and_base_with_intervals(facts_owner, train_ad
     # The shipped model card now carries the metrics with intervals, and a vLLM snippet for LoRA.
     assert f"Evaluation on {summary['rows']} held-out rows" in card and "| ROUGE-L |" in card
     assert card.count("Evaluation on") == 1 and "vllm serve" in card and "LoRARequest" in card
+
+    # The base model's held-out losses are computed once per base model and rows, like its
+    # answers: a second evaluation reads them back (here a planted value proves it).
+    cached = list(get_artifact_store().path("evaluations/base-losses").glob("tiny-llama-*.json"))
+    assert len(cached) == 1
+    losses = json.loads(cached[0].read_text())["losses"]
+    cached[0].write_text(json.dumps({"base_model": "tiny-llama", "losses": [[10.0 * n, n] for _, n in losses]}))
+    again = evaluate_adapter(adapter_id)
+    assert again["base"]["validation_loss"]["value"] == 10.0
+    assert again["adapter"]["validation_loss"] == summary["adapter"]["validation_loss"]
