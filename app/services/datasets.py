@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from app.models import Dataset, Job
 from app.services import pii
 from app.services.artifacts import LocalArtifactStore
+from app.services.plain_csv import plain_header, scan_plain_csv
 from app.services.profiling import ProfileBuilder, near_duplicate_key, personal_data_cells
 from app.services.tabular_formats import (
     DELIMITER_NAMES, MAX_CELL_CHARS, MAX_COLUMNS, SNIFF_BYTES, Table, TableError, detect_delimiter, detect_encoding,
@@ -64,20 +65,6 @@ class IngestReport:
 def upload_too_large_message(limit_bytes: int) -> str:
     return (f"The file is larger than the upload limit of {format_bytes(limit_bytes)}. "
             "Split it or ask your administrator to raise TAILOR_MAX_UPLOAD_BYTES.")
-
-
-def stream_to_file(source: BinaryIO, target: Path, limit_bytes: int) -> tuple[int, str]:
-    """Copy an upload to target in chunks, enforcing the size limit; returns (bytes, sha256)."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(target, "wb") as out:
-        while chunk := source.read(CHUNK):
-            size += len(chunk)
-            if size > limit_bytes:
-                raise DatasetError(upload_too_large_message(limit_bytes), status=413)
-            digest.update(chunk)
-            out.write(chunk)
-    return size, digest.hexdigest()
 
 
 def format_bytes(n: float) -> str:
@@ -334,20 +321,61 @@ def ingest_upload(db: Session, store: LocalArtifactStore, *, workspace_id: int, 
     """Store an uploaded file (CSV, .xlsx or .jsonl) as a dataset. Returns (dataset, report); report
     is None when the same file (and sheet) was already uploaded to this workspace: the existing
     dataset is returned. On any error nothing is left behind: no row, no file."""
+    raw = store.temp_path(".upload")
+    try:
+        receive_upload(source, raw, limit_bytes)
+        return ingest_received(db, store, raw, workspace_id=workspace_id, user_id=user_id, filename=filename, sheet=sheet)
+    finally:
+        raw.unlink(missing_ok=True)
+
+
+def receive_upload(source: BinaryIO, target: Path, limit_bytes: int) -> int:
+    """Copy an upload to target in chunks, enforcing the size limit; returns its size."""
+    size = 0
+    with open(target, "wb") as out:
+        while chunk := source.read(CHUNK):
+            size += len(chunk)
+            if size > limit_bytes:
+                raise DatasetError(upload_too_large_message(limit_bytes), status=413)
+            out.write(chunk)
+    return size
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ingest_received(db: Session, store: LocalArtifactStore, raw: Path, *, workspace_id: int, user_id: int | None,
+                    filename: str, sheet: str | None = None) -> tuple[Dataset, IngestReport | None]:
+    """ingest_upload for an upload already written to raw (a temporary path of the store, which
+    this moves into place or removes)."""
     filename = Path(filename or "upload.csv").name[:300] or "upload.csv"
     sheet = (sheet or "").strip() or None
-    raw = store.temp_path(".upload")
     normalised = store.temp_path(".csv")
     try:
-        size, sha256 = stream_to_file(source, raw, limit_bytes)
+        size = raw.stat().st_size
         if size == 0:
             raise DatasetError("The file is empty. Upload a CSV with a header row and at least one data row.")
-        table = open_table(raw, filename, sheet)
+        plain = ingest_plain_csv(raw, filename, work_dir=raw.parent)
+        if plain is not None:
+            report, sha256 = plain
+            table_sheet = None
+        else:
+            sha256 = file_sha256(raw)
+            table = open_table(raw, filename, sheet)
+            table_sheet = table.sheet
         existing = db.scalar(select(Dataset).where(Dataset.workspace_id == workspace_id, Dataset.sha256 == sha256,
-                                                   Dataset.sheet_name.is_(table.sheet) if table.sheet is None else Dataset.sheet_name == table.sheet))
+                                                   Dataset.sheet_name.is_(None) if table_sheet is None else Dataset.sheet_name == table_sheet))
         if existing is not None:
             return existing, None
-        report = write_normalised(table, normalised, work_dir=raw.parent, source=raw)
+        if plain is not None:
+            _link_or_copy(raw, normalised)
+        else:
+            report = write_normalised(table, normalised, work_dir=raw.parent, source=raw)
         name = Path(filename).stem[:250] or "dataset"
         if report.sheet and len(report.profile.get("columns", [])) and report.format == "xlsx":
             name = f"{name} ({report.sheet})"[:300]
@@ -377,6 +405,24 @@ def ingest_upload(db: Session, store: LocalArtifactStore, *, workspace_id: int, 
     finally:
         for leftover in (raw, normalised):
             leftover.unlink(missing_ok=True)
+
+
+def ingest_plain_csv(raw: Path, filename: str, work_dir: Path | None = None) -> tuple[IngestReport, str] | None:
+    """(report, sha256) for a UTF-8, comma-delimited CSV with a clean header and nothing to fix,
+    from one compiled pass (plain_csv); None for any other file, which write_normalised reads."""
+    header = plain_header(raw, filename)
+    if header is None or _is_blank(header) or len(header) > MAX_COLUMNS or clean_headers(header)[0] != header:
+        return None
+    scanned = scan_plain_csv(raw, header, work_dir)
+    if scanned is None or scanned.rows == 0:
+        return None
+    try:
+        _check_unclosed_quote_at_end(scanned.last_row, 0, "line", header)
+    except DatasetError:
+        return None  # the general reader reports it, with its line number
+    report = IngestReport(encoding="utf-8", delimiter=",", columns=header, row_count=scanned.rows, profile=scanned.profile,
+                          format="csv", row_word="line", row_index=scanned.row_index)
+    return report, scanned.sha256
 
 
 def iter_rows(store: LocalArtifactStore, dataset: Dataset) -> Iterator[dict[str, str]]:

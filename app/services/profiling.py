@@ -12,6 +12,7 @@ import string
 import tempfile
 from bisect import bisect_right
 from collections import Counter
+from functools import cache
 from itertools import accumulate, compress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ from app.services import pii
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from app.services.csv_scan import Cells
 
 PROFILE_VERSION = 1
 MAX_TRACKED_VALUES = 1000  # distinct values counted per column before it counts as free text
@@ -89,8 +92,8 @@ class _HashBuckets:
             return
         pairs = np.concatenate(self.pending)
         self.pending, self.pending_rows, self.spilled = [], 0, True
-        buckets = pairs[:, 0] & (BUCKETS - 1)
-        pairs = pairs[np.argsort(buckets, kind="stable")]  # stable: rows stay in order within a bucket
+        buckets = (pairs[:, 0] & (BUCKETS - 1)).astype(np.uint8)
+        pairs = pairs[np.argsort(buckets, kind="stable")]  # a radix sort for bytes; stable: rows stay in order within a bucket
         ends = np.cumsum(np.bincount(buckets, minlength=BUCKETS))
         start = 0
         for bucket, end in enumerate(ends):
@@ -166,6 +169,32 @@ def _chunks_of(path: Path):
             yield chunk.reshape(-1, 2)
 
 
+@cache
+def _ascii_tables():
+    """numpy lookup tables, byte -> is an ASCII letter or digit, an ASCII letter, an ASCII digit."""
+    import numpy as np
+
+    alnum, letter, digit = np.zeros(256, bool), np.zeros(256, bool), np.zeros(256, bool)
+    alnum[list((string.ascii_letters + string.digits).encode())] = True
+    letter[list(string.ascii_letters.encode())] = True
+    digit[list(string.digits.encode())] = True
+    return alnum, letter, digit
+
+
+# A type vote, by what it counts: "0" and "1" count as integers and as booleans.
+_VOTES = (("integer",), ("integer", "boolean"), ("number",), ("boolean",), ("date",), ("text",))
+
+
+class _OpenBlock:
+    """What add_cells keeps of one column's block of BATCH_ROWS rows until its last row arrives."""
+
+    def __init__(self):
+        self.longest = 0
+        self.all_digits = True  # every cell ASCII digits or empty
+        self.any_digits = False
+        self.parts: list[tuple[Cells, int]] = []  # copies of its rows in earlier cells, with the row number of each's first
+
+
 def personal_data_cells(column: tuple[str, ...], lengths: list[int]):
     """Positions of the cells that may hold personal data: those pii.may_hold_personal_data accepts
     (an @ or two digits in a row). Most text columns hold few digits, so the cells holding any are
@@ -212,6 +241,8 @@ class ProfileBuilder:
         self.near.directory.mkdir()
         self._batch: list[list[str]] = []
         self._batch_start = 1
+        self._value_texts: list[dict[int, str]] = [{} for _ in range(n)]  # add_cells: a tracked value's hash -> its text
+        self._open_blocks: dict[int, _OpenBlock] = {}  # add_cells: per column, the block the last cells ended inside
 
     def add(self, row_number: int, cells: list[str]) -> None:
         """Add one row (rows are numbered 1, 2, 3, ... in order); the work happens per batch."""
@@ -274,6 +305,196 @@ class ProfileBuilder:
         self.exact.add_array(np.fromiter(map(hash, map(tuple, rows)), np.int64, len(rows)), start)
         self.near.add_array(near.view(np.int64), start)
 
+    def add_cells(self, cells: Cells) -> None:
+        """Add the next cells.rows rows as the compiled CSV scanner describes them (csv_scan.Cells).
+        The profile comes out as add() would make it: the per-block rules (type votes sampled
+        per block of BATCH_ROWS rows, the personal-data scan skipped for date columns and
+        narrowed for digit columns) are applied to the same blocks of rows, column-wise."""
+        import numpy as np
+
+        from app.services import csv_scan
+
+        n = cells.rows
+        if not n:
+            return
+        first = self.rows  # rows before these (the 0-based index of the first)
+        self.rows += n
+        mix = np.uint64(_MIX)
+        exact = np.zeros(n, np.uint64)
+        near = np.zeros(n, np.uint64)
+        absolute = np.arange(first, first + n)
+        block_of = absolute // BATCH_ROWS
+        block_first = block_of * BATCH_ROWS
+        sampled = np.flatnonzero((block_first < TYPE_SAMPLE_ROWS) | ((absolute - block_first) % 50 == 0))
+        # Where each block (or the part of it in these rows) begins, and whether it ends here.
+        bounds = np.flatnonzero(np.diff(block_of, prepend=-1))
+        ends = np.append(bounds[1:], n)
+        closes = (block_first[bounds] + BATCH_ROWS) <= first + n
+        for index in range(len(self.columns)):
+            exact = (exact ^ cells.exact[:, index]) * mix
+            near = (near ^ cells.near[:, index]) * mix
+            flags, chars = cells.flags[:, index], cells.chars[:, index]
+            blank = (flags & csv_scan.SPACE_ONLY) != 0
+            for i in np.flatnonzero(blank & ((flags & csv_scan.NON_ASCII) != 0)).tolist():  # non-ASCII: is it white space?
+                blank[i] = cells.text(i, index).isspace()
+            self.empty[index] += int(blank.sum())
+            self.total_chars[index] += int(chars.sum())
+            self.max_chars[index] = max(self.max_chars[index], int(chars.max()))
+            self._count_values(index, cells, flags, chars)
+            votes_before = dict(self.type_votes[index])
+            codes = self._vote_codes(cells, index, sampled)
+            # Votes after each block part: the date rule for a block uses the votes up to its end.
+            per_part = np.zeros((len(bounds), len(_VOTES)), np.int64)
+            voting = codes >= 0
+            np.add.at(per_part, (np.searchsorted(bounds, sampled[voting], side="right") - 1, codes[voting]), 1)
+            after = np.cumsum(per_part, axis=0)
+            for kind, total in zip(_VOTES, after[-1].tolist()):
+                for name in kind:
+                    self.type_votes[index][name] += total
+            self._personal_data(cells, index, flags, chars, bounds, ends, closes, votes_before, after)
+        self.exact.add_array(exact.view(np.int64), first + 1)
+        self.near.add_array(near.view(np.int64), first + 1)
+
+    def _count_values(self, index: int, cells: Cells, flags, chars) -> None:
+        """Frequent values, counted by the hash of their text; a value's text is read once, when
+        first met."""
+        import numpy as np
+
+        from app.services import csv_scan
+
+        counter = self.values[index]
+        if counter is None:
+            return
+        if int(chars.max()) > 200:
+            self.values[index] = None
+            return
+        filled = np.flatnonzero((flags & csv_scan.EMPTY) == 0)
+        hashes, at, counts = np.unique(cells.exact[filled, index], return_index=True, return_counts=True)
+        texts = self._value_texts[index]
+        for value_hash, position, count in zip(hashes.tolist(), at.tolist(), counts.tolist()):
+            text = texts.get(value_hash)
+            if text is None:
+                text = texts[value_hash] = cells.text(int(filled[position]), index)
+            counter[text] += count
+            if len(counter) > MAX_TRACKED_VALUES:
+                self.values[index] = None
+                self._value_texts[index] = {}
+                return
+
+    def _personal_data(self, cells: Cells, index: int, flags, chars, bounds, ends, closes, votes_before, after) -> None:
+        """The personal-data scan of each block part in cells, as _flush does it per batch: a
+        block whose longest cell is under 6 characters, or of a date column, is skipped; in a
+        block of digits only, only runs long enough for a card number (or starting with 0) are
+        read; elsewhere the cells pii.may_hold_personal_data accepts."""
+        import numpy as np
+
+        from app.services import csv_scan
+
+        digits = (flags & csv_scan.ALL_DIGITS) != 0
+        longest = np.maximum.reduceat(chars, bounds).tolist()
+        all_digits = np.minimum.reduceat(digits | ((flags & csv_scan.EMPTY) != 0), bounds).tolist()
+        any_digits = np.maximum.reduceat(digits, bounds).tolist()
+        first_row = self.rows - cells.rows + 1  # the row number of cells' first row
+        for part in range(len(bounds)):
+            block = self._open_blocks.pop(index, None) if part == 0 else None
+            if block is None:
+                block = _OpenBlock()
+            block.longest = max(block.longest, longest[part])
+            block.all_digits &= bool(all_digits[part])
+            block.any_digits |= bool(any_digits[part])
+            begin, end = int(bounds[part]), int(ends[part])
+            if not closes[part]:  # the block goes on in the next cells: keep a copy of this part
+                block.parts.append((cells.snapshot(begin, end), first_row + begin))
+                self._open_blocks[index] = block
+                continue
+            votes = {name: votes_before[name] for name in votes_before}
+            for kind, total in zip(_VOTES, after[part].tolist()):
+                for name in kind:
+                    votes[name] += total
+            if block.longest < 6 or (votes["date"] >= 100 and self._guess_type(index, votes) == "date"):
+                continue
+            digits_only = block.all_digits and block.any_digits
+            for earlier, earlier_first_row in block.parts:
+                self._scan_part(earlier, index, 0, earlier.rows, earlier_first_row, digits_only)
+            self._scan_part(cells, index, begin, end, first_row + begin, digits_only)
+
+    def _scan_part(self, cells: Cells, index: int, begin: int, end: int, first_row: int, digits_only: bool) -> None:
+        """Scan rows begin..end of cells (row numbers from first_row) for personal data: in a
+        block of digits only, the runs long enough for a card number (or starting with 0), else
+        the cells pii.may_hold_personal_data accepts (an @ or two digits in a row)."""
+        import numpy as np
+
+        from app.services import csv_scan
+
+        flags, chars = cells.flags[begin:end, index], cells.chars[begin:end, index]
+        if digits_only:
+            wanted = ((flags & csv_scan.ALL_DIGITS) != 0) & ((chars >= 13) | ((chars >= 7) & ((flags & csv_scan.FIRST_ZERO) != 0)))
+            sure = wanted
+        else:
+            has_digit = (flags & csv_scan.DIGIT) != 0
+            sure = ((flags & csv_scan.AT_SIGN) != 0) | (has_digit & ((flags & csv_scan.DIGIT_PAIR) != 0))
+            # A digit and other (non-ASCII) characters: two digits in a row of any script?
+            wanted = sure | (has_digit & ((flags & (csv_scan.DIGIT_PAIR | csv_scan.NON_ASCII)) == csv_scan.NON_ASCII))
+        for i in np.flatnonzero(wanted).tolist():
+            text = cells.text(begin + i, index)
+            if sure[i] or pii.may_hold_personal_data(text):
+                self._scan_cell(index, first_row + i, text)
+
+    def _scan_cell(self, index: int, row: int, text: str) -> None:
+        spans = pii.find_personal_data(text)
+        if spans:
+            self._record_pii(index, row, text, spans)
+
+    def _vote_codes(self, cells: Cells, index: int, positions):
+        """_vote_types' vote (an index into _VOTES, -1 for none) of each cell at positions; a cell
+        is read only when its flags and first bytes do not settle its vote."""
+        import numpy as np
+
+        from app.services import csv_scan
+
+        codes = np.full(len(positions), -2, np.int64)  # -2: not settled yet
+        if not len(positions):
+            return codes
+        flags = cells.flags[positions, index]
+        chars = cells.chars[positions, index]
+        codes[((flags & csv_scan.SPACE_ONLY) != 0) & ((flags & csv_scan.NON_ASCII) == 0)] = -1  # blank: no vote
+        codes[((flags & csv_scan.ALL_DIGITS) != 0) & (chars > 1) & (chars <= 18) & (codes == -2)] = _VOTES.index(("integer",))
+        quoted = (flags & csv_scan.QUOTED) != 0
+        starts = cells.starts[positions, index] + quoted
+        lengths = cells.stops[positions, index] - quoted - starts
+        heads = cells.data[np.minimum(starts[:, None] + np.arange(10), len(cells.data) - 1)]
+        alnum, letter, digit = _ascii_tables()
+        # Six ASCII letters or digits first, the first a letter: stripped, it starts with a letter and
+        # is longer than any boolean word, so it votes text.
+        word = alnum[heads[:, :6]].all(axis=1) & letter[heads[:, 0]] & (lengths >= 6)
+        codes[word & (codes == -2)] = _VOTES.index(("text",))
+        iso_date = (lengths == 10) & digit[heads[:, [0, 1, 2, 3, 5, 6, 8, 9]]].all(axis=1) & (heads[:, 4] == 45) & (heads[:, 7] == 45)
+        codes[iso_date & (codes == -2)] = _VOTES.index(("date",))
+        for at in np.flatnonzero(codes == -2).tolist():
+            codes[at] = self._vote_code(cells.text(int(positions[at]), index))
+        return codes
+
+    def _vote_code(self, cell: str) -> int:
+        votes = dict.fromkeys(("integer", "number", "boolean", "date", "text"), 0)
+        value = cell.strip()
+        if not value:
+            return -1
+        if value[0].isalpha():
+            votes["boolean" if value.lower() in _BOOLEAN else "text"] += 1
+        else:
+            self._vote_value(votes, value)
+        return _VOTES.index(tuple(name for name, count in votes.items() if count))
+
+    def _close_block(self) -> None:
+        """The last block, when the rows end inside it: scan its kept parts for personal data
+        unless _flush would have skipped the column for it."""
+        blocks, self._open_blocks = self._open_blocks, {}
+        for index, block in sorted(blocks.items()):
+            if block.longest < 6 or (self.type_votes[index]["date"] >= 100 and self._guess_type(index) == "date"):
+                continue
+            for part, first_row in block.parts:
+                self._scan_part(part, index, 0, part.rows, first_row, block.all_digits and block.any_digits)
+
     def _record_pii(self, index: int, row: int, cell: str, spans: list[tuple[str, int, int]]) -> None:
         counts = self.pii_counts[index]
         examples = self.pii_examples[index]
@@ -309,8 +530,8 @@ class ProfileBuilder:
         else:
             votes["text"] += 1
 
-    def _guess_type(self, index: int) -> str:
-        votes = self.type_votes[index]
+    def _guess_type(self, index: int, votes: dict[str, int] | None = None) -> str:
+        votes = self.type_votes[index] if votes is None else votes
         seen = sum(v for k, v in votes.items() if k != "boolean") or 0
         if self.empty[index] == self.rows:
             return "empty"
@@ -331,6 +552,7 @@ class ProfileBuilder:
 
     def finish(self) -> dict[str, Any]:
         self._flush()
+        self._close_block()
         for index, counter in enumerate(self.values):
             if counter is not None:
                 for blank in [value for value in counter if value.isspace()]:

@@ -1,0 +1,439 @@
+"""A compiled scanner for the common upload: a UTF-8, comma-delimited CSV with a clean header.
+
+It reads records exactly as Python's `csv.reader` does (the excel dialect, `strict=False`, on a
+file opened with `newline=""`) and, in the same pass over the bytes, works out the facts the
+dataset profile needs of every cell: where it lies in the file, its length in characters, a
+64-bit hash of its text and of its near-duplicate key (ASCII case, punctuation and spacing
+ignored), and flags (blank, digits, an @, ...). No Python string is made for a cell unless the
+profile needs its text (frequent values, sampled type votes, personal-data candidates).
+
+Anything unusual — a ragged or blank record, a quote left open at the end, a cell over the size
+limit — stops the scan (`Unusual`), and the upload goes through the general reader instead, which
+explains the problem or repairs it. The scanner only ever speeds up files that need no fixing.
+
+numba compiles the kernel on first use and caches it beside this file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import string
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from app.services.tabular_formats import MAX_CELL_CHARS
+
+READ_BYTES = 16 * 1024 * 1024
+SPLIT_AT_LEAST = 512 * 1024  # bytes each thread scans at least, or one thread scans alone
+MAX_RECORD_BYTES = 64 * 1024 * 1024  # a record longer than this goes to the general reader (and its cell limit)
+MAX_CELLS_AT_ONCE = 1 << 18  # rows x columns of cell facts per kernel call
+
+# Cell flags
+EMPTY = 1  # no characters at all
+SPACE_ONLY = 2  # every byte is ASCII white space (as str.isspace sees it) or non-ASCII: decide in Python when NON_ASCII
+NON_ASCII = 4
+AT_SIGN = 8
+DIGIT = 16  # an ASCII digit
+DIGIT_PAIR = 32  # two ASCII digits in a row
+ALL_DIGITS = 64  # at least one character, all ASCII digits
+FIRST_ZERO = 128
+QUOTED = 256  # the cell's text is its bytes without the outer quotes, "" read as "
+HAS_QUOTE = 1024  # a quote character in the text
+_NOT_BLANK = 1 << 20  # (while scanning)
+_NOT_DIGITS = 1 << 21
+
+# Scan results
+OK = 0
+RAGGED = 1  # a record with another number of cells than the header, or a blank one
+OPEN_QUOTE = 2  # the data ends inside a quoted cell
+TOO_LONG = 3  # a cell over MAX_CELL_CHARS bytes
+IRREGULAR = 4  # text after a closing quote, which csv.reader joins to the cell (strict=False)
+NOT_UTF8 = 5  # not UTF-8, or a NUL byte: the general reader names the problem or reads it as Windows-1252
+
+_COMMA, _QUOTE, _CR, _LF = 44, 34, 13, 10
+_ENDS_FIELD = 1 << 30  # in _BYTES: a comma or a line break
+_NEAR_SHIFT = 40  # in _BYTES: how far the near-duplicate hash turns for this byte (0: the byte is ignored)
+
+_P1 = np.uint64(0x9E3779B185EBCA87)
+_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_P3 = np.uint64(0x165667B19E3779F9)
+
+
+def _tables() -> tuple[np.ndarray, np.ndarray]:
+    """_BYTES: per byte value, its flags, whether it ends an unquoted field and the near-hash
+    turn; _NEAR_VALUES: its random 64-bit value in the near-duplicate key (0 when ignored)."""
+    kept = np.arange(256, dtype=np.int64)  # byte -> its byte in the near-duplicate key, -1: dropped
+    for c in (string.punctuation + string.whitespace).encode():
+        kept[c] = -1
+    for c in string.ascii_uppercase.encode():
+        kept[c] = c + 32
+    random_values = np.random.default_rng(20261129).integers(1, 2**63, 256, dtype=np.int64).view(np.uint64)
+    table = np.zeros(256, np.int64)
+    values = np.zeros(256, np.uint64)
+    for c in range(256):
+        bits = 0
+        if c >= 128:
+            bits |= NON_ASCII | _NOT_DIGITS
+        else:
+            if not chr(c).isspace():
+                bits |= _NOT_BLANK
+            if 48 <= c <= 57:
+                bits |= DIGIT
+            else:
+                bits |= _NOT_DIGITS
+            if c == 64:
+                bits |= AT_SIGN
+            if c == _QUOTE:
+                bits |= HAS_QUOTE
+        if c in (_COMMA, _CR, _LF):
+            bits |= _ENDS_FIELD
+        if kept[c] >= 0:
+            bits |= 5 << _NEAR_SHIFT
+            values[c] = random_values[kept[c]]
+        table[c] = bits
+    return table, values
+
+
+_BYTES, _NEAR_VALUES = _tables()
+
+
+@njit(cache=True, inline="always")
+def _words_hash(data, s, e):
+    """A 64-bit hash of data[s:e], eight bytes at a time (xxhash's round and finish)."""
+    h = np.uint64(e - s) * _P3
+    i = s
+    while i + 8 <= e:
+        w = (np.uint64(data[i]) | np.uint64(data[i + 1]) << np.uint64(8) | np.uint64(data[i + 2]) << np.uint64(16)
+             | np.uint64(data[i + 3]) << np.uint64(24) | np.uint64(data[i + 4]) << np.uint64(32) | np.uint64(data[i + 5]) << np.uint64(40)
+             | np.uint64(data[i + 6]) << np.uint64(48) | np.uint64(data[i + 7]) << np.uint64(56))
+        h = h + w * _P2
+        h = ((h << np.uint64(31)) | (h >> np.uint64(33))) * _P1
+        i += 8
+    w = np.uint64(0)
+    while i < e:
+        w = (w << np.uint64(8)) | np.uint64(data[i])
+        i += 1
+    h = h + w * _P2
+    h = ((h << np.uint64(31)) | (h >> np.uint64(33))) * _P1
+    h ^= h >> np.uint64(33)
+    h *= _P2
+    h ^= h >> np.uint64(29)
+    h *= _P3
+    h ^= h >> np.uint64(32)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def scan(data, pos, end, final, width, max_rows, starts, stops, chars, flags, exact, near, table, near_values, scratch):
+    """Scan records from data[pos:end] into the cell arrays (max_rows x width). Returns (position
+    after the last whole record taken, records taken, status). A record cut off by `end` is left
+    for the next call unless `final` says the data ends there."""
+    rows = 0
+    while rows < max_rows and pos < end:
+        p = pos
+        if data[p] == _LF or data[p] == _CR:
+            return pos, rows, RAGGED  # a blank line: the general reader skips it and rewrites the file
+        column = 0
+        while True:  # one cell a turn
+            fl = 0
+            hn = np.uint64(0)
+            doubled = False
+            if p < end and data[p] == _QUOTE:
+                fl |= QUOTED
+                start = p
+                p += 1
+                s = p
+                while True:
+                    if p >= end:
+                        if final:
+                            return pos, rows, OPEN_QUOTE
+                        return pos, rows, OK  # the next call takes the record whole
+                    c = data[p]
+                    if c == _QUOTE:
+                        if p + 1 >= end and not final:
+                            return pos, rows, OK
+                        if p + 1 < end and data[p + 1] == _QUOTE:
+                            doubled = True  # "" stands for one quote, which the near-duplicate key ignores anyway
+                            fl |= HAS_QUOTE | _NOT_BLANK | _NOT_DIGITS
+                            p += 2
+                            continue
+                        break
+                    x = table[c]
+                    fl |= x
+                    r = np.uint64((x >> _NEAR_SHIFT) & 63)
+                    hn = ((hn << r) | (hn >> ((np.uint64(64) - r) & np.uint64(63)))) ^ near_values[c]
+                    p += 1
+                e = p
+                p += 1  # the closing quote
+                if p < end and (table[data[p]] & _ENDS_FIELD) == 0:
+                    return pos, rows, IRREGULAR  # text after the closing quote: csv.reader's strict=False rules
+            else:
+                start = p
+                s = p
+                while p < end:
+                    c = data[p]
+                    x = table[c]
+                    if x & _ENDS_FIELD:
+                        break
+                    fl |= x
+                    r = np.uint64((x >> _NEAR_SHIFT) & 63)
+                    hn = ((hn << r) | (hn >> ((np.uint64(64) - r) & np.uint64(63)))) ^ near_values[c]
+                    p += 1
+                e = p
+            if p >= end and not final:
+                return pos, rows, OK  # the record may go on past end: the next call takes it whole
+            if e - s >= MAX_CELL_CHARS:
+                return pos, rows, TOO_LONG
+            if column >= width:
+                return pos, rows, RAGGED
+            # the cell's facts
+            if doubled:
+                n = 0
+                i = s
+                while i < e:
+                    scratch[n] = data[i]
+                    n += 1
+                    i += 2 if data[i] == _QUOTE else 1
+                exact[rows, column] = _words_hash(scratch, 0, n)
+                length = n
+            else:
+                exact[rows, column] = _words_hash(data, s, e)
+                length = e - s
+            nchar = length
+            if fl & NON_ASCII:
+                nchar = 0
+                for i in range(s, e):
+                    nchar += (data[i] & 0xC0) != 0x80
+                if doubled:
+                    nchar -= (e - s) - length
+            if fl & DIGIT:
+                previous = False
+                for i in range(s, e):
+                    digit = data[i] >= 48 and data[i] <= 57
+                    if digit and previous:
+                        fl |= DIGIT_PAIR
+                        break
+                    previous = digit
+                if length and data[s] == 48:
+                    fl |= FIRST_ZERO
+                if not (fl & _NOT_DIGITS):
+                    fl |= ALL_DIGITS
+            if not (fl & _NOT_BLANK):
+                fl |= SPACE_ONLY
+            if length == 0:
+                fl |= EMPTY
+            starts[rows, column] = start
+            stops[rows, column] = e + 1 if fl & QUOTED else e
+            chars[rows, column] = nchar
+            flags[rows, column] = fl & 0xFFFF
+            near[rows, column] = hn ^ (hn >> np.uint64(29))
+            column += 1
+            # what ended the cell
+            if p >= end:  # final: the last line has no line break
+                break
+            c = data[p]
+            p += 1
+            if c == _COMMA:
+                continue
+            if c == _CR:
+                if p < end:
+                    if data[p] == _LF:
+                        p += 1
+                elif not final:
+                    return pos, rows, OK  # a \n may follow in the next read
+            break
+        if column != width:
+            return pos, rows, RAGGED
+        rows += 1
+        pos = p
+    return pos, rows, OK
+
+
+@dataclass
+class Cells:
+    """Facts of `rows` consecutive records (the arrays hold rows x columns) and the bytes they lie in."""
+
+    data: np.ndarray
+    base: int  # the file offset of data[0]
+    rows: int
+    starts: np.ndarray
+    stops: np.ndarray
+    chars: np.ndarray
+    flags: np.ndarray
+    exact: np.ndarray
+    near: np.ndarray
+
+    def snapshot(self, begin: int, end: int) -> Cells:
+        """Rows begin..end with a copy of the bytes they lie in: valid after the scan moves on."""
+        low = int(self.starts[begin:end].min())
+        high = int(self.stops[begin:end].max())
+        return Cells(self.data[low:high].copy(), self.base + low, end - begin, self.starts[begin:end] - low, self.stops[begin:end] - low,
+                     self.chars[begin:end].copy(), self.flags[begin:end].copy(), self.exact[begin:end].copy(), self.near[begin:end].copy())
+
+    def text(self, row: int, column: int) -> str:
+        """One cell's text, as csv.reader gives it."""
+        raw = self.data[self.starts[row, column]:self.stops[row, column]].tobytes()
+        flag = self.flags[row, column]
+        if flag & QUOTED:
+            raw = raw[1:-1]
+            if flag & HAS_QUOTE:
+                raw = raw.replace(b'""', b'"')
+        return raw.decode("utf-8")
+
+
+class Unusual(Exception):
+    """The file needs the general reader: status says why (RAGGED, OPEN_QUOTE, TOO_LONG, IRREGULAR,
+    NOT_UTF8)."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+def _cell_arrays(rows: int, width: int) -> list[np.ndarray]:
+    shape = (rows, width)
+    return [np.empty(shape, np.int64), np.empty(shape, np.int64), np.empty(shape, np.int64), np.empty(shape, np.uint16),
+            np.empty(shape, np.uint64), np.empty(shape, np.uint64)]
+
+
+@njit(cache=True, nogil=True)
+def _next_line_start(data, position, end):
+    """The position after the first line feed at or after position, or -1."""
+    for i in range(position, end):
+        if data[i] == _LF:
+            return i + 1
+    return -1
+
+
+class _Checker:
+    """Feeds the file's bytes, in order, to the digest and checks that they are UTF-8 without NUL
+    bytes (what detect_encoding would have found)."""
+
+    def __init__(self, digest):
+        self.digest = digest
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.pending = False  # a character's first bytes ended the last piece
+
+    def feed(self, piece: np.ndarray, final: bool) -> None:
+        if self.digest is not None:
+            self.digest.update(piece)
+        if len(piece) and not piece.all():
+            raise Unusual(NOT_UTF8)  # a NUL byte
+        try:
+            if self.pending or (len(piece) and int(piece.max()) >= 128):
+                self.decoder.decode(piece.tobytes())
+                self.pending = bool(self.decoder.getstate()[0])
+            if final:
+                self.decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise Unusual(NOT_UTF8) from None
+
+
+def scan_file(path: Path, width: int, skip_records: int = 1, digest=None) -> Iterator[Cells]:
+    """The records of a UTF-8 comma-delimited CSV of `width` columns after the first skip_records
+    (the header), as Cells, a bounded number at a time (each valid until the next is asked for).
+    Every byte goes to digest (a hashlib object) on the way. Raises Unusual where the general
+    reader is needed.
+
+    Two threads share the work: while one scans the first half of what was read, another scans
+    the second half from its first line start, and the digest runs beside them. The second
+    half's records are kept only if the first half's last record ends exactly where it began
+    (a line break inside quotes makes it start mid-record; then the half is scanned again)."""
+    max_rows = max(1, min(16384, MAX_CELLS_AT_ONCE // max(width, 1)))
+    first_half, second_half = _cell_arrays(max_rows, width), _cell_arrays(max_rows, width)
+    scratch = [np.empty(MAX_CELL_CHARS + 8, np.uint8), np.empty(MAX_CELL_CHARS + 8, np.uint8)]  # untouched pages cost nothing
+    buffer = np.empty(READ_BYTES, np.uint8)
+    checker = _Checker(digest)
+    filled = position = base = 0
+    at_end = False
+
+    def run(arrays, scratch_, begin, end, final, rows):
+        return scan(buffer, begin, end, final, width, rows, *arrays, _BYTES, _NEAR_VALUES, scratch_)
+
+    def cells(arrays, rows: int) -> Cells:
+        return Cells(buffer, base, rows, *(a[:rows] for a in arrays))
+
+    with ThreadPoolExecutor(2, thread_name_prefix="tailor-csv-scan") as pool, open(path, "rb", buffering=0) as f:
+        while True:
+            new_from = filled
+            while not at_end and filled < len(buffer):
+                got = f.readinto(memoryview(buffer)[filled:])
+                at_end = not got
+                filled += got
+            check = pool.submit(checker.feed, buffer[new_from:filled], at_end)
+            checked = False
+            progress = True
+            while progress:
+                progress = False
+                if skip_records:
+                    taken, rows, status = run(first_half, scratch[0], position, filled, at_end, 1)
+                    if status != OK:
+                        check.result()
+                        raise Unusual(status)
+                    if rows:
+                        position, skip_records, progress = taken, skip_records - 1, True
+                    continue
+                split = -1
+                if filled - position >= 2 * SPLIT_AT_LEAST:
+                    split = _next_line_start(buffer, position + (filled - position) // 2, filled)
+                second = pool.submit(run, second_half, scratch[1], split, filled, at_end, max_rows) if split > 0 else None
+                end, final = (split, False) if second else (filled, at_end)
+                while True:
+                    taken, rows, status = run(first_half, scratch[0], position, end, final, max_rows)
+                    if status != OK:
+                        check.result()
+                        raise Unusual(status)
+                    if rows:
+                        if not checked:
+                            check.result()
+                            checked = True
+                        yield cells(first_half, rows)
+                        position, progress = taken, True
+                    if taken == end or rows == 0:
+                        break
+                if second is None:
+                    continue
+                taken, rows, status = second.result()
+                if position != split:
+                    if not progress:  # the split fell inside a record: scan on alone
+                        taken, rows, status = run(first_half, scratch[0], position, filled, at_end, max_rows)
+                        if status != OK:
+                            check.result()
+                            raise Unusual(status)
+                        if rows:
+                            check.result()
+                            checked = True
+                            yield cells(first_half, rows)
+                            position, progress = taken, True
+                    continue
+                if status != OK:
+                    check.result()
+                    raise Unusual(status)
+                if rows:
+                    if not checked:
+                        check.result()
+                        checked = True
+                    yield cells(second_half, rows)
+                    position, progress = taken, True
+            check.result()
+            if at_end:
+                if position < filled or skip_records:
+                    raise Unusual(RAGGED)
+                return
+            # Move the unread tail to the front; grow the buffer when one record does not fit.
+            tail = filled - position
+            if position == 0:
+                if len(buffer) >= MAX_RECORD_BYTES:
+                    raise Unusual(TOO_LONG)
+                grown = np.empty(len(buffer) * 2, np.uint8)
+                grown[:tail] = buffer[:tail]
+                buffer = grown
+            else:
+                buffer[:tail] = buffer[position:filled]
+            base += position
+            filled, position = tail, 0

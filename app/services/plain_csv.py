@@ -1,0 +1,88 @@
+"""The fast path for the most common upload: a UTF-8, comma-delimited CSV whose header needs no
+cleaning. One compiled pass (csv_scan) reads every record, feeds the profile and the content hash,
+and notes the row index; the file itself is stored as it is.
+
+Anything else returns None and goes through the general reader (tabular_formats and
+datasets.write_normalised), which gives the same dataset and profile for every file this path
+accepts, and explains or repairs the files it does not."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.services.profiling import ProfileBuilder
+from app.services.tabular_formats import (
+    _CONTROL_BYTES, SNIFF_BYTES, TableError, _utf16_without_bom, detect_delimiter, detect_format,
+)
+
+ROW_INDEX_EVERY = 1000  # as datasets.ROW_INDEX_EVERY
+
+
+@dataclass
+class PlainScan:
+    rows: int
+    profile: dict
+    sha256: str
+    last_row: list[str]
+    row_index: list[int] = field(default_factory=list)  # byte offset of every ROW_INDEX_EVERY-th record
+
+
+def plain_header(path: Path, filename: str) -> list[str] | None:
+    """The header of a file the fast path can take (UTF-8 without BOM, comma-delimited, the header
+    on one line), judged from its first bytes as the general reader judges them; else None."""
+    try:
+        if detect_format(path, filename) != "csv":
+            return None
+    except TableError:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(4 * SNIFF_BYTES)
+    if head.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _utf16_without_bom(head[:SNIFF_BYTES]):
+        return None
+    sniffed = head[:SNIFF_BYTES]
+    if sniffed and sum(sniffed.count(b) for b in _CONTROL_BYTES) > max(8, len(sniffed) // 100):
+        return None  # the general reader refuses it as binary
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:
+            return None
+        text = head[:exc.start].decode("utf-8")  # the read ended inside a character
+    if len(text) < SNIFF_BYTES and len(head) == 4 * SNIFF_BYTES:
+        return None
+    sample = text[:SNIFF_BYTES]
+    if "\n" not in sample or detect_delimiter(sample) != ",":
+        return None
+    first_line = sample[:sample.index("\n") + 1]
+    if first_line.count('"') % 2:
+        return None  # a quoted header cell spans lines
+    return next(csv.reader([first_line]), None)
+
+
+def scan_plain_csv(path: Path, columns: list[str], work_dir: Path | None = None) -> PlainScan | None:
+    """Profile every record after the header and hash the whole file in one pass; None when the
+    file turns out to need the general reader (see csv_scan.Unusual)."""
+    from app.services.csv_scan import Unusual, scan_file
+
+    builder = ProfileBuilder(columns, work_dir)
+    digest = hashlib.sha256()
+    rows = 0
+    row_index: list[int] = []
+    last_row: list[str] = []
+    try:
+        for cells in scan_file(path, len(columns), digest=digest):
+            for record in range(-rows % ROW_INDEX_EVERY, cells.rows, ROW_INDEX_EVERY):
+                row_index.append(cells.base + int(cells.starts[record, 0]))
+            builder.add_cells(cells)
+            rows += cells.rows
+            last_row = [cells.text(cells.rows - 1, column) for column in range(len(columns))]
+        profile = builder.finish()
+    except Unusual:
+        return None
+    finally:
+        builder.close()
+    return PlainScan(rows=rows, profile=profile, sha256=digest.hexdigest(), last_row=last_row, row_index=row_index)
