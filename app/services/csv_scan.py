@@ -334,106 +334,136 @@ class _Checker:
             raise Unusual(NOT_UTF8) from None
 
 
+class _Region:
+    """Scans one buffer's records, in two halves at once where it is large enough."""
+
+    def __init__(self, width: int, max_rows: int, helpers: ThreadPoolExecutor):
+        self.width = width
+        self.max_rows = max_rows
+        self.helpers = helpers
+        self.free: list[list[np.ndarray]] = []  # cell arrays the consumer is done with
+        self.scratch = [np.empty(MAX_CELL_CHARS + 8, np.uint8), np.empty(MAX_CELL_CHARS + 8, np.uint8)]  # untouched pages cost nothing
+
+    def arrays(self) -> list[np.ndarray]:
+        return self.free.pop() if self.free else _cell_arrays(self.max_rows, self.width)
+
+    def run(self, buffer, arrays, scratch, begin, end, final, rows):
+        return scan(buffer, begin, end, final, self.width, rows, *arrays, _BYTES, _NEAR_VALUES, scratch)
+
+    def scan(self, buffer, position: int, filled: int, at_end: bool, skip: int):
+        """(batches [(arrays, rows)], position after the last whole record, status, records still to skip)."""
+        batches = []
+
+        def take(begin: int, end: int, final: bool) -> tuple[int, int]:
+            """Scan begin..end alone; returns (position reached, status)."""
+            while True:
+                arrays = self.arrays()
+                taken, rows, status = self.run(buffer, arrays, self.scratch[0], begin, end, final, self.max_rows)
+                if rows:
+                    batches.append((arrays, rows))
+                else:
+                    self.free.append(arrays)
+                if status != OK or rows == 0 or taken == end:
+                    return taken, status
+                begin = taken
+
+        while skip:
+            arrays = self.arrays()
+            taken, rows, status = self.run(buffer, arrays, self.scratch[0], position, filled, at_end, 1)
+            self.free.append(arrays)
+            if status != OK or not rows:
+                return batches, position, status, skip
+            position, skip = taken, skip - 1
+        while True:
+            split = -1
+            if filled - position >= 2 * SPLIT_AT_LEAST:
+                split = _next_line_start(buffer, position + (filled - position) // 2, filled)
+            if split <= 0:
+                position, status = take(position, filled, at_end)
+                return batches, position, status, 0
+            second_arrays = self.arrays()
+            second = self.helpers.submit(self.run, buffer, second_arrays, self.scratch[1], split, filled, at_end, self.max_rows)
+            reached, status = take(position, split, False)
+            taken, rows, second_status = second.result()
+            if status != OK:
+                self.free.append(second_arrays)
+                return batches, reached, status, 0
+            if reached != split:  # the split fell inside a record: go on from where the first half stopped
+                self.free.append(second_arrays)
+                position, status = take(reached, filled, at_end)
+                return batches, position, status, 0
+            if rows:
+                batches.append((second_arrays, rows))
+            else:
+                self.free.append(second_arrays)
+            if second_status != OK or rows == 0 or taken == filled:
+                return batches, taken, second_status, 0
+            position = taken  # the second half filled its arrays: scan on from there
+
+
 def scan_file(path: Path, width: int, skip_records: int = 1, digest=None) -> Iterator[Cells]:
     """The records of a UTF-8 comma-delimited CSV of `width` columns after the first skip_records
     (the header), as Cells, a bounded number at a time (each valid until the next is asked for).
     Every byte goes to digest (a hashlib object) on the way. Raises Unusual where the general
     reader is needed.
 
-    Two threads share the work: while one scans the first half of what was read, another scans
-    the second half from its first line start, and the digest runs beside them. The second
-    half's records are kept only if the first half's last record ends exactly where it began
-    (a line break inside quotes makes it start mid-record; then the half is scanned again)."""
+    The work runs beside the caller: while it handles one buffer's Cells, the next buffer is
+    read, hashed and scanned, in two halves at once (the second from its first line start; its
+    records count only if the first half's last record ends exactly there, since a line break
+    inside quotes would make it start mid-record)."""
     max_rows = max(1, min(16384, MAX_CELLS_AT_ONCE // max(width, 1)))
-    first_half, second_half = _cell_arrays(max_rows, width), _cell_arrays(max_rows, width)
-    scratch = [np.empty(MAX_CELL_CHARS + 8, np.uint8), np.empty(MAX_CELL_CHARS + 8, np.uint8)]  # untouched pages cost nothing
-    buffer = np.empty(READ_BYTES, np.uint8)
     checker = _Checker(digest)
-    filled = position = base = 0
-    at_end = False
+    buffers = [np.empty(READ_BYTES, np.uint8), np.empty(READ_BYTES, np.uint8)]
+    with (ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-check") as checks,
+          ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-scan") as scans,
+          ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-half") as helpers,
+          open(path, "rb", buffering=0) as f):
+        region = _Region(width, max_rows, helpers)
 
-    def run(arrays, scratch_, begin, end, final, rows):
-        return scan(buffer, begin, end, final, width, rows, *arrays, _BYTES, _NEAR_VALUES, scratch_)
-
-    def cells(arrays, rows: int) -> Cells:
-        return Cells(buffer, base, rows, *(a[:rows] for a in arrays))
-
-    with ThreadPoolExecutor(2, thread_name_prefix="tailor-csv-scan") as pool, open(path, "rb", buffering=0) as f:
-        while True:
-            new_from = filled
-            while not at_end and filled < len(buffer):
+        def fill(buffer: np.ndarray, filled: int) -> tuple[int, bool]:
+            at_end = False
+            while filled < len(buffer):
                 got = f.readinto(memoryview(buffer)[filled:])
-                at_end = not got
+                if not got:
+                    at_end = True
+                    break
                 filled += got
-            check = pool.submit(checker.feed, buffer[new_from:filled], at_end)
-            checked = False
-            progress = True
-            while progress:
-                progress = False
-                if skip_records:
-                    taken, rows, status = run(first_half, scratch[0], position, filled, at_end, 1)
-                    if status != OK:
-                        check.result()
-                        raise Unusual(status)
-                    if rows:
-                        position, skip_records, progress = taken, skip_records - 1, True
-                    continue
-                split = -1
-                if filled - position >= 2 * SPLIT_AT_LEAST:
-                    split = _next_line_start(buffer, position + (filled - position) // 2, filled)
-                second = pool.submit(run, second_half, scratch[1], split, filled, at_end, max_rows) if split > 0 else None
-                end, final = (split, False) if second else (filled, at_end)
-                while True:
-                    taken, rows, status = run(first_half, scratch[0], position, end, final, max_rows)
-                    if status != OK:
-                        check.result()
-                        raise Unusual(status)
-                    if rows:
-                        if not checked:
-                            check.result()
-                            checked = True
-                        yield cells(first_half, rows)
-                        position, progress = taken, True
-                    if taken == end or rows == 0:
-                        break
-                if second is None:
-                    continue
-                taken, rows, status = second.result()
-                if position != split:
-                    if not progress:  # the split fell inside a record: scan on alone
-                        taken, rows, status = run(first_half, scratch[0], position, filled, at_end, max_rows)
-                        if status != OK:
-                            check.result()
-                            raise Unusual(status)
-                        if rows:
-                            check.result()
-                            checked = True
-                            yield cells(first_half, rows)
-                            position, progress = taken, True
-                    continue
-                if status != OK:
-                    check.result()
-                    raise Unusual(status)
-                if rows:
-                    if not checked:
-                        check.result()
-                        checked = True
-                    yield cells(second_half, rows)
-                    position, progress = taken, True
-            check.result()
+            return filled, at_end
+
+        buffer, base, skip = buffers[0], 0, skip_records
+        filled, at_end = fill(buffer, 0)
+        checked = checks.submit(checker.feed, buffer[:filled], at_end)
+        scanned = scans.submit(region.scan, buffer, 0, filled, at_end, skip)
+        while True:
+            batches, taken, status, skip = scanned.result()
+            checked.result()
+            if status != OK:
+                raise Unusual(status)
             if at_end:
-                if position < filled or skip_records:
+                next_buffer = None
+                if taken < filled or skip:
+                    for arrays, rows in batches:
+                        region.free.append(arrays)
                     raise Unusual(RAGGED)
-                return
-            # Move the unread tail to the front; grow the buffer when one record does not fit.
-            tail = filled - position
-            if position == 0:
-                if len(buffer) >= MAX_RECORD_BYTES:
-                    raise Unusual(TOO_LONG)
-                grown = np.empty(len(buffer) * 2, np.uint8)
-                grown[:tail] = buffer[:tail]
-                buffer = grown
             else:
-                buffer[:tail] = buffer[position:filled]
-            base += position
-            filled, position = tail, 0
+                # The next buffer: the unread tail first, then what follows in the file.
+                tail = filled - taken
+                index = 1 if buffer is buffers[0] else 0
+                if tail * 2 > len(buffer):  # one record fills most of the buffer: both grow
+                    if len(buffer) >= MAX_RECORD_BYTES:
+                        raise Unusual(TOO_LONG)
+                    buffers[index] = np.empty(len(buffer) * 2, np.uint8)
+                next_buffer = buffers[index]
+                next_buffer[:tail] = buffer[taken:filled]
+                next_filled, next_at_end = fill(next_buffer, tail)
+                checked = checks.submit(checker.feed, next_buffer[tail:next_filled], next_at_end)
+                scanned = scans.submit(region.scan, next_buffer, 0, next_filled, next_at_end, skip)
+            for arrays, rows in batches:
+                yield Cells(buffer, base, rows, *(a[:rows] for a in arrays))
+                region.free.append(arrays)
+            if next_buffer is None:
+                return
+            if len(buffers[0]) != len(buffers[1]):
+                other = 1 if next_buffer is buffers[0] else 0
+                buffers[other] = np.empty(len(next_buffer), np.uint8)
+            buffer, base, filled, at_end = next_buffer, base + taken, next_filled, next_at_end

@@ -63,6 +63,18 @@ def plain_header(path: Path, filename: str) -> list[str] | None:
     return next(csv.reader([first_line]), None)
 
 
+def _has_blank_record(cells) -> bool:
+    """A record whose cells are all empty or white space (as datasets._is_blank sees it)."""
+    import numpy as np
+
+    from app.services.csv_scan import SPACE_ONLY
+
+    for row in np.flatnonzero(((cells.flags & SPACE_ONLY) != 0).all(axis=1)).tolist():
+        if not "".join(cells.text(row, column) for column in range(cells.flags.shape[1])).strip():
+            return True
+    return False
+
+
 def scan_plain_csv(path: Path, columns: list[str], work_dir: Path | None = None) -> PlainScan | None:
     """Profile every record after the header and hash the whole file in one pass; None when the
     file turns out to need the general reader (see csv_scan.Unusual)."""
@@ -75,6 +87,8 @@ def scan_plain_csv(path: Path, columns: list[str], work_dir: Path | None = None)
     last_row: list[str] = []
     try:
         for cells in scan_file(path, len(columns), digest=digest):
+            if _has_blank_record(cells):
+                return None  # the general reader leaves it out, and so rewrites the file
             for record in range(-rows % ROW_INDEX_EVERY, cells.rows, ROW_INDEX_EVERY):
                 row_index.append(cells.base + int(cells.starts[record, 0]))
             builder.add_cells(cells)

@@ -132,18 +132,18 @@ class _HashBuckets:
             for pairs in chunks:
                 if not len(pairs):
                     continue
-                ordered = pairs[np.argsort(pairs[:, 0], kind="stable")]  # rows ascending within a hash
+                ordered = pairs[np.argsort(pairs[:, 0])]  # grouped by hash (rows in any order within a group)
                 values, rows = ordered[:, 0], ordered[:, 1]
                 first = np.empty(len(values), bool)
                 first[0] = True
                 np.not_equal(values[1:], values[:-1], out=first[1:])
                 group = np.cumsum(first) - 1
-                group_values, group_rows = values[first], rows[first]
+                group_values, group_rows = values[first], np.minimum.reduceat(rows, np.flatnonzero(first))  # each hash's first row
                 # A hash met in an earlier chunk: its first row is from there, and every row here repeats it.
                 at = np.minimum(np.searchsorted(seen_values, group_values), max(len(seen_values) - 1, 0))
                 known = seen_values[at] == group_values if len(seen_values) else np.zeros(len(group_values), bool)
                 origin = np.where(known, seen_rows[at] if len(seen_values) else 0, group_rows)
-                repeats = ~first | known[group]
+                repeats = (rows != group_rows[group]) | known[group]
                 again, again_same = rows[repeats], origin[group][repeats]
                 count += len(again)
                 shown = again if exclude is None else again[~np.isin(again, exclude)]
@@ -156,7 +156,7 @@ class _HashBuckets:
                     repeated = np.partition(repeated, REPEATED_ROWS_KEPT - 1)[:REPEATED_ROWS_KEPT]
                 if (~known).any():
                     merged_values = np.concatenate([seen_values, group_values[~known]])
-                    order = np.argsort(merged_values, kind="stable")
+                    order = np.argsort(merged_values)  # distinct values
                     seen_values, seen_rows = merged_values[order], np.concatenate([seen_rows, group_rows[~known]])[order]
         return count, [(int(r), int(s)) for r, s in examples], np.sort(repeated)
 
@@ -171,14 +171,13 @@ def _chunks_of(path: Path):
 
 @cache
 def _ascii_tables():
-    """numpy lookup tables, byte -> is an ASCII letter or digit, an ASCII letter, an ASCII digit."""
+    """numpy lookup tables, byte -> is an ASCII letter, is an ASCII digit."""
     import numpy as np
 
-    alnum, letter, digit = np.zeros(256, bool), np.zeros(256, bool), np.zeros(256, bool)
-    alnum[list((string.ascii_letters + string.digits).encode())] = True
+    letter, digit = np.zeros(256, bool), np.zeros(256, bool)
     letter[list(string.ascii_letters.encode())] = True
     digit[list(string.digits.encode())] = True
-    return alnum, letter, digit
+    return letter, digit
 
 
 # A type vote, by what it counts: "0" and "1" count as integers and as booleans.
@@ -463,10 +462,11 @@ class ProfileBuilder:
         starts = cells.starts[positions, index] + quoted
         lengths = cells.stops[positions, index] - quoted - starts
         heads = cells.data[np.minimum(starts[:, None] + np.arange(10), len(cells.data) - 1)]
-        alnum, letter, digit = _ascii_tables()
-        # Six ASCII letters or digits first, the first a letter: stripped, it starts with a letter and
-        # is longer than any boolean word, so it votes text.
-        word = alnum[heads[:, :6]].all(axis=1) & letter[heads[:, 0]] & (lengths >= 6)
+        letter, digit = _ascii_tables()
+        # An ASCII letter first and a visible ASCII character after the fifth: stripped, it starts with
+        # a letter and is longer than any boolean word, so it votes text.
+        visible = (heads > 32) & (heads < 127) & (np.arange(10) < lengths[:, None])
+        word = letter[heads[:, 0]] & visible[:, 5:].any(axis=1)
         codes[word & (codes == -2)] = _VOTES.index(("text",))
         iso_date = (lengths == 10) & digit[heads[:, [0, 1, 2, 3, 5, 6, 8, 9]]].all(axis=1) & (heads[:, 4] == 45) & (heads[:, 7] == 45)
         codes[iso_date & (codes == -2)] = _VOTES.index(("date",))
