@@ -17,11 +17,11 @@ from app.schemas import (
     DatasetDetail, DatasetPublic, DatasetRowPublic, DatasetRowsPage, LabelDistributionPublic, PersonalDataMasking,
     PersonalDataMaskingResult,
 )
-from app.services import datasets
+from app.services import datasets, jobs
 from app.services.artifacts import LocalArtifactStore
 from app.services.low_priority import run_at_low_priority
 from app.web.datasets import UploadRoute, ingest_notes
-from app.web.deps import current_user, get_db, owned_dataset, settings_dep, store_dep
+from app.web.deps import current_user, dataset_in_workspace, get_db, owned_dataset, settings_dep, store_dep
 
 router = api_router()
 
@@ -127,14 +127,26 @@ def get_split_check(task: str = Query("instruction", pattern="^(instruction|text
                     prompt: str = "", response: str = "", text: str = "", label: str = "",
                     text_columns: list[str] = Query(default_factory=list),
                     validation_fraction: float = Query(0.1, gt=0, lt=1), seed: int = 0,
-                    dataset: Dataset = Depends(owned_dataset), store: LocalArtifactStore = Depends(store_dep)) -> dict[str, Any]:
-    """The validation split a job would get (at least 1 row; stratified for classification) and the
-    validation rows that also appear in training, exactly or nearly (the leakage check)."""
+                    validation_dataset_id: int | None = None,
+                    dataset: Dataset = Depends(owned_dataset), store: LocalArtifactStore = Depends(store_dep),
+                    user: User = Depends(current_user), db: Session = Depends(get_db)) -> dict[str, Any]:
+    """The validation rows a job would get and those that also appear in training, exactly or
+    nearly (the leakage check): a held-out share (at least 1 row; stratified for classification),
+    or, with validation_dataset_id, every row of that validation file against every training row."""
     mapping = {"prompt": prompt, "response": response, "text": text, "label": label, "text_columns": text_columns}
     try:
-        return datasets.split_check(store, dataset, task, mapping, validation_fraction, seed)
+        if validation_dataset_id is None:
+            return {**datasets.split_check(store, dataset, task, mapping, validation_fraction, seed), "source": "split"}
+        validation = dataset_in_workspace(db, validation_dataset_id, user)
+        problems = jobs.validation_file_errors(store, dataset, validation, task, mapping)
+        if problems:
+            raise HTTPException(422, problems["validation_dataset"])
+        train, held_out, summary = jobs.train_validation_rows(store, dataset, task, mapping, fraction=validation_fraction, seed=seed,
+                                                               validation_dataset=validation)
     except datasets.DatasetError as exc:
         raise HTTPException(exc.status, exc.message) from None
+    return {"train_rows": len(train), "validation_rows": len(held_out), "stratified": False, "source": "file",
+            "validation_dataset_id": validation.id, "leakage": summary["leakage"]}
 
 
 @router.delete("/datasets/{dataset_id}", status_code=204)

@@ -17,6 +17,8 @@ numba compiles the kernel on first use and caches it beside this file.
 from __future__ import annotations
 
 import codecs
+import mmap
+import os
 import string
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +30,7 @@ from numba import njit
 
 from app.services.tabular_formats import MAX_CELL_CHARS
 
-READ_BYTES = 16 * 1024 * 1024
+READ_BYTES = 16 * 1024 * 1024  # the window scanned at a time
 SPLIT_AT_LEAST = 512 * 1024  # bytes each thread scans at least, or one thread scans alone
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # a record longer than this goes to the general reader (and its cell limit)
 MAX_CELLS_AT_ONCE = 1 << 18  # rows x columns of cell facts per kernel call
@@ -407,63 +409,74 @@ def scan_file(path: Path, width: int, skip_records: int = 1, digest=None) -> Ite
     Every byte goes to digest (a hashlib object) on the way. Raises Unusual where the general
     reader is needed.
 
-    The work runs beside the caller: while it handles one buffer's Cells, the next buffer is
-    read, hashed and scanned, in two halves at once (the second from its first line start; its
-    records count only if the first half's last record ends exactly there, since a line break
-    inside quotes would make it start mid-record)."""
+    The file is mapped into memory and scanned a window at a time; pages already handled are
+    given back, so memory stays flat. The work runs beside the caller: while it handles one
+    window's Cells, the next window is hashed and scanned, in two halves at once (the second from
+    its first line start; its records count only if the first half's last record ends exactly
+    there, since a line break inside quotes would make it start mid-record)."""
     max_rows = max(1, min(16384, MAX_CELLS_AT_ONCE // max(width, 1)))
     checker = _Checker(digest)
-    buffers = [np.empty(READ_BYTES, np.uint8), np.empty(READ_BYTES, np.uint8)]
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise Unusual(RAGGED)
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        yield from _scan_mapped(mapped, size, width, max_rows, skip_records, checker)
+    finally:
+        try:
+            mapped.close()
+        except BufferError:  # a caller still holds Cells of it: the mapping closes when they go
+            pass
+
+
+def _scan_mapped(mapped: mmap.mmap, size: int, width: int, max_rows: int, skip: int, checker: _Checker) -> Iterator[Cells]:
+    data = np.frombuffer(mapped, np.uint8)
+    page = mmap.PAGESIZE
     with (ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-check") as checks,
           ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-scan") as scans,
-          ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-half") as helpers,
-          open(path, "rb", buffering=0) as f):
+          ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-half") as helpers):
         region = _Region(width, max_rows, helpers)
+        window = READ_BYTES
+        position = 0  # where the next window's records begin
+        checked = 0  # bytes handed to the checker so far
+        released = 0  # pages before this were given back
 
-        def fill(buffer: np.ndarray, filled: int) -> tuple[int, bool]:
-            at_end = False
-            while filled < len(buffer):
-                got = f.readinto(memoryview(buffer)[filled:])
-                if not got:
-                    at_end = True
-                    break
-                filled += got
-            return filled, at_end
+        def start(begin: int) -> tuple:
+            nonlocal checked
+            end = min(size, begin + window)
+            check = checks.submit(checker.feed, data[checked:end], end == size) if end > checked else None
+            checked = max(checked, end)
+            return end, check, scans.submit(region.scan, data, begin, end, end == size, skip)
 
-        buffer, base, skip = buffers[0], 0, skip_records
-        filled, at_end = fill(buffer, 0)
-        checked = checks.submit(checker.feed, buffer[:filled], at_end)
-        scanned = scans.submit(region.scan, buffer, 0, filled, at_end, skip)
+        end, check, scanned = start(position)
         while True:
             batches, taken, status, skip = scanned.result()
-            checked.result()
+            if check is not None:
+                check.result()
             if status != OK:
                 raise Unusual(status)
+            at_end = end == size
             if at_end:
-                next_buffer = None
-                if taken < filled or skip:
-                    for arrays, rows in batches:
-                        region.free.append(arrays)
+                if taken < size or skip:
                     raise Unusual(RAGGED)
+            elif taken == position:  # one record longer than the window: widen it
+                if window >= MAX_RECORD_BYTES:
+                    raise Unusual(TOO_LONG)
+                window *= 2
+                end, check, scanned = start(position)
+                continue
             else:
-                # The next buffer: the unread tail first, then what follows in the file.
-                tail = filled - taken
-                index = 1 if buffer is buffers[0] else 0
-                if tail * 2 > len(buffer):  # one record fills most of the buffer: both grow
-                    if len(buffer) >= MAX_RECORD_BYTES:
-                        raise Unusual(TOO_LONG)
-                    buffers[index] = np.empty(len(buffer) * 2, np.uint8)
-                next_buffer = buffers[index]
-                next_buffer[:tail] = buffer[taken:filled]
-                next_filled, next_at_end = fill(next_buffer, tail)
-                checked = checks.submit(checker.feed, next_buffer[tail:next_filled], next_at_end)
-                scanned = scans.submit(region.scan, next_buffer, 0, next_filled, next_at_end, skip)
+                window = READ_BYTES
+                end, check, scanned = start(taken)
             for arrays, rows in batches:
-                yield Cells(buffer, base, rows, *(a[:rows] for a in arrays))
+                yield Cells(data, 0, rows, *(a[:rows] for a in arrays))
                 region.free.append(arrays)
-            if next_buffer is None:
+            # Give back the pages of the records handled (the file stays in the page cache).
+            done = (taken // page) * page
+            if done > released:
+                mapped.madvise(mmap.MADV_DONTNEED, released, done - released)
+                released = done
+            if at_end:
                 return
-            if len(buffers[0]) != len(buffers[1]):
-                other = 1 if next_buffer is buffers[0] else 0
-                buffers[other] = np.empty(len(next_buffer), np.uint8)
-            buffer, base, filled, at_end = next_buffer, base + taken, next_filled, next_at_end
+            position = taken

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import hashlib
+import json
+import logging
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +25,8 @@ from app.services.tabular_formats import (
 )
 
 ROW_INDEX_EVERY = 1000  # as datasets.ROW_INDEX_EVERY
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,6 +109,57 @@ def scan_plain_csv(path: Path, columns: list[str], work_dir: Path | None = None)
     return PlainScan(rows=rows, profile=profile, sha256=digest.hexdigest(), last_row=last_row, row_index=row_index)
 
 
+class ScannerProcess:
+    """A child Python process (`python -m app.services.plain_csv`) that loads the compiled scanner
+    as soon as it starts, then scans the one file it is given. The web process neither loads the
+    compiler nor holds its interpreter lock for the profile's Python parts, and gets the scan's
+    memory back when the child ends. Started when a large upload begins, the child is ready by the
+    time the upload is on disk."""
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+        try:
+            self.process = subprocess.Popen([sys.executable, "-m", "app.services.plain_csv"], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            log.warning("the CSV scanner could not start (%s); reading with the general reader", exc)
+
+    def scan(self, path: Path, columns: list[str], work_dir: Path | None = None) -> PlainScan | None:
+        """scan_plain_csv, in the child; None when it declines or fails."""
+        if self.process is None:
+            return None
+        request = json.dumps({"path": str(path), "columns": columns, "work_dir": str(work_dir) if work_dir else None})
+        try:
+            output, errors = self.process.communicate(request)
+        except OSError as exc:  # the child is gone already
+            log.warning("the CSV scanner stopped (%s); reading with the general reader", exc)
+            return None
+        if self.process.returncode != 0:
+            log.warning("the CSV scanner stopped with exit code %s; reading with the general reader: %s",
+                        self.process.returncode, errors.strip()[-2000:])
+            return None
+        result = json.loads(output)
+        return PlainScan(**result) if result is not None else None
+
+    def close(self) -> None:
+        """End the child if it is still waiting (the upload was not a plain CSV after all)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _main() -> None:
+    """The child process of ScannerProcess: load the scanner, then read the request (path,
+    columns, work_dir) as JSON on stdin and write the PlainScan (or null) as JSON on stdout."""
+    warm_up()
+    request = json.loads(sys.stdin.read() or "null")
+    if request is None:
+        return
+    work_dir = Path(request["work_dir"]) if request["work_dir"] else None
+    scanned = scan_plain_csv(Path(request["path"]), request["columns"], work_dir)
+    sys.stdout.write(json.dumps(dataclasses.asdict(scanned) if scanned is not None else None))
+
+
 def warm_up() -> None:
     """Compile the scanner now (or load it from numba's cache), not at the first upload:
     scripts/setup and the Docker image call this once after installing."""
@@ -112,3 +170,7 @@ def warm_up() -> None:
         path.write_text('question,answer\nhello,"a, b"\n', encoding="utf-8")
         if scan_plain_csv(path, ["question", "answer"], Path(directory)) is None:
             raise RuntimeError("the CSV scanner failed on its warm-up file")
+
+
+if __name__ == "__main__":
+    _main()

@@ -180,6 +180,27 @@ def _ascii_tables():
     return letter, digit
 
 
+def _long_digits(flags, chars):
+    """Cells of ASCII digits long enough for a card number, or of 7 or more starting with 0."""
+    from app.services import csv_scan
+
+    return ((flags & csv_scan.ALL_DIGITS) != 0) & ((chars >= 13) | ((chars >= 7) & ((flags & csv_scan.FIRST_ZERO) != 0)))
+
+
+def _marked(flags):
+    """(positions of the cells that may hold personal data, whether each surely may): an @ or two
+    ASCII digits in a row surely; a digit among non-ASCII characters maybe (two digits in a row of
+    any script, which pii.may_hold_personal_data decides)."""
+    import numpy as np
+
+    from app.services import csv_scan
+
+    has_digit = (flags & csv_scan.DIGIT) != 0
+    sure = ((flags & csv_scan.AT_SIGN) != 0) | (has_digit & ((flags & csv_scan.DIGIT_PAIR) != 0))
+    maybe = has_digit & ((flags & (csv_scan.DIGIT_PAIR | csv_scan.NON_ASCII)) == csv_scan.NON_ASCII)
+    return np.flatnonzero(sure | maybe), sure
+
+
 # A type vote, by what it counts: "0" and "1" count as integers and as booleans.
 _VOTES = (("integer",), ("integer", "boolean"), ("number",), ("boolean",), ("date",), ("text",))
 
@@ -393,6 +414,11 @@ class ProfileBuilder:
         longest = np.maximum.reduceat(chars, bounds).tolist()
         all_digits = np.minimum.reduceat(digits | ((flags & csv_scan.EMPTY) != 0), bounds).tolist()
         any_digits = np.maximum.reduceat(digits, bounds).tolist()
+        # The cells each rule would read, over all of cells at once; a block takes its share.
+        by_digits = np.flatnonzero(_long_digits(flags, chars))
+        by_marks, sure = _marked(flags)
+        digit_at = np.searchsorted(by_digits, bounds).tolist() + [len(by_digits)]
+        mark_at = np.searchsorted(by_marks, bounds).tolist() + [len(by_marks)]
         first_row = self.rows - cells.rows + 1  # the row number of cells' first row
         for part in range(len(bounds)):
             block = self._open_blocks.pop(index, None) if part == 0 else None
@@ -415,7 +441,14 @@ class ProfileBuilder:
             digits_only = block.all_digits and block.any_digits
             for earlier, earlier_first_row in block.parts:
                 self._scan_part(earlier, index, 0, earlier.rows, earlier_first_row, digits_only)
-            self._scan_part(cells, index, begin, end, first_row + begin, digits_only)
+            if digits_only:
+                for i in by_digits[digit_at[part]:digit_at[part + 1]].tolist():
+                    self._scan_cell(index, first_row + i, cells.text(i, index))
+            else:
+                for i in by_marks[mark_at[part]:mark_at[part + 1]].tolist():
+                    text = cells.text(i, index)
+                    if sure[i] or pii.may_hold_personal_data(text):
+                        self._scan_cell(index, first_row + i, text)
 
     def _scan_part(self, cells: Cells, index: int, begin: int, end: int, first_row: int, digits_only: bool) -> None:
         """Scan rows begin..end of cells (row numbers from first_row) for personal data: in a
@@ -423,18 +456,13 @@ class ProfileBuilder:
         the cells pii.may_hold_personal_data accepts (an @ or two digits in a row)."""
         import numpy as np
 
-        from app.services import csv_scan
-
         flags, chars = cells.flags[begin:end, index], cells.chars[begin:end, index]
         if digits_only:
-            wanted = ((flags & csv_scan.ALL_DIGITS) != 0) & ((chars >= 13) | ((chars >= 7) & ((flags & csv_scan.FIRST_ZERO) != 0)))
-            sure = wanted
-        else:
-            has_digit = (flags & csv_scan.DIGIT) != 0
-            sure = ((flags & csv_scan.AT_SIGN) != 0) | (has_digit & ((flags & csv_scan.DIGIT_PAIR) != 0))
-            # A digit and other (non-ASCII) characters: two digits in a row of any script?
-            wanted = sure | (has_digit & ((flags & (csv_scan.DIGIT_PAIR | csv_scan.NON_ASCII)) == csv_scan.NON_ASCII))
-        for i in np.flatnonzero(wanted).tolist():
+            for i in np.flatnonzero(_long_digits(flags, chars)).tolist():
+                self._scan_cell(index, first_row + i, cells.text(begin + i, index))
+            return
+        marked, sure = _marked(flags)
+        for i in marked.tolist():
             text = cells.text(begin + i, index)
             if sure[i] or pii.may_hold_personal_data(text):
                 self._scan_cell(index, first_row + i, text)

@@ -225,5 +225,23 @@ def test_split_check_reports_leakage_between_training_and_validation(client, mak
     clf = upload(client, token, ("text,label\n" + labels).encode(), "clf.csv").json()
     strat = client.get(f"/api/v1/datasets/{clf['id']}/split-check", headers=bearer(token),
                        params={"task": "classification", "text": "text", "label": "label"}).json()
-    assert strat == {"train_rows": 36, "validation_rows": 4, "stratified": True,
+    assert strat == {"train_rows": 36, "validation_rows": 4, "stratified": True, "source": "split",
                      "leakage": {"exact": 0, "near": 0, "validation_rows": 4, "examples": [], "message": None}}
+
+
+def test_split_check_with_a_validation_file_checks_every_file_row_against_training(client, make_user):
+    _, _, _, token = make_user()
+    train = upload(client, token, ("question,answer\n" + "".join(f"Question {i}?,Answer {i}\n" for i in range(30))).encode(), "train.csv").json()
+    holdout = upload(client, token, b"question,answer\nquestion 4,Other\nSomething new?,New\nQUESTION 7?!,x\n", "holdout.csv").json()
+    params = {"task": "instruction", "prompt": "question", "response": "answer", "validation_dataset_id": holdout["id"]}
+    check = client.get(f"/api/v1/datasets/{train['id']}/split-check", headers=bearer(token), params=params).json()
+    assert check["source"] == "file" and check["validation_dataset_id"] == holdout["id"]
+    assert (check["train_rows"], check["validation_rows"]) == (30, 3)
+    assert check["leakage"]["near"] + check["leakage"]["exact"] == 2 and "also appear in training" in check["leakage"]["message"]
+    wrong_columns = upload(client, token, b"text,label\nhello,a\n", "other.csv").json()
+    refused = client.get(f"/api/v1/datasets/{train['id']}/split-check", headers=bearer(token), params={**params, "validation_dataset_id": wrong_columns["id"]})
+    assert refused.status_code == 422 and "has no column named 'question'" in refused.json()["detail"]
+    _, _, _, stranger = make_user()
+    theirs = upload(client, stranger, b"question,answer\nq,a\n", "theirs.csv").json()
+    hidden = client.get(f"/api/v1/datasets/{train['id']}/split-check", headers=bearer(token), params={**params, "validation_dataset_id": theirs["id"]})
+    assert hidden.status_code == 404

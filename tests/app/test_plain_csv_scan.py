@@ -206,8 +206,8 @@ def test_headers_that_need_cleaning_and_other_formats_go_to_the_general_reader(t
 
 
 def test_an_upload_through_the_fast_path_is_stored_like_any_other(tmp_path, db, monkeypatch):
-    """The plain CSV is taken by the fast path (the general writer is never called), stored as
-    uploaded, with its row index, its hash, and recognised when uploaded again."""
+    """The plain CSV is taken by the fast path, in its child process (the general writer is never
+    called), stored as uploaded, with its row index, its hash, and recognised when uploaded again."""
     from app.services.accounts import create_user
     from app.services.artifacts import LocalArtifactStore
 
@@ -215,6 +215,7 @@ def test_an_upload_through_the_fast_path_is_stored_like_any_other(tmp_path, db, 
         raise AssertionError("the general reader was used")
 
     monkeypatch.setattr(datasets, "write_normalised", refuse)
+    monkeypatch.setattr(datasets, "PLAIN_CSV_MIN_BYTES", 0)  # small as it is, through the child process
     content = b"question,answer\n" + b"".join(b"question %d,\"answer, with comma %d\"\n" % (i, i) for i in range(2500))
     store = LocalArtifactStore(tmp_path / "store")
     user = create_user(db, "fast@example.com", "correct horse battery")
@@ -231,3 +232,24 @@ def test_an_upload_through_the_fast_path_is_stored_like_any_other(tmp_path, db, 
                                                  source=io.BytesIO(content), limit_bytes=10**7)
     assert again.id == dataset.id and again_report is None
     assert [p.name for p in (tmp_path / "store" / ".tmp").iterdir()] == []
+
+
+def test_a_failing_child_process_leaves_the_file_to_the_general_reader(tmp_path, monkeypatch):
+    """If the scanner's process cannot run (here: a Python that exits at once), the upload is
+    still read, by the general reader, with the same result."""
+    path = tmp_path / "plain.csv"
+    path.write_bytes(b"question,answer\nwhere,here\n")
+    monkeypatch.setattr(plain_csv.sys, "executable", "/bin/false")
+    assert datasets.ingest_plain_csv(path, path.name, tmp_path, scanner=plain_csv.ScannerProcess()) is None
+    monkeypatch.undo()
+    scanner = plain_csv.ScannerProcess()
+    report, sha256 = datasets.ingest_plain_csv(path, path.name, tmp_path, scanner=scanner)
+    assert report.row_count == 1 and report.profile == _general_report(path, tmp_path).profile
+    assert scanner.process.returncode == 0
+
+
+def test_an_unused_scanner_process_is_ended(tmp_path):
+    """A scanner started for a large upload that turns out not to be a plain CSV is stopped."""
+    scanner = plain_csv.ScannerProcess()
+    scanner.close()
+    assert scanner.process.returncode is not None
