@@ -96,6 +96,28 @@ def mapped_columns(task: str, mapping: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+def system_turn_error(model_location: str, rows: list[tuple], mapping: dict[str, Any]) -> dict[str, str]:
+    """The base model's chat template refusing the system turn that a mapped system or context
+    column adds (some templates raise on a system role): found at submit from the first row that
+    has one, as the worker would render it, instead of failing the job in the worker."""
+    from app.services.prompt_preview import PreviewError, load_preview_tokenizer, render_prompt
+
+    row = next((r for r in rows if len(r) > 2 and r[2]), None)
+    if row is None:
+        return {}
+    try:
+        tokenizer = load_preview_tokenizer(model_location)
+    except PreviewError:
+        return {}  # no tokenizer.json to render with here; the worker reports any problem
+    try:
+        render_prompt(tokenizer, row[0], row[2])
+    except PreviewError as exc:
+        field = "system" if mapping.get("system") else "context"
+        return {field: (f"{exc}. The model's chat template takes no system turn, which the mapped {field} column "
+                        "becomes. Leave that column out, or choose a base model whose template accepts one.")}
+    return {}
+
+
 def validation_file_errors(store: LocalArtifactStore, dataset: Dataset, validation_dataset: Dataset, task: str,
                            mapping: dict[str, Any]) -> dict[str, str]:
     """Why a dataset cannot serve as the validation file of this mapping ({} when it can)."""
@@ -334,6 +356,8 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
                 + ("(one to learn from, one to check against). " if min_rows > 1 else "")
                 + "Check the column mapping."
             )
+        elif task == "instruction":
+            errors.update(system_turn_error(model.location, rows, column_mapping))
         elif task == "classification":
             labels = {row[1] for row in rows}
             if len(labels) < 2:

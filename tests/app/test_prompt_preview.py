@@ -272,3 +272,31 @@ def test_a_row_the_engine_drops_is_shown_as_left_out(client, make_user, tiny_mod
     first = html.split('<article class="preview-example"')[1]
     assert "data-dropped" in first and "left out of training" in first and "Left out of training: the prompt takes" in first
     assert '<span class="tok loss' not in first  # nothing of it is learned
+
+
+def test_a_chat_template_without_a_system_turn_is_refused_at_submit(client, make_user, settings, tiny_model_dir):
+    """A context column becomes the chat's system turn; a template that raises on a system role
+    (as some models' do) is found when the job is submitted, not by the worker."""
+    from tests.app.helpers import bearer, upload
+
+    folder = settings.models_dir / "tiny-no-system"
+    if not folder.exists():
+        shutil.copytree(tiny_model_dir, folder)
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        config["chat_template"] = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                                   "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+        (folder / "tokenizer_config.json").write_text(json.dumps(config))
+        (folder / "chat_template.jinja").unlink(missing_ok=True)
+    _, _, _, token = make_user("nosystem")
+    rows = "".join(f"Question {i}?,Answer {i}.,Orders ship in {i} days.\n" for i in range(12))
+    dataset = upload(client, token, ("question,answer,context\n" + rows).encode(), "context.csv").json()
+    body = {"dataset_id": dataset["id"], "base_model": "tiny-no-system", "technique": "lora", "params": {"max_steps": 1},
+            "column_mapping": {"prompt": "question", "response": "answer", "context": "context"}}
+    refused = client.post("/api/v1/jobs", headers=bearer(token), json=body)
+    assert refused.status_code == 422, refused.text
+    message = json.dumps(refused.json())
+    assert "System role not supported" in message and "Leave that column out" in message and "context" in message
+    body["column_mapping"].pop("context")
+    accepted = client.post("/api/v1/jobs", headers=bearer(token), json=body)
+    assert accepted.status_code == 201, accepted.text
+    client.post(f"/api/v1/jobs/{accepted.json()['id']}/cancel", headers=bearer(token))
