@@ -11,7 +11,13 @@ Anything unusual — a ragged or blank record, a quote left open at the end, a c
 limit — stops the scan (`Unusual`), and the upload goes through the general reader instead, which
 explains the problem or repairs it. The scanner only ever speeds up files that need no fixing.
 
-numba compiles the kernel on first use and caches it beside this file.
+The text hash is xxhash's 64-bit round over eight bytes at a time. The near-duplicate hash turns
+and mixes in a random 64-bit value per kept byte, one pass with no multiplication: two keys that
+differ only by characters swapped exactly 64 (or 128, ...) kept characters apart would count as near
+duplicates, a price for speed on a statistic; exact duplicates never rely on it.
+
+numba compiles the kernel on first use and caches it beside this file (scripts/setup and the
+Docker image compile it once).
 """
 
 from __future__ import annotations
