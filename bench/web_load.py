@@ -164,13 +164,23 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) >= 2 else values[0]
 
 
-def rss_watch(pid: int, stop: threading.Event, out: list[int]) -> None:
+def rss_watch(pid: int, stop: threading.Event, out: list[int], scanner_out: list[int]) -> None:
+    """Samples the largest web process (uvicorn's supervisor or one of its workers) into out, and
+    the CSV scanner's child process (python -m app.services.plain_csv), when one runs, into scanner_out."""
     import psutil
 
     proc = psutil.Process(pid)
     while not stop.wait(0.2):
-        try:  # the largest web process (uvicorn's supervisor or one of its workers)
-            out.append(max(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]))
+        try:
+            web, scanner = [], []
+            for p in [proc, *proc.children(recursive=True)]:
+                try:
+                    (scanner if "app.services.plain_csv" in p.cmdline() else web).append(p.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    continue
+            out.append(max(web))
+            if scanner:
+                scanner_out.append(max(scanner))
         except psutil.Error:
             return
 
@@ -244,8 +254,9 @@ def main() -> None:
 
         if args.upload_mb:
             samples: list[int] = []
+            scanner_samples: list[int] = []
             stop = threading.Event()
-            watcher = threading.Thread(target=rss_watch, args=(server.pid, stop, samples), daemon=True)
+            watcher = threading.Thread(target=rss_watch, args=(server.pid, stop, samples, scanner_samples), daemon=True)
             watcher.start()
             while not samples:
                 time.sleep(0.05)
@@ -257,7 +268,8 @@ def main() -> None:
             stop.set()
             values = [v for vs in during.values() for v in vs]
             print(f"during the upload: pages p95 {pct(values, 95) * 1000:.1f} ms; web process peak RSS {max(samples) / 2**20:.0f} MB "
-                  f"(idle before: {before / 2**20:.0f} MB)")
+                  f"(idle before: {before / 2**20:.0f} MB)"
+                  + (f"; the CSV scanner's child process peak RSS {max(scanner_samples) / 2**20:.0f} MB" if scanner_samples else ""))
     finally:
         if server is not None:
             server.terminate()
