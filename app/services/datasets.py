@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 from app.models import Dataset, Job
 from app.services import pii
 from app.services.artifacts import LocalArtifactStore
-from app.services.plain_csv import ScannerProcess, plain_header, scan_plain_csv
+from app.services.plain_csv import ROW_INDEX_EVERY, ScannerProcess, plain_header, scan_plain_csv
 from app.services.profiling import ProfileBuilder, near_duplicate_key, personal_data_cells
 from app.services.tabular_formats import (
     DELIMITER_NAMES, MAX_CELL_CHARS, MAX_COLUMNS, SNIFF_BYTES, Table, TableError, detect_delimiter, detect_encoding,
@@ -34,7 +35,6 @@ CHUNK = 1024 * 1024
 NORMALISED_NAME = "rows.csv"
 TRAINING_COPY_NAME = "training.csv"  # personal data masked; exists only while dataset.pii_masked
 ROW_INDEX_NAME = "row_index.json"
-ROW_INDEX_EVERY = 1000
 ROWS_AT_ONCE = 1024  # records taken from a reader at a time; a batch without anything to fix skips the per-record checks
 MAX_NOTED_ROWS = 1000
 PAGE_SIZE = 25
@@ -387,13 +387,8 @@ def ingest_received(db: Session, store: LocalArtifactStore, raw: Path, *, worksp
             raise DatasetError("The file is empty. Upload a CSV with a header row and at least one data row.")
         plain = None
         if size >= PLAIN_CSV_MIN_BYTES:
-            own_scanner = scanner is None
-            scanner = scanner or ScannerProcess()
-            try:
-                plain = ingest_plain_csv(raw, filename, work_dir=raw.parent, scanner=scanner)
-            finally:
-                if own_scanner:
-                    scanner.close()
+            with nullcontext(scanner) if scanner is not None else ScannerProcess() as child:  # the caller ends its own
+                plain = ingest_plain_csv(raw, filename, work_dir=raw.parent, scanner=child)
         if plain is not None:
             report, sha256 = plain
             table_sheet = None

@@ -8,7 +8,6 @@ accepts, and explains or repairs the files it does not."""
 
 from __future__ import annotations
 
-import codecs
 import csv
 import dataclasses
 import hashlib
@@ -20,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.services.profiling import ProfileBuilder
-from app.services.tabular_formats import (
-    _CONTROL_BYTES, SNIFF_BYTES, TableError, _utf16_without_bom, detect_delimiter, detect_format,
-)
+from app.services.tabular_formats import SNIFF_BYTES, TableError, detect_delimiter, detect_format, encoding_of_head
 
-ROW_INDEX_EVERY = 1000  # as datasets.ROW_INDEX_EVERY
+ROW_INDEX_EVERY = 1000  # a row index notes where every this-many-th record starts (datasets uses it too)
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +38,13 @@ class PlainScan:
 def plain_header(path: Path, filename: str) -> list[str] | None:
     """The header of a file the fast path can take (UTF-8 without BOM, comma-delimited, the header
     on one line), judged from its first bytes as the general reader judges them; else None."""
-    try:
-        if detect_format(path, filename) != "csv":
-            return None
-    except TableError:
-        return None
     with open(path, "rb") as f:
         head = f.read(4 * SNIFF_BYTES)
-    if head.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _utf16_without_bom(head[:SNIFF_BYTES]):
-        return None
-    sniffed = head[:SNIFF_BYTES]
-    if sniffed and sum(sniffed.count(b) for b in _CONTROL_BYTES) > max(8, len(sniffed) // 100):
-        return None  # the general reader refuses it as binary
+    try:
+        if detect_format(path, filename) != "csv" or encoding_of_head(head[:SNIFF_BYTES]) != "utf-8":
+            return None
+    except TableError:
+        return None  # the general reader refuses it, and says why
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -140,6 +132,12 @@ class ScannerProcess:
             return None
         result = json.loads(output)
         return PlainScan(**result) if result is not None else None
+
+    def __enter__(self) -> ScannerProcess:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def close(self) -> None:
         """End the child if it is still waiting (the upload was not a plain CSV after all)."""

@@ -315,8 +315,8 @@ class ProfileBuilder:
                     if len(counter) > MAX_TRACKED_VALUES:
                         self.values[index] = None
             self._vote_types(index, column if sampled_before < TYPE_SAMPLE_ROWS else column[::50])
-            if longest < 6 or (self.type_votes[index]["date"] >= 100 and self._guess_type(index) == "date"):
-                continue  # personal data needs 6 characters or more, and a column of dates holds none
+            if self._skips_personal_data(index, longest):
+                continue
             for position in personal_data_cells(column, lengths):
                 cell = column[position]
                 spans = pii.find_personal_data(cell)
@@ -436,7 +436,7 @@ class ProfileBuilder:
             for kind, total in zip(_VOTES, after[part].tolist()):
                 for name in kind:
                     votes[name] += total
-            if block.longest < 6 or (votes["date"] >= 100 and self._guess_type(index, votes) == "date"):
+            if self._skips_personal_data(index, block.longest, votes):
                 continue
             digits_only = block.all_digits and block.any_digits
             for earlier, earlier_first_row in block.parts:
@@ -466,6 +466,12 @@ class ProfileBuilder:
             text = cells.text(begin + i, index)
             if sure[i] or pii.may_hold_personal_data(text):
                 self._scan_cell(index, first_row + i, text)
+
+    def _skips_personal_data(self, index: int, longest: int, votes: dict[str, int] | None = None) -> bool:
+        """A batch (or block) of a column is not scanned for personal data: its longest cell is under
+        6 characters, or the column is one of dates (by the type votes so far, or the given ones)."""
+        votes = self.type_votes[index] if votes is None else votes
+        return longest < 6 or (votes["date"] >= 100 and self._guess_type(index, votes) == "date")
 
     def _scan_cell(self, index: int, row: int, text: str) -> None:
         spans = pii.find_personal_data(text)
@@ -518,7 +524,7 @@ class ProfileBuilder:
         unless _flush would have skipped the column for it."""
         blocks, self._open_blocks = self._open_blocks, {}
         for index, block in sorted(blocks.items()):
-            if block.longest < 6 or (self.type_votes[index]["date"] >= 100 and self._guess_type(index) == "date"):
+            if self._skips_personal_data(index, block.longest):
                 continue
             for part, first_row in block.parts:
                 self._scan_part(part, index, 0, part.rows, first_row, block.all_digits and block.any_digits)

@@ -125,11 +125,9 @@ def _binary_error(what: str = "binary data") -> TableError:
     return TableError(f"This file contains {what}, not CSV text. Export your data as CSV (or .xlsx / .jsonl) and upload that.", 415)
 
 
-def detect_encoding(path: Path) -> str:
-    """BOMs first, then UTF-16 by its zero bytes; then UTF-8 if the whole file decodes; then
-    Windows-1252 (Excel's default), or both when a file mixes UTF-8 and Windows-1252 lines."""
-    with open(path, "rb") as f:
-        head = f.read(SNIFF_BYTES)
+def encoding_of_head(head: bytes) -> str:
+    """What a file's first SNIFF_BYTES say: 'utf-8-sig' (a BOM), 'utf-16' (a BOM), 'utf-16-le' or
+    'utf-16-be' (by its zero bytes), else 'utf-8' until the rest is read. Refuses binary data."""
     if head.startswith(codecs.BOM_UTF8):
         encoding = "utf-8-sig"
     elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -140,6 +138,17 @@ def detect_encoding(path: Path) -> str:
         encoding = "utf-8"
     if head and sum(head.count(b) for b in _CONTROL_BYTES) > max(8, len(head) // 100):
         raise _binary_error()
+    return encoding
+
+
+def detect_encoding(path: Path) -> str:
+    """BOMs first, then UTF-16 by its zero bytes; then UTF-8 if the whole file decodes; then
+    Windows-1252 (Excel's default), or both when a file mixes UTF-8 and Windows-1252 lines."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    encoding = encoding_of_head(head)
+    if encoding.startswith("utf-16"):
+        return encoding
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
     line = 1

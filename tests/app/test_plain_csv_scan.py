@@ -253,3 +253,26 @@ def test_an_unused_scanner_process_is_ended(tmp_path):
     scanner = plain_csv.ScannerProcess()
     scanner.close()
     assert scanner.process.returncode is not None
+
+
+def test_an_upload_already_on_disk_starts_its_own_scanner(tmp_path, db, monkeypatch):
+    """ingest_received without a scanner started beforehand starts one, and ends it."""
+    from app.services.accounts import create_user
+    from app.services.artifacts import LocalArtifactStore
+
+    started = []
+    real = plain_csv.ScannerProcess
+
+    def counted():
+        started.append(real())
+        return started[-1]
+
+    monkeypatch.setattr(datasets, "PLAIN_CSV_MIN_BYTES", 0)
+    monkeypatch.setattr(datasets, "ScannerProcess", counted)
+    store = LocalArtifactStore(tmp_path / "store")
+    user = create_user(db, "own-scanner@example.com", "correct horse battery")
+    raw = store.temp_path(".upload")
+    raw.write_bytes(b"question,answer\nwhere,here\nwhen,now\n")
+    dataset, report = datasets.ingest_received(db, store, raw, workspace_id=user.workspace_id, user_id=user.id, filename="own.csv")
+    assert report is not None and dataset.row_count == 2 and len(started) == 1
+    assert started[0].process.returncode == 0
