@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEVELOPMENT_SECRET = "dev-insecure-secret-change-me"
+from app.secret_key import MIN_KEY_LENGTH, load_or_create_secret_key
 
 
 class Settings(BaseSettings):
@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     environment: str = Field(
         "development",
-        description="'development' allows the built-in secret key; anything else (e.g. 'production') requires TAILOR_SECRET_KEY.",
+        description="'development' serves session cookies over plain HTTP; anything else (e.g. 'production') marks them HTTPS-only.",
     )
     data_dir: Path = Field(
         Path("var"),
@@ -34,9 +34,9 @@ class Settings(BaseSettings):
         None,
         description="Celery broker URL, e.g. redis://127.0.0.1:6379/0. Default: an embedded Redis on a unix socket in DATA_DIR started by `tailor up`.",
     )
-    secret_key: str = Field(
-        DEVELOPMENT_SECRET,
-        description="Signs session cookies and CSRF tokens. Must be set to a long random value outside development.",
+    secret_key: str | None = Field(
+        None,
+        description="Signs session cookies. Unset: a random key made on the first start and kept in DATA_DIR/secret_key (owner-only). Set it (32+ characters) when web processes on several machines must share one.",
     )
     artifact_store_url: str | None = Field(
         None,
@@ -80,12 +80,16 @@ class Settings(BaseSettings):
     port: int = Field(8000, description="Port `tailor serve` listens on.")
 
     @model_validator(mode="after")
-    def _refuse_default_secret_outside_development(self) -> "Settings":
-        if self.environment != "development" and self.secret_key == DEVELOPMENT_SECRET:
-            raise ValueError(
-                "TAILOR_SECRET_KEY must be set to a long random value when TAILOR_ENVIRONMENT is not 'development'."
-            )
+    def _refuse_short_secret(self) -> "Settings":
+        if self.secret_key == "":
+            self.secret_key = None
+        if self.secret_key is not None and len(self.secret_key) < MIN_KEY_LENGTH:
+            raise ValueError(f"TAILOR_SECRET_KEY must be a random value of at least {MIN_KEY_LENGTH} characters.")
         return self
+
+    def session_secret(self) -> str:
+        """TAILOR_SECRET_KEY, or this install's own random key from DATA_DIR/secret_key (made on first use)."""
+        return self.secret_key or load_or_create_secret_key(self.data_dir)
 
     @property
     def resolved_database_url(self) -> str:

@@ -30,7 +30,7 @@ def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(title="Tailor", version="0.1.0", description="Fine-tune open language models on your own data.",
                   openapi_url=None, docs_url=None, redoc_url=None)
-    app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="tailor_session",
+    app.add_middleware(SessionMiddleware, secret_key=settings.session_secret(), session_cookie="tailor_session",
                        max_age=settings.session_max_age_seconds, same_site="lax", https_only=settings.environment != "development")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for router in (*PAGE_ROUTERS, *API_ROUTERS):
