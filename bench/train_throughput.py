@@ -71,7 +71,7 @@ def _peak_memory(device) -> int:
 
 
 def _params(technique: str, args) -> tuple[str, dict]:
-    from app.techniques import CATALOGUE, validate_params
+    from app.domain.techniques import CATALOGUE, validate_params
 
     key, extra = TECHNIQUES[technique]
     params = validate_params(CATALOGUE[key], {

@@ -10,7 +10,7 @@ from app.api.common import api_router
 from app.base_models import list_base_models
 from app.config import Settings
 from app.schemas import BaseModelPublic, TechniquePublic
-from app.techniques import CATALOGUE
+from app.domain.techniques import CATALOGUE
 from app.web.deps import settings_dep
 
 router = api_router()

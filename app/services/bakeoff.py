@@ -19,8 +19,8 @@ from app.models import Adapter, Dataset, Job
 from app.services import jobs
 from app.services.artifacts import ArtifactStore
 from app.services.evaluations import load_evaluation
-from app.services.stats import bootstrap_difference
-from app.techniques import CATALOGUE
+from app.domain.stats import bootstrap_difference
+from app.domain.techniques import CATALOGUE
 
 SHARED_PARAMS = ("epochs", "batch_size", "gradient_accumulation_steps", "max_length", "validation_fraction", "max_steps")
 MAX_TECHNIQUES = 6

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from app.models import Adapter, Job, MetricPoint
 from app.services.artifacts import ArtifactStore
 from app.services.evaluations import load_evaluation
-from app.services.label_metrics import macro_f1_difference
-from app.services.stats import LOWER_IS_BETTER_METRICS, METRIC_NAMES, compare_in_words
+from app.domain.label_metrics import macro_f1_difference
+from app.domain.stats import LOWER_IS_BETTER_METRICS, METRIC_NAMES, compare_in_words
 
 # Higher is better for every evaluation metric; lower for losses and costs.
 LOWER_IS_BETTER = {"validation_loss", "perplexity", "size_bytes", "train_seconds", "peak_memory_bytes", "trainable_parameters"}

@@ -13,7 +13,7 @@ from app import queue
 from app.base_models import get_base_model
 from app.config import Settings
 from app.models import Adapter
-from app.techniques import CATALOGUE
+from app.domain.techniques import CATALOGUE
 
 # Techniques whose update folds into the base weights (PEFT merge_and_unload): the LoRA family and
 # IA³; prompt-based techniques add virtual tokens instead, and full fine-tuning is already a model.

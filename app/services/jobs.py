@@ -19,8 +19,8 @@ from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
 from app.services.artifacts import LocalArtifactStore
 from app.services import attempts
 from app.services import datasets as dataset_service
-from app.estimates import WorkerClass, estimate_job, mean_tokens_per_row, read_model_config, worker_class_from_device
-from app.techniques import PRESETS, ParameterError, get_technique, preset_params, unavailable_reason, validate_params
+from app.domain.estimates import WorkerClass, estimate_job, mean_tokens_per_row, read_model_config, worker_class_from_device
+from app.domain.techniques import PRESETS, ParameterError, get_technique, preset_params, unavailable_reason, validate_params
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from app.config import Settings
 from app.models import Dataset, Job, User
 from app.services import adapters, attempts, bakeoff, datasets, jobs
 from app.services.artifacts import LocalArtifactStore
-from app.estimates import WorkerClass, read_model_config
-from app.techniques import (
+from app.domain.estimates import WorkerClass, read_model_config
+from app.domain.techniques import (
     CATALOGUE,
     PRESETS,
     TASK_KINDS,

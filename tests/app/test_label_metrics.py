@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from app.services.label_metrics import label_summary, macro_f1, macro_f1_difference, majority_label
-from app.services.stats import Estimate, bootstrap_ratio, compare_in_words, exponentiated
+from app.domain.label_metrics import label_summary, macro_f1, macro_f1_difference, majority_label
+from app.domain.stats import Estimate, bootstrap_ratio, compare_in_words, exponentiated
 from worker.evaluation.continuations import continuation_pairs
 
 

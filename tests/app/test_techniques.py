@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.techniques import CATALOGUE, ParameterError, get_technique, validate_params
+from app.domain.techniques import CATALOGUE, ParameterError, get_technique, validate_params
 
 
 def test_defaults_fill_every_parameter():
@@ -49,9 +49,9 @@ import json  # noqa: E402
 
 from sqlalchemy import select  # noqa: E402
 
-from app.estimates import estimate_job  # noqa: E402
+from app.domain.estimates import estimate_job  # noqa: E402
 from app.models import Job  # noqa: E402
-from app.techniques import PRESETS, preset_params, tasks_for_model, unavailable_reason  # noqa: E402
+from app.domain.techniques import PRESETS, preset_params, tasks_for_model, unavailable_reason  # noqa: E402
 from tests.app.helpers import SAMPLE_CSV, bearer, upload  # noqa: E402
 from tests.conftest import sign_in  # noqa: E402
 

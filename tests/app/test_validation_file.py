@@ -111,7 +111,7 @@ def test_the_form_offers_other_datasets_and_keeps_the_choice_on_errors(client, m
 
 
 def test_the_estimate_trains_on_every_row_when_a_file_validates(tiny_model_dir):
-    from app.estimates import read_model_config
+    from app.domain.estimates import read_model_config
     from app.models import Dataset
     from app.services import jobs
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from app.services.label_metrics import label_summary, majority_label
+from app.domain.label_metrics import label_summary, majority_label
 from worker.training.data import collate, pad_token_id, tokenize_classification
 
 

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 # Label scores live with the web's services, which compare adapters with them too.
-from app.services.label_metrics import accuracy, confusion_matrix, macro_f1  # noqa: F401
+from app.domain.label_metrics import accuracy, confusion_matrix, macro_f1  # noqa: F401
 
 _PUNCTUATION = set(string.punctuation) | {"“", "”", "‘", "’", "…", "–", "—"}
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

@@ -20,7 +20,7 @@ from app.db import session_scope
 from app.models import Adapter, Job
 from app.services.artifacts import get_artifact_store
 from app.services.evaluations import evaluation_key
-from app.services.stats import bootstrap_mean, bootstrap_ratio, exponentiated
+from app.domain.stats import bootstrap_mean, bootstrap_ratio, exponentiated
 from worker.evaluation.metrics import score_generations
 
 log = logging.getLogger("tailor.evaluation")

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from app.services.stats import bootstrap_difference, bootstrap_mean, compare_in_words
+from app.domain.stats import bootstrap_difference, bootstrap_mean, compare_in_words
 from worker.evaluation.metrics import (accuracy, confusion_matrix, exact_match, macro_f1, normalise_answer, rouge_l,
                                        score_generations, token_f1)
 

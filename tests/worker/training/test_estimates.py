@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from app.estimates import WorkerClass, estimate_job, model_shape, trainable_parameters
-from app.techniques import CATALOGUE, validate_params
+from app.domain.estimates import WorkerClass, estimate_job, model_shape, trainable_parameters
+from app.domain.techniques import CATALOGUE, validate_params
 from worker.training.loading import load_base_model
 from worker.training.peft_factory import BuildContext, build_peft_model
 
@@ -25,7 +25,7 @@ def test_trainable_parameters_match_peft_exactly_or_closely(technique, tiny_mode
 
 _FRESH_WORKER_RUN = """
 import json, sys
-from app.techniques import CATALOGUE, validate_params
+from app.domain.techniques import CATALOGUE, validate_params
 from worker.training.loop import run_training
 from worker.training.spec import TrainingSpec
 from tests.worker.training.test_training_loop import MEMO_ROWS, Recorder

@@ -106,7 +106,7 @@ def test_encoder_classification_with_more_techniques(technique, tiny_bert_dir, t
 
 
 def test_prompt_techniques_are_refused_for_encoder_classification(tiny_bert_dir):
-    from app.techniques import get_technique, unavailable_reason
+    from app.domain.techniques import get_technique, unavailable_reason
 
     config = json.loads((tiny_bert_dir / "config.json").read_text())
     reason = unavailable_reason(get_technique("prompt_tuning"), "classification", config)

@@ -10,7 +10,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from app.techniques import CATALOGUE, validate_params
+from app.domain.techniques import CATALOGUE, validate_params
 from worker.training.data import collate, tokenize_rows
 from worker.training.loading import load_base_model
 from worker.training.loop import run_training

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from app.services.stats import Estimate, bootstrap_mean, bootstrap_statistic
+from app.domain.stats import Estimate, bootstrap_mean, bootstrap_statistic
 
 
 def accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:

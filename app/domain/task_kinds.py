@@ -1,0 +1,233 @@
+"""The task-kind registry: the one description of each kind of training task (what the columns
+mean, how the form asks for them, how a record becomes a training row, the messages for a wrong
+mapping), read by the services, the pages, the API and the worker alike. No torch here.
+
+Adding a task kind: one `TaskKind(...)` entry in TASK_KINDS below, plus its training function
+(tokenizer) in worker/training/data.py under the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# How a prompt is shown to a model whose tokenizer has no chat template (the answer follows). Used
+# by training, the web's preview, evaluation and the model card alike.
+PLAIN_PROMPT_FORMAT = "### Question:\n{prompt}\n\n### Answer:\n"
+# The same, for rows that carry a system message or context.
+PLAIN_PROMPT_WITH_CONTEXT_FORMAT = "### Context:\n{system}\n\n### Question:\n{prompt}\n\n### Answer:\n"
+
+
+def render_plain_prompt(prompt: str, system: str | None = None) -> str:
+    """A prompt in the plain format (for tokenizers without a chat template)."""
+    if system:
+        return PLAIN_PROMPT_WITH_CONTEXT_FORMAT.format(system=system, prompt=prompt)
+    return PLAIN_PROMPT_FORMAT.format(prompt=prompt)
+
+
+@dataclass(frozen=True)
+class ColumnRole:
+    """One thing a task needs from the dataset's columns (a key of the job's column mapping)."""
+
+    key: str  # key in the column mapping, e.g. "prompt"
+    label: str  # the form's label, e.g. "Prompt column"
+    hint: str  # the short explanation beside the label
+    noun: str  # what the column holds, for messages: "Choose the column that holds the {noun}."
+    form_field: str  # the form's field name, e.g. "prompt_column"
+    required: bool = True
+    many: bool = False  # several columns (a list in the mapping)
+    name_words: tuple[str, ...] = ()  # words in a column name that suggest this role
+
+    def missing_message(self) -> str:
+        if self.many:
+            return f"Choose at least one column that holds the {self.noun}."
+        return f"Choose the column that holds the {self.noun}."
+
+
+def _cell(record: Mapping[str, Any], column: Any) -> str:
+    return str(record.get(column) or "").strip() if column else ""
+
+
+def _instruction_row(record: Mapping[str, Any], mapping: Mapping[str, Any]) -> tuple | None:
+    prompt, response = _cell(record, mapping.get("prompt")), _cell(record, mapping.get("response"))
+    if not (prompt and response):
+        return None
+    extra = "\n\n".join(v for v in (_cell(record, mapping.get("system")), _cell(record, mapping.get("context"))) if v)
+    return (prompt, response, extra) if extra else (prompt, response)
+
+
+def _text_row(record: Mapping[str, Any], mapping: Mapping[str, Any]) -> tuple | None:
+    text = "\n\n".join(v for v in (_cell(record, c) for c in mapping.get("text_columns") or []) if v)
+    return (text,) if text else None
+
+
+def _classification_row(record: Mapping[str, Any], mapping: Mapping[str, Any]) -> tuple | None:
+    text, label = _cell(record, mapping.get("text")), _cell(record, mapping.get("label"))
+    return (text, label) if text and label else None
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """A kind of training task: its column roles, its rows and its rules."""
+
+    key: str
+    label: str  # shown in the task chooser
+    legend: str  # heading of the column-mapping fieldset
+    roles: tuple[ColumnRole, ...]
+    # One record (column -> cell) and the mapping -> the training row, or None when a needed cell is empty.
+    make_row: Callable[[Mapping[str, Any], Mapping[str, Any]], tuple | None]
+    row_shape: str  # the training rows' shape, for documentation
+    has_labels: bool = False  # rows end in a label: class ids, stratified splits, label checks
+    # Pairs of roles that must name different columns, with the message when they do not.
+    distinct: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def required_roles(self) -> tuple[ColumnRole, ...]:
+        return tuple(r for r in self.roles if r.required)
+
+    @property
+    def optional_roles(self) -> tuple[ColumnRole, ...]:
+        return tuple(r for r in self.roles if not r.required)
+
+    def role(self, key: str) -> ColumnRole:
+        return next(r for r in self.roles if r.key == key)
+
+    @property
+    def needed_nouns(self) -> str:
+        """'prompt and response', for messages about rows lacking what the task needs."""
+        return " and ".join(r.noun for r in self.required_roles)
+
+    def clean_mapping(self, mapping: Mapping[str, Any]) -> dict[str, Any]:
+        """Only this task's roles; several-column roles as a list, empty optional roles dropped."""
+        clean: dict[str, Any] = {}
+        for role in self.roles:
+            value = mapping.get(role.key)
+            if role.many:
+                if isinstance(value, str):
+                    value = [c.strip() for c in value.split(",") if c.strip()]
+                clean[role.key] = [str(c) for c in (value or [])]
+            elif value:
+                clean[role.key] = str(value)
+        return clean
+
+    def mapping_from_form(self, form: Any) -> dict[str, Any]:
+        """The column mapping from a submitted form (anything with get(), and getlist() for several columns)."""
+        mapping: dict[str, Any] = {}
+        for role in self.roles:
+            if role.many:
+                mapping[role.key] = [str(c) for c in form.getlist(role.form_field) if c]
+            elif role.required or form.get(role.form_field):
+                mapping[role.key] = str(form.get(role.form_field) or "")
+        return mapping
+
+    def mapped_columns(self, mapping: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(role, column) for every column the mapping uses, in the order of the roles."""
+        pairs = []
+        for role in self.roles:
+            value = mapping.get(role.key)
+            for column in value if isinstance(value, list) else [value] if value else []:
+                pairs.append((role.key, str(column)))
+        return pairs
+
+    def mapping_errors(self, columns: list[str], mapping: Mapping[str, Any]) -> dict[str, str]:
+        """Roles left unmapped, columns the dataset lacks, and roles that must differ (role -> message)."""
+        errors: dict[str, str] = {}
+        for role in self.roles:
+            value = mapping.get(role.key)
+            chosen = value if isinstance(value, list) else [value] if value else []
+            if not chosen:
+                if role.required:
+                    errors[role.key] = role.missing_message()
+                continue
+            for column in chosen:
+                if column not in columns:
+                    errors[role.key] = f"The dataset has no column named {column!r}. Its columns are: {', '.join(columns)}."
+        if not errors:
+            for first, second, message in self.distinct:
+                if mapping.get(first) and mapping.get(first) == mapping.get(second):
+                    errors[second] = message
+        return errors
+
+    def identity(self, row: tuple) -> str:
+        """What identifies a row in leakage and split checks: the prompt or the text."""
+        return row[0]
+
+    def label_of(self, row: tuple) -> str | None:
+        return row[-1] if self.has_labels else None
+
+
+INSTRUCTION = TaskKind(
+    key="instruction",
+    label="Instruction (prompt → response)",
+    legend="Map your columns: prompt → response",
+    roles=(
+        ColumnRole("prompt", "Prompt column", "what the user asks", "prompt", "prompt_column",
+                   name_words=("prompt", "question", "instruction", "input", "query", "customer", "message")),
+        ColumnRole("response", "Response column", "the answer the model should learn to give", "response", "response_column",
+                   name_words=("response", "answer", "output", "completion", "reply", "agent", "target")),
+        ColumnRole("system", "System message column", "(optional) instructions or persona per row", "system message",
+                   "system_column", required=False, name_words=("system", "persona", "instructions")),
+        ColumnRole("context", "Context column", "(optional) background the answer may use", "context", "context_column",
+                   required=False, name_words=("context", "background", "knowledge", "history", "source")),
+    ),
+    make_row=_instruction_row,
+    row_shape="(prompt, response) or (prompt, response, system-and-context)",
+    distinct=(("prompt", "response", "The prompt and the response must be different columns."),),
+)
+
+TEXT = TaskKind(
+    key="text",
+    label="Continued training on text",
+    legend="Text columns to continue training on",
+    roles=(
+        ColumnRole("text_columns", "Text columns", "long texts are cut into pieces of the maximum length", "text",
+                   "text_columns", many=True,
+                   name_words=("text", "body", "content", "description", "copy", "article", "document", "message",
+                               "review", "comment", "post")),
+    ),
+    make_row=_text_row,
+    row_shape="(text,) with the chosen columns joined by blank lines",
+)
+
+CLASSIFICATION = TaskKind(
+    key="classification",
+    label="Classification (text → label)",
+    legend="Map your columns: text → label",
+    roles=(
+        ColumnRole("text", "Text column", "what to classify", "text", "class_text_column",
+                   name_words=("text", "body", "content", "description", "copy", "article", "document", "message",
+                               "review", "comment", "post", "question", "prompt", "input", "ticket", "subject")),
+        ColumnRole("label", "Label column", "the category to predict", "label", "label_column",
+                   name_words=("label", "category", "class", "intent", "sentiment", "tag", "topic", "type", "priority",
+                               "team", "queue")),
+    ),
+    make_row=_classification_row,
+    row_shape="(text, label)",
+    has_labels=True,
+    distinct=(("text", "label", "The text and the label must be different columns."),),
+)
+
+TASK_KINDS: dict[str, TaskKind] = {kind.key: kind for kind in (INSTRUCTION, TEXT, CLASSIFICATION)}
+TASK_KEYS: tuple[str, ...] = tuple(TASK_KINDS)
+# A query-parameter pattern that accepts exactly the registered keys (the API's validation).
+TASK_KEY_PATTERN = "^(" + "|".join(TASK_KEYS) + ")$"
+DEFAULT_TASK = "instruction"
+
+
+class UnknownTaskKind(ValueError):
+    def __init__(self, key: Any):
+        super().__init__(f"Unknown task {key!r}. Choose one of: {', '.join(TASK_KEYS)}.")
+
+
+def get_task_kind(key: Any) -> TaskKind:
+    """The registered task kind, or UnknownTaskKind with a plain message."""
+    kind = TASK_KINDS.get(key) if isinstance(key, str) else None
+    if kind is None:
+        raise UnknownTaskKind(key)
+    return kind
+
+
+def task_labels() -> dict[str, str]:
+    """key -> label, for choosers."""
+    return {key: kind.label for key, kind in TASK_KINDS.items()}
