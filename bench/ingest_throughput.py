@@ -81,7 +81,7 @@ def child_tailor(path: Path) -> dict:
     from app.migrate import upgrade_database
     from app.services.accounts import create_user
     from app.services.artifacts import get_artifact_store
-    from app.services.datasets import ingest_received, receive_upload
+    from app.services.dataset_ingest import ingest_received, receive_upload
 
     upgrade_database()
     with session_scope() as db:

@@ -3,7 +3,7 @@ cleaning. One compiled pass (csv_scan) reads every record, feeds the profile and
 and notes the row index; the file itself is stored as it is.
 
 Anything else returns None and goes through the general reader (tabular_formats and
-datasets.write_normalised), which gives the same dataset and profile for every file this path
+dataset_normalise.write_normalised), which gives the same dataset and profile for every file this path
 accepts, and explains or repairs the files it does not."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def plain_header(path: Path, filename: str) -> list[str] | None:
 
 
 def _has_blank_record(cells) -> bool:
-    """A record whose cells are all empty or white space (as datasets._is_blank sees it)."""
+    """A record whose cells are all empty or white space (as dataset_normalise.is_blank sees it)."""
     import numpy as np
 
     from app.services.csv_scan import SPACE_ONLY

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from app.services import pii, profiling
-from app.services.datasets import DatasetError, mask_rows, write_normalised
+from app.services.dataset_masking import mask_rows
+from app.services.dataset_normalise import write_normalised
+from app.services.dataset_store import DatasetError
 from app.services.profiling import ProfileBuilder, near_duplicate_key, near_duplicate_keys
 from app.services.tabular_formats import Table, TableError
 

@@ -89,7 +89,7 @@ def test_profile_types_empties_duplicates_and_personal_data(client, make_user):
 
 
 def test_masking_writes_a_training_copy_and_keeps_the_original(client, make_user, db, settings):
-    from app.services import datasets
+    from app.services import dataset_rows
     from app.services.artifacts import get_artifact_store
 
     _, email, password, token = make_user()
@@ -102,10 +102,10 @@ def test_masking_writes_a_training_copy_and_keeps_the_original(client, make_user
     dataset = db.get(Dataset, body["id"])
     assert dataset.pii_masked
     store = get_artifact_store()
-    pairs = datasets.instruction_pairs(store, dataset, "question", "answer")
+    pairs = dataset_rows.instruction_pairs(store, dataset, "question", "answer")
     assert pairs[0][1] == "It ships today. Mail [EMAIL]" and "[CARD]" in pairs[3][1] and "[PHONE]" in pairs[3][1] and "[IBAN]" in pairs[4][1]
     assert "4111 1111 1111 1112" in pairs[5][1]
-    assert next(datasets.iter_rows(store, dataset))["answer"] == "It ships today. Mail jane.doe@example.com"
+    assert next(dataset_rows.iter_rows(store, dataset))["answer"] == "It ships today. Mail jane.doe@example.com"
     assert "Train on the original instead" in client.get(f"/datasets/{body['id']}").text
     off = client.post(f"/api/v1/datasets/{body['id']}/personal-data", headers=bearer(token), json={"mask": False}).json()
     assert off == {"pii_masked": False, "masked": {}}
@@ -168,7 +168,7 @@ def test_deleting_asks_first_and_removes_rows_and_files(client, make_user, db, s
 
 
 def test_column_guesses_for_each_task():
-    from app.services.datasets import guess_columns
+    from app.services.column_guess import guess_columns
 
     rows = [{"id": str(i), "subject": f"My parcel number {i} never arrived, what now?", "reply": "We are sorry. " * 8, "team": t}
             for i, t in zip(range(40), ["billing", "shipping"] * 20)]
@@ -183,7 +183,7 @@ def test_column_guesses_for_each_task():
 
 
 def test_stratified_split_and_leakage():
-    from app.services.datasets import leakage_check, split_train_validation
+    from app.services.validation_split import leakage_check, split_train_validation
 
     rows = [(f"text {i}", "a" if i < 80 else "b") for i in range(100)]
     train, validation = split_train_validation(rows, 0.1, seed=3, stratify_by=lambda r: r[1])
