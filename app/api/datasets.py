@@ -17,7 +17,7 @@ from app.schemas import (
     DatasetDetail, DatasetPublic, DatasetRowPublic, DatasetRowsPage, LabelDistributionPublic, PersonalDataMasking,
     PersonalDataMaskingResult,
 )
-from app.services import column_guess, dataset_ingest, dataset_labels, dataset_masking, dataset_rows, dataset_store, dataset_tokens, jobs, validation_split
+from app.services import column_guess, dataset_ingest, dataset_masking, dataset_store, dataset_tokens, jobs, label_counts, stored_rows, validation_split
 from app.services.artifacts import LocalArtifactStore
 from app.services.low_priority import run_at_low_priority
 from app.web.datasets import UploadRoute, ingest_notes
@@ -29,7 +29,7 @@ router = api_router()
 def _dataset_detail(dataset: Dataset, store: LocalArtifactStore, settings: Settings, **extra) -> DatasetDetail:
     base = DatasetPublic.model_validate(dataset).model_dump()
     extra.setdefault("notes", dataset.ingest_notes or [])
-    return DatasetDetail(**base, preview=dataset_rows.preview_rows(store, dataset, settings.preview_rows), profile=dataset.profile, **extra)
+    return DatasetDetail(**base, preview=stored_rows.preview_rows(store, dataset, settings.preview_rows), profile=dataset.profile, **extra)
 
 
 def upload_dataset(file: UploadFile = File(...), sheet: str = Form("", description="Excel only: the sheet to read (default: the first)."),
@@ -77,7 +77,7 @@ def get_rows(page: int = Query(1, ge=1), q: str = Query("", max_length=200, desc
              page_size: int = Query(25, ge=1, le=500), dataset: Dataset = Depends(owned_dataset),
              store: LocalArtifactStore = Depends(store_dep)):
     """A page of rows, optionally searched; formula-like cells start with an apostrophe."""
-    result = dataset_rows.page_rows(store, dataset, page, q, page_size)
+    result = stored_rows.page_rows(store, dataset, page, q, page_size)
     return DatasetRowsPage(page=result.page, page_size=result.page_size, query=result.query, has_next=result.has_next, total=result.total,
                            rows=[DatasetRowPublic(row=n, cells=cells) for n, cells in result.rows])
 
@@ -112,14 +112,14 @@ def set_personal_data_masking(body: PersonalDataMasking, dataset: Dataset = Depe
 @router.get("/datasets/{dataset_id}/labels", response_model=LabelDistributionPublic)
 def get_label_distribution(column: str, dataset: Dataset = Depends(owned_dataset), store: LocalArtifactStore = Depends(store_dep)):
     """How often each value of a label column occurs, with rare-label warnings and blocking problems."""
-    return LabelDistributionPublic(column=column, **dataset_labels.label_distribution(store, dataset, column).as_dict())
+    return LabelDistributionPublic(column=column, **label_counts.label_distribution(store, dataset, column).as_dict())
 
 
 @router.get("/datasets/{dataset_id}/column-guess")
 def get_column_guess(task: str = Query("instruction", pattern="^(instruction|text|classification)$"),
                      dataset: Dataset = Depends(owned_dataset), store: LocalArtifactStore = Depends(store_dep)) -> dict[str, Any]:
     """Which columns probably fill each role of a task, from their names and content."""
-    return column_guess.guess_columns(task, dataset.columns, dataset_rows.sample_rows(store, dataset))
+    return column_guess.guess_columns(task, dataset.columns, stored_rows.sample_rows(store, dataset))
 
 
 @router.get("/datasets/{dataset_id}/split-check")

@@ -8,7 +8,7 @@ from typing import Any
 
 from app.domain.task_kinds import ColumnRole, TaskKind, get_task_kind
 from app.models import Dataset
-from app.services.dataset_labels import one_label_message
+from app.services.label_counts import one_label_message
 
 
 def label_role(kind: TaskKind) -> ColumnRole | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from app.models import Dataset
 from app.services.artifacts import ArtifactStore
-from app.services.dataset_rows import iter_training_rows
+from app.services.stored_rows import iter_training_rows
 from app.services.dataset_store import DatasetError, dataset_key
 
 TOKEN_SAMPLE_ROWS = 20_000

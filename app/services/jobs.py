@@ -18,7 +18,7 @@ from app.config import Settings
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
 from app.services.artifacts import LocalArtifactStore
 from app.services import attempts
-from app.services import column_checks, dataset_rows, dataset_store, validation_split
+from app.services import column_checks, dataset_store, stored_rows, validation_split
 from app.domain.estimates import WorkerClass, estimate_job, mean_tokens_per_row, read_model_config, worker_class_from_device
 from app.domain.techniques import PRESETS, ParameterError, get_technique, preset_params, unavailable_reason, validate_params
 
@@ -60,7 +60,7 @@ def task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: d
 
 def iter_task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> Iterator[tuple]:
     """task_rows, one at a time (a preview needs only the first few)."""
-    for row in dataset_rows.iter_training_rows(store, dataset):
+    for row in stored_rows.iter_training_rows(store, dataset):
         def value(role: str) -> str:
             column = mapping.get(role)
             return (row.get(column) or "").strip() if column else ""

@@ -11,7 +11,7 @@ from typing import Any
 from app.domain.task_kinds import get_task_kind
 from app.models import Dataset
 from app.services.artifacts import ArtifactStore
-from app.services.dataset_rows import iter_training_rows
+from app.services.stored_rows import iter_training_rows
 from app.services.dataset_store import DatasetError
 from app.services.profiling import near_duplicate_key
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.base_models import get_base_model, list_base_models
 from app.config import Settings, get_settings
 from app.models import Dataset, User
-from app.services import dataset_ingest, dataset_labels, dataset_masking, dataset_normalise, dataset_rows, dataset_store, dataset_tokens, tabular_formats
+from app.services import dataset_ingest, dataset_masking, dataset_normalise, dataset_store, dataset_tokens, label_counts, stored_rows, tabular_formats
 from app.services.artifacts import LocalArtifactStore
 from app.services.low_priority import run_at_low_priority
 from app.services.pii import KINDS as PII_KINDS
@@ -128,8 +128,8 @@ def dataset_context(request: Request, dataset: Dataset, settings: Settings, stor
     ctx = {
         "dataset": dataset,
         "profile": dataset.profile,
-        "preview": dataset_rows.preview_rows(store, dataset, settings.preview_rows),
-        "rows_page": dataset_rows.page_rows(store, dataset, 1, "", settings.preview_rows),
+        "preview": stored_rows.preview_rows(store, dataset, settings.preview_rows),
+        "rows_page": stored_rows.page_rows(store, dataset, 1, "", settings.preview_rows),
         "notes": dataset.ingest_notes or request.session.get(f"dataset-notes-{dataset.id}", []),
         "existing": request.query_params.get("existing") == "1",
         "delimiter_name": tabular_formats.DELIMITER_NAMES.get(dataset.delimiter, dataset.delimiter),
@@ -153,7 +153,7 @@ def dataset_page(request: Request, dataset: Dataset = Depends(owned_dataset), se
 def dataset_rows(request: Request, page: int = 1, q: str = "", dataset: Dataset = Depends(owned_dataset),
                  settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
     """The paged, searchable preview: the partial for htmx, the whole page otherwise."""
-    rows_page = dataset_rows.page_rows(store, dataset, page, q[:200], settings.preview_rows)
+    rows_page = stored_rows.page_rows(store, dataset, page, q[:200], settings.preview_rows)
     if is_htmx(request):
         return render(request, "_dataset_rows.html", {"dataset": dataset, "rows_page": rows_page})
     return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store, rows_page=rows_page))
@@ -192,14 +192,14 @@ async def mask_personal_data(request: Request, dataset: Dataset = Depends(owned_
 def export_dataset(dataset: Dataset = Depends(owned_dataset), training_copy: bool = False, store: LocalArtifactStore = Depends(store_dep)):
     """The stored rows as CSV; cells a spreadsheet would run as formulas start with an apostrophe."""
     name = f"{dataset.name}{'-masked' if training_copy and dataset.pii_masked else ''}.csv"
-    return StreamingResponse(dataset_rows.export_csv_lines(store, dataset, training_copy), media_type="text/csv; charset=utf-8",
+    return StreamingResponse(stored_rows.export_csv_lines(store, dataset, training_copy), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f"attachment; filename=\"dataset-{dataset.id}.csv\"; filename*=UTF-8''{quote(name)}"})
 
 
 @router.get("/datasets/{dataset_id}/labels")
 def dataset_labels(request: Request, column: str, dataset: Dataset = Depends(owned_dataset), store: LocalArtifactStore = Depends(store_dep)):
     """The label distribution of a column (a partial for the classification mapping form)."""
-    distribution = dataset_labels.label_distribution(store, dataset, column)
+    distribution = label_counts.label_distribution(store, dataset, column)
     return render(request, "_label_distribution.html", {"dataset": dataset, "column": column, "labels": distribution})
 
 

@@ -89,7 +89,7 @@ def test_profile_types_empties_duplicates_and_personal_data(client, make_user):
 
 
 def test_masking_writes_a_training_copy_and_keeps_the_original(client, make_user, db, settings):
-    from app.services import dataset_rows
+    from app.services import stored_rows
     from app.services.artifacts import get_artifact_store
 
     _, email, password, token = make_user()
@@ -102,10 +102,10 @@ def test_masking_writes_a_training_copy_and_keeps_the_original(client, make_user
     dataset = db.get(Dataset, body["id"])
     assert dataset.pii_masked
     store = get_artifact_store()
-    pairs = dataset_rows.instruction_pairs(store, dataset, "question", "answer")
+    pairs = stored_rows.instruction_pairs(store, dataset, "question", "answer")
     assert pairs[0][1] == "It ships today. Mail [EMAIL]" and "[CARD]" in pairs[3][1] and "[PHONE]" in pairs[3][1] and "[IBAN]" in pairs[4][1]
     assert "4111 1111 1111 1112" in pairs[5][1]
-    assert next(dataset_rows.iter_rows(store, dataset))["answer"] == "It ships today. Mail jane.doe@example.com"
+    assert next(stored_rows.iter_rows(store, dataset))["answer"] == "It ships today. Mail jane.doe@example.com"
     assert "Train on the original instead" in client.get(f"/datasets/{body['id']}").text
     off = client.post(f"/api/v1/datasets/{body['id']}/personal-data", headers=bearer(token), json={"mask": False}).json()
     assert off == {"pii_masked": False, "masked": {}}

@@ -15,7 +15,7 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from app.services import csv_scan, dataset_ingest, dataset_normalise, dataset_rows, dataset_store, plain_csv, profiling, tabular_formats
+from app.services import csv_scan, dataset_ingest, dataset_normalise, dataset_store, plain_csv, profiling, stored_rows, tabular_formats
 from app.services.profiling import near_duplicate_key
 
 CHARACTERS = ["a", "B", "z", " ", ",", '"', "\n", "\r", "0", "1", "7", "é", "@", "\t", "\x1c", ".", "-", "\u2003", "١", "€", "'"]
@@ -118,7 +118,7 @@ def _assert_same_as_general(path, tmp_path, may_decline: bool = False):
     assert report.profile == general.profile
     assert (report.columns, report.row_count, report.notes) == (general.columns, general.row_count, general.notes)
     assert sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert report.row_index == dataset_rows.build_row_index(path)
+    assert report.row_index == stored_rows.build_row_index(path)
     return report
 
 
@@ -226,7 +226,7 @@ def test_an_upload_through_the_fast_path_is_stored_like_any_other(tmp_path, db, 
     assert store.path(dataset.storage_key).read_bytes() == content
     assert json.loads(store.path(dataset_store.dataset_key(dataset.id, dataset_store.ROW_INDEX_NAME)).read_text()) == [
         content.index(b"question 0,"), content.index(b"question 1000,"), content.index(b"question 2000,")]
-    page = dataset_rows.page_rows(store, dataset, page=81, page_size=25)  # rows 2001-2025, found through the index
+    page = stored_rows.page_rows(store, dataset, page=81, page_size=25)  # rows 2001-2025, found through the index
     assert page.rows[0][0] == 2001 and page.rows[0][1]["question"] == "question 2000" and page.rows[0][1]["answer"] == "answer, with comma 2000"
     again, again_report = dataset_ingest.ingest_upload(db, store, workspace_id=user.workspace_id, user_id=user.id, filename="again.csv",
                                                  source=io.BytesIO(content), limit_bytes=10**7)

@@ -7,7 +7,7 @@ from typing import Any
 
 from app.models import Dataset
 from app.services.artifacts import ArtifactStore
-from app.services.dataset_rows import iter_rows
+from app.services.stored_rows import iter_rows
 
 
 @dataclass
