@@ -214,8 +214,8 @@ def test_an_upload_through_the_fast_path_is_stored_like_any_other(tmp_path, db, 
     def refuse(*args, **kwargs):
         raise AssertionError("the general reader was used")
 
-    monkeypatch.setattr(datasets, "write_normalised", refuse)
-    monkeypatch.setattr(datasets, "PLAIN_CSV_MIN_BYTES", 0)  # small as it is, through the child process
+    monkeypatch.setattr(dataset_ingest, "write_normalised", refuse)
+    monkeypatch.setattr(dataset_ingest, "PLAIN_CSV_MIN_BYTES", 0)  # small as it is, through the child process
     content = b"question,answer\n" + b"".join(b"question %d,\"answer, with comma %d\"\n" % (i, i) for i in range(2500))
     store = LocalArtifactStore(tmp_path / "store")
     user = create_user(db, "fast@example.com", "correct horse battery")
@@ -267,8 +267,8 @@ def test_an_upload_already_on_disk_starts_its_own_scanner(tmp_path, db, monkeypa
         started.append(real())
         return started[-1]
 
-    monkeypatch.setattr(datasets, "PLAIN_CSV_MIN_BYTES", 0)
-    monkeypatch.setattr(datasets, "ScannerProcess", counted)
+    monkeypatch.setattr(dataset_ingest, "PLAIN_CSV_MIN_BYTES", 0)
+    monkeypatch.setattr(dataset_ingest, "ScannerProcess", counted)
     store = LocalArtifactStore(tmp_path / "store")
     user = create_user(db, "own-scanner@example.com", "correct horse battery")
     raw = store.temp_path(".upload")
