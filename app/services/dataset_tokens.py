@@ -28,8 +28,6 @@ def token_lengths(store: ArtifactStore, dataset: Dataset, *, model_key: str, mod
     model's own tokenizer: histogram, percentiles and rows over max_length. Large datasets are
     measured on an even sample of TOKEN_SAMPLE_ROWS rows. Cached as an artifact per model and
     columns."""
-    from app.services.profiling import load_tokenizer, token_length_report
-
     unknown = [c for c in columns if c not in dataset.columns]
     if unknown:
         raise DatasetError(f"The dataset has no column named {unknown[0]!r}.")
@@ -60,3 +58,59 @@ def token_lengths(store: ArtifactStore, dataset: Dataset, *, model_key: str, mod
     tmp.write_text(json.dumps(report))
     store.put_file(cache_key, tmp)
     return report
+
+
+def histogram(lengths: list[int], bins: int = 20) -> list[dict[str, int]]:
+    """Equal-width bins from 0 to the longest value: [{"start", "end", "count"}]."""
+    if not lengths:
+        return []
+    top = max(lengths)
+    width = max(1, -(-(top + 1) // bins))
+    counts = [0] * bins
+    for value in lengths:
+        counts[min(value // width, bins - 1)] += 1
+    return [{"start": i * width, "end": (i + 1) * width - 1, "count": c} for i, c in enumerate(counts)]
+
+
+def percentile(sorted_values: list[int], fraction: float) -> int:
+    if not sorted_values:
+        return 0
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
+
+def load_tokenizer(tokenizer_file: Path):
+    """A `tokenizers` tokenizer from a model's tokenizer.json (no torch, no transformers)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tokenizer_file))
+
+
+def token_length_report(texts_with_rows: list[tuple[int, str]], tokenizer, max_length: int, total_rows: int) -> dict[str, Any]:
+    """Token counts of the given texts: histogram, percentiles and rows over max_length."""
+    lengths: list[int] = []
+    over: list[int] = []
+    batch = 512
+    for start in range(0, len(texts_with_rows), batch):
+        chunk = texts_with_rows[start:start + batch]
+        encodings = tokenizer.encode_batch([text for _, text in chunk], add_special_tokens=False)
+        for (row, _), encoding in zip(chunk, encodings):
+            n = len(encoding.ids)
+            lengths.append(n)
+            if n > max_length:
+                over.append(row)
+    ordered = sorted(lengths)
+    measured = len(lengths)
+    scale = total_rows / measured if measured else 0
+    return {
+        "measured_rows": measured,
+        "total_rows": total_rows,
+        "sampled": measured < total_rows,
+        "max_length": max_length,
+        "mean": round(sum(lengths) / measured, 1) if measured else 0,
+        "median": percentile(ordered, 0.5),
+        "p95": percentile(ordered, 0.95),
+        "max": ordered[-1] if ordered else 0,
+        "histogram": histogram(lengths),
+        "over_max_length": round(len(over) * scale),
+        "over_max_length_rows": over[:20],
+    }

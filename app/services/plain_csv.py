@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.services.profile_cells import CellsFeed
 from app.services.profiling import ProfileBuilder
 from app.services.tabular_formats import SNIFF_BYTES, TableError, detect_delimiter, detect_format, encoding_of_head
 
@@ -80,6 +81,7 @@ def scan_plain_csv(path: Path, columns: list[str], work_dir: Path | None = None)
     from app.services.csv_scan import Unusual, scan_file
 
     builder = ProfileBuilder(columns, work_dir)
+    feed = CellsFeed(builder)
     digest = hashlib.sha256()
     rows = 0
     row_index: list[int] = []
@@ -90,9 +92,10 @@ def scan_plain_csv(path: Path, columns: list[str], work_dir: Path | None = None)
                 return None  # the general reader leaves it out, and so rewrites the file
             for record in range(-rows % ROW_INDEX_EVERY, cells.rows, ROW_INDEX_EVERY):
                 row_index.append(cells.base + int(cells.starts[record, 0]))
-            builder.add_cells(cells)
+            feed.add(cells)
             rows += cells.rows
             last_row = [cells.text(cells.rows - 1, column) for column in range(len(columns))]
+        feed.close()
         profile = builder.finish()
     except Unusual:
         return None

@@ -13,7 +13,7 @@ from app.models import Dataset
 from app.services.artifacts import ArtifactStore
 from app.services.stored_rows import iter_training_rows
 from app.services.dataset_store import DatasetError
-from app.services.profiling import near_duplicate_key
+from app.services.duplicate_rows import near_duplicate_key
 
 
 def _validation_size(n: int, fraction: float) -> int:

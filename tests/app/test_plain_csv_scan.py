@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from app.services import csv_scan, dataset_ingest, dataset_normalise, dataset_store, plain_csv, profiling, stored_rows, tabular_formats
-from app.services.profiling import near_duplicate_key
+from app.services.duplicate_rows import near_duplicate_key
 
 CHARACTERS = ["a", "B", "z", " ", ",", '"', "\n", "\r", "0", "1", "7", "é", "@", "\t", "\x1c", ".", "-", "\u2003", "١", "€", "'"]
 
