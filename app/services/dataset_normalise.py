@@ -15,7 +15,7 @@ from typing import Any
 from app.services.dataset_store import DatasetError
 from app.services.plain_csv import ROW_INDEX_EVERY
 from app.services.profiling import ProfileBuilder
-from app.services.tabular_formats import MAX_COLUMNS, SNIFF_BYTES, Table, open_table, read_csv
+from app.services.tabular_formats import MAX_COLUMNS, SNIFF_BYTES, Table, read_csv
 
 ROWS_AT_ONCE = 1024  # records taken from a reader at a time; a batch without anything to fix skips the per-record checks
 MAX_NOTED_ROWS = 1000
@@ -249,9 +249,3 @@ def check_unclosed_quote_at_end(record: list[str], number: int, word: str, colum
         if cell.endswith(("\n", "\r")) and ("\n" in cell[:-1] or len(cell) > 1):
             raise DatasetError(f"A quote opened in {word} {number:,}, column {columns[index]!r}, is never closed, so everything "
                                "after it ran into one cell. Close the quote (a text containing a quote must double it: \"\").")
-
-
-def normalise_csv(source: Path, target: Path) -> IngestReport:
-    """Read any supported CSV and write it as UTF-8, comma-delimited, with clean headers."""
-    return write_normalised(open_table(source, source.name if source.suffix else "upload.csv"), target, source=source)
-
