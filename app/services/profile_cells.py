@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 from app.services import pii, profiling
 from app.services.duplicate_rows import MIX
-from app.services.profiling import BOOLEAN_WORDS, ProfileBuilder
+from app.services.profiling import ProfileBuilder
 
 if TYPE_CHECKING:
     from app.services.csv_scan import Cells
+
 
 @cache
 def _ascii_tables():
@@ -162,11 +163,6 @@ class CellsFeed:
         longest = np.maximum.reduceat(chars, bounds).tolist()
         all_digits = np.minimum.reduceat(digits | ((flags & csv_scan.EMPTY) != 0), bounds).tolist()
         any_digits = np.maximum.reduceat(digits, bounds).tolist()
-        # The cells each rule would read, over all of cells at once; a block takes its share.
-        by_digits = np.flatnonzero(_long_digits(flags, chars))
-        by_marks, sure = _marked(flags)
-        digit_at = np.searchsorted(by_digits, bounds).tolist() + [len(by_digits)]
-        mark_at = np.searchsorted(by_marks, bounds).tolist() + [len(by_marks)]
         first_row = self.profile.rows - cells.rows + 1  # the row number of cells' first row
         for part in range(len(bounds)):
             block = self._open_blocks.pop(index, None) if part == 0 else None
@@ -189,14 +185,7 @@ class CellsFeed:
             digits_only = block.all_digits and block.any_digits
             for earlier, earlier_first_row in block.parts:
                 self._scan_part(earlier, index, 0, earlier.rows, earlier_first_row, digits_only)
-            if digits_only:
-                for i in by_digits[digit_at[part]:digit_at[part + 1]].tolist():
-                    self.profile.scan_cell(index, first_row + i, cells.text(i, index))
-            else:
-                for i in by_marks[mark_at[part]:mark_at[part + 1]].tolist():
-                    text = cells.text(i, index)
-                    if sure[i] or pii.may_hold_personal_data(text):
-                        self.profile.scan_cell(index, first_row + i, text)
+            self._scan_part(cells, index, begin, end, first_row + begin, digits_only)
 
     def _scan_part(self, cells: Cells, index: int, begin: int, end: int, first_row: int, digits_only: bool) -> None:
         """Scan rows begin..end of cells (row numbers from first_row) for personal data: in a
@@ -247,14 +236,9 @@ class CellsFeed:
 
     def _vote_code(self, cell: str) -> int:
         votes = dict.fromkeys(("integer", "number", "boolean", "date", "text"), 0)
-        value = cell.strip()
-        if not value:
-            return -1
-        if value[0].isalpha():
-            votes["boolean" if value.lower() in BOOLEAN_WORDS else "text"] += 1
-        else:
-            self.profile.vote_value(votes, value)
-        return _VOTES.index(tuple(name for name, count in votes.items() if count))
+        self.profile.vote_cell(votes, cell)
+        kind = tuple(name for name, count in votes.items() if count)
+        return _VOTES.index(kind) if kind else -1
 
     def close(self) -> None:
         """The last block, when the rows end inside it: scan its kept parts for personal data

@@ -29,7 +29,7 @@ BATCH_ROWS = 1024
 _INTEGER = re.compile(r"^[+-]?\d{1,18}$")
 _NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?%?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$|^\d{1,2}[./]\d{1,2}[./]\d{2,4}$")
-BOOLEAN_WORDS = {"true", "false", "yes", "no", "y", "n", "0", "1", "t", "f"}
+_BOOLEAN = {"true", "false", "yes", "no", "y", "n", "0", "1", "t", "f"}
 
 
 def personal_data_cells(column: tuple[str, ...], lengths: list[int]):
@@ -163,23 +163,23 @@ class ProfileBuilder:
     def _vote_types(self, index: int, sample) -> None:
         votes = self.type_votes[index]
         for cell in sample:
-            value = cell.strip()
-            if not value:
-                continue
-            if value[0].isalpha():  # a letter first: no number or date pattern can match
-                votes["boolean" if value.lower() in BOOLEAN_WORDS else "text"] += 1
-            else:
-                self.vote_value(votes, value)
+            self.vote_cell(votes, cell)
 
     @staticmethod
-    def vote_value(votes: dict[str, int], value: str) -> None:
-        if _INTEGER.match(value):
+    def vote_cell(votes: dict[str, int], cell: str) -> None:
+        """Add one cell's type vote (none for a blank cell): "0" and "1" vote integer and boolean."""
+        value = cell.strip()
+        if not value:
+            return
+        if value[0].isalpha():  # a letter first: no number or date pattern can match
+            votes["boolean" if value.lower() in _BOOLEAN else "text"] += 1
+        elif _INTEGER.match(value):
             votes["integer"] += 1
             if value in ("0", "1"):
                 votes["boolean"] += 1
         elif _NUMBER.match(value):
             votes["number"] += 1
-        elif value.lower() in BOOLEAN_WORDS:
+        elif value.lower() in _BOOLEAN:
             votes["boolean"] += 1
         elif _DATE.match(value):
             votes["date"] += 1
