@@ -1,15 +1,10 @@
 """A compiled scanner for the common upload: a UTF-8, comma-delimited CSV with a clean header.
 
-Why this scanner stays rather than pyarrow.csv (tried for issue 11, bench/ingest_throughput.py
---pyarrow, 400,000 rows / 0.21 GB, pandas 3.1.1 with pyarrow strings, pyarrow 26.0.1, a shared
-2-core machine): pyarrow's streaming reader parses as fast as pandas (0.74 s vs 0.77 s, 273 MB),
-but the parse was never the cost; the profile is. Fed to the profile's row-wise implementation
-(ProfileBuilder) it ingests at 0.22x pandas by CPU seconds (3.9 CPU s; 113,000 rows/s on a quiet
-machine) with a 267-361 MB peak, against this scanner's 0.31-0.35x (2.1-2.7 CPU s; 263,000 rows/s)
-and 213 MB: the scanner works out each cell's profile facts in the parsing pass. Reaching the scanner's
-speed on Arrow arrays would need a second, vectorised implementation of every statistic, which
-is what the issue asks to remove. Neither meets >= 1x pandas 3 (pandas itself got faster with
-pyarrow strings); see the report of issue 11 for the 1 GB figures.
+Why it stays rather than pyarrow.csv (issue 11; `bench/ingest_throughput.py --pyarrow`, pandas 3.1.1,
+pyarrow 26.0.1, shared 2-core machine): pyarrow parses as fast as pandas, but the profile is the cost.
+pyarrow feeding the row-wise profile gave the same profile at 0.22x pandas by CPU seconds (1 GB: 16.0
+CPU s, 283 MB peak) against this scanner's 0.48x (7.3 CPU s, 222 MB; pandas 3.5 CPU s, 2.2 GB). Its
+speed on Arrow arrays would need a second implementation of every statistic, which the issue removes.
 
 It reads records exactly as Python's `csv.reader` does (the excel dialect, `strict=False`, on a
 file opened with `newline=""`) and, in the same pass over the bytes, works out the facts the
