@@ -245,3 +245,36 @@ def test_split_check_with_a_validation_file_checks_every_file_row_against_traini
     theirs = upload(client, stranger, b"question,answer\nq,a\n", "theirs.csv").json()
     hidden = client.get(f"/api/v1/datasets/{train['id']}/split-check", headers=bearer(token), params={**params, "validation_dataset_id": theirs["id"]})
     assert hidden.status_code == 404
+
+
+def test_mapping_checks_and_guesses_read_the_task_kind_registry():
+    import pytest
+
+    from app.domain.task_kinds import TASK_KINDS, UnknownTaskKind
+    from app.models import Dataset
+    from app.services.column_checks import column_problems
+    from app.services.column_guess import guess_columns
+
+    profile = {"columns": [{"name": name, "filled": 3, "top_values": [["a", 2], ["b", 1]], "distinct": 2} for name in ("text", "label")]}
+    dataset = Dataset(columns=["text", "label"], profile=profile)
+    classification = TASK_KINDS["classification"]
+    # One wording for the same error: the registry's, as the job form gets it.
+    assert column_problems(dataset, "classification", {"text": "text", "label": "text"}) == {"label": classification.distinct[0][2]}
+    assert column_problems(dataset, "classification", {"text": "text"}) == {"label": classification.role("label").missing_message()}
+    assert column_problems(dataset, "text", {"text_columns": []}) == {"text_columns": TASK_KINDS["text"].role("text_columns").missing_message()}
+    with pytest.raises(UnknownTaskKind):
+        column_problems(dataset, "no-such-task", {})
+    with pytest.raises(UnknownTaskKind):
+        guess_columns("no-such-task", ["text", "label"])
+
+
+def test_the_split_check_uses_the_rows_a_job_trains_on(client, make_user):
+    _, _, _, token = make_user()
+    rows = "".join(f"Text number {i},\n" for i in range(20)) + "".join(f",Text number {i}\n" for i in range(20))
+    body = upload(client, token, ("first,second\n" + rows).encode(), "parts.csv").json()
+    check = client.get(f"/api/v1/datasets/{body['id']}/split-check", headers=bearer(token),
+                       params={"task": "text", "text_columns": ["first", "second"], "validation_fraction": 0.25}).json()
+    # Training reads the chosen columns joined, empty ones left out: the same text in the first
+    # column of one row and the second of another is the same training text, so it leaks.
+    assert (check["train_rows"], check["validation_rows"]) == (30, 10), check
+    assert check["leakage"]["exact"] >= 1 and "also appear in training" in check["leakage"]["message"], check
