@@ -142,7 +142,7 @@ def ensure_admin_and_sample() -> None:
     from app.db import session_scope
     from app.services.accounts import count_users, create_user
     from app.services.artifacts import get_artifact_store
-    from app.services.datasets import ingest_upload
+    from app.services.dataset_ingest import ingest_upload
 
     settings = get_settings()
     with session_scope() as db:

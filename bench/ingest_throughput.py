@@ -5,6 +5,7 @@ the copy of the upload into the store (what the HTTP upload writes) is timed apa
 
     python bench/ingest_throughput.py                    # 1 GB, 2 million rows under /tmp
     python bench/ingest_throughput.py --rows 200000      # a quicker look
+    python bench/ingest_throughput.py --rows 400000 --pyarrow   # also the pyarrow.csv candidate (needs pyarrow)
 
 Each side runs in its own child process so that peak memory (ru_maxrss) is its own; Tailor's figure
 is the larger of its process and the scanner's child process, and its CPU time includes the child's. Needs the
@@ -81,7 +82,7 @@ def child_tailor(path: Path) -> dict:
     from app.migrate import upgrade_database
     from app.services.accounts import create_user
     from app.services.artifacts import get_artifact_store
-    from app.services.datasets import ingest_received, receive_upload
+    from app.services.dataset_ingest import ingest_received, receive_upload
 
     upgrade_database()
     with session_scope() as db:
@@ -118,7 +119,7 @@ def child_tailor(path: Path) -> dict:
     return {"rows": rows, "seconds": seconds, "cpu_seconds": cpu, "children_peak_rss_mb": children_peak,
             "exact_duplicates": profile["duplicates"]["exact"],
             "near_duplicates": profile["duplicates"]["near"], "personal_data": profile["personal_data_total"],
-            "receive_seconds": receive_seconds, "startup_seconds": startup_seconds, "data_dir": str(data_dir)}
+            "receive_seconds": receive_seconds, "startup_seconds": startup_seconds, "data_dir": str(data_dir), "profile": profile}
 
 
 def child_pandas(path: Path) -> dict:
@@ -131,17 +132,55 @@ def child_pandas(path: Path) -> dict:
     return {"rows": len(frame), "seconds": seconds, "cpu_seconds": cpu, "strings": f"pandas {pandas.__version__}, {strings} strings"}
 
 
+def child_pyarrow(path: Path) -> dict:
+    """The candidate for the clean-file path: pyarrow's streaming CSV reader (multi-threaded, all
+    columns as strings) feeding the profile's one row-wise implementation, and the content hash."""
+    import hashlib
+
+    import pyarrow
+    import pyarrow.csv as arrow_csv
+
+    from app.services.profiling import ProfileBuilder
+
+    start, cpu = time.perf_counter(), cpu_seconds()
+    with open(path, "rb") as f:
+        digest = hashlib.sha256()
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+        f.seek(0)
+        columns = f.readline().decode().rstrip("\r\n").split(",")
+    reader = arrow_csv.open_csv(path, read_options=arrow_csv.ReadOptions(block_size=4 << 20),
+                                parse_options=arrow_csv.ParseOptions(newlines_in_values=True),
+                                convert_options=arrow_csv.ConvertOptions(column_types=dict.fromkeys(columns, pyarrow.string()),
+                                                                         strings_can_be_null=False, quoted_strings_can_be_null=False))
+    profile = ProfileBuilder(columns, path.parent)
+    rows = 0
+    try:
+        for batch in reader:
+            records = list(map(list, zip(*(column.to_pylist() for column in batch.columns))))
+            profile.add_rows(rows + 1, records)
+            rows += len(records)
+        result = profile.finish()
+    finally:
+        profile.close()
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    return {"rows": rows, "seconds": seconds, "cpu_seconds": cpu, "exact_duplicates": result["duplicates"]["exact"],
+            "near_duplicates": result["duplicates"]["near"], "personal_data": result["personal_data_total"],
+            "strings": f"pyarrow {pyarrow.__version__} + ProfileBuilder", "profile": json.loads(json.dumps(result))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--bytes", type=int, default=None, help="target file size (default: 500 bytes a row, 1 GB for 2M rows)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="where the generated file goes (default /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the generated file")
+    parser.add_argument("--pyarrow", action="store_true", help="also time pyarrow.csv feeding the row-wise profile")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, path = args.child
-        report = child_tailor(Path(path)) if kind == "tailor" else child_pandas(Path(path))
+        report = {"tailor": child_tailor, "pandas": child_pandas, "pyarrow": child_pyarrow}[kind](Path(path))
         print(json.dumps(report))
         return
 
@@ -154,7 +193,7 @@ def main() -> None:
     print(f"generated {args.rows:,} rows, {size / 1e9:.2f} GB in {time.perf_counter() - started:.0f} s: {path}")
     try:
         results = {}
-        for kind in ("pandas", "tailor"):
+        for kind in ("pandas", "tailor") + (("pyarrow",) if args.pyarrow else ()):
             results[kind] = run_child(kind, path)
             r = results[kind]
             print(f"{kind:>7}: {r['rows']:,} rows in {r['seconds']:.1f} s = {r['rows'] / r['seconds']:,.0f} rows/s, "
@@ -169,6 +208,12 @@ def main() -> None:
               f"(counted, throughput would be {p['seconds'] / (t['seconds'] + t['startup_seconds']):.2f}x)")
         print(f"throughput tailor/pandas: {p['seconds'] / t['seconds']:.2f}x (by CPU seconds {p['cpu_seconds'] / t['cpu_seconds']:.2f}x)   "
               f"peak memory tailor/pandas: {t['peak_rss_mb'] / p['peak_rss_mb']:.2f}x   (goal: throughput >= 1x, tailor peak < 300 MB)")
+        if "pyarrow" in results:
+            a = results["pyarrow"]
+            same = a["profile"] == t["profile"]
+            print(f"throughput pyarrow/pandas: {p['seconds'] / a['seconds']:.2f}x (by CPU seconds {p['cpu_seconds'] / a['cpu_seconds']:.2f}x)   "
+                  f"pyarrow/tailor: {t['seconds'] / a['seconds']:.2f}x   peak memory {a['peak_rss_mb']:.0f} MB   "
+                  f"the same profile as tailor's: {same}")
     finally:
         if not args.keep:
             import shutil

@@ -17,7 +17,7 @@ from app.schemas import (
     DatasetDetail, DatasetPublic, DatasetRowPublic, DatasetRowsPage, LabelDistributionPublic, PersonalDataMasking,
     PersonalDataMaskingResult,
 )
-from app.services import datasets, jobs
+from app.services import column_guess, dataset_ingest, dataset_masking, dataset_store, dataset_tokens, jobs, label_counts, stored_rows, validation_split
 from app.services.artifacts import LocalArtifactStore
 from app.services.low_priority import run_at_low_priority
 from app.web.datasets import UploadRoute, ingest_notes
@@ -29,7 +29,7 @@ router = api_router()
 def _dataset_detail(dataset: Dataset, store: LocalArtifactStore, settings: Settings, **extra) -> DatasetDetail:
     base = DatasetPublic.model_validate(dataset).model_dump()
     extra.setdefault("notes", dataset.ingest_notes or [])
-    return DatasetDetail(**base, preview=datasets.preview_rows(store, dataset, settings.preview_rows), profile=dataset.profile, **extra)
+    return DatasetDetail(**base, preview=stored_rows.preview_rows(store, dataset, settings.preview_rows), profile=dataset.profile, **extra)
 
 
 def upload_dataset(file: UploadFile = File(...), sheet: str = Form("", description="Excel only: the sheet to read (default: the first)."),
@@ -37,9 +37,9 @@ def upload_dataset(file: UploadFile = File(...), sheet: str = Form("", descripti
                    settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
     """Upload a CSV, .xlsx or .jsonl file (multipart field `file`). The same file uploaded twice returns the first dataset with 200."""
     try:
-        dataset, report = run_at_low_priority(datasets.ingest_upload, db, store, workspace_id=user.workspace_id, user_id=user.id, filename=file.filename or "",
+        dataset, report = run_at_low_priority(dataset_ingest.ingest_upload, db, store, workspace_id=user.workspace_id, user_id=user.id, filename=file.filename or "",
                                                  source=file.file, limit_bytes=settings.max_upload_bytes, sheet=sheet)
-    except datasets.DatasetError as exc:
+    except dataset_store.DatasetError as exc:
         db.rollback()
         raise HTTPException(exc.status, exc.message) from None
     db.commit()
@@ -56,7 +56,7 @@ router.add_api_route("/datasets", upload_dataset, methods=["POST"], status_code=
 
 @router.get("/datasets", response_model=list[DatasetPublic])
 def list_datasets(user: User = Depends(current_user), db: Session = Depends(get_db)):
-    return datasets.datasets_for(db, user.workspace_id)
+    return dataset_ingest.datasets_for(db, user.workspace_id)
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetDetail)
@@ -77,7 +77,7 @@ def get_rows(page: int = Query(1, ge=1), q: str = Query("", max_length=200, desc
              page_size: int = Query(25, ge=1, le=500), dataset: Dataset = Depends(owned_dataset),
              store: LocalArtifactStore = Depends(store_dep)):
     """A page of rows, optionally searched; formula-like cells start with an apostrophe."""
-    result = datasets.page_rows(store, dataset, page, q, page_size)
+    result = stored_rows.page_rows(store, dataset, page, q, page_size)
     return DatasetRowsPage(page=result.page, page_size=result.page_size, query=result.query, has_next=result.has_next, total=result.total,
                            rows=[DatasetRowPublic(row=n, cells=cells) for n, cells in result.rows])
 
@@ -95,8 +95,8 @@ def get_token_lengths(base_model: str, max_length: int = Query(512, ge=1, le=1_0
         by_name = {c["name"]: c for c in (dataset.profile or {}).get("columns", [])}
         columns = [c for c in dataset.columns if by_name.get(c, {}).get("type", "text") == "text"] or dataset.columns[:1]
     try:
-        return run_at_low_priority(datasets.token_lengths, store, dataset, model_key=model.key, model_location=model.location, columns=columns, max_length=max_length)
-    except datasets.DatasetError as exc:
+        return run_at_low_priority(dataset_tokens.token_lengths, store, dataset, model_key=model.key, model_location=model.location, columns=columns, max_length=max_length)
+    except dataset_store.DatasetError as exc:
         raise HTTPException(exc.status, exc.message) from None
 
 
@@ -104,7 +104,7 @@ def get_token_lengths(base_model: str, max_length: int = Query(512, ge=1, le=1_0
 def set_personal_data_masking(body: PersonalDataMasking, dataset: Dataset = Depends(owned_dataset), db: Session = Depends(get_db),
                               store: LocalArtifactStore = Depends(store_dep)):
     """Train on a copy with personal data masked (the original stays unchanged), or on the original again."""
-    masked = run_at_low_priority(datasets.set_pii_masking, db, store, dataset, body.mask)
+    masked = run_at_low_priority(dataset_masking.set_pii_masking, db, store, dataset, body.mask)
     db.commit()
     return PersonalDataMaskingResult(pii_masked=dataset.pii_masked, masked=masked)
 
@@ -112,14 +112,14 @@ def set_personal_data_masking(body: PersonalDataMasking, dataset: Dataset = Depe
 @router.get("/datasets/{dataset_id}/labels", response_model=LabelDistributionPublic)
 def get_label_distribution(column: str, dataset: Dataset = Depends(owned_dataset), store: LocalArtifactStore = Depends(store_dep)):
     """How often each value of a label column occurs, with rare-label warnings and blocking problems."""
-    return LabelDistributionPublic(column=column, **datasets.label_distribution(store, dataset, column).as_dict())
+    return LabelDistributionPublic(column=column, **label_counts.label_distribution(store, dataset, column).as_dict())
 
 
 @router.get("/datasets/{dataset_id}/column-guess")
 def get_column_guess(task: str = Query("instruction", pattern="^(instruction|text|classification)$"),
                      dataset: Dataset = Depends(owned_dataset), store: LocalArtifactStore = Depends(store_dep)) -> dict[str, Any]:
     """Which columns probably fill each role of a task, from their names and content."""
-    return datasets.guess_columns(task, dataset.columns, datasets.sample_rows(store, dataset))
+    return column_guess.guess_columns(task, dataset.columns, stored_rows.sample_rows(store, dataset))
 
 
 @router.get("/datasets/{dataset_id}/split-check")
@@ -136,14 +136,14 @@ def get_split_check(task: str = Query("instruction", pattern="^(instruction|text
     mapping = {"prompt": prompt, "response": response, "text": text, "label": label, "text_columns": text_columns}
     try:
         if validation_dataset_id is None:
-            return {**datasets.split_check(store, dataset, task, mapping, validation_fraction, seed), "source": "split"}
+            return {**validation_split.split_check(store, dataset, task, mapping, validation_fraction, seed), "source": "split"}
         validation = dataset_in_workspace(db, validation_dataset_id, user)
         problems = jobs.validation_file_errors(store, dataset, validation, task, mapping)
         if problems:
             raise HTTPException(422, problems["validation_dataset"])
         train, held_out, summary = jobs.train_validation_rows(store, dataset, task, mapping, fraction=validation_fraction, seed=seed,
                                                                validation_dataset=validation)
-    except datasets.DatasetError as exc:
+    except dataset_store.DatasetError as exc:
         raise HTTPException(exc.status, exc.message) from None
     return {"train_rows": len(train), "validation_rows": len(held_out), "stratified": False, "source": "file",
             "validation_dataset_id": validation.id, "leakage": summary["leakage"]}
@@ -152,7 +152,7 @@ def get_split_check(task: str = Query("instruction", pattern="^(instruction|text
 @router.delete("/datasets/{dataset_id}", status_code=204)
 def delete_dataset(dataset: Dataset = Depends(owned_dataset), db: Session = Depends(get_db), store: LocalArtifactStore = Depends(store_dep)):
     try:
-        datasets.delete_dataset(db, store, dataset)
-    except datasets.DatasetError as exc:
+        dataset_ingest.delete_dataset(db, store, dataset)
+    except dataset_store.DatasetError as exc:
         raise HTTPException(exc.status, exc.message) from None
     return Response(status_code=204)

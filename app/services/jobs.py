@@ -18,7 +18,7 @@ from app.config import Settings
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
 from app.services.artifacts import LocalArtifactStore
 from app.services import attempts
-from app.services import datasets as dataset_service
+from app.services import column_checks, dataset_store, stored_rows, validation_split
 from app.domain.estimates import WorkerClass, estimate_job, mean_tokens_per_row, read_model_config, worker_class_from_device
 from app.domain.techniques import PRESETS, ParameterError, get_technique, preset_params, unavailable_reason, validate_params
 
@@ -60,7 +60,7 @@ def task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: d
 
 def iter_task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> Iterator[tuple]:
     """task_rows, one at a time (a preview needs only the first few)."""
-    for row in dataset_service.iter_training_rows(store, dataset):
+    for row in stored_rows.iter_training_rows(store, dataset):
         def value(role: str) -> str:
             column = mapping.get(role)
             return (row.get(column) or "").strip() if column else ""
@@ -83,7 +83,7 @@ def iter_task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mappi
 def split_task_rows(rows: list[tuple], task: str, fraction: float, seed: int) -> tuple[list, list]:
     """Held-out split; classification keeps every label's share in both parts."""
     stratify = (lambda row: row[1]) if task == "classification" else None
-    return dataset_service.split_train_validation(rows, fraction, seed, stratify_by=stratify)
+    return validation_split.split_train_validation(rows, fraction, seed, stratify_by=stratify)
 
 
 def mapped_columns(task: str, mapping: dict[str, Any]) -> list[tuple[str, str]]:
@@ -173,7 +173,7 @@ def train_validation_rows(store: LocalArtifactStore, dataset: Dataset, task: str
     else:
         train, validation = split_task_rows(rows, task, fraction, seed)
         summary = {"source": "split", "fraction": fraction, "stratified": task == "classification"}
-    leakage = dataset_service.leakage_check(train, validation, text_of=_leakage_text(task))
+    leakage = validation_split.leakage_check(train, validation, text_of=_leakage_text(task))
     summary.update({"rows": len(validation), "train_rows": len(train), "leakage": leakage.as_dict()})
     return train, validation, summary
 
@@ -226,7 +226,7 @@ _LABELS_CACHE: dict[tuple, frozenset[str]] = {}
 def task_labels(store: LocalArtifactStore, dataset: Dataset, mapping: dict[str, Any]) -> frozenset[str]:
     """The labels of a dataset's usable classification rows; remembered per file and columns
     (stored files never change), so a form redrawn on every change does not re-read a big file."""
-    key = (dataset.id, dataset.sha256, dataset_service.training_key(dataset), mapping.get("text"), mapping.get("label"))
+    key = (dataset.id, dataset.sha256, dataset_store.training_key(dataset), mapping.get("text"), mapping.get("label"))
     if key not in _LABELS_CACHE:
         if len(_LABELS_CACHE) >= 64:
             _LABELS_CACHE.pop(next(iter(_LABELS_CACHE)))
@@ -295,7 +295,7 @@ def _mapping_errors(dataset: Dataset, task: str, mapping: dict[str, Any]) -> dic
         elif columns not in dataset.columns:
             errors[role] = f"The dataset has no column named {columns!r}. Its columns are: {', '.join(dataset.columns)}."
     if not errors:
-        for role, message in dataset_service.column_problems(dataset, task, mapping).items():
+        for role, message in column_checks.column_problems(dataset, task, mapping).items():
             errors.setdefault(role, message)
     if task == "classification" and not errors and mapping["text"] == mapping["label"]:
         errors["label"] = "The text and the label must be different columns."

@@ -3,7 +3,7 @@ cleaning. One compiled pass (csv_scan) reads every record, feeds the profile and
 and notes the row index; the file itself is stored as it is.
 
 Anything else returns None and goes through the general reader (tabular_formats and
-datasets.write_normalised), which gives the same dataset and profile for every file this path
+dataset_normalise.write_normalised), which gives the same dataset and profile for every file this path
 accepts, and explains or repairs the files it does not."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.services.profile_cells import CellsFeed
 from app.services.profiling import ProfileBuilder
 from app.services.tabular_formats import SNIFF_BYTES, TableError, detect_delimiter, detect_format, encoding_of_head
 
@@ -63,7 +64,7 @@ def plain_header(path: Path, filename: str) -> list[str] | None:
 
 
 def _has_blank_record(cells) -> bool:
-    """A record whose cells are all empty or white space (as datasets._is_blank sees it)."""
+    """A record whose cells are all empty or white space (as dataset_normalise.is_blank sees it)."""
     import numpy as np
 
     from app.services.csv_scan import SPACE_ONLY
@@ -80,6 +81,7 @@ def scan_plain_csv(path: Path, columns: list[str], work_dir: Path | None = None)
     from app.services.csv_scan import Unusual, scan_file
 
     builder = ProfileBuilder(columns, work_dir)
+    feed = CellsFeed(builder)
     digest = hashlib.sha256()
     rows = 0
     row_index: list[int] = []
@@ -90,9 +92,10 @@ def scan_plain_csv(path: Path, columns: list[str], work_dir: Path | None = None)
                 return None  # the general reader leaves it out, and so rewrites the file
             for record in range(-rows % ROW_INDEX_EVERY, cells.rows, ROW_INDEX_EVERY):
                 row_index.append(cells.base + int(cells.starts[record, 0]))
-            builder.add_cells(cells)
+            feed.add(cells)
             rows += cells.rows
             last_row = [cells.text(cells.rows - 1, column) for column in range(len(columns))]
+        feed.close()
         profile = builder.finish()
     except Unusual:
         return None

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.base_models import get_base_model, list_base_models
 from app.config import Settings, get_settings
 from app.models import Dataset, User
-from app.services import datasets
+from app.services import dataset_ingest, dataset_masking, dataset_normalise, dataset_store, dataset_tokens, label_counts, stored_rows, tabular_formats
 from app.services.artifacts import LocalArtifactStore
 from app.services.low_priority import run_at_low_priority
 from app.services.pii import KINDS as PII_KINDS
@@ -57,7 +57,7 @@ class UploadRoute(APIRoute):
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
-                        raise HTTPException(413, datasets.upload_too_large_message(settings.max_upload_bytes))
+                        raise HTTPException(413, dataset_ingest.upload_too_large_message(settings.max_upload_bytes))
                 return message
 
             request._receive = limited_receive
@@ -67,7 +67,7 @@ class UploadRoute(APIRoute):
 
 
 def _too_large_response(request: Request, settings: Settings):
-    message = datasets.upload_too_large_message(settings.max_upload_bytes)
+    message = dataset_ingest.upload_too_large_message(settings.max_upload_bytes)
     headers = {"Connection": "close"}  # the client is still sending; do not keep this connection
     if request.url.path.startswith("/api/"):
         return JSONResponse({"detail": message}, status_code=413, headers=headers)
@@ -83,9 +83,9 @@ def new_dataset_page(request: Request, user: User = Depends(current_user), setti
 def upload_dataset(request: Request, file: UploadFile = File(...), sheet: str = Form(""), user: User = Depends(current_user),
                    db: Session = Depends(get_db), settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
     try:
-        dataset, report = run_at_low_priority(datasets.ingest_upload, db, store, workspace_id=user.workspace_id, user_id=user.id, filename=file.filename or "",
+        dataset, report = run_at_low_priority(dataset_ingest.ingest_upload, db, store, workspace_id=user.workspace_id, user_id=user.id, filename=file.filename or "",
                                                  source=file.file, limit_bytes=settings.max_upload_bytes, sheet=sheet)
-    except datasets.DatasetError as exc:
+    except dataset_store.DatasetError as exc:
         db.rollback()
         template = "_upload_form.html" if is_htmx(request) else "dataset_new.html"
         return render(request, template, {"error": exc.message, "max_upload": settings.max_upload_bytes, "sheet": sheet},
@@ -98,13 +98,13 @@ def upload_dataset(request: Request, file: UploadFile = File(...), sheet: str = 
 router.add_api_route("/datasets", upload_dataset, methods=["POST"], route_class_override=UploadRoute)
 
 
-def ingest_notes(report: datasets.IngestReport) -> list[str]:
+def ingest_notes(report: dataset_normalise.IngestReport) -> list[str]:
     return list(report.renamed_headers) + list(report.notes)
 
 
 def token_form(dataset: Dataset, settings: Settings, request: Request) -> dict:
     """The token-length form's state: models with a tokenizer, chosen columns and max length."""
-    models = [m for m in list_base_models(settings) if m.available and datasets.tokenizer_file_for(m.location)]
+    models = [m for m in list_base_models(settings) if m.available and dataset_tokens.tokenizer_file_for(m.location)]
     profile_columns = {c["name"]: c for c in (dataset.profile or {}).get("columns", [])}
     text_columns = [c for c in dataset.columns if profile_columns.get(c, {}).get("type", "text") == "text"] or dataset.columns[:1]
     chosen = request.query_params.getlist("columns") or text_columns
@@ -128,11 +128,11 @@ def dataset_context(request: Request, dataset: Dataset, settings: Settings, stor
     ctx = {
         "dataset": dataset,
         "profile": dataset.profile,
-        "preview": datasets.preview_rows(store, dataset, settings.preview_rows),
-        "rows_page": datasets.page_rows(store, dataset, 1, "", settings.preview_rows),
+        "preview": stored_rows.preview_rows(store, dataset, settings.preview_rows),
+        "rows_page": stored_rows.page_rows(store, dataset, 1, "", settings.preview_rows),
         "notes": dataset.ingest_notes or request.session.get(f"dataset-notes-{dataset.id}", []),
         "existing": request.query_params.get("existing") == "1",
-        "delimiter_name": datasets.DELIMITER_NAMES.get(dataset.delimiter, dataset.delimiter),
+        "delimiter_name": tabular_formats.DELIMITER_NAMES.get(dataset.delimiter, dataset.delimiter),
         "pii_kinds": PII_KINDS,
         "token_report": None,
         "token_error": None,
@@ -153,7 +153,7 @@ def dataset_page(request: Request, dataset: Dataset = Depends(owned_dataset), se
 def dataset_rows(request: Request, page: int = 1, q: str = "", dataset: Dataset = Depends(owned_dataset),
                  settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
     """The paged, searchable preview: the partial for htmx, the whole page otherwise."""
-    rows_page = datasets.page_rows(store, dataset, page, q[:200], settings.preview_rows)
+    rows_page = stored_rows.page_rows(store, dataset, page, q[:200], settings.preview_rows)
     if is_htmx(request):
         return render(request, "_dataset_rows.html", {"dataset": dataset, "rows_page": rows_page})
     return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store, rows_page=rows_page))
@@ -169,9 +169,9 @@ def dataset_token_lengths(request: Request, dataset: Dataset = Depends(owned_dat
         error = "Choose an installed base model to count tokens with."
     else:
         try:
-            report = run_at_low_priority(datasets.token_lengths, store, dataset, model_key=model.key, model_location=model.location,
+            report = run_at_low_priority(dataset_tokens.token_lengths, store, dataset, model_key=model.key, model_location=model.location,
                                             columns=form["token_columns"], max_length=form["max_length"])
-        except datasets.DatasetError as exc:
+        except dataset_store.DatasetError as exc:
             error = exc.message
     ctx = {"dataset": dataset, "token_report": report, "token_error": error, **form}
     if is_htmx(request):
@@ -183,7 +183,7 @@ def dataset_token_lengths(request: Request, dataset: Dataset = Depends(owned_dat
 async def mask_personal_data(request: Request, dataset: Dataset = Depends(owned_dataset), db: Session = Depends(get_db),
                              store: LocalArtifactStore = Depends(store_dep)):
     form = await request.form()
-    run_at_low_priority(datasets.set_pii_masking, db, store, dataset, on=form.get("mask") == "1")
+    run_at_low_priority(dataset_masking.set_pii_masking, db, store, dataset, on=form.get("mask") == "1")
     db.commit()
     return redirect(request, f"/datasets/{dataset.id}#personal-data")
 
@@ -192,14 +192,14 @@ async def mask_personal_data(request: Request, dataset: Dataset = Depends(owned_
 def export_dataset(dataset: Dataset = Depends(owned_dataset), training_copy: bool = False, store: LocalArtifactStore = Depends(store_dep)):
     """The stored rows as CSV; cells a spreadsheet would run as formulas start with an apostrophe."""
     name = f"{dataset.name}{'-masked' if training_copy and dataset.pii_masked else ''}.csv"
-    return StreamingResponse(datasets.export_csv_lines(store, dataset, training_copy), media_type="text/csv; charset=utf-8",
+    return StreamingResponse(stored_rows.export_csv_lines(store, dataset, training_copy), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f"attachment; filename=\"dataset-{dataset.id}.csv\"; filename*=UTF-8''{quote(name)}"})
 
 
 @router.get("/datasets/{dataset_id}/labels")
 def dataset_labels(request: Request, column: str, dataset: Dataset = Depends(owned_dataset), store: LocalArtifactStore = Depends(store_dep)):
     """The label distribution of a column (a partial for the classification mapping form)."""
-    distribution = datasets.label_distribution(store, dataset, column)
+    distribution = label_counts.label_distribution(store, dataset, column)
     return render(request, "_label_distribution.html", {"dataset": dataset, "column": column, "labels": distribution})
 
 
@@ -207,7 +207,7 @@ def dataset_labels(request: Request, column: str, dataset: Dataset = Depends(own
 def delete_dataset(request: Request, dataset: Dataset = Depends(owned_dataset), db: Session = Depends(get_db),
                    settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
     try:
-        datasets.delete_dataset(db, store, dataset)
-    except datasets.DatasetError as exc:
+        dataset_ingest.delete_dataset(db, store, dataset)
+    except dataset_store.DatasetError as exc:
         return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store, delete_error=exc.message), status_code=exc.status)
     return redirect(request, "/")

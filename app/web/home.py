@@ -7,7 +7,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
 from app.models import User
-from app.services import accounts, adapters, datasets, jobs
+from app.services import accounts, adapters, dataset_ingest, jobs
 from app.web.deps import current_user, get_db, verify_csrf
 from app.web.templating import render
 
@@ -44,7 +44,7 @@ def logout(request: Request):
 @router.get("/")
 def dashboard(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)):
     return render(request, "dashboard.html", {
-        "datasets": datasets.datasets_for(db, user.workspace_id),
+        "datasets": dataset_ingest.datasets_for(db, user.workspace_id),
         "jobs": jobs.jobs_for(db, user.workspace_id, limit=20),
         "adapters": adapters.adapters_for(db, user.workspace_id),
     })

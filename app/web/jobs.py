@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, object_session
 from app.base_models import DEMO_MODEL_KEY, list_base_models
 from app.config import Settings
 from app.models import Dataset, Job, User
-from app.services import adapters, attempts, bakeoff, datasets, jobs
+from app.services import adapters, attempts, bakeoff, column_guess, dataset_ingest, jobs
 from app.services.artifacts import LocalArtifactStore
 from app.domain.estimates import WorkerClass, read_model_config
 from app.domain.techniques import (
@@ -69,7 +69,7 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
     techniques = list(CATALOGUE.values())
     worker = _live_worker_class()
     availability = model_availability(models, techniques, worker.kind == "cuda" if worker else None)
-    guesses = {task: datasets.guess_columns(task, list(dataset.columns)) for task in TASK_KINDS}
+    guesses = {task: column_guess.guess_columns(task, list(dataset.columns)) for task in TASK_KINDS}
     n_rows = int(dataset.row_count or 0)
     presets = {t.key: {task: {name: preset_params(t, task, n_rows, name) for name in PRESETS} for task in t.task_kinds}
                for t in techniques}
@@ -111,7 +111,7 @@ def validation_choices(dataset: Dataset) -> list[dict]:
     columns = set(dataset.columns)
     choices = [{"id": d.id, "name": d.name, "rows": int(d.row_count or 0), "shared": len(columns & set(d.columns)),
                 "missing": [c for c in dataset.columns if c not in d.columns]}
-               for d in datasets.datasets_for(db, dataset.workspace_id) if d.id != dataset.id]
+               for d in dataset_ingest.datasets_for(db, dataset.workspace_id) if d.id != dataset.id]
     choices = [c for c in choices if c["shared"]]
     choices.sort(key=lambda c: (c["missing"] != [], -c["shared"], -c["id"]))
     return choices

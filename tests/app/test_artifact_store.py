@@ -54,7 +54,7 @@ def test_a_job_trains_from_the_bucket_and_its_adapter_downloads_elsewhere(bucket
     """Upload on the web machine, train on a worker machine, download on a third: only the bucket is shared."""
     from app.db import session_scope
     from app.models import Adapter, User
-    from app.services import datasets, jobs
+    from app.services import dataset_ingest, jobs
     from app.services.adapters import adapter_zip_path
     from tests.app.helpers import SAMPLE_CSV
     import worker.job_runner as job_runner
@@ -63,7 +63,7 @@ def test_a_job_trains_from_the_bucket_and_its_adapter_downloads_elsewhere(bucket
     user_id, *_ = make_user("s3")
     with session_scope() as db, open(SAMPLE_CSV, "rb") as f:
         user = db.get(User, user_id)
-        dataset, _ = datasets.ingest_upload(db, web, workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv",
+        dataset, _ = dataset_ingest.ingest_upload(db, web, workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv",
                                             source=f, limit_bytes=10**8)
         job = jobs.submit_job(db, settings, web, workspace_id=user.workspace_id, user_id=None, dataset=dataset, task="instruction",
                               column_mapping={"prompt": "question", "response": "answer"}, base_model="tiny-llama",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -205,7 +206,7 @@ def test_utf16_without_a_bom_is_recognised(client, make_user):
 
 
 def test_a_label_column_with_one_class_is_refused_for_classification(client, make_user, db):
-    from app.services import datasets
+    from app.services import column_checks
 
     _, _, _, token = make_user()
     body = upload(client, token, (BAD / "label_one_class.csv").read_bytes(), "one-class.csv").json()
@@ -213,7 +214,7 @@ def test_a_label_column_with_one_class_is_refused_for_classification(client, mak
     assert labels["counts"] == [{"label": "positive", "count": 3}]
     assert "only one label ('positive')" in labels["problems"][0]
     dataset = db.get(Dataset, body["id"])
-    assert "only one label" in datasets.column_problems(dataset, "classification", {"text": "text", "label": "label"})["label"]
+    assert "only one label" in column_checks.column_problems(dataset, "classification", {"text": "text", "label": "label"})["label"]
 
 
 def test_rare_labels_get_a_warning(client, make_user):
@@ -225,12 +226,12 @@ def test_rare_labels_get_a_warning(client, make_user):
 
 
 def test_all_empty_responses_are_named(client, make_user, db):
-    from app.services import datasets
+    from app.services import column_checks
 
     _, _, _, token = make_user()
     body = upload(client, token, (BAD / "all_empty_responses.csv").read_bytes(), "no-answers.csv").json()
     assert body["profile"]["columns"][1]["empty"] == 3 and body["profile"]["columns"][1]["type"] == "empty"
-    problems = datasets.column_problems(db.get(Dataset, body["id"]), "instruction", {"prompt": "question", "response": "answer"})
+    problems = column_checks.column_problems(db.get(Dataset, body["id"]), "instruction", {"prompt": "question", "response": "answer"})
     assert problems == {"response": "Column 'answer' is empty in every row. Choose the column that holds the responses."}
 
 
@@ -270,14 +271,14 @@ _TOKENS = [b'"', b",", b";", b"\t", b"|", b"\n", b"\r\n", b"\r", b"a", b"\xc3\xa
 @given(data=st.lists(st.sampled_from(_TOKENS), max_size=60).map(b"".join) | st.binary(max_size=200),
        name=st.sampled_from(["in.csv", "in.jsonl", "in.xlsx", "in.txt"]))
 def test_random_bytes_never_raise_anything_but_a_plain_dataset_error(tmp_path_factory, data, name):
-    from app.services import datasets
+    from app.services import dataset_normalise, tabular_formats
     from app.services.tabular_formats import TableError
 
     work = tmp_path_factory.mktemp("bytes")
     source = work / name
     source.write_bytes(data)
     try:
-        report = datasets.write_normalised(datasets.open_table(source, name), work / "out.csv", source=source)
+        report = dataset_normalise.write_normalised(tabular_formats.open_table(source, name), work / "out.csv", source=source)
     except TableError as exc:
         assert exc.message and exc.status in (413, 415, 422)
     else:
@@ -288,7 +289,7 @@ def test_random_bytes_never_raise_anything_but_a_plain_dataset_error(tmp_path_fa
 @given(text=_csv_text, encoding=st.sampled_from(["utf-8", "utf-16", "cp1252", "utf-8-sig"]), delimiter=st.sampled_from([",", ";", "\t", "|"]),
        name=st.sampled_from(["in.csv", "in.csv", "in.txt", "in.jsonl"]))
 def test_random_csv_text_never_raises_anything_but_a_plain_dataset_error(tmp_path_factory, text, encoding, delimiter, name):
-    from app.services import datasets
+    from app.services import dataset_normalise, tabular_formats
     from app.services.tabular_formats import TableError
 
     text = text.replace(",", delimiter)
@@ -300,14 +301,14 @@ def test_random_csv_text_never_raises_anything_but_a_plain_dataset_error(tmp_pat
     source = work / name
     source.write_bytes(data)
     try:
-        report = datasets.write_normalised(datasets.open_table(source, name), work / "out.csv", source=source)
+        report = dataset_normalise.write_normalised(tabular_formats.open_table(source, name), work / "out.csv", source=source)
     except TableError as exc:
         assert exc.message and exc.status in (413, 415, 422)
         assert "Traceback" not in exc.message
     else:
         assert report.row_count >= 1 and report.columns
         assert report.profile["row_count"] == report.row_count
-        assert len(list(datasets.csv.reader(io.StringIO((work / "out.csv").read_text(encoding="utf-8"))))) == report.row_count + 1
+        assert len(list(csv.reader(io.StringIO((work / "out.csv").read_text(encoding="utf-8"))))) == report.row_count + 1
 
 
 @hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

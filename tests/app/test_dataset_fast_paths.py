@@ -10,9 +10,12 @@ import random
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from app.services import pii, profiling
-from app.services.datasets import DatasetError, mask_rows, write_normalised
-from app.services.profiling import ProfileBuilder, near_duplicate_key, near_duplicate_keys
+from app.services import duplicate_rows, pii, profiling
+from app.services.dataset_masking import mask_rows
+from app.services.dataset_normalise import write_normalised
+from app.services.dataset_store import DatasetError
+from app.services.duplicate_rows import near_duplicate_key, near_duplicate_keys
+from app.services.profiling import ProfileBuilder
 from app.services.tabular_formats import Table, TableError
 
 
@@ -60,10 +63,10 @@ def test_duplicates_spilled_to_bucket_files_match_the_definition(tmp_path, monke
     texts = ["Where is my order?", "where is my ORDER", "Refund, please", "refund please!", "Hello", "Size 42"]
     rows = [[rng.choice(texts), rng.choice(texts)] for _ in range(5000)]
     expected = _plain_duplicates(rows)
-    monkeypatch.setattr(profiling, "SPILL_ROWS", 700)  # many spills, every bucket file in use
-    monkeypatch.setattr(profiling, "CHUNK_PAIRS", 37)  # and each bucket counted in many chunks
+    monkeypatch.setattr(duplicate_rows, "SPILL_ROWS", 700)  # many spills, every bucket file in use
+    monkeypatch.setattr(duplicate_rows, "CHUNK_PAIRS", 37)  # and each bucket counted in many chunks
     spilled = _profile(rows, tmp_path)["duplicates"]
-    monkeypatch.setattr(profiling, "SPILL_ROWS", 10**9)
+    monkeypatch.setattr(duplicate_rows, "SPILL_ROWS", 10**9)
     held = _profile(rows, tmp_path)["duplicates"]
     assert spilled == held
     assert (spilled["exact"], spilled["exact_examples"], spilled["near"], spilled["near_examples"]) == expected
@@ -126,7 +129,7 @@ def test_counting_duplicates_of_one_row_repeated_millions_of_times_stays_small(t
 
     import numpy as np
 
-    buckets = profiling._HashBuckets(tmp_path)
+    buckets = duplicate_rows.HashBuckets(tmp_path)
     rows = 3_000_000
     for start in range(0, rows, 100_000):
         buckets.add_array(np.full(100_000, 12345, np.int64), start + 1)
@@ -135,5 +138,5 @@ def test_counting_duplicates_of_one_row_repeated_millions_of_times_stays_small(t
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert count == rows - 1 and examples == [(2, 1), (3, 1), (4, 1)]
-    assert len(repeated) == profiling.REPEATED_ROWS_KEPT and repeated[0] == 2
+    assert len(repeated) == duplicate_rows.REPEATED_ROWS_KEPT and repeated[0] == 2
     assert peak < 40 * 2**20, f"{peak / 2**20:.0f} MB"  # the whole bucket at once took 232 MB

@@ -89,7 +89,7 @@ def test_profile_types_empties_duplicates_and_personal_data(client, make_user):
 
 
 def test_masking_writes_a_training_copy_and_keeps_the_original(client, make_user, db, settings):
-    from app.services import datasets
+    from app.services import stored_rows
     from app.services.artifacts import get_artifact_store
 
     _, email, password, token = make_user()
@@ -102,10 +102,10 @@ def test_masking_writes_a_training_copy_and_keeps_the_original(client, make_user
     dataset = db.get(Dataset, body["id"])
     assert dataset.pii_masked
     store = get_artifact_store()
-    pairs = datasets.instruction_pairs(store, dataset, "question", "answer")
+    pairs = stored_rows.instruction_pairs(store, dataset, "question", "answer")
     assert pairs[0][1] == "It ships today. Mail [EMAIL]" and "[CARD]" in pairs[3][1] and "[PHONE]" in pairs[3][1] and "[IBAN]" in pairs[4][1]
     assert "4111 1111 1111 1112" in pairs[5][1]
-    assert next(datasets.iter_rows(store, dataset))["answer"] == "It ships today. Mail jane.doe@example.com"
+    assert next(stored_rows.iter_rows(store, dataset))["answer"] == "It ships today. Mail jane.doe@example.com"
     assert "Train on the original instead" in client.get(f"/datasets/{body['id']}").text
     off = client.post(f"/api/v1/datasets/{body['id']}/personal-data", headers=bearer(token), json={"mask": False}).json()
     assert off == {"pii_masked": False, "masked": {}}
@@ -168,7 +168,7 @@ def test_deleting_asks_first_and_removes_rows_and_files(client, make_user, db, s
 
 
 def test_column_guesses_for_each_task():
-    from app.services.datasets import guess_columns
+    from app.services.column_guess import guess_columns
 
     rows = [{"id": str(i), "subject": f"My parcel number {i} never arrived, what now?", "reply": "We are sorry. " * 8, "team": t}
             for i, t in zip(range(40), ["billing", "shipping"] * 20)]
@@ -183,7 +183,7 @@ def test_column_guesses_for_each_task():
 
 
 def test_stratified_split_and_leakage():
-    from app.services.datasets import leakage_check, split_train_validation
+    from app.services.validation_split import leakage_check, split_train_validation
 
     rows = [(f"text {i}", "a" if i < 80 else "b") for i in range(100)]
     train, validation = split_train_validation(rows, 0.1, seed=3, stratify_by=lambda r: r[1])
@@ -245,3 +245,36 @@ def test_split_check_with_a_validation_file_checks_every_file_row_against_traini
     theirs = upload(client, stranger, b"question,answer\nq,a\n", "theirs.csv").json()
     hidden = client.get(f"/api/v1/datasets/{train['id']}/split-check", headers=bearer(token), params={**params, "validation_dataset_id": theirs["id"]})
     assert hidden.status_code == 404
+
+
+def test_mapping_checks_and_guesses_read_the_task_kind_registry():
+    import pytest
+
+    from app.domain.task_kinds import TASK_KINDS, UnknownTaskKind
+    from app.models import Dataset
+    from app.services.column_checks import column_problems
+    from app.services.column_guess import guess_columns
+
+    profile = {"columns": [{"name": name, "filled": 3, "top_values": [["a", 2], ["b", 1]], "distinct": 2} for name in ("text", "label")]}
+    dataset = Dataset(columns=["text", "label"], profile=profile)
+    classification = TASK_KINDS["classification"]
+    # One wording for the same error: the registry's, as the job form gets it.
+    assert column_problems(dataset, "classification", {"text": "text", "label": "text"}) == {"label": classification.distinct[0][2]}
+    assert column_problems(dataset, "classification", {"text": "text"}) == {"label": classification.role("label").missing_message()}
+    assert column_problems(dataset, "text", {"text_columns": []}) == {"text_columns": TASK_KINDS["text"].role("text_columns").missing_message()}
+    with pytest.raises(UnknownTaskKind):
+        column_problems(dataset, "no-such-task", {})
+    with pytest.raises(UnknownTaskKind):
+        guess_columns("no-such-task", ["text", "label"])
+
+
+def test_the_split_check_uses_the_rows_a_job_trains_on(client, make_user):
+    _, _, _, token = make_user()
+    rows = "".join(f"Text number {i},\n" for i in range(20)) + "".join(f",Text number {i}\n" for i in range(20))
+    body = upload(client, token, ("first,second\n" + rows).encode(), "parts.csv").json()
+    check = client.get(f"/api/v1/datasets/{body['id']}/split-check", headers=bearer(token),
+                       params={"task": "text", "text_columns": ["first", "second"], "validation_fraction": 0.25}).json()
+    # Training reads the chosen columns joined, empty ones left out: the same text in the first
+    # column of one row and the second of another is the same training text, so it leaks.
+    assert (check["train_rows"], check["validation_rows"]) == (30, 10), check
+    assert check["leakage"]["exact"] >= 1 and "also appear in training" in check["leakage"]["message"], check

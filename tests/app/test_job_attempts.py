@@ -9,7 +9,7 @@ import pytest
 
 from app.db import session_scope
 from app.models import Dataset, Job, JobAttempt, User, utcnow
-from app.services import attempts, datasets, jobs
+from app.services import attempts, dataset_ingest, jobs
 from app.services.artifacts import get_artifact_store
 from tests.app.helpers import SAMPLE_CSV, bearer
 from tests.conftest import sign_in
@@ -37,7 +37,7 @@ def queued_job(make_user, settings, tiny_model_dir):
     user_id, email, password, token = make_user("attempts")
     with session_scope() as db, open(SAMPLE_CSV, "rb") as f:
         user = db.get(User, user_id)
-        dataset, _ = datasets.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
+        dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
                                             filename="northwind.csv", source=f, limit_bytes=10**8)
         job = jobs.submit_job(db, settings, get_artifact_store(), workspace_id=user.workspace_id, user_id=None,
                               dataset=db.get(Dataset, dataset.id), task="instruction",

@@ -15,8 +15,8 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from app.services import csv_scan, datasets, plain_csv, profiling
-from app.services.profiling import near_duplicate_key
+from app.services import csv_scan, dataset_ingest, dataset_normalise, dataset_store, plain_csv, profiling, stored_rows, tabular_formats
+from app.services.duplicate_rows import near_duplicate_key
 
 CHARACTERS = ["a", "B", "z", " ", ",", '"', "\n", "\r", "0", "1", "7", "é", "@", "\t", "\x1c", ".", "-", "\u2003", "١", "€", "'"]
 
@@ -98,17 +98,17 @@ def test_equal_texts_and_only_equal_texts_share_a_hash(tmp_path):
 
 
 def _general_report(path, tmp_path):
-    return datasets.write_normalised(datasets.open_table(path, path.name), tmp_path / "out.csv", work_dir=tmp_path, source=path)
+    return dataset_normalise.write_normalised(tabular_formats.open_table(path, path.name), tmp_path / "out.csv", work_dir=tmp_path, source=path)
 
 
 def _assert_same_as_general(path, tmp_path, may_decline: bool = False):
-    fast = datasets.ingest_plain_csv(path, path.name, tmp_path)
+    fast = dataset_ingest.ingest_plain_csv(path, path.name, tmp_path)
     if fast is None and may_decline:
         # Declined only where the general reader does something the fast path does not: refuses
         # the file, sniffs another delimiter, or rewrites it (a cleaned header, a skipped record).
         try:
             general = _general_report(path, tmp_path)
-        except datasets.DatasetError:
+        except dataset_store.DatasetError:
             return None
         assert general.delimiter != "," or general.renamed_headers or general.row_index, path.read_text()
         return None
@@ -118,7 +118,7 @@ def _assert_same_as_general(path, tmp_path, may_decline: bool = False):
     assert report.profile == general.profile
     assert (report.columns, report.row_count, report.notes) == (general.columns, general.row_count, general.notes)
     assert sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert report.row_index == datasets.build_row_index(path)
+    assert report.row_index == stored_rows.build_row_index(path)
     return report
 
 
@@ -187,7 +187,7 @@ def test_files_needing_the_general_reader_get_its_answer(tmp_path, tail, reason)
     body = b"question,answer\n" + b"where is my order,it shipped\n" * 4000
     path = tmp_path / "late.csv"
     path.write_bytes(body + tail + b"thanks,bye\n")
-    assert datasets.ingest_plain_csv(path, path.name, tmp_path) is None, reason
+    assert dataset_ingest.ingest_plain_csv(path, path.name, tmp_path) is None, reason
 
 
 def test_headers_that_need_cleaning_and_other_formats_go_to_the_general_reader(tmp_path):
@@ -202,7 +202,7 @@ def test_headers_that_need_cleaning_and_other_formats_go_to_the_general_reader(t
     for name, content in cases.items():
         path = tmp_path / name
         path.write_bytes(content)
-        assert datasets.ingest_plain_csv(path, name, tmp_path) is None, name
+        assert dataset_ingest.ingest_plain_csv(path, name, tmp_path) is None, name
 
 
 def test_an_upload_through_the_fast_path_is_stored_like_any_other(tmp_path, db, monkeypatch):
@@ -214,21 +214,21 @@ def test_an_upload_through_the_fast_path_is_stored_like_any_other(tmp_path, db, 
     def refuse(*args, **kwargs):
         raise AssertionError("the general reader was used")
 
-    monkeypatch.setattr(datasets, "write_normalised", refuse)
-    monkeypatch.setattr(datasets, "PLAIN_CSV_MIN_BYTES", 0)  # small as it is, through the child process
+    monkeypatch.setattr(dataset_ingest, "write_normalised", refuse)
+    monkeypatch.setattr(dataset_ingest, "PLAIN_CSV_MIN_BYTES", 0)  # small as it is, through the child process
     content = b"question,answer\n" + b"".join(b"question %d,\"answer, with comma %d\"\n" % (i, i) for i in range(2500))
     store = LocalArtifactStore(tmp_path / "store")
     user = create_user(db, "fast@example.com", "correct horse battery")
-    dataset, report = datasets.ingest_upload(db, store, workspace_id=user.workspace_id, user_id=user.id, filename="plain.csv",
+    dataset, report = dataset_ingest.ingest_upload(db, store, workspace_id=user.workspace_id, user_id=user.id, filename="plain.csv",
                                              source=io.BytesIO(content), limit_bytes=10**7)
     assert report is not None and dataset.row_count == 2500 and dataset.columns == ["question", "answer"]
     assert dataset.sha256 == hashlib.sha256(content).hexdigest()
     assert store.path(dataset.storage_key).read_bytes() == content
-    assert json.loads(store.path(datasets.dataset_key(dataset.id, datasets.ROW_INDEX_NAME)).read_text()) == [
+    assert json.loads(store.path(dataset_store.dataset_key(dataset.id, dataset_store.ROW_INDEX_NAME)).read_text()) == [
         content.index(b"question 0,"), content.index(b"question 1000,"), content.index(b"question 2000,")]
-    page = datasets.page_rows(store, dataset, page=81, page_size=25)  # rows 2001-2025, found through the index
+    page = stored_rows.page_rows(store, dataset, page=81, page_size=25)  # rows 2001-2025, found through the index
     assert page.rows[0][0] == 2001 and page.rows[0][1]["question"] == "question 2000" and page.rows[0][1]["answer"] == "answer, with comma 2000"
-    again, again_report = datasets.ingest_upload(db, store, workspace_id=user.workspace_id, user_id=user.id, filename="again.csv",
+    again, again_report = dataset_ingest.ingest_upload(db, store, workspace_id=user.workspace_id, user_id=user.id, filename="again.csv",
                                                  source=io.BytesIO(content), limit_bytes=10**7)
     assert again.id == dataset.id and again_report is None
     assert [p.name for p in (tmp_path / "store" / ".tmp").iterdir()] == []
@@ -240,10 +240,10 @@ def test_a_failing_child_process_leaves_the_file_to_the_general_reader(tmp_path,
     path = tmp_path / "plain.csv"
     path.write_bytes(b"question,answer\nwhere,here\n")
     monkeypatch.setattr(plain_csv.sys, "executable", "/bin/false")
-    assert datasets.ingest_plain_csv(path, path.name, tmp_path, scanner=plain_csv.ScannerProcess()) is None
+    assert dataset_ingest.ingest_plain_csv(path, path.name, tmp_path, scanner=plain_csv.ScannerProcess()) is None
     monkeypatch.undo()
     scanner = plain_csv.ScannerProcess()
-    report, sha256 = datasets.ingest_plain_csv(path, path.name, tmp_path, scanner=scanner)
+    report, sha256 = dataset_ingest.ingest_plain_csv(path, path.name, tmp_path, scanner=scanner)
     assert report.row_count == 1 and report.profile == _general_report(path, tmp_path).profile
     assert scanner.process.returncode == 0
 
@@ -267,12 +267,12 @@ def test_an_upload_already_on_disk_starts_its_own_scanner(tmp_path, db, monkeypa
         started.append(real())
         return started[-1]
 
-    monkeypatch.setattr(datasets, "PLAIN_CSV_MIN_BYTES", 0)
-    monkeypatch.setattr(datasets, "ScannerProcess", counted)
+    monkeypatch.setattr(dataset_ingest, "PLAIN_CSV_MIN_BYTES", 0)
+    monkeypatch.setattr(dataset_ingest, "ScannerProcess", counted)
     store = LocalArtifactStore(tmp_path / "store")
     user = create_user(db, "own-scanner@example.com", "correct horse battery")
     raw = store.temp_path(".upload")
     raw.write_bytes(b"question,answer\nwhere,here\nwhen,now\n")
-    dataset, report = datasets.ingest_received(db, store, raw, workspace_id=user.workspace_id, user_id=user.id, filename="own.csv")
+    dataset, report = dataset_ingest.ingest_received(db, store, raw, workspace_id=user.workspace_id, user_id=user.id, filename="own.csv")
     assert report is not None and dataset.row_count == 2 and len(started) == 1
     assert started[0].process.returncode == 0

@@ -233,13 +233,13 @@ def test_api_preview_equals_the_engine_on_the_tiny_model(client, make_user, tiny
 def test_a_classifier_preview_reads_the_whole_file_once(client, make_user, tiny_model_dir, settings, monkeypatch):
     from app.db import session_scope
     from app.models import Dataset
-    from app.services import datasets, jobs
+    from app.services import jobs, stored_rows
     from app.services.artifacts import get_artifact_store
 
     _, _, _, token = make_user("previewlabels")
     dataset_id = _upload_rows(client, token, PAGE_ROWS)["id"]
     full_reads = []
-    original = datasets.iter_training_rows
+    original = stored_rows.iter_training_rows
 
     def counting(store, dataset):
         rows = original(store, dataset)
@@ -249,7 +249,7 @@ def test_a_classifier_preview_reads_the_whole_file_once(client, make_user, tiny_
             yield row
         full_reads.append(len(full) == len(PAGE_ROWS))
 
-    monkeypatch.setattr(datasets, "iter_training_rows", counting)
+    monkeypatch.setattr(stored_rows, "iter_training_rows", counting)
     mapping = {"text": "question", "label": "category"}
     with session_scope() as db:
         dataset = db.get(Dataset, dataset_id)

@@ -7,7 +7,7 @@ import time
 
 from app.db import session_scope
 from app.models import Dataset, User
-from app.services import datasets, jobs
+from app.services import dataset_ingest, jobs
 from app.services.artifacts import S3ArtifactStore
 from tests.app.helpers import SAMPLE_CSV
 from tests.reliability.test_faults import adapter_count, job_state, wait_until, wake
@@ -32,7 +32,7 @@ def test_a_job_killed_on_one_machine_resumes_on_another_from_the_bucket(workers,
     user_id, *_ = make_user("bucket")
     with session_scope() as db, open(SAMPLE_CSV, "rb") as f:
         user = db.get(User, user_id)
-        dataset, _ = datasets.ingest_upload(db, web, workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv",
+        dataset, _ = dataset_ingest.ingest_upload(db, web, workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv",
                                             source=f, limit_bytes=10**8)
         job = jobs.submit_job(db, settings, web, workspace_id=user.workspace_id, user_id=None, dataset=db.get(Dataset, dataset.id),
                               task="instruction", column_mapping={"prompt": "question", "response": "answer"},

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from app.db import session_scope
 from app.models import Adapter, Dataset, Job, User
 from app.queue import TRAIN_TASK
-from app.services import attempts, datasets, jobs
+from app.services import attempts, dataset_ingest, jobs
 from app.services.artifacts import get_artifact_store
 from tests.app.helpers import SAMPLE_CSV
 
@@ -22,7 +22,7 @@ def dataset_id(make_user) -> int:
     user_id, *_ = make_user("faults")
     with session_scope() as db, open(SAMPLE_CSV, "rb") as f:
         user = db.get(User, user_id)
-        dataset, _ = datasets.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
+        dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
                                             filename="northwind.csv", source=f, limit_bytes=10**8)
         return dataset.id
 

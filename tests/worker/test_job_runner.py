@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.models import Adapter, Dataset, Job, MetricPoint, utcnow
-from app.services import datasets, jobs
+from app.services import dataset_ingest, jobs
 from app.services.adapters import adapter_zip_path
 from app.services.artifacts import get_artifact_store
 from tests.app.helpers import SAMPLE_CSV
@@ -27,7 +27,7 @@ def sample_dataset(make_user) -> tuple[int, int]:
         from app.models import User
 
         user = db.get(User, user_id)
-        dataset, _ = datasets.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
+        dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
                                             filename="northwind.csv", source=f, limit_bytes=10**8)
         return user.workspace_id, dataset.id
 

@@ -9,7 +9,7 @@ import zipfile
 
 from app.db import session_scope
 from app.models import Adapter, Dataset, Job, User
-from app.services import datasets, jobs
+from app.services import dataset_ingest, dataset_masking, dataset_store, jobs
 from app.services.adapters import adapter_zip_path
 from app.services.artifacts import get_artifact_store
 from app.services.evaluations import load_evaluation
@@ -27,7 +27,7 @@ HELD_OUT = [("Can I pay with a gift card and a credit card together?", "Yes: ent
 
 
 def _ingest(db, workspace_id: int, name: str, content: bytes) -> Dataset:
-    dataset, _ = datasets.ingest_upload(db, get_artifact_store(), workspace_id=workspace_id, user_id=None, filename=name,
+    dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=workspace_id, user_id=None, filename=name,
                                         source=io.BytesIO(content), limit_bytes=10**8)
     return dataset
 
@@ -47,7 +47,7 @@ def test_training_validates_on_exactly_the_file_rows(make_user, settings, tiny_m
         workspace_id = db.get(User, user_id).workspace_id
         train = _ingest(db, workspace_id, "northwind.csv", SAMPLE_CSV.read_bytes())
         held_out = _ingest(db, workspace_id, "holdout.csv", _csv(HELD_OUT))
-        datasets.set_pii_masking(db, store, held_out, on=True)  # its masked copy is what validation reads
+        dataset_masking.set_pii_masking(db, store, held_out, on=True)  # its masked copy is what validation reads
         job = jobs.submit_job(db, settings, store, workspace_id=workspace_id, user_id=None, dataset=train, task="instruction",
                               column_mapping=MAPPING, base_model="tiny-llama", technique="lora",
                               params={"max_steps": 4, "learning_rate": 3e-3, "batch_size": 4}, validation_dataset=held_out)
@@ -94,9 +94,9 @@ def test_a_deleted_validation_file_fails_the_job_plainly(make_user, settings, ti
         job_id = job.id
         # While the job waits, the file cannot be deleted from the site ...
         try:
-            datasets.delete_dataset(db, store, held_out)
+            dataset_ingest.delete_dataset(db, store, held_out)
             raise AssertionError("a queued job's validation file was deleted")
-        except datasets.DatasetError as exc:
+        except dataset_store.DatasetError as exc:
             assert "still using this dataset" in exc.message
         store.delete(f"datasets/{held_out.id}")  # ... but its files may still vanish underneath
     assert run_training_job(job_id, "worker-valgone") == "failed"

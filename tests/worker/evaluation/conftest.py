@@ -8,7 +8,7 @@ import pytest
 
 from app.db import session_scope
 from app.models import Adapter, Dataset, User
-from app.services import datasets, jobs
+from app.services import dataset_ingest, jobs
 from app.services.artifacts import get_artifact_store
 from worker.job_runner import run_training_job
 
@@ -25,7 +25,7 @@ def facts_owner(make_user):
     csv_text = "question,answer\n" + "".join(f'"{q}",{a}\n' for q, a in FACTS * 6)
     with session_scope() as db:
         user = db.get(User, user_id)
-        dataset, _ = datasets.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
+        dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
                                             filename="facts.csv", source=io.BytesIO(csv_text.encode()), limit_bytes=10**6)
         return user_id, email, password, token, dataset.id
 

@@ -15,7 +15,7 @@ import pytest
 from app.config import get_settings
 from app.db import session_scope
 from app.models import Adapter, Dataset, User
-from app.services import datasets, jobs
+from app.services import dataset_ingest, jobs
 from app.services.adapters import adapter_zip_path
 from app.services.artifacts import get_artifact_store
 from app.services.evaluations import load_evaluation
@@ -46,7 +46,7 @@ def _dataset(user_id: int, name: str, header: str, rows: list[tuple]) -> int:
     writer.writerows(rows * 2)
     with session_scope() as db:
         user = db.get(User, user_id)
-        dataset, _ = datasets.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id, filename=name,
+        dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id, filename=name,
                                             source=io.BytesIO(buffer.getvalue().encode()), limit_bytes=10**6)
         return dataset.id
 
