@@ -14,7 +14,8 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.api import ROUTERS as API_ROUTERS
 from app.config import get_settings
-from app.web.deps import CsrfFailed, LoginRequired, current_user
+from app.http.auth import CsrfFailed, LoginRequired
+from app.http.deps import current_user
 from app.web import ROUTERS as PAGE_ROUTERS
 from app.web.templating import render
 

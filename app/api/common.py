@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter, Depends
 
-from app.web.deps import current_user, verify_csrf
+from app.http.deps import Csrf, current_user
 
 
 def api_router() -> APIRouter:
-    return APIRouter(prefix="/api/v1", dependencies=[Depends(current_user), Depends(verify_csrf)])
+    return APIRouter(prefix="/api/v1", dependencies=[Depends(current_user), Csrf])
