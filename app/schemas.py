@@ -253,10 +253,13 @@ class ComparisonPublic(BaseModel):
 
 
 class DatasetProfilePublic(BaseModel):
-    """The profile computed at upload; its sections are described by the dataset page."""
+    """The profile computed at upload (older profiles may lack a section; only what it has is sent)."""
 
     model_config = ConfigDict(extra="allow")
-    columns: list[dict[str, Any]] = Field(default_factory=list, description="Per column: type guess, empties, lengths, frequent values.")
+    version: int | None = None
+    row_count: int | None = None
+    columns: list[dict[str, Any]] = Field(default_factory=list, description="Per column: type guess, empties, lengths, frequent values, personal data.")
+    duplicates: dict[str, Any] | None = Field(None, description="Exact and near-duplicate rows, with examples.")
 
 
 class TokenLengthsPublic(BaseModel):
@@ -284,12 +287,20 @@ class LeakagePublic(BaseModel):
 
 
 class SplitCheckPublic(BaseModel):
+    """A held-out share of the dataset (source 'split')."""
+
+    model_config = ConfigDict(extra="forbid")
     train_rows: int
     validation_rows: int
     stratified: bool
     source: str = Field(..., description="'split' (a held-out share) or 'file' (validation_dataset_id).")
-    validation_dataset_id: int | None = None
     leakage: LeakagePublic
+
+
+class SplitCheckFilePublic(SplitCheckPublic):
+    """A validation file (source 'file')."""
+
+    validation_dataset_id: int
 
 
 class BakeoffCreate(BaseModel):

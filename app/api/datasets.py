@@ -16,7 +16,7 @@ from app.http.upload import UploadRoute
 from app.models import Dataset
 from app.schemas import (
     ColumnGuessPublic, DatasetDetail, DatasetProfilePublic, DatasetPublic, DatasetRowPublic, DatasetRowsPage, LabelDistributionPublic,
-    PersonalDataMasking, PersonalDataMaskingResult, SplitCheckPublic, TokenLengthsPublic,
+    PersonalDataMasking, PersonalDataMaskingResult, SplitCheckFilePublic, SplitCheckPublic, TokenLengthsPublic,
 )
 from app.services import datasets, jobs
 from app.services.artifacts import ArtifactStore
@@ -62,7 +62,7 @@ def get_dataset(dataset: OwnedDataset, store: Store, settings: AppSettings):
     return _dataset_detail(dataset, store, settings)
 
 
-@router.get("/datasets/{dataset_id}/profile")
+@router.get("/datasets/{dataset_id}/profile", response_model_exclude_unset=True)
 def get_profile(dataset: OwnedDataset) -> DatasetProfilePublic:
     """Row count, per-column type guess, empties, lengths, frequent values, personal data and duplicates."""
     if dataset.profile is None:
@@ -125,7 +125,7 @@ def get_split_check(dataset: OwnedDataset, store: Store, user: CurrentUser, db: 
                     prompt: str = "", response: str = "", text: str = "", label: str = "",
                     text_columns: list[str] = Query(default_factory=list),
                     validation_fraction: float = Query(0.1, gt=0, lt=1), seed: int = 0,
-                    validation_dataset_id: int | None = None) -> SplitCheckPublic:
+                    validation_dataset_id: int | None = None) -> SplitCheckFilePublic | SplitCheckPublic:
     """The validation rows a job would get and those that also appear in training, exactly or
     nearly (the leakage check): a held-out share (at least 1 row; stratified for classification),
     or, with validation_dataset_id, every row of that validation file against every training row."""
@@ -141,7 +141,7 @@ def get_split_check(dataset: OwnedDataset, store: Store, user: CurrentUser, db: 
                                                                validation_dataset=validation)
     except datasets.DatasetError as exc:
         raise HTTPException(exc.status, exc.message) from None
-    return SplitCheckPublic(train_rows=len(train), validation_rows=len(held_out), stratified=False, source="file",
+    return SplitCheckFilePublic(train_rows=len(train), validation_rows=len(held_out), stratified=False, source="file",
                             validation_dataset_id=validation.id, leakage=summary["leakage"])
 
 
