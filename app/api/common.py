@@ -1,9 +1,9 @@
 """What every API router shares: sign-in and CSRF for every endpoint."""
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from app.http.deps import Csrf, current_user
+from app.http.deps import Csrf, SignedIn
 
 
 def api_router() -> APIRouter:
-    return APIRouter(prefix="/api/v1", dependencies=[Depends(current_user), Csrf])
+    return APIRouter(prefix="/api/v1", dependencies=[SignedIn, Csrf])

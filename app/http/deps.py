@@ -1,7 +1,8 @@
 """Request dependencies and their `Annotated` aliases, for routes of pages and API alike:
 `db: DbSession`, `user: CurrentUser`, `settings: AppSettings`, `store: Store`, and the owned
 objects `OwnedDataset`, `OwnedJob`, `OwnedAdapter` (404 when missing *or* in another workspace,
-so existence never leaks). `Csrf` is the CSRF check as a router dependency."""
+so existence never leaks). `SignedIn` and `Csrf` are the sign-in and CSRF checks as router
+dependencies."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ def current_user(request: Request, db: DbSession) -> User:
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+# Router-level dependencies: `APIRouter(dependencies=[SignedIn, Csrf])`.
+SignedIn = Depends(current_user)
 Csrf = Depends(verify_csrf)
 
 
