@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -14,7 +14,8 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.api import ROUTERS as API_ROUTERS
 from app.config import get_settings
-from app.web.deps import CsrfFailed, LoginRequired, current_user
+from app.http.auth import CsrfFailed, LoginRequired
+from app.http.deps import SignedIn
 from app.web import ROUTERS as PAGE_ROUTERS
 from app.web.templating import render
 
@@ -50,11 +51,11 @@ def create_app() -> FastAPI:
             return JSONResponse({"status": "degraded", "database": "unreachable"}, status_code=503)
         return {"status": "ok", "database": "ok"}
 
-    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(current_user)])
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[SignedIn])
     def openapi():
         return JSONResponse(app.openapi())
 
-    @app.get("/docs", include_in_schema=False, dependencies=[Depends(current_user)])
+    @app.get("/docs", include_in_schema=False, dependencies=[SignedIn])
     def docs():
         return get_swagger_ui_html(openapi_url="/openapi.json", title="Tailor API")
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.services.playground import MAX_NEW_TOKENS
+
 
 class DatasetPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -210,3 +212,170 @@ class WorkerPublic(BaseModel):
     heartbeat_at: datetime
     current_job_id: int | None
     current_job_name: str | None
+
+
+class AdapterUpdate(BaseModel):
+    status: str = Field(..., description="draft, approved or archived")
+
+
+class AdapterDownloadPublic(BaseModel):
+    user: str | None = Field(None, description="Who downloaded it (email), or null for a deleted account.")
+    at: str = Field(..., description="When (ISO 8601).")
+
+
+class MergedExportRequested(BaseModel):
+    adapter_id: int
+    merged_export_state: str | None
+
+
+class GgufExportRequested(BaseModel):
+    adapter_id: int
+    gguf_export_state: str | None
+
+
+class EvaluationRequested(BaseModel):
+    adapter_id: int
+    evaluation_state: str | None
+
+
+class ComparisonPublic(BaseModel):
+    adapters: list[dict[str, Any]] = Field(..., description="One summary row per adapter: metrics with intervals, job settings.")
+    base_metrics: dict[str, Any]
+    base_label: str
+    task: str | None
+    best: dict[str, int] = Field(..., description="Column -> the adapter id with the best value.")
+    parameter_diff: dict[str, list[Any]] = Field(..., description="Setting -> each job's value, for the settings that differ.")
+    loss_curves: list[dict[str, Any]]
+    side_by_side: list[dict[str, Any]]
+    verdicts: list[str] = Field(..., description="What the comparison says, in words.")
+    blind_review: list[dict[str, Any]] = Field(..., description="Win rates from blind review votes.")
+    metric_names: dict[str, str]
+
+
+class DatasetProfilePublic(BaseModel):
+    """The profile computed at upload (older profiles may lack a section; only what it has is sent)."""
+
+    model_config = ConfigDict(extra="allow")
+    version: int | None = None
+    row_count: int | None = None
+    columns: list[dict[str, Any]] = Field(default_factory=list, description="Per column: type guess, empties, lengths, frequent values, personal data.")
+    duplicates: dict[str, Any] | None = Field(None, description="Exact and near-duplicate rows, with examples.")
+
+
+class TokenLengthsPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    base_model: str
+    columns: list[str]
+    measured_rows: int
+    total_rows: int
+    sampled: bool
+    max_length: int
+
+
+class ColumnGuessPublic(BaseModel):
+    """Role -> the column that probably fills it (null when none fits), or a list for several-column roles."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class LeakagePublic(BaseModel):
+    exact: int
+    near: int
+    validation_rows: int
+    examples: list[dict[str, Any]]
+    message: str | None
+
+
+class SplitCheckPublic(BaseModel):
+    """A held-out share of the dataset (source 'split')."""
+
+    model_config = ConfigDict(extra="forbid")
+    train_rows: int
+    validation_rows: int
+    stratified: bool
+    source: str = Field(..., description="'split' (a held-out share) or 'file' (validation_dataset_id).")
+    leakage: LeakagePublic
+
+
+class SplitCheckFilePublic(SplitCheckPublic):
+    """A validation file (source 'file')."""
+
+    validation_dataset_id: int
+
+
+class BakeoffCreate(BaseModel):
+    dataset_id: int
+    task: str = "instruction"
+    column_mapping: dict[str, Any]
+    base_model: str
+    techniques: list[str] = Field(..., description="Two to six technique keys from GET /techniques.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Shared training settings: epochs, batch_size, max_length, validation_fraction, max_steps.")
+    seed: int = 0
+    preset: str | None = None
+    validation_dataset_id: int | None = Field(None, description="Another dataset of the workspace to validate on instead of holding out a share.")
+
+
+class BakeoffCreated(BaseModel):
+    group_id: str
+    job_ids: list[int]
+    url: str
+
+
+class BakeoffJobPublic(BaseModel):
+    id: int
+    name: str
+    technique: str
+    status: str
+    error: str | None
+    adapter_id: int | None
+    evaluation_state: str | None
+
+
+class BakeoffPublic(BaseModel):
+    group_id: str
+    finished: bool
+    training_done: bool
+    jobs: list[BakeoffJobPublic]
+    adapter_ids: list[int]
+    recommendation: str | None = Field(None, description="Which technique to use and why, once every job is trained and scored.")
+    compare_url: str | None
+
+
+class JobPreviewPublic(BaseModel):
+    max_length: int
+    examples: list[dict[str, Any]] = Field(..., description="Per row: task, truncated, dropped, note, label, class_id, tokens, parts.")
+
+
+class PlaygroundCreate(BaseModel):
+    prompt: str
+    adapter_ids: list[int]
+    include_base: bool = True
+    max_new_tokens: int = Field(128, ge=1, le=MAX_NEW_TOKENS)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+
+
+class PlaygroundStarted(BaseModel):
+    id: str
+    targets: list[str]
+
+
+class PlaygroundAnswers(BaseModel):
+    answers: dict[str, str] = Field(..., description="Target ('base' or 'adapter:ID') -> the text generated so far.")
+    done: list[str]
+    finished: bool
+    error: str | None
+
+
+class Vote(BaseModel):
+    choice: str
+
+
+class ReviewPair(BaseModel):
+    token: str
+    prompt: str
+    left: str
+    right: str
+
+
+class VoteRecorded(BaseModel):
+    recorded: str

@@ -4,17 +4,16 @@
 
   const charts = {};
 
+  // The live loss chart of a job page (its configuration is TailorCharts', shared with the comparison page).
   function drawLossCharts(root) {
     root.querySelectorAll("script.loss-data").forEach(function (node) {
       const canvas = document.getElementById(node.dataset.chart);
-      if (!canvas || typeof Chart === "undefined") return;
+      if (!canvas || typeof Chart === "undefined" || !window.TailorCharts) return;
       const points = JSON.parse(node.textContent || "[]");
       const empty = document.getElementById("loss-empty");
       if (empty) empty.hidden = points.length > 0;
-      const data = points.filter(function (p) { return p.loss !== null && p.loss !== undefined; })
-        .map(function (p) { return { x: p.step, y: p.loss }; });
-      const validation = points.filter(function (p) { return p.validation_loss !== null && p.validation_loss !== undefined; })
-        .map(function (p) { return { x: p.step, y: p.validation_loss }; });
+      const data = TailorCharts.points(points, "loss");
+      const validation = TailorCharts.points(points, "validation_loss");
       let chart = charts[canvas.id];
       if (chart && chart.canvas === canvas) {
         chart.data.datasets[0].data = data;
@@ -22,18 +21,10 @@
         chart.update("none");
         return;
       }
-      charts[canvas.id] = new Chart(canvas, {
-        type: "line",
-        data: { datasets: [
-          { label: "training loss", data: data, borderColor: "#2f6fde", pointRadius: 0, borderWidth: 2, tension: 0.2 },
-          { label: "held-out loss", data: validation, borderColor: "#d9822b", pointRadius: 3, borderWidth: 2, tension: 0 },
-        ] },
-        options: {
-          animation: false, parsing: false, maintainAspectRatio: false,
-          scales: { x: { type: "linear", title: { display: true, text: "step" } }, y: { title: { display: true, text: "loss" } } },
-          plugins: { legend: { display: true } },
-        },
-      });
+      charts[canvas.id] = TailorCharts.lossChart(canvas, [
+        TailorCharts.series("training loss", data, TailorCharts.COLOURS[0], false),
+        TailorCharts.series("held-out loss", validation, TailorCharts.HELD_OUT_COLOUR, true),
+      ]);
     });
   }
 

@@ -1,24 +1,19 @@
-// The comparison page's charts: loss curves overlaid, and the evaluation scores as bars.
+// The comparison page's charts: loss curves overlaid (the job page's loss chart, static/charts.js),
+// and the evaluation scores as bars.
 (function () {
   "use strict";
-  const COLOURS = ["#2f6fde", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c2255c"];
 
   document.addEventListener("DOMContentLoaded", function () {
     const node = document.getElementById("compare-data");
-    if (!node || typeof Chart === "undefined") return;
+    if (!node || typeof Chart === "undefined" || !window.TailorCharts) return;
     const data = JSON.parse(node.textContent);
+    const COLOURS = TailorCharts.COLOURS;
 
     const loss = document.getElementById("compare-loss");
     if (loss) {
-      new Chart(loss, {
-        type: "line",
-        data: { datasets: data.curves.map(function (curve, i) {
-          return { label: curve.name, data: curve.points.map(function (p) { return { x: p.step, y: p.loss }; }),
-                   borderColor: COLOURS[i % COLOURS.length], pointRadius: 0, borderWidth: 2, tension: 0.2 };
-        }) },
-        options: { animation: false, parsing: false, maintainAspectRatio: false,
-                   scales: { x: { type: "linear", title: { display: true, text: "step" } }, y: { title: { display: true, text: "loss" } } } },
-      });
+      TailorCharts.lossChart(loss, data.curves.map(function (curve, i) {
+        return TailorCharts.series(curve.name, TailorCharts.points(curve.points, "loss"), COLOURS[i % COLOURS.length], false);
+      }));
     }
 
     const bars = document.getElementById("compare-metrics");
@@ -33,7 +28,7 @@
         data: {
           labels: metrics.map(function (m) { return data.names[m] || m; }),
           datasets: series.map(function (s, i) {
-            return { label: s.name, backgroundColor: i === 0 ? "#adb5bd" : COLOURS[(i - 1) % COLOURS.length],
+            return { label: s.name, backgroundColor: i === 0 ? TailorCharts.BASE_COLOUR : COLOURS[(i - 1) % COLOURS.length],
                      data: metrics.map(function (m) { return s.metrics[m] ? s.metrics[m].value : null; }) };
           }),
         },

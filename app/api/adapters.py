@@ -1,20 +1,17 @@
-"""Adapters in the API: list, read, download."""
+"""Adapters in the API: list, read, download, exports."""
 
 from __future__ import annotations
 
-from fastapi import Depends, HTTPException
+from fastapi import HTTPException
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
-from app.config import get_settings
 from app.api.common import api_router
+from app.config import get_settings
+from app.http.deps import CurrentUser, DbSession, OwnedAdapter, Store
+from app.http.responses import adapter_zip_response, export_file_response
 from app.models import Adapter, User
-from app.schemas import AdapterPublic
+from app.schemas import AdapterDownloadPublic, AdapterPublic, AdapterUpdate, GgufExportRequested, MergedExportRequested
 from app.services import adapters, exports
-from app.services.artifacts import LocalArtifactStore
-from app.web.deps import current_user, get_db, owned_adapter, store_dep
-from app.web.responses import adapter_zip_response
 
 router = api_router()
 
@@ -24,30 +21,25 @@ def adapter_public(adapter: Adapter) -> AdapterPublic:
 
 
 @router.get("/adapters", response_model=list[AdapterPublic])
-def list_adapters(user: User = Depends(current_user), db: Session = Depends(get_db)):
+def list_adapters(user: CurrentUser, db: DbSession):
     return [adapter_public(a) for a in adapters.adapters_for(db, user.workspace_id)]
 
 
 @router.get("/adapters/{adapter_id}", response_model=AdapterPublic)
-def get_adapter(adapter: Adapter = Depends(owned_adapter)):
+def get_adapter(adapter: OwnedAdapter):
     return adapter_public(adapter)
 
 
 @router.get("/adapters/{adapter_id}/download", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
-def download_adapter(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
-                     store: LocalArtifactStore = Depends(store_dep)):
+def download_adapter(adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
     """The adapter as a zip: adapter_config.json, adapter_model.safetensors and a README model card. Recorded (who, when)."""
     response = adapter_zip_response(adapter, store)
     adapters.record_download(db, adapter, user.id)
     return response
 
 
-class AdapterUpdate(BaseModel):
-    status: str = Field(..., description="draft, approved or archived")
-
-
 @router.patch("/adapters/{adapter_id}", response_model=AdapterPublic)
-def update_adapter(body: AdapterUpdate, adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)):
+def update_adapter(body: AdapterUpdate, adapter: OwnedAdapter, db: DbSession):
     try:
         adapters.set_status(db, adapter, body.status)
     except adapters.AdapterError as exc:
@@ -57,51 +49,45 @@ def update_adapter(body: AdapterUpdate, adapter: Adapter = Depends(owned_adapter
 
 
 @router.get("/adapters/{adapter_id}/downloads")
-def list_downloads(adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)) -> list[dict]:
+def list_downloads(adapter: OwnedAdapter, db: DbSession) -> list[AdapterDownloadPublic]:
     """Every download of this adapter: who and when."""
-    emails = {}
+    emails: dict[int | None, str | None] = {}
     out = []
     for d in adapters.downloads_of(db, adapter.id):
         if d.user_id not in emails:
             row = db.get(User, d.user_id) if d.user_id else None
             emails[d.user_id] = row.email if row else None
-        out.append({"user": emails[d.user_id], "at": d.created_at.isoformat()})
+        out.append(AdapterDownloadPublic(user=emails[d.user_id], at=d.created_at.isoformat()))
     return out
 
 
 @router.post("/adapters/{adapter_id}/export", status_code=202)
-def export_merged(adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)) -> dict:
+def export_merged(adapter: OwnedAdapter, db: DbSession) -> MergedExportRequested:
     """Build a merged full model (LoRA family) in the background; download it from /adapters/{id}/merged."""
     try:
         exports.request_merged_export(db, adapter)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    return {"adapter_id": adapter.id, "merged_export_state": adapter.metrics.get("merged_export_state")}
+    return MergedExportRequested(adapter_id=adapter.id, merged_export_state=adapter.metrics.get("merged_export_state"))
 
 
 @router.get("/adapters/{adapter_id}/merged", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
-def download_merged(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
-                    store: LocalArtifactStore = Depends(store_dep)):
-    from app.web.adapters import export_file_response
-
+def download_merged(adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
     return export_file_response(db, adapter, user, store, "merged")
 
 
 @router.post("/adapters/{adapter_id}/export-gguf", status_code=202)
-def export_gguf(adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)) -> dict:
+def export_gguf(adapter: OwnedAdapter, db: DbSession) -> GgufExportRequested:
     """Write the adapter as a llama.cpp LoRA (GGUF) in the background; download it from /adapters/{id}/gguf.
     Plain LoRA adapters (LoRA, QLoRA, rsLoRA, PiSSA) on Llama-architecture bases only; 422 says why otherwise."""
     try:
         exports.request_gguf_export(db, get_settings(), adapter)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    return {"adapter_id": adapter.id, "gguf_export_state": adapter.metrics.get("gguf_export_state")}
+    return GgufExportRequested(adapter_id=adapter.id, gguf_export_state=adapter.metrics.get("gguf_export_state"))
 
 
 @router.get("/adapters/{adapter_id}/gguf", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
-def download_gguf(adapter: Adapter = Depends(owned_adapter), user: User = Depends(current_user), db: Session = Depends(get_db),
-                  store: LocalArtifactStore = Depends(store_dep)):
+def download_gguf(adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
     """The llama.cpp adapter: `llama-cli -m base.gguf --lora this.gguf`. Recorded (who, when)."""
-    from app.web.adapters import export_file_response
-
     return export_file_response(db, adapter, user, store, "gguf")

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import Depends
-
 from app.api.common import api_router
 from app.base_models import list_base_models
-from app.config import Settings
-from app.schemas import BaseModelPublic, TechniquePublic
 from app.domain.techniques import CATALOGUE
-from app.web.deps import settings_dep
+from app.http.deps import AppSettings
+from app.schemas import BaseModelPublic, TechniquePublic
 
 router = api_router()
 
@@ -26,5 +23,5 @@ def list_techniques():
 
 
 @router.get("/base-models", response_model=list[BaseModelPublic])
-def list_models(settings: Settings = Depends(settings_dep)):
+def list_models(settings: AppSettings):
     return [BaseModelPublic(**{**asdict(m), "available": m.available}) for m in list_base_models(settings)]

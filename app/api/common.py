@@ -1,9 +1,9 @@
 """What every API router shares: sign-in and CSRF for every endpoint."""
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from app.web.deps import current_user, verify_csrf
+from app.http.deps import Csrf, SignedIn
 
 
 def api_router() -> APIRouter:
-    return APIRouter(prefix="/api/v1", dependencies=[Depends(current_user), Depends(verify_csrf)])
+    return APIRouter(prefix="/api/v1", dependencies=[SignedIn, Csrf])

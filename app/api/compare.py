@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, Query
-from sqlalchemy.orm import Session
+from fastapi import Query
 
 from app.api.common import api_router
-from app.models import Adapter, User
+from app.http.deps import CurrentUser, DbSession, OwnedAdapter, Store
+from app.http.lookups import comparison_or_404
+from app.schemas import ComparisonPublic, EvaluationRequested
 from app.services.adapters import request_evaluation
-from app.services.artifacts import ArtifactStore
-from app.web.compare import comparison_or_404
-from app.web.deps import current_user, get_db, owned_adapter, store_dep
 
 router = api_router()
 
 
 @router.get("/compare")
-def get_comparison(ids: list[str] = Query(default=[], description="Adapter ids: ?ids=1&ids=2 or ?ids=1,2"),
-                   user: User = Depends(current_user), db: Session = Depends(get_db), store: ArtifactStore = Depends(store_dep)) -> dict:
+def get_comparison(user: CurrentUser, db: DbSession, store: Store,
+                   ids: list[str] = Query(default=[], description="Adapter ids: ?ids=1&ids=2 or ?ids=1,2")) -> ComparisonPublic:
     """Everything the comparison page shows: summary rows with intervals, best values, parameter
     diff, loss curves, side-by-side answers and the verdicts in words."""
-    return comparison_or_404(db, store, user, ids)
+    return ComparisonPublic(**comparison_or_404(db, store, user, ids))
 
 
 @router.post("/adapters/{adapter_id}/evaluate", status_code=202)
-def evaluate(adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)) -> dict:
+def evaluate(adapter: OwnedAdapter, db: DbSession) -> EvaluationRequested:
     request_evaluation(db, adapter)
-    return {"adapter_id": adapter.id, "evaluation_state": adapter.metrics.get("evaluation_state")}
+    return EvaluationRequested(adapter_id=adapter.id, evaluation_state=adapter.metrics.get("evaluation_state"))

@@ -2,55 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import Depends, HTTPException
-from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
+from fastapi import HTTPException
 
 from app.api.common import api_router
-from app.config import Settings
-from app.models import User
+from app.http.deps import AppSettings, CurrentUser, DbSession, Store
+from app.http.lookups import dataset_in_workspace, group_or_404
+from app.schemas import BakeoffCreate, BakeoffCreated, BakeoffJobPublic, BakeoffPublic
 from app.services import bakeoff, jobs
-from app.services.artifacts import ArtifactStore
-from app.web.deps import current_user, dataset_in_workspace, get_db, settings_dep, store_dep
-from app.web.groups import group_context
 
 router = api_router()
 
 
 @router.get("/groups/{group_id}")
-def get_group(group_id: str, user: User = Depends(current_user), db: Session = Depends(get_db), store: ArtifactStore = Depends(store_dep)) -> dict:
+def get_group(group_id: str, user: CurrentUser, db: DbSession, store: Store) -> BakeoffPublic:
     """The bake-off's jobs, whether training and evaluation are done, and the recommendation in words."""
-    ctx = group_context(db, store, user, group_id)
-    state = ctx["state"]
-    return {
-        "group_id": group_id, "finished": state.finished, "training_done": state.training_done,
-        "jobs": [{"id": j.id, "name": j.name, "technique": j.technique, "status": j.status, "error": j.error,
-                  "adapter_id": state.adapters[j.id].id if j.id in state.adapters else None,
-                  "evaluation_state": (state.adapters[j.id].metrics or {}).get("evaluation_state") if j.id in state.adapters else None}
-                 for j in state.jobs],
-        "adapter_ids": state.adapter_ids,
-        "recommendation": ctx["recommendation"],
-        "compare_url": f"/compare?ids={','.join(map(str, state.adapter_ids))}" if state.adapter_ids else None,
-    }
-
-
-class BakeoffCreate(BaseModel):
-    dataset_id: int
-    task: str = "instruction"
-    column_mapping: dict[str, Any]
-    base_model: str
-    techniques: list[str] = Field(..., description="Two to six technique keys from GET /techniques.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Shared training settings: epochs, batch_size, max_length, validation_fraction, max_steps.")
-    seed: int = 0
-    preset: str | None = None
-    validation_dataset_id: int | None = Field(None, description="Another dataset of the workspace to validate on instead of holding out a share.")
+    group = group_or_404(db, store, user, group_id)
+    state = group["state"]
+    return BakeoffPublic(
+        group_id=group_id, finished=state.finished, training_done=state.training_done,
+        jobs=[BakeoffJobPublic(id=j.id, name=j.name, technique=j.technique, status=j.status, error=j.error,
+                               adapter_id=state.adapters[j.id].id if j.id in state.adapters else None,
+                               evaluation_state=(state.adapters[j.id].metrics or {}).get("evaluation_state") if j.id in state.adapters else None)
+              for j in state.jobs],
+        adapter_ids=state.adapter_ids,
+        recommendation=group["recommendation"],
+        compare_url=f"/compare?ids={','.join(map(str, state.adapter_ids))}" if state.adapter_ids else None,
+    )
 
 
 @router.post("/bakeoffs", status_code=201)
-def create_bakeoff(body: BakeoffCreate, user: User = Depends(current_user), db: Session = Depends(get_db),
-                   settings: Settings = Depends(settings_dep), store: ArtifactStore = Depends(store_dep)) -> dict:
+def create_bakeoff(body: BakeoffCreate, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store) -> BakeoffCreated:
     """Queue one job per technique on the same data; follow them at GET /groups/{group_id}."""
     dataset = dataset_in_workspace(db, body.dataset_id, user)
     validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
@@ -65,4 +46,4 @@ def create_bakeoff(body: BakeoffCreate, user: User = Depends(current_user), db: 
     db.commit()
     for job in created:
         jobs.send_wakeup(db, job)
-    return {"group_id": group_id, "job_ids": [j.id for j in created], "url": f"/groups/{group_id}"}
+    return BakeoffCreated(group_id=group_id, job_ids=[j.id for j in created], url=f"/groups/{group_id}")

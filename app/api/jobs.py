@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, HTTPException
+from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
 from app.api.common import api_router
-from app.config import Settings
-from app.models import Job, User
-from app.schemas import JobAttemptPublic, JobCreate, JobDetail, JobPreviewRequest, JobPublic, MetricPointPublic
+from app.http.deps import AppSettings, CurrentUser, DbSession, OwnedJob, Store
+from app.http.lookups import dataset_in_workspace
+from app.models import Job
+from app.schemas import JobAttemptPublic, JobCreate, JobDetail, JobPreviewPublic, JobPreviewRequest, JobPublic, MetricPointPublic
 from app.services import adapters, attempts, jobs
-from app.services.artifacts import LocalArtifactStore
-from app.web.deps import current_user, dataset_in_workspace, get_db, owned_job, settings_dep, store_dep
 
 router = api_router()
 
@@ -25,8 +24,7 @@ def job_public(db: Session, job: Job, model=JobPublic, **extra):
 
 
 @router.post("/jobs", status_code=201, response_model=JobPublic, responses={404: {}, 422: {}})
-def create_job(body: JobCreate, user: User = Depends(current_user), db: Session = Depends(get_db),
-               settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
+def create_job(body: JobCreate, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store):
     dataset = dataset_in_workspace(db, body.dataset_id, user)
     validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
     try:
@@ -43,8 +41,7 @@ def create_job(body: JobCreate, user: User = Depends(current_user), db: Session 
 
 
 @router.post("/jobs/preview", responses={404: {}, 422: {}})
-def preview_job_rows(body: JobPreviewRequest, user: User = Depends(current_user), db: Session = Depends(get_db),
-                     settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)) -> dict:
+def preview_job_rows(body: JobPreviewRequest, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store) -> JobPreviewPublic:
     """The first rows exactly as the model will see them: each token's text, whether it carries the
     loss, the token ids and loss mask the engine trains on, truncation notes; class ids for classifiers."""
     from app.services.prompt_preview import PreviewError
@@ -56,23 +53,23 @@ def preview_job_rows(body: JobPreviewRequest, user: User = Depends(current_user)
                                          max_length=body.max_length, validation_dataset=validation, count=body.rows)
     except PreviewError as exc:
         raise HTTPException(422, {"message": str(exc)}) from None
-    return {"max_length": body.max_length, "examples": [e.as_dict() for e in examples]}
+    return JobPreviewPublic(max_length=body.max_length, examples=[e.as_dict() for e in examples])
 
 
 @router.get("/jobs", response_model=list[JobPublic])
-def list_jobs(user: User = Depends(current_user), db: Session = Depends(get_db)):
+def list_jobs(user: CurrentUser, db: DbSession):
     return [job_public(db, job) for job in jobs.jobs_for(db, user.workspace_id, limit=500)]
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail)
-def get_job(job: Job = Depends(owned_job), db: Session = Depends(get_db)):
+def get_job(job: OwnedJob, db: DbSession):
     points = [MetricPointPublic.model_validate(p) for p in jobs.metric_points(db, job.id)]
     history = [JobAttemptPublic.model_validate(a) for a in attempts.attempts_for(db, job.id)]
     return job_public(db, job, JobDetail, metrics=points, attempts=history)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job: Job = Depends(owned_job), db: Session = Depends(get_db)):
+def cancel_job(job: OwnedJob, db: DbSession):
     jobs.request_cancel(db, job)
     db.commit()
     return job_public(db, job)

@@ -1,4 +1,4 @@
-"""HTML pages (Jinja + htmx) and the dependencies shared with the JSON API."""
+"""HTML pages (Jinja + htmx) over the services; what they share with the JSON API lives in app/http."""
 
 from app.web import adapters, compare, datasets, groups, home, jobs, playground, review, workers
 

@@ -1,87 +1,45 @@
 """Dataset pages: upload, profile, paged and searchable preview, token lengths, personal data
-masking, export, delete. The training form on the dataset page comes from app/web/jobs.py
-(`train_form_context`)."""
+masking, export, delete. The training form on the dataset page comes from app/web/train_form.py."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.routing import APIRoute
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import StreamingResponse
 
 from app.base_models import get_base_model, list_base_models
-from app.config import Settings, get_settings
-from app.models import Dataset, User
-from app.services import dataset_ingest, dataset_masking, dataset_normalise, dataset_store, dataset_tokens, label_counts, stored_rows, tabular_formats
-from app.services.artifacts import LocalArtifactStore
+from app.config import Settings
+from app.http.deps import AppSettings, Csrf, CurrentUser, DbSession, OwnedDataset, Store
+from app.http.responses import is_htmx, redirect
+from app.http.upload import UploadRoute
+from app.models import Dataset
+from app.services import dataset_ingest, dataset_masking, dataset_store, dataset_tokens, label_counts, stored_rows, tabular_formats
+from app.services.artifacts import ArtifactStore
 from app.services.low_priority import run_at_low_priority
 from app.services.pii import KINDS as PII_KINDS
-from app.web.deps import current_user, get_db, owned_dataset, settings_dep, store_dep, verify_csrf
-from app.web.jobs import train_form_context
-from app.web.responses import is_htmx, redirect
-from app.services.tabular_formats import neutralise_formula
-from app.web.templating import render, templates
+from app.web.templating import render
+from app.web.train_form import train_form_context
 
-# Cells and names shown back to people: a spreadsheet must not run them as formulas.
-templates.env.filters.setdefault("inert", lambda value: neutralise_formula(str(value)) if value is not None else "")
-
-router = APIRouter(dependencies=[Depends(verify_csrf)])
-
-# Multipart framing and the small form fields around the file.
-MULTIPART_SLACK = 1024 * 1024
+router = APIRouter(dependencies=[Csrf])
 
 
-class UploadRoute(APIRoute):
-    """An upload route that refuses a body over the upload limit before reading it (by its
-    Content-Length), or as soon as the stream passes the limit, with the plain upload-limit
-    message: the form with the error for pages and htmx, JSON for the API. The limit is read at
-    request time, so a changed setting applies at once."""
+class PageUploadRoute(UploadRoute):
+    """The upload route of the pages: an upload over the limit gets the form back with the message."""
 
-    def get_route_handler(self):
-        handler = super().get_route_handler()
-
-        async def refuse_oversized(request: Request):
-            settings = get_settings()
-            limit = settings.max_upload_bytes + MULTIPART_SLACK
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                return _too_large_response(request, settings)
-            receive = request._receive  # Starlette has no public hook to wrap a request's stream
-            received = 0
-
-            async def limited_receive():
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        raise HTTPException(413, dataset_ingest.upload_too_large_message(settings.max_upload_bytes))
-                return message
-
-            request._receive = limited_receive
-            return await handler(request)
-
-        return refuse_oversized
-
-
-def _too_large_response(request: Request, settings: Settings):
-    message = dataset_ingest.upload_too_large_message(settings.max_upload_bytes)
-    headers = {"Connection": "close"}  # the client is still sending; do not keep this connection
-    if request.url.path.startswith("/api/"):
-        return JSONResponse({"detail": message}, status_code=413, headers=headers)
-    template = "_upload_form.html" if is_htmx(request) else "dataset_new.html"
-    return render(request, template, {"error": message, "max_upload": settings.max_upload_bytes}, status_code=413, headers=headers)
+    @classmethod
+    def too_large_response(cls, request: Request, message: str, max_upload: int, headers: dict[str, str]):
+        template = "_upload_form.html" if is_htmx(request) else "dataset_new.html"
+        return render(request, template, {"error": message, "max_upload": max_upload}, status_code=413, headers=headers)
 
 
 @router.get("/datasets/new")
-def new_dataset_page(request: Request, user: User = Depends(current_user), settings: Settings = Depends(settings_dep)):
+def new_dataset_page(request: Request, user: CurrentUser, settings: AppSettings):
     return render(request, "dataset_new.html", {"max_upload": settings.max_upload_bytes})
 
 
-def upload_dataset(request: Request, file: UploadFile = File(...), sheet: str = Form(""), user: User = Depends(current_user),
-                   db: Session = Depends(get_db), settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
+def upload_dataset(request: Request, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store,
+                   file: UploadFile = File(...), sheet: str = Form("")):
     try:
         dataset, report = run_at_low_priority(dataset_ingest.ingest_upload, db, store, workspace_id=user.workspace_id, user_id=user.id, filename=file.filename or "",
                                                  source=file.file, limit_bytes=settings.max_upload_bytes, sheet=sheet)
@@ -95,11 +53,7 @@ def upload_dataset(request: Request, file: UploadFile = File(...), sheet: str = 
     return redirect(request, f"/datasets/{dataset.id}{suffix}")
 
 
-router.add_api_route("/datasets", upload_dataset, methods=["POST"], route_class_override=UploadRoute)
-
-
-def ingest_notes(report: dataset_normalise.IngestReport) -> list[str]:
-    return list(report.renamed_headers) + list(report.notes)
+router.add_api_route("/datasets", upload_dataset, methods=["POST"], route_class_override=PageUploadRoute)
 
 
 def token_form(dataset: Dataset, settings: Settings, request: Request) -> dict:
@@ -123,8 +77,10 @@ def _int(raw, default: int) -> int:
         return default
 
 
-def dataset_context(request: Request, dataset: Dataset, settings: Settings, store: LocalArtifactStore, **extra) -> dict:
-    """Everything the dataset page shows: profile, preview, personal data, plus the training form."""
+def dataset_context(request: Request, dataset: Dataset, settings: Settings, store: ArtifactStore, *,
+                    train_form: dict | None = None, **extra) -> dict:
+    """Everything the dataset page shows: profile, preview, personal data, plus the training form
+    (`train_form`: its context when the caller built it already, e.g. a submitted form with errors)."""
     ctx = {
         "dataset": dataset,
         "profile": dataset.profile,
@@ -138,20 +94,19 @@ def dataset_context(request: Request, dataset: Dataset, settings: Settings, stor
         "token_error": None,
     }
     ctx.update(token_form(dataset, settings, request))
-    ctx.update(train_form_context(dataset, settings))
+    ctx.update(train_form if train_form is not None else train_form_context(dataset, settings))
     ctx.update(extra)
     return ctx
 
 
 @router.get("/datasets/{dataset_id}")
-def dataset_page(request: Request, dataset: Dataset = Depends(owned_dataset), settings: Settings = Depends(settings_dep),
-                 store: LocalArtifactStore = Depends(store_dep)):
+def dataset_page(request: Request, dataset: OwnedDataset, settings: AppSettings,
+                 store: Store):
     return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store))
 
 
 @router.get("/datasets/{dataset_id}/rows")
-def dataset_rows(request: Request, page: int = 1, q: str = "", dataset: Dataset = Depends(owned_dataset),
-                 settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
+def dataset_rows(request: Request, dataset: OwnedDataset, settings: AppSettings, store: Store, page: int = 1, q: str = ""):
     """The paged, searchable preview: the partial for htmx, the whole page otherwise."""
     rows_page = stored_rows.page_rows(store, dataset, page, q[:200], settings.preview_rows)
     if is_htmx(request):
@@ -160,8 +115,8 @@ def dataset_rows(request: Request, page: int = 1, q: str = "", dataset: Dataset 
 
 
 @router.get("/datasets/{dataset_id}/token-lengths")
-def dataset_token_lengths(request: Request, dataset: Dataset = Depends(owned_dataset), settings: Settings = Depends(settings_dep),
-                          store: LocalArtifactStore = Depends(store_dep)):
+def dataset_token_lengths(request: Request, dataset: OwnedDataset, settings: AppSettings,
+                          store: Store):
     form = token_form(dataset, settings, request)
     report, error = None, None
     model = get_base_model(settings, form["token_model"]) if form["token_model"] else None
@@ -180,8 +135,8 @@ def dataset_token_lengths(request: Request, dataset: Dataset = Depends(owned_dat
 
 
 @router.post("/datasets/{dataset_id}/personal-data")
-async def mask_personal_data(request: Request, dataset: Dataset = Depends(owned_dataset), db: Session = Depends(get_db),
-                             store: LocalArtifactStore = Depends(store_dep)):
+async def mask_personal_data(request: Request, dataset: OwnedDataset, db: DbSession,
+                             store: Store):
     form = await request.form()
     run_at_low_priority(dataset_masking.set_pii_masking, db, store, dataset, on=form.get("mask") == "1")
     db.commit()
@@ -189,7 +144,7 @@ async def mask_personal_data(request: Request, dataset: Dataset = Depends(owned_
 
 
 @router.get("/datasets/{dataset_id}/export.csv")
-def export_dataset(dataset: Dataset = Depends(owned_dataset), training_copy: bool = False, store: LocalArtifactStore = Depends(store_dep)):
+def export_dataset(dataset: OwnedDataset, store: Store, training_copy: bool = False):
     """The stored rows as CSV; cells a spreadsheet would run as formulas start with an apostrophe."""
     name = f"{dataset.name}{'-masked' if training_copy and dataset.pii_masked else ''}.csv"
     return StreamingResponse(stored_rows.export_csv_lines(store, dataset, training_copy), media_type="text/csv; charset=utf-8",
@@ -197,15 +152,15 @@ def export_dataset(dataset: Dataset = Depends(owned_dataset), training_copy: boo
 
 
 @router.get("/datasets/{dataset_id}/labels")
-def dataset_labels(request: Request, column: str, dataset: Dataset = Depends(owned_dataset), store: LocalArtifactStore = Depends(store_dep)):
+def dataset_labels(request: Request, column: str, dataset: OwnedDataset, store: Store):
     """The label distribution of a column (a partial for the classification mapping form)."""
     distribution = label_counts.label_distribution(store, dataset, column)
     return render(request, "_label_distribution.html", {"dataset": dataset, "column": column, "labels": distribution})
 
 
 @router.post("/datasets/{dataset_id}/delete")
-def delete_dataset(request: Request, dataset: Dataset = Depends(owned_dataset), db: Session = Depends(get_db),
-                   settings: Settings = Depends(settings_dep), store: LocalArtifactStore = Depends(store_dep)):
+def delete_dataset(request: Request, dataset: OwnedDataset, db: DbSession,
+                   settings: AppSettings, store: Store):
     try:
         dataset_ingest.delete_dataset(db, store, dataset)
     except dataset_store.DatasetError as exc:

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Request
 
-from app.models import User
-from app.services import bakeoff
-from app.services.artifacts import ArtifactStore
-from app.web.deps import current_user, get_db, store_dep, verify_csrf
-from app.web.responses import is_htmx
+from app.http.deps import Csrf, CurrentUser, DbSession, Store
+from app.http.lookups import group_or_404
+from app.http.responses import is_htmx
 from app.web.templating import render
 
-router = APIRouter(dependencies=[Depends(verify_csrf)])
-
-
-def group_context(db: Session, store: ArtifactStore, user: User, group_id: str) -> dict:
-    state = bakeoff.group_state(db, user.workspace_id, group_id)
-    if state is None:
-        raise HTTPException(404, "There is no such bake-off in your workspace.")
-    return {"state": state, "recommendation": bakeoff.recommend(store, state) if state.finished else None}
+router = APIRouter(dependencies=[Csrf])
 
 
 @router.get("/groups/{group_id}")
-def group_page(request: Request, group_id: str, user: User = Depends(current_user), db: Session = Depends(get_db),
-               store: ArtifactStore = Depends(store_dep)):
+def group_page(request: Request, group_id: str, user: CurrentUser, db: DbSession, store: Store):
     template = "_group_status.html" if is_htmx(request) else "group.html"
-    return render(request, template, group_context(db, store, user, group_id), headers={"Vary": "HX-Request", "Cache-Control": "no-store"})
+    return render(request, template, group_or_404(db, store, user, group_id), headers={"Vary": "HX-Request", "Cache-Control": "no-store"})

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy.orm import Session
 
-from app.models import User
+from app.http.deps import Csrf, CurrentUser, DbSession
 from app.services import accounts, adapters, dataset_ingest, jobs
-from app.web.deps import current_user, get_db, verify_csrf
 from app.web.templating import render
 
-router = APIRouter(dependencies=[Depends(verify_csrf)])
+router = APIRouter(dependencies=[Csrf])
 
 
 def _safe_next(target: str) -> str:
@@ -25,7 +23,7 @@ def login_page(request: Request, next: str = "/"):
 
 
 @router.post("/login")
-def login(request: Request, email: str = Form(""), password: str = Form(""), next: str = Form("/"), db: Session = Depends(get_db)):
+def login(request: Request, db: DbSession, email: str = Form(""), password: str = Form(""), next: str = Form("/")):
     user = accounts.authenticate(db, email, password)
     target = _safe_next(next)
     if user is None:
@@ -42,7 +40,7 @@ def logout(request: Request):
 
 
 @router.get("/")
-def dashboard(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)):
+def dashboard(request: Request, user: CurrentUser, db: DbSession):
     return render(request, "dashboard.html", {
         "datasets": dataset_ingest.datasets_for(db, user.workspace_id),
         "jobs": jobs.jobs_for(db, user.workspace_id, limit=20),

@@ -5,28 +5,26 @@ from __future__ import annotations
 import json
 import time
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
-from app.models import User
+from app.http.deps import Csrf, CurrentUser, DbSession
 from app.services import adapters, playground
-from app.web.deps import current_user, get_db, verify_csrf
 from app.web.templating import render
 
-router = APIRouter(dependencies=[Depends(verify_csrf)])
+router = APIRouter(dependencies=[Csrf])
 STREAM_SECONDS = 600
 
 
 @router.get("/playground")
-def playground_page(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)):
+def playground_page(request: Request, user: CurrentUser, db: DbSession):
     chosen = {int(v) for v in request.query_params.getlist("ids") if v.isdigit()}
     return render(request, "playground.html", {"adapters": adapters.adapters_for(db, user.workspace_id), "chosen": chosen,
                                                "form": {"max_new_tokens": 128, "temperature": 0.0, "prompt": ""}})
 
 
 @router.post("/playground")
-async def start(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)):
+async def start(request: Request, user: CurrentUser, db: DbSession):
     form = await request.form()
     values = {"prompt": str(form.get("prompt") or ""), "max_new_tokens": str(form.get("max_new_tokens") or "128"),
               "temperature": str(form.get("temperature") or "0")}
@@ -57,7 +55,7 @@ def event_stream(request_id: str):
 
 
 @router.get("/playground/{request_id}/events")
-def events(request_id: str, user: User = Depends(current_user)):
+def events(request_id: str, user: CurrentUser):
     if playground.load_request(request_id, user.workspace_id) is None:
         raise HTTPException(404, "This playground request is unknown or has expired.")
     return StreamingResponse(event_stream(request_id), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

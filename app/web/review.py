@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 
-from app.models import User
+from app.http.deps import Csrf, CurrentUser, DbSession, Store
+from app.http.lookups import parse_ids
+from app.http.responses import redirect
 from app.services import reviews
-from app.services.artifacts import ArtifactStore
-from app.web.compare import parse_ids
-from app.web.deps import current_user, get_db, store_dep, verify_csrf
-from app.web.responses import redirect
 from app.web.templating import render
 
-router = APIRouter(dependencies=[Depends(verify_csrf)])
+router = APIRouter(dependencies=[Csrf])
 
 
 @router.get("/review")
-def review_page(request: Request, ids: list[str] = Query(default=[]), user: User = Depends(current_user),
-                db: Session = Depends(get_db), store: ArtifactStore = Depends(store_dep)):
+def review_page(request: Request, user: CurrentUser, db: DbSession, store: Store, ids: list[str] = Query(default=[])):
     adapter_ids = parse_ids(ids)
     try:
         item = reviews.next_item(db, store, workspace_id=user.workspace_id, reviewer_id=user.id, adapter_ids=adapter_ids)
@@ -31,8 +27,7 @@ def review_page(request: Request, ids: list[str] = Query(default=[]), user: User
 
 
 @router.post("/review/{token}")
-def vote(request: Request, token: str, choice: str = Form(""), ids: str = Form(""), user: User = Depends(current_user),
-         db: Session = Depends(get_db)):
+def vote(request: Request, token: str, user: CurrentUser, db: DbSession, choice: str = Form(""), ids: str = Form("")):
     item = reviews.item_for(db, token, user.workspace_id, user.id)
     if item is None:
         raise HTTPException(404, "This review pair is not yours or no longer exists.")

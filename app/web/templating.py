@@ -8,8 +8,9 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
+from app.http.auth import csrf_token
 from app.services.dataset_ingest import format_bytes
-from app.web.deps import csrf_token
+from app.services.tabular_formats import neutralise_formula
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
 
@@ -46,7 +47,12 @@ def format_count(n: int | float | None) -> str:
 
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-templates.env.filters.update(duration=format_duration, time=format_time, bytes=format_bytes, count=format_count)
+def inert(value) -> str:
+    """Cells and names shown back to people: a spreadsheet must not run them as formulas."""
+    return neutralise_formula(str(value)) if value is not None else ""
+
+
+templates.env.filters.update(duration=format_duration, time=format_time, bytes=format_bytes, count=format_count, inert=inert)
 templates.env.globals["csrf_token"] = lambda request: csrf_token(request)
 
 

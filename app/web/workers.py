@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Request
 
-from app.models import User
+from app.http.deps import Csrf, CurrentUser, DbSession
 from app.services.workers import worker_board
-from app.web.deps import current_user, get_db, verify_csrf
 from app.web.templating import render
 
-router = APIRouter(dependencies=[Depends(verify_csrf)])
+router = APIRouter(dependencies=[Csrf])
 
 
 @router.get("/workers")
-def workers_page(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)):
+def workers_page(request: Request, user: CurrentUser, db: DbSession):
     return render(request, "workers.html", {"workers": worker_board(db, user.workspace_id)})

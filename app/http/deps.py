@@ -1,0 +1,66 @@
+"""Request dependencies and their `Annotated` aliases, for routes of pages and API alike:
+`db: DbSession`, `user: CurrentUser`, `settings: AppSettings`, `store: Store`, and the owned
+objects `OwnedDataset`, `OwnedJob`, `OwnedAdapter` (404 when missing *or* in another workspace,
+so existence never leaks). `SignedIn` and `Csrf` are the sign-in and CSRF checks as router
+dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.config import Settings, get_settings
+from app.db import session_scope
+from app.http.auth import signed_in_user, verify_csrf
+from app.http.lookups import adapter_in_workspace, dataset_in_workspace, job_in_workspace
+from app.models import Adapter, Dataset, Job, User
+from app.services.artifacts import ArtifactStore, get_artifact_store
+
+
+def get_db() -> Iterator[Session]:
+    with session_scope() as session:
+        yield session
+
+
+def settings_dep() -> Settings:
+    return get_settings()
+
+
+def store_dep() -> ArtifactStore:
+    return get_artifact_store()
+
+
+DbSession = Annotated[Session, Depends(get_db)]
+AppSettings = Annotated[Settings, Depends(settings_dep)]
+Store = Annotated[ArtifactStore, Depends(store_dep)]
+
+
+def current_user(request: Request, db: DbSession) -> User:
+    """The signed-in user from a Bearer token or the session cookie; raises LoginRequired."""
+    return signed_in_user(request, db)
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+# Router-level dependencies: `APIRouter(dependencies=[SignedIn, Csrf])`.
+SignedIn = Depends(current_user)
+Csrf = Depends(verify_csrf)
+
+
+def owned_dataset(dataset_id: int, user: CurrentUser, db: DbSession) -> Dataset:
+    return dataset_in_workspace(db, dataset_id, user)
+
+
+def owned_job(job_id: int, user: CurrentUser, db: DbSession) -> Job:
+    return job_in_workspace(db, job_id, user)
+
+
+def owned_adapter(adapter_id: int, user: CurrentUser, db: DbSession) -> Adapter:
+    return adapter_in_workspace(db, adapter_id, user)
+
+
+OwnedDataset = Annotated[Dataset, Depends(owned_dataset)]
+OwnedJob = Annotated[Job, Depends(owned_job)]
+OwnedAdapter = Annotated[Adapter, Depends(owned_adapter)]

@@ -1,0 +1,52 @@
+"""The upload route class: refuses a body over the upload limit before reading it."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+
+from app.config import get_settings
+from app.services.dataset_ingest import upload_too_large_message
+
+# Multipart framing and the small form fields around the file.
+MULTIPART_SLACK = 1024 * 1024
+
+
+class UploadRoute(APIRoute):
+    """An upload route that refuses a body over the upload limit before reading it (by its
+    Content-Length), or as soon as the stream passes the limit, with the plain upload-limit
+    message. The limit is read at request time, so a changed setting applies at once. The early
+    refusal is JSON; pages subclass it and override `too_large_response` to show the form."""
+
+    @classmethod
+    def too_large_response(cls, request: Request, message: str, max_upload: int, headers: dict[str, str]) -> Response:
+        return JSONResponse({"detail": message}, status_code=413, headers=headers)
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def refuse_oversized(request: Request):
+            settings = get_settings()
+            limit = settings.max_upload_bytes + MULTIPART_SLACK
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                # The client is still sending; do not keep this connection.
+                return self.too_large_response(request, upload_too_large_message(settings.max_upload_bytes), settings.max_upload_bytes,
+                                               {"Connection": "close"})
+            receive = request._receive  # Starlette has no public hook to wrap a request's stream
+            received = 0
+
+            async def limited_receive():
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise HTTPException(413, upload_too_large_message(settings.max_upload_bytes))
+                return message
+
+            request._receive = limited_receive
+            return await handler(request)
+
+        return refuse_oversized

@@ -1,0 +1,157 @@
+"""The training form on the dataset page (templates/_train_form.html): its context (base models,
+techniques and what each can do, presets, column guesses, validation files, the estimate) and
+reading the submitted form. Used by the dataset page and by the job routes that answer the form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session, object_session
+
+from app.base_models import DEMO_MODEL_KEY, list_base_models
+from app.config import Settings
+from app.domain.estimates import WorkerClass, read_model_config
+from app.domain.task_kinds import DEFAULT_TASK, TASK_KEYS, TASK_KINDS, UnknownTaskKind, get_task_kind, task_labels
+from app.domain.techniques import CATALOGUE, PRESETS, ParameterError, preset_params, tasks_for_model, unavailable_reason, validate_params
+from app.http.lookups import dataset_in_workspace
+from app.models import Dataset, User
+from app.services import column_guess, dataset_ingest, jobs
+
+
+def model_availability(models, techniques, worker_has_cuda: bool | None = None) -> dict:
+    """Per base model: its tasks and, per task, why each technique cannot run (absent = it can).
+
+    Decided from config.json and the catalogue only; the form disables options with the reason.
+    """
+    table = {}
+    for model in models:
+        config = read_model_config(model.location) if model.available else None
+        tasks = list(tasks_for_model(config))
+        reasons = {}
+        for task in TASK_KEYS:
+            reasons[task] = {t.key: reason for t in techniques
+                             if (reason := unavailable_reason(t, task, config, worker_has_cuda))}
+        table[model.key] = {"tasks": tasks, "reasons": reasons, "config": config}
+    return table
+
+
+def form_estimate(dataset: Dataset, settings: Settings, *, base_model: str, technique: str, task: str,
+                  mapping: dict, params: dict, worker: WorkerClass | None = None, validation_rows: int | None = None) -> dict:
+    """The pre-launch estimate shown on the form ({"error": ...} when it cannot be made)."""
+    model = next((m for m in list_base_models(settings) if m.key == base_model), None)
+    config = read_model_config(model.location) if model is not None and model.available else None
+    entry = CATALOGUE.get(technique)
+    if entry is None:
+        return {"error": "Choose a technique to see an estimate."}
+    try:
+        clean = validate_params(entry, params)
+    except ParameterError as exc:
+        return {"error": "Fix the settings to see an estimate: " + str(exc)}
+    return jobs.estimate_for(dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows)
+
+
+def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dict:
+    """The training form's context. `form` (the chosen values) and `guess` (the chosen columns)
+    re-render a submitted form; any other key overrides the context (e.g. `errors`)."""
+    models = list_base_models(settings)
+    default_model = next((m.key for m in models if m.available), DEMO_MODEL_KEY)
+    techniques = list(CATALOGUE.values())
+    worker = _live_worker_class()
+    availability = model_availability(models, techniques, worker.kind == "cuda" if worker else None)
+    guesses = {task: column_guess.guess_columns(task, list(dataset.columns)) for task in TASK_KEYS}
+    n_rows = int(dataset.row_count or 0)
+    presets = {t.key: {task: {name: preset_params(t, task, n_rows, name) for name in PRESETS} for task in t.task_kinds}
+               for t in techniques}
+    form = {"base_model": default_model, "technique": "lora", "task": DEFAULT_TASK, "seed": 0, "params": {},
+            "preset": "balanced", "validation_dataset_id": ""}
+    form.update(overrides.pop("form", {}) or {})
+    if "guess" in overrides:  # a re-rendered form keeps the columns the user chose
+        chosen = overrides.pop("guess")
+        guesses[form.get("task", DEFAULT_TASK)] = {**guesses.get(form.get("task", DEFAULT_TASK), {}), **chosen}
+    model_info = availability.get(form["base_model"]) or {"tasks": list(TASK_KEYS), "reasons": {}}
+    task = form["task"] if form["task"] in TASK_KINDS else DEFAULT_TASK
+    ctx = {
+        "guess": guesses.get(DEFAULT_TASK, {}),
+        "guesses": guesses,
+        "tasks": task_labels(),
+        "task_kinds": list(TASK_KINDS.values()),
+        "techniques": techniques,
+        "base_models": models,
+        "availability": {key: {"tasks": v["tasks"], "reasons": v["reasons"]} for key, v in availability.items()},
+        "reasons": model_info["reasons"].get(task, {}),
+        "presets": presets,
+        "preset_names": PRESETS,
+        "form": form,
+        "validation_datasets": validation_choices(dataset),
+        "errors": {},
+        "estimate": form_estimate(dataset, settings, base_model=form["base_model"], technique=form["technique"], task=task,
+                                  mapping=_mapping_from_guess(guesses.get(task, {})), params=form.get("params") or {},
+                                  worker=worker),
+    }
+    ctx.update(overrides)
+    return ctx
+
+
+def validation_choices(dataset: Dataset) -> list[dict]:
+    """The workspace's other datasets that could serve as a validation file, those sharing the
+    most columns with this one first (the job's checks name any mapped column a file lacks)."""
+    db = object_session(dataset)
+    if db is None:
+        return []
+    columns = set(dataset.columns)
+    choices = [{"id": d.id, "name": d.name, "rows": int(d.row_count or 0), "shared": len(columns & set(d.columns)),
+                "missing": [c for c in dataset.columns if c not in d.columns]}
+               for d in dataset_ingest.datasets_for(db, dataset.workspace_id) if d.id != dataset.id]
+    choices = [c for c in choices if c["shared"]]
+    choices.sort(key=lambda c: (c["missing"] != [], -c["shared"], -c["id"]))
+    return choices
+
+
+def _live_worker_class() -> WorkerClass | None:
+    """The class of worker that would take a job now, from the workers' own reports (None if none reported)."""
+    from app.db import session_scope
+
+    try:
+        with session_scope() as db:
+            return jobs.preferred_worker(db)
+    except Exception:  # noqa: BLE001 - the form still works without the worker board
+        return None
+
+
+def _mapping_from_guess(guess: dict) -> dict:
+    return {k: v for k, v in guess.items() if v}
+
+
+def mapping_from_form(form: Any, task: str) -> dict:
+    """The column mapping of the chosen task from the form's fields (the registry names them);
+    empty for an unknown task, which the job's checks then refuse with a message."""
+    try:
+        return get_task_kind(task).mapping_from_form(form)
+    except UnknownTaskKind:
+        return {}
+
+
+def choices_from_form(form: Any) -> tuple[str, str, dict]:
+    """(technique, task, the technique's parameters the person filled in) from the training form."""
+    technique = str(form.get("technique") or "lora")
+    task = str(form.get("task") or DEFAULT_TASK)
+    entry = CATALOGUE.get(technique)
+    params = {p.name: form.get(f"param_{p.name}") for p in entry.all_params} if entry else {}
+    return technique, task, {k: v for k, v in params.items() if v not in (None, "")}
+
+
+def datasets_from_form(db: Session, form: Any, user: User) -> tuple[Dataset, Dataset | None]:
+    """The form's training dataset and optional validation file, both of the user's workspace (404 otherwise)."""
+    validation_id = str(form.get("validation_dataset_id") or "")
+    return (dataset_in_workspace(db, form.get("dataset_id"), user),
+            dataset_in_workspace(db, validation_id, user) if validation_id else None)
+
+
+def max_length_of(technique: str, params: dict) -> int:
+    """The maximum length the job would train with: the form's value, else the catalogue default."""
+    entry = CATALOGUE.get(technique) or CATALOGUE["lora"]
+    default = next((p.default for p in entry.all_params if p.name == "max_length"), 256)
+    try:
+        return int(params.get("max_length") or default)
+    except (TypeError, ValueError):
+        return int(default)
