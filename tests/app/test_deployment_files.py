@@ -53,4 +53,3 @@ def test_services_start_in_order_and_workers_get_a_gpu():
     for name, port in (("web", 8000), ("worker", 8001)):  # both probed on their health endpoints
         assert f"http://127.0.0.1:{port}/health" in " ".join(SERVICES[name]["healthcheck"]["test"])
     assert SERVICES["worker"]["environment"]["TAILOR_WORKER_HEALTH_PORT"] == "8001"
-
