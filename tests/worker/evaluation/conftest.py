@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import NamedTuple
 
 import pytest
 
@@ -18,16 +19,26 @@ FACTS = [("What colour is the Ridge tent?", "green"), ("Which city has our flags
          ("Where do EU orders ship from?", "rotterdam"), ("What is the repair fee?", "fifteen pounds")]
 
 
+class FactsOwner(NamedTuple):
+    """A user and their facts dataset; unpacks as (id, email, password, token, dataset_id) too."""
+
+    id: int
+    email: str
+    password: str
+    token: str
+    dataset_id: int
+
+
 @pytest.fixture
-def facts_owner(make_user):
-    """(user_id, email, password, token, dataset_id): every fact repeated, so held-out rows were seen in training."""
-    user_id, email, password, token = make_user("facts")
+def facts_owner(make_user) -> FactsOwner:
+    """A user owning the facts dataset: every fact repeated, so held-out rows were seen in training."""
+    owner = make_user("facts")
     csv_text = "question,answer\n" + "".join(f'"{q}",{a}\n' for q, a in FACTS * 6)
     with session_scope() as db:
-        user = db.get(User, user_id)
+        user = db.get(User, owner.id)
         dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
                                             filename="facts.csv", source=io.BytesIO(csv_text.encode()), limit_bytes=10**6)
-        return user_id, email, password, token, dataset.id
+        return FactsOwner(*owner, dataset_id=dataset.id)
 
 
 @pytest.fixture
