@@ -84,7 +84,7 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
 
     from worker.training.spec import resolve_params
 
-    max_length = int(resolve_params(spec.params)["max_length"])
+    max_length = int(resolve_params(spec.technique, spec.params)["max_length"])
     label_names = _label_names(adapter_dir) if task == "classification" else None
     model, tokenizer, full_base_dir = _load_for_evaluation(adapter_dir, base.location, task, label_names)
     base_view = lambda: without_adapter(model, full_base_dir)  # noqa: E731

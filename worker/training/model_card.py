@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from worker.training.spec import PLAIN_PROMPT_FORMAT
+from app.domain.task_kinds import PLAIN_PROMPT_FORMAT
 
 _UNKNOWN = "not recorded"
 # How technique keys are written in prose; unknown keys are shown as given.
