@@ -17,7 +17,7 @@ from app.schemas import (
     DatasetDetail, DatasetPublic, DatasetRowPublic, DatasetRowsPage, LabelDistributionPublic, PersonalDataMasking,
     PersonalDataMaskingResult,
 )
-from app.services import datasets, jobs
+from app.services import datasets, job_checks, task_rows
 from app.services.artifacts import LocalArtifactStore
 from app.services.low_priority import run_at_low_priority
 from app.web.datasets import UploadRoute, ingest_notes
@@ -138,10 +138,10 @@ def get_split_check(task: str = Query("instruction", pattern="^(instruction|text
         if validation_dataset_id is None:
             return {**datasets.split_check(store, dataset, task, mapping, validation_fraction, seed), "source": "split"}
         validation = dataset_in_workspace(db, validation_dataset_id, user)
-        problems = jobs.validation_file_errors(store, dataset, validation, task, mapping)
+        problems = job_checks.validation_file_errors(store, dataset, validation, task, mapping)
         if problems:
             raise HTTPException(422, problems["validation_dataset"])
-        train, held_out, summary = jobs.train_validation_rows(store, dataset, task, mapping, fraction=validation_fraction, seed=seed,
+        train, held_out, summary = task_rows.train_validation_rows(store, dataset, task, mapping, fraction=validation_fraction, seed=seed,
                                                                validation_dataset=validation)
     except datasets.DatasetError as exc:
         raise HTTPException(exc.status, exc.message) from None

@@ -9,7 +9,7 @@ from app.api.common import api_router
 from app.config import Settings
 from app.models import Job, User
 from app.schemas import JobAttemptPublic, JobCreate, JobDetail, JobPreviewRequest, JobPublic, MetricPointPublic
-from app.services import adapters, attempts, jobs
+from app.services import adapters, attempts, jobs, row_preview
 from app.services.artifacts import LocalArtifactStore
 from app.web.deps import current_user, dataset_in_workspace, get_db, owned_job, settings_dep, store_dep
 
@@ -52,7 +52,7 @@ def preview_job_rows(body: JobPreviewRequest, user: User = Depends(current_user)
     dataset = dataset_in_workspace(db, body.dataset_id, user)
     validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
     try:
-        examples = jobs.preview_examples(settings, store, dataset, task=body.task, mapping=body.column_mapping, base_model=body.base_model,
+        examples = row_preview.preview_examples(settings, store, dataset, task=body.task, mapping=body.column_mapping, base_model=body.base_model,
                                          max_length=body.max_length, validation_dataset=validation, count=body.rows)
     except PreviewError as exc:
         raise HTTPException(422, {"message": str(exc)}) from None

@@ -10,13 +10,13 @@ from sqlalchemy.orm import Session, object_session
 from app.base_models import DEMO_MODEL_KEY, list_base_models
 from app.config import Settings
 from app.models import Dataset, Job, User
-from app.services import adapters, attempts, bakeoff, datasets, jobs
+from app.services import adapters, attempts, bakeoff, datasets, job_estimates, jobs, row_preview, task_rows
 from app.services.artifacts import LocalArtifactStore
 from app.domain.estimates import WorkerClass, read_model_config
+from app.domain.task_kinds import TASK_KINDS, task_labels
 from app.domain.techniques import (
     CATALOGUE,
     PRESETS,
-    TASK_KINDS,
     ParameterError,
     preset_params,
     tasks_for_model,
@@ -59,7 +59,7 @@ def form_estimate(dataset: Dataset, settings: Settings, *, base_model: str, tech
         clean = validate_params(entry, params)
     except ParameterError as exc:
         return {"error": "Fix the settings to see an estimate: " + str(exc)}
-    return jobs.estimate_for(dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows)
+    return job_estimates.estimate_for(dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows)
 
 
 def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dict:
@@ -84,7 +84,7 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
     ctx = {
         "guess": guesses.get("instruction", {}),
         "guesses": guesses,
-        "tasks": TASK_KINDS,
+        "tasks": task_labels(),
         "techniques": techniques,
         "base_models": models,
         "availability": {key: {"tasks": v["tasks"], "reasons": v["reasons"]} for key, v in availability.items()},
@@ -123,7 +123,7 @@ def _live_worker_class() -> WorkerClass | None:
 
     try:
         with session_scope() as db:
-            return jobs.preferred_worker(db)
+            return job_estimates.preferred_worker(db)
     except Exception:  # noqa: BLE001 - the form still works without the worker board
         return None
 
@@ -210,7 +210,7 @@ async def estimate_partial(request: Request, user: User = Depends(current_user),
     dataset, validation = _datasets_from_form(db, form, user)
     technique, task, params = _choices_from_form(form)
     estimate = form_estimate(dataset, settings, base_model=str(form.get("base_model") or ""), technique=technique, task=task,
-                             mapping=mapping_from_form(form, task), params=params, worker=jobs.preferred_worker(db),
+                             mapping=mapping_from_form(form, task), params=params, worker=job_estimates.preferred_worker(db),
                              validation_rows=int(validation.row_count or 0) if validation is not None else None)
     return render(request, "_train_estimate.html", {"estimate": estimate}, headers={"Vary": "HX-Request"})
 
@@ -231,7 +231,7 @@ def preview_context(settings: Settings, store: LocalArtifactStore, dataset: Data
     from app.services.prompt_preview import PreviewError
 
     try:
-        examples = jobs.preview_examples(settings, store, dataset, task=task, mapping=mapping, base_model=base_model,
+        examples = row_preview.preview_examples(settings, store, dataset, task=task, mapping=mapping, base_model=base_model,
                                          max_length=max_length, validation_dataset=validation_dataset)
     except PreviewError as exc:
         return {"examples": [], "preview_error": str(exc), "max_length": max_length}
@@ -284,7 +284,7 @@ def job_context(db: Session, job: Job) -> dict:
         "adapter": adapter,
         "estimate_rows": estimate_vs_actual(job, adapter) if job.is_finished else [],
         "validation": (job.result or {}).get("validation"),
-        "validation_text": jobs.describe_validation((job.result or {}).get("validation")),
+        "validation_text": task_rows.describe_validation((job.result or {}).get("validation")),
         "attempts": attempts.attempts_for(db, job.id),
     }
 
