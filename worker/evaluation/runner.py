@@ -21,7 +21,7 @@ from app.models import Adapter, Job
 from app.services.artifacts import get_artifact_store
 from app.services.evaluations import evaluation_key
 from app.domain.stats import bootstrap_mean, bootstrap_ratio, exponentiated
-from app.domain.task_kinds import get_task_kind
+from app.domain.task_kinds import DEFAULT_TASK, get_task_kind
 from worker.evaluation.metrics import score_generations
 
 log = logging.getLogger("tailor.evaluation")
@@ -74,7 +74,7 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
         job = db.get(Job, adapter.job_id) if adapter and adapter.job_id else None
         if adapter is None or job is None:
             raise ValueError(f"adapter {adapter_id} has no training job to evaluate against")
-        task = job.task or "instruction"
+        task = job.task or DEFAULT_TASK
         spec = build_spec(job, job.dataset, store.temp_path())
         base = get_base_model(get_settings(), job.base_model)
         adapter_dir = store.path(adapter.storage_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from app.domain.task_kinds import DEFAULT_TASK
 from app.domain.techniques import get_technique
 
 
@@ -29,7 +30,7 @@ class TrainingSpec:
     validation_rows: list
     output_dir: str  # where the adapter is saved
     seed: int = 0
-    task: str = "instruction"
+    task: str = DEFAULT_TASK
     checkpoint_dir: str | None = None  # checkpoints go here, and a run resumes from the last one
     # Where validation_rows come from (split share or a validation file), their count and the
     # leakage check; recorded with the job's result, not used by the training itself.
