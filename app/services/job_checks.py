@@ -9,6 +9,7 @@ from app.domain.task_kinds import TaskKind, get_task_kind
 from app.models import Dataset
 from app.services import datasets as dataset_service
 from app.services.artifacts import LocalArtifactStore
+from app.services.prompt_preview import PreviewError, load_preview_tokenizer, render_prompt
 from app.services.task_rows import iter_task_rows, task_rows
 
 MIN_ROWS = 2
@@ -27,8 +28,6 @@ def system_turn_error(model_location: str, rows: list[tuple], mapping: dict[str,
     """The base model's chat template refusing the system turn that a mapped system or context
     column adds (some templates raise on a system role): found at submit from the first row that
     has one, as the worker would render it, instead of failing the job in the worker."""
-    from app.services.prompt_preview import PreviewError, load_preview_tokenizer, render_prompt
-
     row = next((r for r in rows if len(r) > 2 and r[2]), None)
     if row is None:
         return {}
