@@ -19,7 +19,7 @@ from app.config import get_settings
 from app.db import run_in_session, session_scope
 from app.models import Adapter, Dataset, Job, JobStatus
 from app.services import adapters as adapter_service
-from app.services import jobs
+from app.services import job_checks, jobs, task_rows
 from app.services.artifacts import get_artifact_store
 from worker.packaging import write_adapter_package
 from worker.training.spec import Progress, TrainingSpec
@@ -128,12 +128,12 @@ def build_spec(job: Job, dataset: Dataset | None, output_dir: Path, checkpoint_d
     if (job.validation_dataset_id is not None or ((job.result or {}).get("validation") or {}).get("source") == "file") and (
             validation_dataset is None or not store.exists(validation_dataset.storage_key)):
         raise JobInputError("The validation file of this job was deleted. Upload it again and start a new job.")
-    rows = jobs.task_rows(store, dataset, task, job.column_mapping)
-    min_rows = 1 if validation_dataset is not None else jobs.MIN_ROWS
+    rows = task_rows.task_rows(store, dataset, task, job.column_mapping)
+    min_rows = 1 if validation_dataset is not None else job_checks.MIN_ROWS
     if len(rows) < min_rows:
         raise JobInputError(f"The dataset has fewer than {min_rows} usable rows for the {task} task; check the column mapping.")
     # A validation file replaces the held-out share; its masked training copy is read when masking is on.
-    train_rows, validation_rows, validation = jobs.train_validation_rows(
+    train_rows, validation_rows, validation = task_rows.train_validation_rows(
         store, dataset, task, job.column_mapping, fraction=float(job.params.get("validation_fraction", 0.1)), seed=job.seed,
         validation_dataset=validation_dataset, rows=rows)
     if not validation_rows:
@@ -167,7 +167,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
                       "technique": job.technique, "params": dict(job.params), "seed": job.seed,
                       "dataset_sha256": job.dataset.sha256 if job.dataset else None,
                       "validation_dataset_sha256": spec.validation_source.get("dataset_sha256")}
-            card["validation_summary"] = jobs.describe_validation(spec.validation_source)
+            card["validation_summary"] = task_rows.describe_validation(spec.validation_source)
         # The base model's revision: a content fingerprint for local folders (hashed once, then cached).
         provenance = {f"base_model_{k}": v for k, v in base_model_provenance(base_location).items()}
         card.update(provenance)

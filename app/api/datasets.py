@@ -18,7 +18,7 @@ from app.schemas import (
     ColumnGuessPublic, DatasetDetail, DatasetProfilePublic, DatasetPublic, DatasetRowPublic, DatasetRowsPage, LabelDistributionPublic,
     PersonalDataMasking, PersonalDataMaskingResult, SplitCheckFilePublic, SplitCheckPublic, TokenLengthsPublic,
 )
-from app.services import column_guess, dataset_ingest, dataset_masking, dataset_store, dataset_tokens, jobs, label_counts, stored_rows, validation_split
+from app.services import column_guess, dataset_ingest, dataset_masking, dataset_store, dataset_tokens, job_checks, label_counts, stored_rows, task_rows, validation_split
 from app.services.artifacts import ArtifactStore
 from app.services.low_priority import run_at_low_priority
 
@@ -134,10 +134,10 @@ def get_split_check(dataset: OwnedDataset, store: Store, user: CurrentUser, db: 
         if validation_dataset_id is None:
             return SplitCheckPublic(**validation_split.split_check(store, dataset, task, mapping, validation_fraction, seed), source="split")
         validation = dataset_in_workspace(db, validation_dataset_id, user)
-        problems = jobs.validation_file_errors(store, dataset, validation, task, mapping)
+        problems = job_checks.validation_file_errors(store, dataset, validation, task, mapping)
         if problems:
             raise HTTPException(422, problems["validation_dataset"])
-        train, held_out, summary = jobs.train_validation_rows(store, dataset, task, mapping, fraction=validation_fraction, seed=seed,
+        train, held_out, summary = task_rows.train_validation_rows(store, dataset, task, mapping, fraction=validation_fraction, seed=seed,
                                                                validation_dataset=validation)
     except dataset_store.DatasetError as exc:
         raise HTTPException(exc.status, exc.message) from None

@@ -10,7 +10,7 @@ from app.http.deps import AppSettings, CurrentUser, DbSession, OwnedJob, Store
 from app.http.lookups import dataset_in_workspace
 from app.models import Job
 from app.schemas import JobAttemptPublic, JobCreate, JobDetail, JobPreviewPublic, JobPreviewRequest, JobPublic, MetricPointPublic
-from app.services import adapters, attempts, jobs
+from app.services import adapters, attempts, jobs, row_preview
 
 router = api_router()
 
@@ -49,7 +49,7 @@ def preview_job_rows(body: JobPreviewRequest, user: CurrentUser, db: DbSession, 
     dataset = dataset_in_workspace(db, body.dataset_id, user)
     validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
     try:
-        examples = jobs.preview_examples(settings, store, dataset, task=body.task, mapping=body.column_mapping, base_model=body.base_model,
+        examples = row_preview.preview_examples(settings, store, dataset, task=body.task, mapping=body.column_mapping, base_model=body.base_model,
                                          max_length=body.max_length, validation_dataset=validation, count=body.rows)
     except PreviewError as exc:
         raise HTTPException(422, {"message": str(exc)}) from None

@@ -10,6 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from app.domain.task_kinds import get_task_kind
+
 
 def read_model_config(location: str | None) -> dict | None:
     """The config.json of a local model folder, or None when there is none (or it is unreadable)."""
@@ -213,12 +215,9 @@ class Estimate:
 def mean_tokens_per_row(profile: dict | None, task: str, mapping: dict[str, Any]) -> float:
     """Average tokens per row from the dataset profile's mean characters per column."""
     by_name = {c["name"]: c for c in (profile or {}).get("columns", [])}
-    if task == "text":
-        columns = mapping.get("text_columns") or []
-    else:
-        columns = [mapping.get(role) for role in ("prompt", "response", "system", "context", "text")]
-    chars = sum(float(by_name[c].get("mean_chars") or 0) for c in columns if c in by_name)
-    return chars / CHARS_PER_TOKEN + (TEMPLATE_TOKENS if task == "instruction" else 2)
+    kind = get_task_kind(task)
+    chars = sum(float(by_name[c].get("mean_chars") or 0) for c in kind.text_columns(mapping) if c in by_name)
+    return chars / CHARS_PER_TOKEN + (TEMPLATE_TOKENS if kind.prompted else 2)
 
 
 def estimate_job(config: dict, technique: str, params: dict[str, Any], *, task: str, n_rows: int,
@@ -228,6 +227,7 @@ def estimate_job(config: dict, technique: str, params: dict[str, Any], *, task: 
     shape = model_shape(config)
     if shape is None:
         return None
+    kind = get_task_kind(task)
     trained, saved = trainable_parameters(shape, technique, params, num_labels)
     total = shape.parameters
     max_length = int(params.get("max_length", 256))
@@ -236,7 +236,7 @@ def estimate_job(config: dict, technique: str, params: dict[str, Any], *, task: 
     n_train = max(1, n_rows - max(1, round(n_rows * validation)))
     n_validation = max(1, n_rows - n_train)
     row_tokens = min(float(max_length), max(2.0, tokens_per_row))
-    if task == "text" and tokens_per_row > max_length:  # long texts are cut into several chunks
+    if kind.chunked and tokens_per_row > max_length:  # long texts are cut into several chunks
         chunks = math.ceil(tokens_per_row / max_length)
         n_train, row_tokens = n_train * chunks, tokens_per_row / chunks
     epochs = float(params.get("epochs", 1))
@@ -268,7 +268,7 @@ def estimate_job(config: dict, technique: str, params: dict[str, Any], *, task: 
     per_layer = 18 * shape.hidden + 2 * shape.intermediate * (3 if shape.gated_mlp else 2) + 2 * shape.heads * sequence
     layers_kept = 1 if checkpointing == "on" or (checkpointing == "auto" and worker.kind == "cuda") else shape.layers
     activations = micro_batch * sequence * (per_layer * layers_kept + (shape.hidden * 2 if checkpointing != "off" else 0)) * 4
-    logits = micro_batch * sequence * shape.vocab * 4 * (3 if task != "classification" else 0)
+    logits = micro_batch * sequence * shape.vocab * 4 * (3 if kind.generative else 0)
     baseline = CPU_PROCESS_BASELINE_BYTES if worker.kind == "cpu" else GPU_CONTEXT_BYTES
     # A CPU worker's peak resident set also holds the weights once more while loading.
     loading = total * 4 if worker.kind == "cpu" and not quantized_bits else 0

@@ -3,7 +3,8 @@ mean, how the form asks for them, how a record becomes a training row, the messa
 mapping), read by the services, the pages, the API and the worker alike. No torch here.
 
 Adding a task kind: one `TaskKind(...)` entry in TASK_KINDS below, plus its training function
-(tokenizer) in worker/training/data.py under the same key.
+(tokenizer) in worker/training/data.py's TOKENIZERS and its preview function in
+app/services/prompt_preview.py's PREVIEWS, under the same key (a test checks all three agree).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class ColumnRole:
     form_field: str  # the form's field name, e.g. "prompt_column"
     required: bool = True
     many: bool = False  # several columns (a list in the mapping)
+    is_label: bool = False  # the class to predict: a class id, never read as text
     name_words: tuple[str, ...] = ()  # words in a column name that suggest this role
 
     def missing_message(self) -> str:
@@ -79,6 +81,14 @@ class TaskKind:
     make_row: Callable[[Mapping[str, Any], Mapping[str, Any]], tuple | None]
     row_shape: str  # the training rows' shape, for documentation
     has_labels: bool = False  # rows end in a label: class ids, stratified splits, label checks
+    # The model writes text (a decoder's language-model head); False: a classification head, which
+    # an encoder model can carry too.
+    generative: bool = True
+    # Rows are a prompt (rendered with the chat template or the plain prompt format) and an answer;
+    # a system or context cell becomes the system turn.
+    prompted: bool = False
+    # Long rows are cut into several pieces of the maximum length (instead of keeping the start).
+    chunked: bool = False
     # Pairs of roles that must name different columns, with the message when they do not.
     distinct: tuple[tuple[str, str, str], ...] = ()
 
@@ -92,6 +102,15 @@ class TaskKind:
 
     def role(self, key: str) -> ColumnRole:
         return next(r for r in self.roles if r.key == key)
+
+    @property
+    def label_role(self) -> ColumnRole | None:
+        """The role holding the class to predict (None for tasks without labels)."""
+        return next((r for r in self.roles if r.is_label), None)
+
+    def text_columns(self, mapping: Mapping[str, Any]) -> list[str]:
+        """The mapped columns whose cells the model reads as text (not the label)."""
+        return [column for key, column in self.mapped_columns(mapping) if not self.role(key).is_label]
 
     @property
     def needed_nouns(self) -> str:
@@ -173,6 +192,7 @@ INSTRUCTION = TaskKind(
     ),
     make_row=_instruction_row,
     row_shape="(prompt, response) or (prompt, response, system-and-context)",
+    prompted=True,
     distinct=(("prompt", "response", "The prompt and the response must be different columns."),),
 )
 
@@ -188,6 +208,7 @@ TEXT = TaskKind(
     ),
     make_row=_text_row,
     row_shape="(text,) with the chosen columns joined by blank lines",
+    chunked=True,
 )
 
 CLASSIFICATION = TaskKind(
@@ -198,13 +219,14 @@ CLASSIFICATION = TaskKind(
         ColumnRole("text", "Text column", "what to classify", "text", "class_text_column",
                    name_words=("text", "body", "content", "description", "copy", "article", "document", "message",
                                "review", "comment", "post", "question", "prompt", "input", "ticket", "subject")),
-        ColumnRole("label", "Label column", "the category to predict", "label", "label_column",
+        ColumnRole("label", "Label column", "the category to predict", "label", "label_column", is_label=True,
                    name_words=("label", "category", "class", "intent", "sentiment", "tag", "topic", "type", "priority",
                                "team", "queue")),
     ),
     make_row=_classification_row,
     row_shape="(text, label)",
     has_labels=True,
+    generative=False,
     distinct=(("text", "label", "The text and the label must be different columns."),),
 )
 

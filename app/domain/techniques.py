@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from app.domain.task_kinds import TASK_KEYS, TASK_KINDS
+
 
 @dataclass(frozen=True)
 class Param:
@@ -51,12 +53,6 @@ class Param:
             raise ValueError(f"{self.label} must be at most {self.maximum:g} (got {value:g}).")
         return value
 
-
-TASK_KINDS: dict[str, str] = {
-    "instruction": "Instruction (prompt → response)",
-    "text": "Continued training on text",
-    "classification": "Classification (text → label)",
-}
 
 # Families decide how the worker loads and saves: "lora"-like and "adapter" and "prompt" techniques
 # save a PEFT adapter; "full" saves a whole model.
@@ -127,7 +123,6 @@ _TARGETS = Param("target_modules", "Layers to adapt", "choice", "all-linear",
                  choices=("all-linear", "attention"), advanced=True)
 _LORA_PARAMS = (_RANK, _ALPHA, _DROPOUT, _TARGETS)
 _VIRTUAL_TOKENS = Param("num_virtual_tokens", "Virtual tokens", "int", 20, "How many learned tokens are put in front of every input. 10–30 is typical; more learns more but shortens the room for your text.", 1, 512)
-_ALL_TASKS = ("instruction", "text", "classification")
 _LORA_SIZE = "1–50 MB (0.1–1% of the base model)"
 _FULL_PRECISION_MEMORY = "The base model in full precision plus a little for the adapter and optimiser."
 
@@ -144,7 +139,7 @@ CATALOGUE: dict[str, Technique] = {
                 "trains fast, and the result is a small file you can switch on and off. "
                 "Pick it first unless you have a reason not to."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=_LORA_PARAMS,
             typical_adapter_size=_LORA_SIZE,
             memory_needs=_FULL_PRECISION_MEMORY,
@@ -159,7 +154,7 @@ CATALOGUE: dict[str, Technique] = {
                 "at a small cost in speed and sometimes quality. Pick it when the model does not fit in memory "
                 "with plain LoRA. The adapter loads on the normal, uncompressed model too."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=(
                 Param("bits", "Base model precision (bits)", "choice", "4", "4-bit NF4 saves the most memory; 8-bit is closer to the original model.", choices=("4", "8")),
                 *_LORA_PARAMS,
@@ -178,7 +173,7 @@ CATALOGUE: dict[str, Technique] = {
                 "It often matches a higher-rank LoRA with a smaller adapter, but each step is slower "
                 "(about 1.5–2×). Pick it when LoRA's quality falls short and time allows."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=_LORA_PARAMS,
             typical_adapter_size=_LORA_SIZE,
             memory_needs=_FULL_PRECISION_MEMORY + " Somewhat more than LoRA for activations.",
@@ -192,7 +187,7 @@ CATALOGUE: dict[str, Technique] = {
                 "keeps improving results instead of stalling. Same speed and size as LoRA. "
                 "Pick it when you want a rank of 32 or more."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=(replace(_RANK, default=16), _ALPHA, _DROPOUT, _TARGETS),
             typical_adapter_size=_LORA_SIZE,
             memory_needs=_FULL_PRECISION_MEMORY,
@@ -207,7 +202,7 @@ CATALOGUE: dict[str, Technique] = {
                 "steps. The saved adapter is converted to ordinary LoRA form (twice the rank) so it loads on the "
                 "unchanged base model."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=_LORA_PARAMS,
             typical_adapter_size="2× a LoRA adapter of the same rank (converted for the original base model)",
             memory_needs=_FULL_PRECISION_MEMORY + " A short extra pause at the start for the SVD.",
@@ -221,7 +216,7 @@ CATALOGUE: dict[str, Technique] = {
                 "training, ending with a budget spread unevenly where it helps most. Pick it for longer runs "
                 "(hundreds of steps) when you are unsure which rank to choose."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=(
                 Param("r", "Final average rank", "int", 8, "The average rank left after pruning.", 1, 256),
                 Param("init_r", "Starting rank", "int", 12, "The rank every layer starts with, before pruning.", 1, 512),
@@ -239,7 +234,7 @@ CATALOGUE: dict[str, Technique] = {
                 "than LoRA with the same number of parameters. Popular for style adaptation. "
                 "Slightly slower than LoRA."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=(_RANK, _ALPHA, replace(_DROPOUT, name="dropout", default=0.0), _TARGETS),
             typical_adapter_size="2× a LoRA adapter of the same rank",
             memory_needs=_FULL_PRECISION_MEMORY,
@@ -253,7 +248,7 @@ CATALOGUE: dict[str, Technique] = {
                 "LoKr builds each weight change from a Kronecker product of two small matrices, giving very "
                 "compact adapters. Pick it when adapter size matters most."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=(_RANK, _ALPHA, replace(_DROPOUT, default=0.0), _TARGETS),
             typical_adapter_size="Under 1 MB to a few MB",
             memory_needs=_FULL_PRECISION_MEMORY,
@@ -268,7 +263,7 @@ CATALOGUE: dict[str, Technique] = {
                 "vectors per layer, so the adapter is ten or more times smaller than LoRA's. It learns less per "
                 "step; pick it when you need many adapters of one model and each must be tiny."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=(
                 Param("r", "Rank", "int", 256, "Size of the shared random matrices; VeRA uses much higher ranks than LoRA at little cost.", 1, 4096),
                 replace(_DROPOUT, default=0.0),
@@ -288,7 +283,7 @@ CATALOGUE: dict[str, Technique] = {
                 "well for steering format and tone; for teaching new facts LoRA is stronger. "
                 "It wants a high learning rate (about 0.01)."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=(),
             typical_adapter_size="Tens to hundreds of KB",
             memory_needs=_FULL_PRECISION_MEMORY,
@@ -304,7 +299,7 @@ CATALOGUE: dict[str, Technique] = {
                 "The adapter is tiny and the base model stays exactly as it was. It works best on larger models "
                 "and simpler tasks. Start from random tokens or from a text that describes the task."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=(
                 _VIRTUAL_TOKENS,
                 Param("init", "Start from", "choice", "text", "'text' starts the virtual tokens from the words below (usually learns faster); 'random' from random vectors.", choices=("text", "random")),
@@ -324,7 +319,7 @@ CATALOGUE: dict[str, Technique] = {
                 "Stronger than prompt tuning on small models, still with a small adapter. It relies on the "
                 "decoder's key/value cache, so it does not work on encoder models such as BERT or MiniLM."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=(_VIRTUAL_TOKENS,),
             typical_adapter_size="Under a few MB",
             memory_needs=_FULL_PRECISION_MEMORY,
@@ -340,7 +335,7 @@ CATALOGUE: dict[str, Technique] = {
                 "P-tuning learns virtual tokens like prompt tuning, but produces them with a small neural "
                 "network, which trains more steadily. The saved adapter holds only the final virtual tokens."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=(
                 _VIRTUAL_TOKENS,
                 Param("encoder_hidden_size", "Encoder size", "int", 128, "Width of the small network that produces the virtual tokens.", 8, 4096, advanced=True),
@@ -359,7 +354,7 @@ CATALOGUE: dict[str, Technique] = {
                 "times the model's size in memory for the optimiser, and the result is a whole model, not a small "
                 "adapter. Offered as a reference to compare the adapters against."
             ),
-            task_kinds=_ALL_TASKS,
+            task_kinds=TASK_KEYS,
             params=(),
             typical_adapter_size="The whole model (hundreds of MB and up)",
             memory_needs="About 4× the model's full-precision size (weights, gradients and optimiser state).",
@@ -412,8 +407,10 @@ def is_encoder_config(config: dict | None) -> bool:
 
 
 def tasks_for_model(config: dict | None) -> tuple[str, ...]:
-    """Task kinds a base model can do: encoders only classify; decoders do all three."""
-    return ("classification",) if is_encoder_config(config) else tuple(TASK_KINDS)
+    """Task kinds a base model can do: an encoder only those without generation; a decoder all."""
+    if is_encoder_config(config):
+        return tuple(key for key, kind in TASK_KINDS.items() if not kind.generative)
+    return TASK_KEYS
 
 
 def _linear_sizes(config: dict) -> list[int]:
@@ -429,7 +426,8 @@ def unavailable_reason(technique: Technique, task: str | None = None, model_conf
     torch). `worker_has_cuda` is None when no worker has said what it has.
     """
     if task is not None and task not in technique.task_kinds:
-        return f"{technique.name} does not support the {TASK_KINDS.get(task, task).lower()} task."
+        kind = TASK_KINDS.get(task)
+        return f"{technique.name} does not support the {(kind.label if kind else task).lower()} task."
     if task is not None and task not in tasks_for_model(model_config):
         return "This base model is an encoder: it can only be trained for classification."
     if technique.needs_decoder and is_encoder_config(model_config):
@@ -475,7 +473,8 @@ def preset_params(technique: Technique, task: str, n_rows: int, preset: str) -> 
         "thorough": {"epochs": 6 if small else 2 if large else 4, "max_length": 1024, "r": 32, "num_virtual_tokens": 30,
                      "eval_steps": 0 if small else 200, "early_stopping_patience": 3},
     }[preset]
-    if task == "classification":
+    kind = TASK_KINDS.get(task)
+    if kind is not None and kind.has_labels:
         values["max_length"] = min(values["max_length"], 256)  # labels need the gist, not the whole text
     names = {p.name for p in technique.all_params}
     chosen = {k: v for k, v in values.items() if k in names}

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-# The engine's rules (worker/training/data.py and spec.py); the equality test keeps them in step.
+from app.domain.task_kinds import get_task_kind, render_plain_prompt
+
+# The engine's rule (worker/training/data.py); the equality test keeps them in step.
 MIN_RESPONSE_TOKENS = 8
-PLAIN_PROMPT_FORMAT = "### Question:\n{prompt}\n\n### Answer:\n"
-PLAIN_PROMPT_WITH_CONTEXT_FORMAT = "### Context:\n{system}\n\n### Question:\n{prompt}\n\n### Answer:\n"
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 PREVIEW_ROWS = 3
 
@@ -214,9 +214,7 @@ def render_prompt(tok: PreviewTokenizer, prompt: str, system: str | None = None)
                                                                 add_generation_prompt=True, **tok.special_tokens)
         except jinja2.TemplateError as exc:
             raise PreviewError(f"The base model's chat template refused this row: {exc}") from None
-    if system:
-        return PLAIN_PROMPT_WITH_CONTEXT_FORMAT.format(system=system, prompt=prompt)
-    return PLAIN_PROMPT_FORMAT.format(prompt=prompt)
+    return render_plain_prompt(prompt, system)
 
 
 # ---------------------------------------------------------------- tokens as text
@@ -319,16 +317,29 @@ def preview_classification(tok: PreviewTokenizer, row: Sequence[str], max_length
                           dropped=class_id is None or not kept.ids, note=note, label=label, class_id=class_id)
 
 
+def _preview_classification_rows(tok: PreviewTokenizer, rows: Sequence, max_length: int,
+                                 label_names: Sequence[str] | None) -> list[PreviewExample]:
+    names = list(label_names) if label_names is not None else sorted({str(r[1]) for r in rows})
+    return [preview_classification(tok, row, max_length, names) for row in rows]
+
+
+# The preview function of each task kind (app/domain/task_kinds.py), by its key, mirroring the
+# worker's TOKENIZERS: (tokenizer, rows, max_length, label names or None) -> examples.
+PREVIEWS: dict[str, Callable[..., list[PreviewExample]]] = {
+    "instruction": lambda tok, rows, max_length, label_names: [preview_instruction(tok, row, max_length) for row in rows],
+    "text": lambda tok, rows, max_length, label_names: [
+        preview_text(tok, row[0] if isinstance(row, (tuple, list)) else row, max_length) for row in rows],
+    "classification": _preview_classification_rows,
+}
+
+
 def preview_rows(tok: PreviewTokenizer, task: str, rows: Sequence, max_length: int,
                  label_names: Sequence[str] | None = None) -> list[PreviewExample]:
-    """Task rows (the shapes of app.services.jobs.task_rows) as the model will see them."""
+    """Task rows (the shapes of TaskKind.row_shape) as the model will see them."""
     if max_length < 2:
         raise PreviewError("The maximum length must be at least 2 tokens.")
-    if task == "instruction":
-        return [preview_instruction(tok, row, max_length) for row in rows]
-    if task == "text":
-        return [preview_text(tok, row[0] if isinstance(row, (tuple, list)) else row, max_length) for row in rows]
-    if task == "classification":
-        names = list(label_names) if label_names is not None else sorted({str(r[1]) for r in rows})
-        return [preview_classification(tok, row, max_length, names) for row in rows]
-    raise PreviewError(f"Unknown task {task!r}; expected instruction, text or classification.")
+    try:
+        kind = get_task_kind(task)
+    except ValueError as exc:
+        raise PreviewError(str(exc)) from None
+    return PREVIEWS[kind.key](tok, rows, max_length, label_names)

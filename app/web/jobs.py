@@ -11,7 +11,7 @@ from app.config import Settings
 from app.http.deps import AppSettings, Csrf, CurrentUser, DbSession, OwnedJob, Store
 from app.http.responses import is_htmx, redirect
 from app.models import Dataset, Job
-from app.services import adapters, attempts, bakeoff, jobs
+from app.services import adapters, attempts, bakeoff, job_estimates, jobs, row_preview, task_rows
 from app.services.artifacts import ArtifactStore
 from app.web.datasets import dataset_context
 from app.web.templating import render
@@ -65,7 +65,7 @@ async def estimate_partial(request: Request, user: CurrentUser, db: DbSession, s
     dataset, validation = datasets_from_form(db, form, user)
     technique, task, params = choices_from_form(form)
     estimate = form_estimate(dataset, settings, base_model=str(form.get("base_model") or ""), technique=technique, task=task,
-                             mapping=mapping_from_form(form, task), params=params, worker=jobs.preferred_worker(db),
+                             mapping=mapping_from_form(form, task), params=params, worker=job_estimates.preferred_worker(db),
                              validation_rows=int(validation.row_count or 0) if validation is not None else None)
     return render(request, "_train_estimate.html", {"estimate": estimate}, headers={"Vary": "HX-Request"})
 
@@ -76,7 +76,7 @@ def preview_context(settings: Settings, store: ArtifactStore, dataset: Dataset, 
     from app.services.prompt_preview import PreviewError
 
     try:
-        examples = jobs.preview_examples(settings, store, dataset, task=task, mapping=mapping, base_model=base_model,
+        examples = row_preview.preview_examples(settings, store, dataset, task=task, mapping=mapping, base_model=base_model,
                                          max_length=max_length, validation_dataset=validation_dataset)
     except PreviewError as exc:
         return {"examples": [], "preview_error": str(exc), "max_length": max_length}
@@ -128,7 +128,7 @@ def job_context(db: Session, job: Job) -> dict:
         "adapter": adapter,
         "estimate_rows": estimate_vs_actual(job, adapter) if job.is_finished else [],
         "validation": (job.result or {}).get("validation"),
-        "validation_text": jobs.describe_validation((job.result or {}).get("validation")),
+        "validation_text": task_rows.describe_validation((job.result or {}).get("validation")),
         "attempts": attempts.attempts_for(db, job.id),
     }
 

@@ -15,7 +15,7 @@ from app.domain.task_kinds import DEFAULT_TASK, TASK_KEYS, TASK_KINDS, UnknownTa
 from app.domain.techniques import CATALOGUE, PRESETS, ParameterError, preset_params, tasks_for_model, unavailable_reason, validate_params
 from app.http.lookups import dataset_in_workspace
 from app.models import Dataset, User
-from app.services import column_guess, dataset_ingest, jobs
+from app.services import column_guess, dataset_ingest, job_estimates
 
 
 def model_availability(models, techniques, worker_has_cuda: bool | None = None) -> dict:
@@ -47,7 +47,7 @@ def form_estimate(dataset: Dataset, settings: Settings, *, base_model: str, tech
         clean = validate_params(entry, params)
     except ParameterError as exc:
         return {"error": "Fix the settings to see an estimate: " + str(exc)}
-    return jobs.estimate_for(dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows)
+    return job_estimates.estimate_for(dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows)
 
 
 def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dict:
@@ -113,7 +113,7 @@ def _live_worker_class() -> WorkerClass | None:
 
     try:
         with session_scope() as db:
-            return jobs.preferred_worker(db)
+            return job_estimates.preferred_worker(db)
     except Exception:  # noqa: BLE001 - the form still works without the worker board
         return None
 

@@ -233,7 +233,7 @@ def test_api_preview_equals_the_engine_on_the_tiny_model(client, make_user, tiny
 def test_a_classifier_preview_reads_the_whole_file_once(client, make_user, tiny_model_dir, settings, monkeypatch):
     from app.db import session_scope
     from app.models import Dataset
-    from app.services import jobs, stored_rows
+    from app.services import row_preview, stored_rows
     from app.services.artifacts import get_artifact_store
 
     _, _, _, token = make_user("previewlabels")
@@ -254,7 +254,7 @@ def test_a_classifier_preview_reads_the_whole_file_once(client, make_user, tiny_
     with session_scope() as db:
         dataset = db.get(Dataset, dataset_id)
         for _ in range(3):  # as the form redraws on each change
-            examples = jobs.preview_examples(settings, get_artifact_store(), dataset, task="classification", mapping=mapping,
+            examples = row_preview.preview_examples(settings, get_artifact_store(), dataset, task="classification", mapping=mapping,
                                              base_model="tiny-llama", max_length=64)
             assert [e.class_id for e in examples] == [0, 1, 0]
     assert full_reads.count(True) == 1

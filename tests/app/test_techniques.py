@@ -66,6 +66,20 @@ def test_encoders_only_classify_and_refuse_prefix_tuning_with_a_reason():
     assert unavailable_reason(get_technique("lora"), "classification", BERT_CONFIG) is None
 
 
+def test_the_worker_takes_its_defaults_from_the_catalogue():
+    # One source of defaults: what the form shows is what the worker trains with when a value is missing.
+    from worker.training.spec import resolve_params
+
+    for key, technique in CATALOGUE.items():
+        assert resolve_params(key, None) == technique.defaults()
+    assert resolve_params("lora", {})["epochs"] == get_technique("lora").param("epochs").default == 2
+    assert resolve_params("vera", {})["r"] == get_technique("vera").param("r").default
+    assert resolve_params("prompt_tuning", {})["num_virtual_tokens"] == 20
+    assert resolve_params("lora", {"epochs": 5, "extra": 1})["epochs"] == 5 and resolve_params("lora", {"extra": 1})["extra"] == 1
+    with pytest.raises(ValueError, match="Unknown technique"):
+        resolve_params("nope", {})
+
+
 def test_cuda_only_and_odd_sized_quantization_are_refused_on_a_cpu_worker():
     from dataclasses import replace
 

@@ -113,13 +113,13 @@ def test_the_form_offers_other_datasets_and_keeps_the_choice_on_errors(client, m
 def test_the_estimate_trains_on_every_row_when_a_file_validates(tiny_model_dir):
     from app.domain.estimates import read_model_config
     from app.models import Dataset
-    from app.services import jobs
+    from app.services import job_estimates
 
     dataset = Dataset(row_count=200, columns=["question", "answer"], profile=None)
     params = {"epochs": 1, "batch_size": 8, "max_length": 128, "validation_fraction": 0.1}
     config = read_model_config(str(tiny_model_dir))
-    split = jobs.estimate_for(dataset, config, "lora", params, "instruction", {"prompt": "question", "response": "answer"})
-    with_file = jobs.estimate_for(dataset, config, "lora", params, "instruction", {"prompt": "question", "response": "answer"},
+    split = job_estimates.estimate_for(dataset, config, "lora", params, "instruction", {"prompt": "question", "response": "answer"})
+    with_file = job_estimates.estimate_for(dataset, config, "lora", params, "instruction", {"prompt": "question", "response": "answer"},
                                   validation_rows=50)
     assert with_file["steps"] == 25 and split["steps"] == 23  # 200 rows train instead of 180
 

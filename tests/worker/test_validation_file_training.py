@@ -9,7 +9,7 @@ import zipfile
 
 from app.db import session_scope
 from app.models import Adapter, Dataset, Job, User
-from app.services import dataset_ingest, dataset_masking, dataset_store, jobs
+from app.services import dataset_ingest, dataset_masking, dataset_store, jobs, task_rows
 from app.services.adapters import adapter_zip_path
 from app.services.artifacts import get_artifact_store
 from app.services.evaluations import load_evaluation
@@ -51,7 +51,7 @@ def test_training_validates_on_exactly_the_file_rows(make_user, settings, tiny_m
         job = jobs.submit_job(db, settings, store, workspace_id=workspace_id, user_id=None, dataset=train, task="instruction",
                               column_mapping=MAPPING, base_model="tiny-llama", technique="lora",
                               params={"max_steps": 4, "learning_rate": 3e-3, "batch_size": 4}, validation_dataset=held_out)
-        job_id, train_rows = job.id, jobs.task_rows(store, train, "instruction", MAPPING)
+        job_id, train_rows = job.id, task_rows.task_rows(store, train, "instruction", MAPPING)
         spec = build_spec(db.get(Job, job_id), train, store.temp_path())
     # The engine gets every row of the dataset to learn from and the file's rows to measure on.
     assert spec.train_rows == train_rows and len(train_rows) == 220

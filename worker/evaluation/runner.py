@@ -21,6 +21,7 @@ from app.models import Adapter, Job
 from app.services.artifacts import get_artifact_store
 from app.services.evaluations import evaluation_key
 from app.domain.stats import bootstrap_mean, bootstrap_ratio, exponentiated
+from app.domain.task_kinds import DEFAULT_TASK, get_task_kind
 from worker.evaluation.metrics import score_generations
 
 log = logging.getLogger("tailor.evaluation")
@@ -73,7 +74,7 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
         job = db.get(Job, adapter.job_id) if adapter and adapter.job_id else None
         if adapter is None or job is None:
             raise ValueError(f"adapter {adapter_id} has no training job to evaluate against")
-        task = job.task or "instruction"
+        task = job.task or DEFAULT_TASK
         spec = build_spec(job, job.dataset, store.temp_path())
         base = get_base_model(get_settings(), job.base_model)
         adapter_dir = store.path(adapter.storage_key)
@@ -84,15 +85,16 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
 
     from worker.training.spec import resolve_params
 
-    max_length = int(resolve_params(spec.params)["max_length"])
-    label_names = _label_names(adapter_dir) if task == "classification" else None
+    max_length = int(resolve_params(spec.technique, spec.params)["max_length"])
+    kind = get_task_kind(task)
+    label_names = _label_names(adapter_dir) if kind.has_labels else None
     model, tokenizer, full_base_dir = _load_for_evaluation(adapter_dir, base.location, task, label_names)
     base_view = lambda: without_adapter(model, full_base_dir)  # noqa: E731
-    if task == "classification":
+    if kind.has_labels:
         from worker.evaluation.classification import predict_labels, score_labels
 
         texts, gold, predicted = predict_labels(model, tokenizer, spec.validation_rows, label_names, max_length)
-        result = score_labels(texts, gold, predicted, [str(r[1]) for r in spec.train_rows], label_names)
+        result = score_labels(texts, gold, predicted, [str(kind.label_of(r)) for r in spec.train_rows], label_names)
     else:
         result = _evaluate_generations(model, base_view, tokenizer, store, task, base_model_key, spec.validation_rows, max_rows)
     _add_losses(result, model, base_view, tokenizer, task, spec.validation_rows, max_length, label_names,
@@ -155,7 +157,7 @@ def _evaluate_generations(model, base_view, tokenizer, store, task: str, base_mo
     from worker.evaluation.generate import generate_answers
     from worker.evaluation.semantic import semantic_similarity
 
-    continuation = task == "text"
+    continuation = not get_task_kind(task).prompted  # texts are continued; prompts are answered
     pairs = (continuation_pairs(validation_rows) if continuation else _pairs(validation_rows))[:max_rows]
     prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
     max_new_tokens = MAX_CONTINUATION_TOKENS if continuation else MAX_NEW_TOKENS
@@ -199,7 +201,8 @@ def _add_losses(result: dict, model, base_view, tokenizer, task: str, validation
     if not examples:
         return
     sides = {"adapter": example_losses(model, examples, pad_token_id(tokenizer))}
-    if task != "classification":
+    generative = get_task_kind(task).generative
+    if generative:
         key = base_losses_key(cache[1], task, max_length, rows) if cache else None
         if key and cache[0].exists(key):
             sides["base"] = [tuple(pair) for pair in json.loads(cache[0].path(key).read_text())["losses"]]
@@ -214,7 +217,7 @@ def _add_losses(result: dict, model, base_view, tokenizer, task: str, validation
         loss = bootstrap_ratio([t for t, _ in kept], [n for _, n in kept])
         metrics = result["summary"].setdefault(side, {})
         metrics["validation_loss"] = loss.as_dict()
-        if task != "classification":  # a classifier's loss is over labels, not tokens: no perplexity
+        if generative:  # a classifier's loss is over labels, not tokens: no perplexity
             metrics["perplexity"] = exponentiated(loss).as_dict()
         result["scores"].setdefault(side, {})["validation_loss"] = [t / n for t, n in kept]
 

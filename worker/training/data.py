@@ -2,7 +2,7 @@
 
 Loss is taken on the response only: labels are -100 on every prompt token. The prompt is
 rendered with the tokenizer's chat template when it has one (what a chat model expects at
-inference time), otherwise with PLAIN_PROMPT_FORMAT.
+inference time), otherwise with the plain prompt format of app/domain/task_kinds.py.
 
 Truncation policy (max_length counts prompt + response + EOS):
 - the prompt's start is always kept and the response is cut at its end; a cut response does
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from worker.training.spec import PLAIN_PROMPT_FORMAT, PLAIN_PROMPT_WITH_CONTEXT_FORMAT
+from app.domain.task_kinds import get_task_kind, render_plain_prompt
 
 IGNORE_INDEX = -100
 MIN_RESPONSE_TOKENS = 8
@@ -76,9 +76,7 @@ def render_prompt(tokenizer, prompt: str, system: str | None = None) -> str:
         if system:
             messages.insert(0, {"role": "system", "content": system})
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    if system:
-        return PLAIN_PROMPT_WITH_CONTEXT_FORMAT.format(system=system, prompt=prompt)
-    return PLAIN_PROMPT_FORMAT.format(prompt=prompt)
+    return render_plain_prompt(prompt, system)
 
 
 def _prompt_adds_special_tokens(tokenizer) -> bool:
@@ -221,16 +219,20 @@ def tokenize_classification(tokenizer, rows: Sequence, max_length: int, label_na
     return result
 
 
+# The training function of each task kind (app/domain/task_kinds.py), by its key:
+# (tokenizer, rows, max_length, label names or None) -> examples.
+TOKENIZERS: dict[str, Callable[..., TokenizedRows]] = {
+    "instruction": lambda tokenizer, rows, max_length, label_names: tokenize_rows(tokenizer, rows, max_length),
+    "text": lambda tokenizer, rows, max_length, label_names: tokenize_texts(tokenizer, rows, max_length),
+    "classification": lambda tokenizer, rows, max_length, label_names: tokenize_classification(
+        tokenizer, rows, max_length, label_names or label_names_of(rows)),
+}
+
+
 def tokenize_for_task(tokenizer, task: str, rows: Sequence, max_length: int,
                       label_names: Sequence[str] | None = None) -> TokenizedRows:
-    """Rows of any task kind -> examples (see TrainingSpec for the row shapes)."""
-    if task == "instruction":
-        return tokenize_rows(tokenizer, rows, max_length)
-    if task == "text":
-        return tokenize_texts(tokenizer, rows, max_length)
-    if task == "classification":
-        return tokenize_classification(tokenizer, rows, max_length, label_names or label_names_of(rows))
-    raise ValueError(f"Unknown task {task!r}; expected instruction, text or classification.")
+    """Rows of any task kind -> examples (TaskKind.row_shape gives the row shapes)."""
+    return TOKENIZERS[get_task_kind(task).key](tokenizer, rows, max_length, label_names)
 
 
 def pack_examples(examples: Sequence[TokenizedExample], max_length: int) -> list[TokenizedExample]:

@@ -517,7 +517,7 @@ def run_training(spec: TrainingSpec, callbacks: TrainingCallbacks) -> TrainingRu
     With `spec.checkpoint_dir` the run checkpoints every `checkpoint_minutes` and, when a
     checkpoint is already there, resumes from it (same seed, same data -> the same adapter).
     """
-    params = resolve_params(spec.params)
+    params = resolve_params(spec.technique, spec.params)
     task = spec.task
     seed_everything(spec.seed)
     device = pick_device()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from worker.training.spec import PLAIN_PROMPT_FORMAT
+from app.domain.task_kinds import DEFAULT_TASK, PLAIN_PROMPT_FORMAT, TASK_KINDS
 
 _UNKNOWN = "not recorded"
 # How technique keys are written in prose; unknown keys are shown as given.
@@ -133,9 +133,9 @@ def render_model_card(info: dict) -> str:
 
 def _usage(info: dict, base_model: str) -> list[str]:
     """The usage snippet for the task and technique: classification, a full model, or an adapter."""
-    task = info.get("task") or "instruction"
+    kind = TASK_KINDS.get(info.get("task") or DEFAULT_TASK) or TASK_KINDS[DEFAULT_TASK]
     technique = str(info.get("technique") or "lora").lower()
-    if task == "classification":
+    if kind.has_labels:
         labels = info.get("label_names") or []
         load = (['model = AutoModelForSequenceClassification.from_pretrained("path/to/unzipped/model")']
                 if technique == "full" else [
@@ -162,7 +162,7 @@ def _usage(info: dict, base_model: str) -> list[str]:
         load = [f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
                 f'tokenizer = AutoTokenizer.from_pretrained("{base_model}")',
                 'model = PeftModel.from_pretrained(base, "path/to/unzipped/adapter")']
-    if task == "text":
+    if not kind.prompted:  # a text to continue
         return ["```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
                 *load, "", 'inputs = tokenizer("Our new autumn range", return_tensors="pt")',
                 "outputs = model.generate(**inputs, max_new_tokens=100)",

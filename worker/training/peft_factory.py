@@ -266,7 +266,7 @@ def build_peft_config(model, technique: str, params: dict[str, Any], ctx: BuildC
         raise ValueError(
             f"Unknown technique {technique!r}; the training worker knows: {known}."
         ) from None
-    return builder(resolve_params(params), model, ctx or BuildContext())
+    return builder(resolve_params(technique, params), model, ctx or BuildContext())
 
 
 def build_peft_model(model, technique: str, params: dict[str, Any], ctx: BuildContext | None = None):

@@ -5,41 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-# Every training parameter the pipeline understands, with its default. The web's technique
-# catalogue validates values; the pipeline fills in whatever is missing from here.
-DEFAULT_PARAMS: dict[str, Any] = {
-    "learning_rate": 2e-4,
-    "epochs": 1,
-    "batch_size": 8,
-    "gradient_accumulation_steps": 1,
-    "max_length": 256,
-    "warmup_ratio": 0.05,
-    "r": 8,
-    "alpha": 16,
-    "dropout": 0.05,
-    "target_modules": "all-linear",
-    "max_steps": 0,  # 0 = no cap; > 0 caps the number of optimizer steps
-    "eval_steps": 0,  # 0 = evaluate once per epoch (and at the end)
-    "early_stopping_patience": 0,  # 0 = off
-    "checkpoint_minutes": 10.0,  # 0 = no checkpoints
-    "packing": "off",
-    "precision": "auto",
-    "gradient_checkpointing": "auto",
-}
-
-TASKS = ("instruction", "text", "classification")
+from app.domain.task_kinds import DEFAULT_TASK
+from app.domain.techniques import get_technique
 
 
-def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
-    """Return the defaults overlaid with `params` (unknown keys are kept for the technique)."""
-    merged = dict(DEFAULT_PARAMS)
+def resolve_params(technique: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The technique's catalogue defaults (app/domain/techniques.py, the one source of defaults)
+    overlaid with `params`; unknown keys are kept. Raises ValueError for an unknown technique."""
+    merged = get_technique(technique).defaults()
     merged.update(params or {})
     return merged
-
-# How a prompt is shown to a model whose tokenizer has no chat template (the answer follows).
-PLAIN_PROMPT_FORMAT = "### Question:\n{prompt}\n\n### Answer:\n"
-# The same, for rows that carry a system message or context.
-PLAIN_PROMPT_WITH_CONTEXT_FORMAT = "### Context:\n{system}\n\n### Question:\n{prompt}\n\n### Answer:\n"
 
 
 @dataclass(frozen=True)
@@ -48,14 +23,14 @@ class TrainingSpec:
 
     base_model_dir: str  # local HF folder (config.json, *.safetensors, tokenizer files)
     technique: str  # key of worker.training.peft_factory.BUILDERS, e.g. "lora"
-    params: dict  # already validated; see DEFAULT_PARAMS for keys and defaults
-    # Rows by task: "instruction" (prompt, response) or (prompt, response, system/context);
-    # "text" (text,) or a plain str; "classification" (text, label).
+    params: dict  # already validated; resolve_params fills the technique's defaults
+    # Rows in the shape of the task kind (app/domain/task_kinds.py, TaskKind.row_shape); a text
+    # task also takes plain strs.
     train_rows: list
     validation_rows: list
     output_dir: str  # where the adapter is saved
     seed: int = 0
-    task: str = "instruction"
+    task: str = DEFAULT_TASK
     checkpoint_dir: str | None = None  # checkpoints go here, and a run resumes from the last one
     # Where validation_rows come from (split share or a validation file), their count and the
     # leakage check; recorded with the job's result, not used by the training itself.

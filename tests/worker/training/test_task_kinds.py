@@ -112,3 +112,20 @@ def test_prompt_techniques_are_refused_for_encoder_classification(tiny_bert_dir)
     reason = unavailable_reason(get_technique("prompt_tuning"), "classification", config)
     assert reason and "does not yet reload reliably" in reason
     assert unavailable_reason(get_technique("lora"), "classification", config) is None
+
+
+def test_every_registered_task_kind_has_a_training_and_a_preview_function():
+    # Adding a task kind is one TaskKind entry plus these two functions: neither may be missing.
+    from app.domain.task_kinds import TASK_KEYS
+    from app.services.prompt_preview import PREVIEWS
+    from worker.training.data import TOKENIZERS
+
+    assert set(TOKENIZERS) == set(TASK_KEYS)
+    assert set(PREVIEWS) == set(TASK_KEYS)
+
+
+def test_an_unknown_task_kind_is_refused_by_the_worker():
+    from worker.training.data import tokenize_for_task
+
+    with pytest.raises(ValueError, match="Unknown task 'chat'"):
+        tokenize_for_task(None, "chat", [("a", "b")], 16)

@@ -15,7 +15,7 @@ from worker.training.data import (
     render_row,
     tokenize_rows,
 )
-from worker.training.spec import PLAIN_PROMPT_FORMAT
+from app.domain.task_kinds import PLAIN_PROMPT_FORMAT
 
 ROWS = [
     ("Where is my parcel?", "It ships on Monday."),

@@ -158,7 +158,7 @@ def test_rows_that_cannot_fit_are_refused_in_plain_words(tiny_model_dir, tmp_pat
 
 
 def test_step_plan_counts_epochs_accumulation_and_caps():
-    params = resolve_params({"batch_size": 8, "epochs": 2, "warmup_ratio": 0.1})
+    params = resolve_params("lora", {"batch_size": 8, "epochs": 2, "warmup_ratio": 0.1})
     plan = plan_steps(16, params)
     assert (plan.steps_per_epoch, plan.total_steps, plan.warmup_steps) == (2, 4, 1)
     # 5 micro-batches, 2 per step -> 3 steps per epoch (the last one takes the leftover batch).
@@ -168,7 +168,7 @@ def test_step_plan_counts_epochs_accumulation_and_caps():
 
 
 def test_learning_rate_schedule_warms_up_and_decays_without_a_zero_step():
-    params = resolve_params({"batch_size": 1, "epochs": 1, "warmup_ratio": 0.2})
+    params = resolve_params("lora", {"batch_size": 1, "epochs": 1, "warmup_ratio": 0.2})
     plan = plan_steps(10, params)
     factors = [lr_factor(i, plan) for i in range(plan.total_steps)]
     assert plan.warmup_steps == 2

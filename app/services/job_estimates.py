@@ -1,0 +1,58 @@
+"""A job's pre-launch estimate (memory, time, adapter size) for the worker most likely to take it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.domain.estimates import WorkerClass, estimate_job, mean_tokens_per_row, worker_class_from_device
+from app.domain.task_kinds import TASK_KINDS
+from app.domain.techniques import get_technique
+from app.models import Dataset
+
+
+def preferred_worker(db: Session | None) -> WorkerClass | None:
+    """The class of the worker most likely to take a job: a live GPU worker if any, else a live CPU one."""
+    if db is None:
+        return None
+    try:
+        from app.services.workers import worker_board
+
+        live = [w for w in worker_board(db, -1) if w.state in ("idle", "busy")]
+    except Exception:  # noqa: BLE001 - no worker table or board yet: the estimate assumes a CPU worker
+        return None
+    live.sort(key=lambda w: (not w.device.startswith("cuda"), w.state != "idle"))
+    return worker_class_from_device(live[0].device, live[0].device_memory_bytes) if live else None
+
+
+def estimate_for(dataset: Dataset, config: dict | None, technique: str, clean_params: dict[str, Any], task: str,
+                 mapping: dict[str, Any], worker: WorkerClass | None = None, validation_rows: int | None = None) -> dict[str, Any]:
+    """The pre-launch estimate as a plain dict ({"error": ...} when it cannot be made).
+
+    `validation_rows` (a validation file's rows): every dataset row trains, those rows validate.
+    """
+    if config is None:
+        return {"error": "Choose an installed base model to see an estimate."}
+    entry = get_technique(technique)
+    labels = 0
+    kind = TASK_KINDS.get(task)
+    label_role = kind.label_role if kind is not None else None
+    if label_role is not None and mapping.get(label_role.key):
+        by_name = {c["name"]: c for c in (dataset.profile or {}).get("columns", [])}
+        labels = int((by_name.get(mapping[label_role.key]) or {}).get("distinct") or 2)
+    bits = int(clean_params.get("bits", 0) or 0) if entry.quantized_bits else 0
+    worker = worker or WorkerClass("cpu")
+    n_rows = max(2, int(dataset.row_count or 0))
+    if validation_rows:
+        n_rows += validation_rows
+        clean_params = {**clean_params, "validation_fraction": validation_rows / n_rows}
+    try:
+        estimate = estimate_job(config, technique, clean_params, task=task, n_rows=n_rows,
+                                tokens_per_row=mean_tokens_per_row(dataset.profile, task, mapping), worker=worker,
+                                num_labels=labels, quantized_bits=bits)
+    except (ValueError, KeyError, TypeError, ZeroDivisionError):
+        estimate = None
+    if estimate is None:
+        return {"error": "This model's config.json lacks the sizes an estimate needs."}
+    return {**estimate.as_dict(), "worker": worker.kind, "worker_cores": worker.cores}
