@@ -8,7 +8,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from worker.training.data import collate, tokenize_rows
-from worker.training.loop import lr_factor, plan_steps, run_training, train
+from worker.training.loop import run_training, train
+from worker.training.schedule import lr_factor, plan_steps
 from worker.training.spec import Progress, TrainingSpec, resolve_params
 
 WORDS = (
@@ -179,7 +180,8 @@ def test_learning_rate_schedule_warms_up_and_decays_without_a_zero_step():
 
 def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(tiny_model_dir):
     from worker.training.loading import load_base_model
-    from worker.training.loop import LoopState, accumulate_gradients
+    from worker.training.progress import LoopState
+    from worker.training.steps import accumulate_gradients
     from worker.training.peft_factory import build_peft_model
 
     base, tokenizer = load_base_model(tiny_model_dir)
