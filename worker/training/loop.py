@@ -3,7 +3,7 @@
 An own loop rather than HF Trainer, so progress, cancel and checkpoints are plain function
 calls. TrainingRecipe goes through setup (load, tokenize, build), resume (from the last
 checkpoint), train (optimizer steps, held-out checks, early stopping, periodic checkpoints)
-and save. Where techniques differ it calls the hooks on the technique's entry in
+and save. Where techniques differ it calls the hooks on the technique's Builder in
 peft_factory.BUILDERS; the pieces it is made of live in their own modules (schedule, steps,
 precision, held_out, checkpoints, saving, progress, provenance, memory).
 """
@@ -22,7 +22,7 @@ from worker.training.data import collate, label_names_of, pack_examples, pad_tok
 from worker.training.held_out import evaluate_accuracy, evaluate_loss
 from worker.training.loading import load_base_model, pick_device
 from worker.training.memory import peak_memory_bytes, reset_peak_memory, wants_gradient_checkpointing
-from worker.training.peft_factory import BuildContext, technique_entry, technique_params
+from worker.training.peft_factory import BuildContext, builder_for, technique_params
 from worker.training.precision import precision_for
 from worker.training.progress import LoopState, recent_train_loss, report_progress
 from worker.training.provenance import data_fingerprint, environment_record
@@ -59,7 +59,7 @@ class TrainingRecipe:
     def __init__(self, spec: TrainingSpec, callbacks: TrainingCallbacks):
         self.spec = spec
         self.callbacks = callbacks
-        self.technique = technique_entry(spec.technique)
+        self.builder = builder_for(spec.technique)
         self.params = technique_params(spec.technique, spec.params)
         self.task_kind = get_task_kind(spec.task)
         self.state = LoopState()
@@ -89,19 +89,19 @@ class TrainingRecipe:
         seed_everything(spec.seed)
         self.device = pick_device()
         reset_peak_memory(self.device)
-        self.load_dtype, self.precision = precision_for(params, self.device, fp32_weights=self.technique.fp32_weights)
+        self.load_dtype, self.precision = precision_for(params, self.device, fp32_weights=self.builder.fp32_weights)
         self.label_names = self._label_names()
         base_model, self.tokenizer = load_base_model(
             spec.base_model_dir, self.device, task=spec.task, label_names=self.label_names,
-            quantization_bits=self.technique.bits(params), dtype=self.load_dtype,
+            quantization_bits=self.builder.bits(params), dtype=self.load_dtype,
         )
         self._tokenize()
         self.plan = plan_steps(len(self.train_examples), params)
 
         seed_everything(spec.seed)  # adapter initialisation does not depend on how loading went
         context = BuildContext(task=spec.task, total_steps=self.plan.total_steps, tokenizer_dir=str(spec.base_model_dir))
-        self.model = self.technique.build_model(base_model, params, context)
-        self.files = self.technique.files(self.model)
+        self.model = self.builder.build_model(base_model, params, context)
+        self.files = self.builder.files(self.model)
         if wants_gradient_checkpointing(params, self.device):
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(self.model, "enable_input_require_grads"):
@@ -140,7 +140,7 @@ class TrainingRecipe:
     def packing_applies(self) -> bool:
         """Packing is asked for, and safe: causal tasks, techniques that add no virtual tokens or cache."""
         return (str(self.params.get("packing", "off")) == "on" and not self.task_kind.has_labels
-                and self.technique.packs_examples)
+                and self.builder.packs_examples)
 
     # --- resume -------------------------------------------------------------------------------
 
@@ -200,7 +200,7 @@ class TrainingRecipe:
 
     def _after_optimizer_step(self):
         """The technique's hook, bound to this run (it sees the steps done before this one)."""
-        hook = self.technique.after_optimizer_step
+        hook = self.builder.after_optimizer_step
         if hook is None:
             return None
         return lambda: hook(self.model, self.state.step)

@@ -1,7 +1,7 @@
 """Technique catalogue key + parameters -> PEFT config and model.
 
-Adding a technique is one config builder function and one Technique line in BUILDERS; the
-line also carries the technique's hooks into the training run (quantized loading, packing,
+Adding a technique is one config function and one Builder line in BUILDERS; the line
+also carries the technique's hooks into the training run (quantized loading, packing,
 rank allocation after each step, how the result is saved).
 """
 
@@ -236,20 +236,20 @@ def _is_decoder(model) -> bool:
     ) or type(model).__name__.endswith("ForCausalLM")
 
 
-def _adapter_model(technique: Technique, model, params: dict[str, Any], ctx: BuildContext):
+def _adapter_model(builder: Builder, model, params: dict[str, Any], ctx: BuildContext):
     """Base weights frozen, the technique's adapter added and trainable."""
-    config = technique.configure(params, model, ctx)
+    config = builder.configure(params, model, ctx)
     with warnings.catch_warnings():
         # peft 0.21 calls transformers 5's deprecated is_gradient_checkpointing; noise only.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-        if technique.bits(params) and getattr(model, "is_quantized", False):
+        if builder.bits(params) and getattr(model, "is_quantized", False):
             from peft import prepare_model_for_kbit_training
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         return get_peft_model(model, config)
 
 
-def _every_weight_trains(technique: Technique, model, params: dict[str, Any], ctx: BuildContext):
+def _every_weight_trains(builder: Builder, model, params: dict[str, Any], ctx: BuildContext):
     """Full fine-tuning: the model itself, every weight trainable."""
     for parameter in model.parameters():
         parameter.requires_grad_(True)
@@ -262,12 +262,12 @@ def _adalora_allocate(model, step: int) -> None:
 
 
 @dataclass(frozen=True)
-class Technique:
+class Builder:
     """How the worker trains one catalogue technique: a PEFT config builder, and the hooks the
     training recipe (worker.training.loop) calls where techniques differ."""
 
     configure: Callable[..., PeftConfig] | None  # (params, model, ctx) -> config; None: no adapter
-    make_model: Callable[..., Any] = _adapter_model  # (technique, base model, params, ctx) -> model to train
+    make_model: Callable[..., Any] = _adapter_model  # (builder, base model, params, ctx) -> model to train
     quantized_bits: int = 0  # load the base quantized to this many bits ("bits" parameter overrides)
     packs_examples: bool = True  # False: virtual tokens or a prefix go in front of every row
     fp32_weights: bool = False  # keep fp32 weights under mixed precision (every weight is updated)
@@ -286,25 +286,25 @@ class Technique:
 
 FULL_FINE_TUNING = "full"
 
-BUILDERS: dict[str, Technique] = {
-    "lora": Technique(build_lora_config),
-    "qlora": Technique(build_lora_config, quantized_bits=4),  # the quantized base is the loader's job
-    "dora": Technique(build_dora_config),
-    "rslora": Technique(build_rslora_config),
-    "pissa": Technique(build_pissa_config, files=PlainLoraFromPissaFiles),
-    "adalora": Technique(build_adalora_config, after_optimizer_step=_adalora_allocate),
-    "loha": Technique(build_loha_config),
-    "lokr": Technique(build_lokr_config),
-    "vera": Technique(build_vera_config),
-    "ia3": Technique(build_ia3_config),
-    "prompt_tuning": Technique(build_prompt_tuning_config, packs_examples=False),
-    "prefix_tuning": Technique(build_prefix_tuning_config, packs_examples=False),
-    "p_tuning": Technique(build_p_tuning_config, packs_examples=False),
-    FULL_FINE_TUNING: Technique(None, make_model=_every_weight_trains, fp32_weights=True, files=WholeModelFiles),
+BUILDERS: dict[str, Builder] = {
+    "lora": Builder(build_lora_config),
+    "qlora": Builder(build_lora_config, quantized_bits=4),  # the quantized base is the loader's job
+    "dora": Builder(build_dora_config),
+    "rslora": Builder(build_rslora_config),
+    "pissa": Builder(build_pissa_config, files=PlainLoraFromPissaFiles),
+    "adalora": Builder(build_adalora_config, after_optimizer_step=_adalora_allocate),
+    "loha": Builder(build_loha_config),
+    "lokr": Builder(build_lokr_config),
+    "vera": Builder(build_vera_config),
+    "ia3": Builder(build_ia3_config),
+    "prompt_tuning": Builder(build_prompt_tuning_config, packs_examples=False),
+    "prefix_tuning": Builder(build_prefix_tuning_config, packs_examples=False),
+    "p_tuning": Builder(build_p_tuning_config, packs_examples=False),
+    FULL_FINE_TUNING: Builder(None, make_model=_every_weight_trains, fp32_weights=True, files=WholeModelFiles),
 }
 
 
-def technique_entry(technique: str) -> Technique:
+def builder_for(technique: str) -> Builder:
     """The BUILDERS entry for a catalogue key; ValueError naming the known keys otherwise."""
     try:
         return BUILDERS[technique]
@@ -327,7 +327,7 @@ def quantization_bits(technique: str, params: dict[str, Any]) -> int:
 
 def build_peft_config(model, technique: str, params: dict[str, Any], ctx: BuildContext | None = None) -> PeftConfig:
     """The PEFT config for a catalogue technique; defaults fill missing parameters."""
-    entry = technique_entry(technique)
+    entry = builder_for(technique)
     if entry.configure is None:
         raise ValueError(f"Technique {technique!r} trains the model itself and has no PEFT config.")
     return entry.configure(technique_params(technique, params), model, ctx or BuildContext())
@@ -338,4 +338,4 @@ def build_peft_model(model, technique: str, params: dict[str, Any], ctx: BuildCo
 
     Full fine-tuning returns the model itself with every weight trainable.
     """
-    return technique_entry(technique).build_model(model, technique_params(technique, params), ctx or BuildContext())
+    return builder_for(technique).build_model(model, technique_params(technique, params), ctx or BuildContext())

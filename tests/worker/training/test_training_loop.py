@@ -218,7 +218,7 @@ def test_the_recipe_calls_the_technique_hooks(tiny_model_dir, tmp_path, monkeypa
         def close(self):
             closed.append(True)
 
-    hooked = peft_factory.Technique(peft_factory.build_lora_config, packs_examples=False, files=RecordingFiles,
+    hooked = peft_factory.Builder(peft_factory.build_lora_config, packs_examples=False, files=RecordingFiles,
                                     after_optimizer_step=lambda model, step: calls.append(step))
     monkeypatch.setitem(peft_factory.BUILDERS, "hooked", hooked)
     spec = TrainingSpec(base_model_dir=str(tiny_model_dir), technique="hooked",
