@@ -118,7 +118,8 @@ def run_baseline(technique: str, args) -> dict:
 
     from worker.training.data import IGNORE_INDEX, pad_token_id, tokenize_rows
     from worker.training.loading import load_base_model, pick_device, use_exact_cpu_4bit_kernel
-    from worker.training.loop import evaluate_loss, seed_everything
+    from worker.training.held_out import evaluate_loss
+    from worker.training.schedule import seed_everything
     from worker.training.peft_factory import BuildContext, build_peft_model, quantization_bits
 
     key, params = _params(technique, args)

@@ -16,7 +16,7 @@ from app.services.evaluations import load_evaluation
 from worker.evaluation.runner import evaluate_adapter
 from tests.app.helpers import SAMPLE_CSV
 from worker.job_runner import build_spec, run_training_job
-from worker.training.loop import data_fingerprint
+from worker.training.provenance import data_fingerprint
 
 MAPPING = {"prompt": "question", "response": "answer"}
 HELD_OUT = [("Can I pay with a gift card and a credit card together?", "Yes: enter the gift card first, then pay the rest by card."),

@@ -145,7 +145,7 @@ def without_adapter(model, full_base_dir: str | None = None):
 
 
 def _label_names(adapter_dir) -> list[str]:
-    from worker.training.loop import LABELS_FILE
+    from worker.training.saving import LABELS_FILE
 
     id2label = json.loads((adapter_dir / LABELS_FILE).read_text())["id2label"]
     return [id2label[str(i)] for i in range(len(id2label))]

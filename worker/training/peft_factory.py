@@ -1,6 +1,8 @@
 """Technique catalogue key + parameters -> PEFT config and model.
 
-Adding a technique is one builder function and one line in BUILDERS.
+Adding a technique is one config function and one Builder line in BUILDERS; the line
+also carries the technique's hooks into the training run (quantized loading, packing,
+rank allocation after each step, how the result is saved).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from peft import (
     get_peft_model,
 )
 
+from app.domain.task_kinds import get_task_kind
+from worker.training.saving import AdapterFiles, PlainLoraFromPissaFiles, WholeModelFiles
 from worker.training.spec import resolve_params
 
 
@@ -85,8 +89,13 @@ class BuildContext:
     tokenizer_dir: str | None = None  # prompt tuning's text initialisation
 
     @property
+    def classifies(self) -> bool:
+        """Rows end in a label: the model has a classification head."""
+        return get_task_kind(self.task).has_labels
+
+    @property
     def task_type(self) -> TaskType:
-        return TaskType.SEQ_CLS if self.task == "classification" else TaskType.CAUSAL_LM
+        return TaskType.SEQ_CLS if self.classifies else TaskType.CAUSAL_LM
 
 
 def _lora_kwargs(params: dict[str, Any], model, ctx: BuildContext) -> dict[str, Any]:
@@ -213,7 +222,7 @@ def _head_modules(model, ctx: BuildContext) -> list[str] | None:
     An encoder's pooler counts too: a masked-LM checkpoint (like MiniLM's) has none, so it is
     freshly initialised and would differ on every load unless it travels with the adapter.
     """
-    if ctx.task != "classification":
+    if not ctx.classifies:
         return None
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     return [name for name in ("classifier", "score", "pooler") if name in names] or None
@@ -227,46 +236,101 @@ def _is_decoder(model) -> bool:
     ) or type(model).__name__.endswith("ForCausalLM")
 
 
-FULL_FINE_TUNING = "full"
-# Techniques that put virtual tokens or a key/value prefix in front of the input.
-PROMPT_LEARNING_TECHNIQUES = frozenset({"prompt_tuning", "prefix_tuning", "p_tuning"})
+def _adapter_model(builder: Builder, model, params: dict[str, Any], ctx: BuildContext):
+    """Base weights frozen, the technique's adapter added and trainable."""
+    config = builder.configure(params, model, ctx)
+    with warnings.catch_warnings():
+        # peft 0.21 calls transformers 5's deprecated is_gradient_checkpointing; noise only.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        if builder.bits(params) and getattr(model, "is_quantized", False):
+            from peft import prepare_model_for_kbit_training
 
-BUILDERS: dict[str, Callable[..., PeftConfig]] = {
-    "lora": build_lora_config,
-    "qlora": build_lora_config,  # the quantized base is the loader's job
-    "dora": build_dora_config,
-    "rslora": build_rslora_config,
-    "pissa": build_pissa_config,
-    "adalora": build_adalora_config,
-    "loha": build_loha_config,
-    "lokr": build_lokr_config,
-    "vera": build_vera_config,
-    "ia3": build_ia3_config,
-    "prompt_tuning": build_prompt_tuning_config,
-    "prefix_tuning": build_prefix_tuning_config,
-    "p_tuning": build_p_tuning_config,
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        return get_peft_model(model, config)
+
+
+def _every_weight_trains(builder: Builder, model, params: dict[str, Any], ctx: BuildContext):
+    """Full fine-tuning: the model itself, every weight trainable."""
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return model
+
+
+def _adalora_allocate(model, step: int) -> None:
+    """AdaLoRA reallocates ranks from the fresh gradients after every optimizer step."""
+    model.base_model.update_and_allocate(step)
+
+
+@dataclass(frozen=True)
+class Builder:
+    """How the worker trains one catalogue technique: a PEFT config builder, and the hooks the
+    training recipe (worker.training.loop) calls where techniques differ."""
+
+    configure: Callable[..., PeftConfig] | None  # (params, model, ctx) -> config; None: no adapter
+    make_model: Callable[..., Any] = _adapter_model  # (builder, base model, params, ctx) -> model to train
+    quantized_bits: int = 0  # load the base quantized to this many bits ("bits" parameter overrides)
+    packs_examples: bool = True  # False: virtual tokens or a prefix go in front of every row
+    fp32_weights: bool = False  # keep fp32 weights under mixed precision (every weight is updated)
+    after_optimizer_step: Callable[[Any, int], None] | None = None  # (model, steps done before this one)
+    files: Callable[[Any], AdapterFiles] = AdapterFiles  # started on the built model; writes the result
+
+    def bits(self, params: dict[str, Any]) -> int:
+        """Quantization bits for the base model; 0 = not quantized."""
+        if not self.quantized_bits:
+            return 0
+        return int(params.get("bits") or self.quantized_bits)
+
+    def build_model(self, model, params: dict[str, Any], ctx: BuildContext):
+        return self.make_model(self, model, params, ctx)
+
+
+FULL_FINE_TUNING = "full"
+
+BUILDERS: dict[str, Builder] = {
+    "lora": Builder(build_lora_config),
+    "qlora": Builder(build_lora_config, quantized_bits=4),  # the quantized base is the loader's job
+    "dora": Builder(build_dora_config),
+    "rslora": Builder(build_rslora_config),
+    "pissa": Builder(build_pissa_config, files=PlainLoraFromPissaFiles),
+    "adalora": Builder(build_adalora_config, after_optimizer_step=_adalora_allocate),
+    "loha": Builder(build_loha_config),
+    "lokr": Builder(build_lokr_config),
+    "vera": Builder(build_vera_config),
+    "ia3": Builder(build_ia3_config),
+    "prompt_tuning": Builder(build_prompt_tuning_config, packs_examples=False),
+    "prefix_tuning": Builder(build_prefix_tuning_config, packs_examples=False),
+    "p_tuning": Builder(build_p_tuning_config, packs_examples=False),
+    FULL_FINE_TUNING: Builder(None, make_model=_every_weight_trains, fp32_weights=True, files=WholeModelFiles),
 }
 
-# Techniques whose base model is loaded quantized, and how: parameter "bits" overrides.
-QUANTIZED_TECHNIQUES = {"qlora": 4}
+
+def builder_for(technique: str) -> Builder:
+    """The BUILDERS entry for a catalogue key; ValueError naming the known keys otherwise."""
+    try:
+        return BUILDERS[technique]
+    except KeyError:
+        known = ", ".join(sorted(BUILDERS))
+        raise ValueError(
+            f"Unknown technique {technique!r}; the training worker knows: {known}."
+        ) from None
+
+
+def technique_params(technique: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The parameters a technique trains with: defaults overlaid with `params`."""
+    return resolve_params(technique, params)
 
 
 def quantization_bits(technique: str, params: dict[str, Any]) -> int:
-    if technique not in QUANTIZED_TECHNIQUES:
-        return 0
-    return int(params.get("bits") or QUANTIZED_TECHNIQUES[technique])
+    entry = BUILDERS.get(technique)
+    return entry.bits(params) if entry is not None else 0
 
 
 def build_peft_config(model, technique: str, params: dict[str, Any], ctx: BuildContext | None = None) -> PeftConfig:
     """The PEFT config for a catalogue technique; defaults fill missing parameters."""
-    try:
-        builder = BUILDERS[technique]
-    except KeyError:
-        known = ", ".join(sorted([*BUILDERS, FULL_FINE_TUNING]))
-        raise ValueError(
-            f"Unknown technique {technique!r}; the training worker knows: {known}."
-        ) from None
-    return builder(resolve_params(technique, params), model, ctx or BuildContext())
+    entry = builder_for(technique)
+    if entry.configure is None:
+        raise ValueError(f"Technique {technique!r} trains the model itself and has no PEFT config.")
+    return entry.configure(technique_params(technique, params), model, ctx or BuildContext())
 
 
 def build_peft_model(model, technique: str, params: dict[str, Any], ctx: BuildContext | None = None):
@@ -274,16 +338,4 @@ def build_peft_model(model, technique: str, params: dict[str, Any], ctx: BuildCo
 
     Full fine-tuning returns the model itself with every weight trainable.
     """
-    if technique == FULL_FINE_TUNING:
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-        return model
-    config = build_peft_config(model, technique, params, ctx)
-    with warnings.catch_warnings():
-        # peft 0.21 calls transformers 5's deprecated is_gradient_checkpointing; noise only.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-        if quantization_bits(technique, params) and getattr(model, "is_quantized", False):
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        return get_peft_model(model, config)
+    return builder_for(technique).build_model(model, technique_params(technique, params), ctx or BuildContext())

@@ -4,7 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from worker.training.loop import CHECKPOINT_FILE, run_training, train
+from worker.training.checkpoints import CHECKPOINT_FILE
+from worker.training.loop import run_training, train
 from worker.training.spec import TrainingSpec
 
 from tests.worker.training.test_training_loop import MEMO_ROWS, Recorder
@@ -81,7 +82,7 @@ def test_validation_loss_every_n_steps_and_early_stopping(tiny_model_dir, tmp_pa
 def test_packed_examples_give_the_same_loss_as_separate_ones(tiny_model_dir):
     from worker.training.data import collate, pack_examples, tokenize_rows
     from worker.training.loading import load_base_model
-    from worker.training.loop import batch_loss_sum, predicted_token_count
+    from worker.training.steps import batch_loss_sum, predicted_token_count
 
     model, tokenizer = load_base_model(tiny_model_dir)
     model.eval()
@@ -108,7 +109,7 @@ class NotAWeight:
 def test_a_checkpoint_holding_anything_but_tensors_and_plain_values_is_refused(tiny_model_dir, tmp_path):
     import pickle
 
-    from worker.training.loop import load_checkpoint
+    from worker.training.checkpoints import load_checkpoint
 
     checkpoint_dir = tmp_path / "checkpoint"
     checkpoint_dir.mkdir()

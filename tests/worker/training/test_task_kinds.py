@@ -9,7 +9,8 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
 from worker.training.data import collate, render_prompt, tokenize_classification, tokenize_texts
-from worker.training.loop import LABELS_FILE, run_training
+from worker.training.loop import run_training
+from worker.training.saving import LABELS_FILE
 from worker.training.spec import TrainingSpec
 
 from tests.worker.training.test_training_loop import MEMO_ROWS, Recorder

@@ -8,7 +8,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from worker.training.data import collate, tokenize_rows
-from worker.training.loop import lr_factor, plan_steps, run_training, train
+from worker.training.loop import run_training, train
+from worker.training.schedule import lr_factor, plan_steps
 from worker.training.spec import Progress, TrainingSpec, resolve_params
 
 WORDS = (
@@ -179,7 +180,8 @@ def test_learning_rate_schedule_warms_up_and_decays_without_a_zero_step():
 
 def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(tiny_model_dir):
     from worker.training.loading import load_base_model
-    from worker.training.loop import LoopState, accumulate_gradients
+    from worker.training.progress import LoopState
+    from worker.training.steps import accumulate_gradients
     from worker.training.peft_factory import build_peft_model
 
     base, tokenizer = load_base_model(tiny_model_dir)
@@ -201,3 +203,47 @@ def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(tiny_model
     assert split_loss == pytest.approx(one_loss, rel=1e-5)
     for one, split in zip(one_grads, split_grads):
         torch.testing.assert_close(split, one, rtol=1e-4, atol=1e-6)
+
+
+def test_the_recipe_calls_the_technique_hooks(tiny_model_dir, tmp_path, monkeypatch):
+    """A technique's after-step hook runs once per optimizer step with the steps done before it,
+    and its packing choice and writer are the ones the run uses."""
+    from worker.training import peft_factory
+    from worker.training.loop import TrainingRecipe
+    from worker.training.saving import AdapterFiles
+
+    calls, closed = [], []
+
+    class RecordingFiles(AdapterFiles):
+        def close(self):
+            closed.append(True)
+
+    hooked = peft_factory.Builder(peft_factory.build_lora_config, packs_examples=False, files=RecordingFiles,
+                                    after_optimizer_step=lambda model, step: calls.append(step))
+    monkeypatch.setitem(peft_factory.BUILDERS, "hooked", hooked)
+    spec = TrainingSpec(base_model_dir=str(tiny_model_dir), technique="hooked",
+                        params={"epochs": 10, "max_steps": 3, "packing": "on", "checkpoint_minutes": 0},
+                        train_rows=MEMO_ROWS, validation_rows=[], output_dir=str(tmp_path / "adapter"))
+    recipe = TrainingRecipe(spec, Recorder())
+    assert not recipe.packing_applies()
+    run = recipe.run()
+    assert run.result.status == "completed" and calls == [0, 1, 2] and closed == [True]
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_failed_pissa_run_leaves_no_starting_adapter_behind(tiny_model_dir, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    class Failing(Recorder):
+        def on_progress(self, progress):
+            raise RuntimeError("the caller broke")
+
+    spec = _spec(tiny_model_dir, tmp_path / "adapter", max_steps=2, checkpoint_minutes=0)
+    spec = TrainingSpec(**{**spec.__dict__, "technique": "pissa"})
+    with pytest.raises(RuntimeError, match="the caller broke"):
+        run_training(spec, Failing())
+    assert list(scratch.iterdir()) == []

@@ -46,3 +46,28 @@ def test_attention_choice_adapts_only_the_attention_projections(tiny_model):
     assert set(config.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
     trainable, _ = model.get_nb_trainable_parameters()
     assert trainable == 4 * 4 * 4 * (256 + 256)
+
+
+def test_technique_differences_are_hooks_on_their_builder_entries():
+    from worker.training.peft_factory import FULL_FINE_TUNING, quantization_bits
+    from worker.training.saving import AdapterFiles, PlainLoraFromPissaFiles, WholeModelFiles
+
+    assert quantization_bits("qlora", {}) == 4 and quantization_bits("qlora", {"bits": "8"}) == 8
+    assert quantization_bits("lora", {"bits": "8"}) == 0 and quantization_bits("magic", {}) == 0
+    assert {key for key, entry in BUILDERS.items() if not entry.packs_examples} == {
+        "prompt_tuning", "prefix_tuning", "p_tuning"}
+    assert [key for key, entry in BUILDERS.items() if entry.after_optimizer_step] == ["adalora"]
+    assert [key for key, entry in BUILDERS.items() if entry.fp32_weights] == [FULL_FINE_TUNING]
+    assert BUILDERS[FULL_FINE_TUNING].files is WholeModelFiles
+    assert BUILDERS["pissa"].files is PlainLoraFromPissaFiles and BUILDERS["lora"].files is AdapterFiles
+
+
+def test_full_fine_tuning_trains_every_weight_and_has_no_peft_config(tiny_model):
+    from worker.training.peft_factory import FULL_FINE_TUNING
+
+    for parameter in tiny_model.parameters():
+        parameter.requires_grad_(False)
+    model = build_peft_model(tiny_model, FULL_FINE_TUNING, {})
+    assert model is tiny_model and all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="no PEFT config"):
+        build_peft_config(tiny_model, FULL_FINE_TUNING, {})
