@@ -208,6 +208,9 @@ def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(tiny_model
 def test_the_recipe_calls_the_technique_hooks(tiny_model_dir, tmp_path, monkeypatch):
     """A technique's after-step hook runs once per optimizer step with the steps done before it,
     and its packing choice and writer are the ones the run uses."""
+    import dataclasses
+
+    from app.domain.techniques import CATALOGUE
     from worker.training import peft_factory
     from worker.training.loop import TrainingRecipe
     from worker.training.saving import AdapterFiles
@@ -221,6 +224,8 @@ def test_the_recipe_calls_the_technique_hooks(tiny_model_dir, tmp_path, monkeypa
     hooked = peft_factory.Builder(peft_factory.build_lora_config, packs_examples=False, files=RecordingFiles,
                                     after_optimizer_step=lambda model, step: calls.append(step))
     monkeypatch.setitem(peft_factory.BUILDERS, "hooked", hooked)
+    # The catalogue is the one source of a technique's defaults: the test technique is LoRA's entry under another key.
+    monkeypatch.setitem(CATALOGUE, "hooked", dataclasses.replace(CATALOGUE["lora"], key="hooked"))
     spec = TrainingSpec(base_model_dir=str(tiny_model_dir), technique="hooked",
                         params={"epochs": 10, "max_steps": 3, "packing": "on", "checkpoint_minutes": 0},
                         train_rows=MEMO_ROWS, validation_rows=[], output_dir=str(tmp_path / "adapter"))
