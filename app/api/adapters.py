@@ -76,7 +76,7 @@ def export_merged(adapter: Adapter = Depends(owned_adapter), db: Session = Depen
         exports.request_merged_export(db, adapter)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    return {"adapter_id": adapter.id, "merged_export_state": adapter.metrics.get("merged_export_state")}
+    return {"adapter_id": adapter.id, "merged_export_state": adapter.merged_export_state}
 
 
 @router.get("/adapters/{adapter_id}/merged", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
@@ -95,7 +95,7 @@ def export_gguf(adapter: Adapter = Depends(owned_adapter), db: Session = Depends
         exports.request_gguf_export(db, get_settings(), adapter)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    return {"adapter_id": adapter.id, "gguf_export_state": adapter.metrics.get("gguf_export_state")}
+    return {"adapter_id": adapter.id, "gguf_export_state": adapter.gguf_export_state}
 
 
 @router.get("/adapters/{adapter_id}/gguf", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})

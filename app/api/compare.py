@@ -26,4 +26,4 @@ def get_comparison(ids: list[str] = Query(default=[], description="Adapter ids: 
 @router.post("/adapters/{adapter_id}/evaluate", status_code=202)
 def evaluate(adapter: Adapter = Depends(owned_adapter), db: Session = Depends(get_db)) -> dict:
     request_evaluation(db, adapter)
-    return {"adapter_id": adapter.id, "evaluation_state": adapter.metrics.get("evaluation_state")}
+    return {"adapter_id": adapter.id, "evaluation_state": adapter.evaluation_state}

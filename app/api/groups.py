@@ -28,7 +28,7 @@ def get_group(group_id: str, user: User = Depends(current_user), db: Session = D
         "group_id": group_id, "finished": state.finished, "training_done": state.training_done,
         "jobs": [{"id": j.id, "name": j.name, "technique": j.technique, "status": j.status, "error": j.error,
                   "adapter_id": state.adapters[j.id].id if j.id in state.adapters else None,
-                  "evaluation_state": (state.adapters[j.id].metrics or {}).get("evaluation_state") if j.id in state.adapters else None}
+                  "evaluation_state": state.adapters[j.id].evaluation_state if j.id in state.adapters else None}
                  for j in state.jobs],
         "adapter_ids": state.adapter_ids,
         "recommendation": ctx["recommendation"],
