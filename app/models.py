@@ -31,6 +31,19 @@ class JobStatus(StrEnum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
+class WorkflowState(StrEnum):
+    """Where a background task on an adapter (evaluation, an export) stands."""
+
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+# The adapter's background workflows: each has `<key>_state` and `<key>_error` columns.
+ADAPTER_WORKFLOWS = ("evaluation", "merged_export", "gguf_export")
+
+
 class Workspace(Base):
     __tablename__ = "workspaces"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -168,11 +181,35 @@ class Adapter(Base):
     storage_key: Mapped[str] = mapped_column(String(500))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     trainable_parameters: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Measurements only (losses, the evaluation summary, the base model's provenance); the
+    # workflows' states live in their own columns below.
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # draft (just trained) -> approved (cleared to ship) -> archived (kept, hidden from pickers)
     status: Mapped[str] = mapped_column(String(20), default="draft", server_default="draft")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Background work on the adapter (app/services/adapter_workflows.py): None (never asked) ->
+    # queued -> running -> done | failed, each step a conditional UPDATE; the error is for people.
+    evaluation_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    evaluation_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    merged_export_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    merged_export_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    gguf_export_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    gguf_export_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    gguf_export_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     job: Mapped[Job | None] = relationship()
+
+    @property
+    def metrics_with_states(self) -> dict[str, Any]:
+        """The metrics as the API has always shown them: each requested workflow's state and
+        error beside them (and the GGUF file's size once written)."""
+        shown = dict(self.metrics or {})
+        for key in ADAPTER_WORKFLOWS:
+            if getattr(self, f"{key}_state") is not None:
+                shown[f"{key}_state"] = getattr(self, f"{key}_state")
+                shown[f"{key}_error"] = getattr(self, f"{key}_error")
+        if self.gguf_export_bytes is not None:
+            shown["gguf_export_bytes"] = self.gguf_export_bytes
+        return shown
 
 
 class WorkerNode(Base):

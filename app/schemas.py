@@ -196,7 +196,7 @@ class AdapterPublic(BaseModel):
     base_model: str
     size_bytes: int
     trainable_parameters: int
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(validation_alias="metrics_with_states")  # workflow states shown beside the metrics, as before
     status: str
     created_at: datetime
     download_url: str = ""

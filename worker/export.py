@@ -13,6 +13,8 @@ from app.base_models import get_base_model
 from app.config import get_settings
 from app.db import session_scope
 from app.models import Adapter
+from app.services import adapter_workflows
+from app.services.adapter_workflows import GGUF_EXPORT, MERGED_EXPORT, Workflow
 from app.services.artifacts import get_artifact_store
 from app.services.exports import MERGEABLE_TECHNIQUES, gguf_key, gguf_unavailable_reason, merged_key
 
@@ -39,7 +41,8 @@ def run_merged_export(adapter_id: int) -> str:
         base = get_base_model(get_settings(), adapter.base_model)
         technique = adapter.technique
         adapter_dir = str(store.path(adapter.storage_key))
-    _set_state(adapter_id, "running")
+    if not _start(adapter_id, MERGED_EXPORT):
+        return "not-started"
     workdir = store.temp_path("-merge")
     try:
         if technique not in MERGEABLE_TECHNIQUES:
@@ -55,11 +58,11 @@ def run_merged_export(adapter_id: int) -> str:
         store.put_file(merged_key(adapter_id), archive)
     except Exception as exc:  # noqa: BLE001 - the adapter stays usable; the page says why
         log.exception("adapter %s: merged export failed", adapter_id)
-        _set_state(adapter_id, "failed", f"{type(exc).__name__}: {exc}"[:500])
+        _finish(adapter_id, MERGED_EXPORT, f"{type(exc).__name__}: {exc}"[:500])
         return "failed"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    _set_state(adapter_id, "done")
+    _finish(adapter_id, MERGED_EXPORT)
     return "done"
 
 
@@ -75,7 +78,8 @@ def run_gguf_export(adapter_id: int) -> str:
         base = get_base_model(settings, adapter.base_model)
         adapter_dir = store.path(adapter.storage_key)
         name = adapter.name
-    _set_state(adapter_id, "running", kind="gguf")
+    if not _start(adapter_id, GGUF_EXPORT):
+        return "not-started"
     out = store.temp_path(".gguf")
     try:
         if reason:
@@ -85,15 +89,23 @@ def run_gguf_export(adapter_id: int) -> str:
         store.put_file(gguf_key(adapter_id), out)
     except Exception as exc:  # noqa: BLE001 - the adapter stays usable; the page says why
         log.exception("adapter %s: GGUF export failed", adapter_id)
-        _set_state(adapter_id, "failed", f"{type(exc).__name__}: {exc}"[:500], kind="gguf")
+        _finish(adapter_id, GGUF_EXPORT, f"{type(exc).__name__}: {exc}"[:500])
         return "failed"
     finally:
         out.unlink(missing_ok=True)
-    _set_state(adapter_id, "done", kind="gguf", extra={"gguf_export_bytes": info.size_bytes})
+    _finish(adapter_id, GGUF_EXPORT, gguf_export_bytes=info.size_bytes)
     return "done"
 
 
-def _set_state(adapter_id: int, state: str, error: str | None = None, kind: str = "merged", extra: dict | None = None) -> None:
+def _start(adapter_id: int, workflow: Workflow) -> bool:
+    """running, unless a duplicate wake-up finds the export running already."""
     with session_scope() as db:
-        adapter = db.get(Adapter, adapter_id)
-        adapter.metrics = {**(adapter.metrics or {}), f"{kind}_export_state": state, f"{kind}_export_error": error, **(extra or {})}
+        if adapter_workflows.start(db, adapter_id, workflow):
+            return True
+    log.info("adapter %s: %s not started (running already)", adapter_id, workflow.key)
+    return False
+
+
+def _finish(adapter_id: int, workflow: Workflow, error: str | None = None, **values) -> None:
+    with session_scope() as db:
+        adapter_workflows.finish(db, adapter_id, workflow, error, **values)

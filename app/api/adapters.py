@@ -44,7 +44,6 @@ def update_adapter(body: AdapterUpdate, adapter: OwnedAdapter, db: DbSession):
         adapters.set_status(db, adapter, body.status)
     except adapters.AdapterError as exc:
         raise HTTPException(422, str(exc)) from None
-    db.commit()
     return adapter_public(adapter)
 
 
@@ -68,7 +67,7 @@ def export_merged(adapter: OwnedAdapter, db: DbSession) -> MergedExportRequested
         exports.request_merged_export(db, adapter)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    return MergedExportRequested(adapter_id=adapter.id, merged_export_state=adapter.metrics.get("merged_export_state"))
+    return MergedExportRequested(adapter_id=adapter.id, merged_export_state=adapter.merged_export_state)
 
 
 @router.get("/adapters/{adapter_id}/merged", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
@@ -84,7 +83,7 @@ def export_gguf(adapter: OwnedAdapter, db: DbSession) -> GgufExportRequested:
         exports.request_gguf_export(db, get_settings(), adapter)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    return GgufExportRequested(adapter_id=adapter.id, gguf_export_state=adapter.metrics.get("gguf_export_state"))
+    return GgufExportRequested(adapter_id=adapter.id, gguf_export_state=adapter.gguf_export_state)
 
 
 @router.get("/adapters/{adapter_id}/gguf", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})

@@ -24,4 +24,4 @@ def get_comparison(user: CurrentUser, db: DbSession, store: Store,
 @router.post("/adapters/{adapter_id}/evaluate", status_code=202)
 def evaluate(adapter: OwnedAdapter, db: DbSession) -> EvaluationRequested:
     request_evaluation(db, adapter)
-    return EvaluationRequested(adapter_id=adapter.id, evaluation_state=adapter.metrics.get("evaluation_state"))
+    return EvaluationRequested(adapter_id=adapter.id, evaluation_state=adapter.evaluation_state)

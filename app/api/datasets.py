@@ -40,7 +40,6 @@ def upload_dataset(user: CurrentUser, db: DbSession, settings: AppSettings, stor
     except dataset_store.DatasetError as exc:
         db.rollback()
         raise HTTPException(exc.status, exc.message) from None
-    db.commit()
     # The notes of ingestion (renamed headers, ragged rows, ...) are stored with the dataset.
     detail = _dataset_detail(dataset, store, settings, already_uploaded=report is None)
     if report is None:
@@ -103,7 +102,6 @@ def get_token_lengths(base_model: str, dataset: OwnedDataset, settings: AppSetti
 def set_personal_data_masking(body: PersonalDataMasking, dataset: OwnedDataset, db: DbSession, store: Store):
     """Train on a copy with personal data masked (the original stays unchanged), or on the original again."""
     masked = run_at_low_priority(dataset_masking.set_pii_masking, db, store, dataset, body.mask)
-    db.commit()
     return PersonalDataMaskingResult(pii_masked=dataset.pii_masked, masked=masked)
 
 

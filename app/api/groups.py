@@ -22,7 +22,7 @@ def get_group(group_id: str, user: CurrentUser, db: DbSession, store: Store) -> 
         group_id=group_id, finished=state.finished, training_done=state.training_done,
         jobs=[BakeoffJobPublic(id=j.id, name=j.name, technique=j.technique, status=j.status, error=j.error,
                                adapter_id=state.adapters[j.id].id if j.id in state.adapters else None,
-                               evaluation_state=(state.adapters[j.id].metrics or {}).get("evaluation_state") if j.id in state.adapters else None)
+                               evaluation_state=state.adapters[j.id].evaluation_state if j.id in state.adapters else None)
               for j in state.jobs],
         adapter_ids=state.adapter_ids,
         recommendation=group["recommendation"],
@@ -43,7 +43,6 @@ def create_bakeoff(body: BakeoffCreate, user: CurrentUser, db: DbSession, settin
     except jobs.JobError as exc:
         db.rollback()
         raise HTTPException(422, {"message": "The bake-off was not started: " + str(exc), "errors": exc.errors}) from None
-    db.commit()
     for job in created:
         jobs.send_wakeup(db, job)
     return BakeoffCreated(group_id=group_id, job_ids=[j.id for j in created], url=f"/groups/{group_id}")

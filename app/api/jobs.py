@@ -35,7 +35,6 @@ def create_job(body: JobCreate, user: CurrentUser, db: DbSession, settings: AppS
     except jobs.JobError as exc:
         db.rollback()
         raise HTTPException(422, {"message": "The job was not created: " + str(exc), "errors": exc.errors}) from None
-    db.commit()
     jobs.send_wakeup(db, job)
     return job_public(db, job)
 
@@ -71,5 +70,4 @@ def get_job(job: OwnedJob, db: DbSession):
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(job: OwnedJob, db: DbSession):
     jobs.request_cancel(db, job)
-    db.commit()
     return job_public(db, job)

@@ -20,7 +20,6 @@ def next_pair(user: CurrentUser, db: DbSession, store: Store, ids: list[str] = Q
         item = reviews.next_item(db, store, workspace_id=user.workspace_id, reviewer_id=user.id, adapter_ids=parse_ids(ids))
     except reviews.ReviewError as exc:
         raise HTTPException(409, str(exc)) from None
-    db.commit()
     return ReviewPair(token=item.token, prompt=item.prompt, left=item.left_answer, right=item.right_answer)
 
 
@@ -33,5 +32,4 @@ def vote(token: str, body: Vote, user: CurrentUser, db: DbSession) -> VoteRecord
         reviews.record_vote(db, item, body.choice)
     except reviews.ReviewError as exc:
         raise HTTPException(409, str(exc)) from None
-    db.commit()
     return VoteRecorded(recorded=body.choice)

@@ -21,6 +21,7 @@ from app.services.artifacts import ArtifactStore, get_artifact_store
 
 
 def get_db() -> Iterator[Session]:
+    """The request's session: the boundary that commits (routes and services never do), or rolls back on an error."""
     with session_scope() as session:
         yield session
 
@@ -33,7 +34,10 @@ def store_dep() -> ArtifactStore:
     return get_artifact_store()
 
 
-DbSession = Annotated[Session, Depends(get_db)]
+# Function scope: the request boundary commits when the route returns, before the response is sent
+# (a failed commit is then an error answer, not a lost write after a 200), and wake-ups registered
+# with app.services.wakeups go out right after that commit.
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
 AppSettings = Annotated[Settings, Depends(settings_dep)]
 Store = Annotated[ArtifactStore, Depends(store_dep)]
 

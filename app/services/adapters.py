@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Adapter, AdapterDownload
+from app.services import adapter_workflows
 from app.services.artifacts import LocalArtifactStore
 
 ZIP_NAME = "adapter.zip"
@@ -66,15 +67,9 @@ def adapter_for_job(db: Session, job_id: int) -> Adapter | None:
     return db.scalar(select(Adapter).where(Adapter.job_id == job_id))
 
 
-def request_evaluation(db: Session, adapter: Adapter) -> None:
-    """Mark the adapter's evaluation queued and wake a worker for it."""
+def request_evaluation(db: Session, adapter: Adapter) -> bool:
+    """Mark the adapter's evaluation queued and wake a worker once that is committed; False (and
+    nothing sent) while an evaluation is already queued or running."""
     from app import queue
 
-    adapter.metrics = {**(adapter.metrics or {}), "evaluation_state": "queued", "evaluation_error": None}
-    db.commit()
-    try:
-        queue.send_evaluate(adapter.id)
-    except Exception:  # noqa: BLE001
-        adapter.metrics = {**adapter.metrics, "evaluation_state": "failed",
-                           "evaluation_error": "The job queue could not be reached; try again in a moment."}
-        db.commit()
+    return adapter_workflows.request_and_wake(db, adapter, adapter_workflows.EVALUATION, queue.send_evaluate)

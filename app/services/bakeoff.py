@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.models import Adapter, Dataset, Job
+from app.models import Adapter, Dataset, Job, WorkflowState
 from app.services import jobs
 from app.services.artifacts import ArtifactStore
 from app.services.evaluations import load_evaluation
@@ -69,7 +69,7 @@ class GroupState:
 
     @property
     def evaluations_done(self) -> bool:
-        return all((a.metrics or {}).get("evaluation_state") in ("done", "failed") for a in self.adapters.values())
+        return all(a.evaluation_state in (WorkflowState.done, WorkflowState.failed) for a in self.adapters.values())
 
     @property
     def finished(self) -> bool:

@@ -13,6 +13,7 @@ from app import queue
 from app.base_models import get_base_model
 from app.config import Settings
 from app.models import Adapter
+from app.services import adapter_workflows
 from app.domain.techniques import CATALOGUE
 
 # Techniques whose update folds into the base weights (PEFT merge_and_unload): the LoRA family and
@@ -29,12 +30,11 @@ def merged_key(adapter_id: int) -> str:
     return f"exports/adapter-{adapter_id}/merged.zip"
 
 
-def request_merged_export(db: Session, adapter: Adapter) -> None:
+def request_merged_export(db: Session, adapter: Adapter) -> bool:
+    """Queue the merged export (a worker is woken once this commits); False while one is pending."""
     if adapter.technique not in MERGEABLE_TECHNIQUES:
         raise ValueError(f"{adapter.technique} adapters cannot be merged into the base model; only the LoRA family can.")
-    adapter.metrics = {**(adapter.metrics or {}), "merged_export_state": "queued", "merged_export_error": None}
-    db.commit()
-    queue.send_export(adapter.id)
+    return adapter_workflows.request_and_wake(db, adapter, adapter_workflows.MERGED_EXPORT, queue.send_export)
 
 
 def gguf_key(adapter_id: int) -> str:
@@ -59,10 +59,9 @@ def gguf_unavailable_reason(settings: Settings, adapter: Adapter) -> str | None:
     return None
 
 
-def request_gguf_export(db: Session, settings: Settings, adapter: Adapter) -> None:
+def request_gguf_export(db: Session, settings: Settings, adapter: Adapter) -> bool:
+    """Queue the GGUF export (a worker is woken once this commits); False while one is pending."""
     reason = gguf_unavailable_reason(settings, adapter)
     if reason:
         raise ValueError(reason)
-    adapter.metrics = {**(adapter.metrics or {}), "gguf_export_state": "queued", "gguf_export_error": None}
-    db.commit()
-    queue.send_export_gguf(adapter.id)
+    return adapter_workflows.request_and_wake(db, adapter, adapter_workflows.GGUF_EXPORT, queue.send_export_gguf)

@@ -25,6 +25,7 @@ from app.services.artifacts import LocalArtifactStore
 from app.services.job_checks import mapping_errors, rows_errors, validation_file_errors
 from app.services.job_estimates import estimate_for, preferred_worker
 from app.services.task_rows import task_rows, train_validation_rows
+from app.services.wakeups import wake_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
                dataset: Dataset, task: str, column_mapping: dict[str, str], base_model: str, technique: str,
                params: dict[str, Any], seed: int = 0, name: str | None = None, preset: str | None = None,
                validation_dataset: Dataset | None = None) -> Job:
-    """Validate a job request and commit it as queued (the caller then sends the wake-up).
+    """Validate a job request and add it as queued (flushed; the caller registers the wake-up and the boundary commits).
 
     A preset fills the parameters the request leaves out; the job keeps its estimate in result.
     `validation_dataset` (already checked to be in the workspace) replaces the held-out share.
@@ -106,15 +107,19 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
 
 
 def send_wakeup(db: Session, job: Job) -> None:
+    """Wake a worker for the (flushed) job once `db` commits; never if it rolls back."""
+    wake_after_commit(db, lambda session, job_id=job.id, queue_name=job.queue: _send_train(session, job_id, queue_name))
+
+
+def _send_train(db: Session, job_id: int, queue_name: str) -> None:
     """Send the job's wake-up. If the broker is down the job stays queued and the reconciler
     sends it later: the committed row, not the message, is what counts."""
     try:
-        queue.send_train(job.id, job.queue)
+        queue.send_train(job_id, queue_name)
     except Exception:  # noqa: BLE001 - any broker failure leaves a queued row for the reconciler
-        log.warning("job %s: could not reach the broker; the reconciler will send it", job.id, exc_info=True)
+        log.warning("job %s: could not reach the broker; the reconciler will send it", job_id, exc_info=True)
         return
-    mark_enqueued(db, job.id)
-    db.commit()
+    mark_enqueued(db, job_id)
 
 
 def mark_enqueued(db: Session, job_id: int) -> None:

@@ -48,7 +48,6 @@ def upload_dataset(request: Request, user: CurrentUser, db: DbSession, settings:
         template = "_upload_form.html" if is_htmx(request) else "dataset_new.html"
         return render(request, template, {"error": exc.message, "max_upload": settings.max_upload_bytes, "sheet": sheet},
                       status_code=exc.status)
-    db.commit()
     suffix = "?existing=1" if report is None else ""
     return redirect(request, f"/datasets/{dataset.id}{suffix}")
 
@@ -139,7 +138,6 @@ async def mask_personal_data(request: Request, dataset: OwnedDataset, db: DbSess
                              store: Store):
     form = await request.form()
     run_at_low_priority(dataset_masking.set_pii_masking, db, store, dataset, on=form.get("mask") == "1")
-    db.commit()
     return redirect(request, f"/datasets/{dataset.id}#personal-data")
 
 

@@ -40,7 +40,6 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
                 db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=task, column_mapping=mapping,
                 base_model=str(form.get("base_model") or ""), techniques=[technique, *bakeoff_techniques], params=params, seed=seed,
                 preset=str(form.get("preset") or "") or None, validation_dataset=validation)
-            db.commit()
             for job in created:
                 jobs.send_wakeup(db, job)
             return redirect(request, f"/groups/{group_id}")
@@ -53,7 +52,6 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
                       "params": params, "preset": str(form.get("preset") or ""), "validation_dataset_id": str(validation.id) if validation else ""}
         form_ctx = train_form_context(dataset, settings, form=form_state, guess=mapping, errors=exc.errors)
         return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store, train_form=form_ctx), status_code=422)
-    db.commit()
     jobs.send_wakeup(db, job)
     return redirect(request, f"/jobs/{job.id}")
 
@@ -142,7 +140,6 @@ def job_page(request: Request, job: OwnedJob, db: DbSession):
 @router.post("/jobs/{job_id}/cancel")
 def cancel_job(request: Request, job: OwnedJob, db: DbSession):
     jobs.request_cancel(db, job)
-    db.commit()
     if is_htmx(request):
         return render(request, "_job_status.html", job_context(db, job), headers={"Vary": "HX-Request"})
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)

@@ -20,7 +20,6 @@ def review_page(request: Request, user: CurrentUser, db: DbSession, store: Store
         item = reviews.next_item(db, store, workspace_id=user.workspace_id, reviewer_id=user.id, adapter_ids=adapter_ids)
     except reviews.ReviewError as exc:
         return render(request, "review.html", {"error": str(exc), "ids": ",".join(map(str, adapter_ids))}, status_code=409)
-    db.commit()
     # Only the prompt, the two answers and an opaque token reach the page: never their sources.
     return render(request, "review.html", {"token": item.token, "prompt": item.prompt, "left": item.left_answer,
                                            "right": item.right_answer, "ids": ",".join(map(str, adapter_ids))})
@@ -35,5 +34,4 @@ def vote(request: Request, token: str, user: CurrentUser, db: DbSession, choice:
         reviews.record_vote(db, item, choice)
     except reviews.ReviewError as exc:
         raise HTTPException(409, str(exc)) from None
-    db.commit()
     return redirect(request, f"/review?ids={ids}")

@@ -19,7 +19,9 @@ from app.config import get_settings
 from app.db import session_scope
 from app.models import Adapter, Job
 from app.services.artifacts import get_artifact_store
-from app.services.evaluations import evaluation_key
+from app.services import adapter_workflows
+from app.services.adapter_workflows import EVALUATION
+from app.services.evaluations import evaluation_key, record_summary
 from app.domain.stats import bootstrap_mean, bootstrap_ratio, exponentiated
 from app.domain.task_kinds import DEFAULT_TASK, get_task_kind
 from worker.evaluation.metrics import score_generations
@@ -106,8 +108,7 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
     summary["seconds"] = round(time.perf_counter() - started, 1)
     _write_json(store, evaluation_key(adapter_id), result)
     with session_scope() as db:
-        adapter = db.get(Adapter, adapter_id)
-        adapter.metrics = {**(adapter.metrics or {}), "evaluation": summary}
+        adapter = record_summary(db, adapter_id, summary)
         key, technique = adapter.storage_key, adapter.technique
     _card_with_evaluation(store, key, technique, base_model_key, summary)
     log.info("adapter %s: evaluated on %d rows in %.1fs", adapter_id, summary["rows"], summary["seconds"])
@@ -223,28 +224,27 @@ def _add_losses(result: dict, model, base_view, tokenizer, task: str, validation
 
 
 def run_evaluation(adapter_id: int) -> str:
-    """The task's body: evaluate, recording the state (and a plain reason on failure) on the adapter."""
+    """The task's body: evaluate, recording the state (and a plain reason on failure) on the adapter.
+    A wake-up for an evaluation that is running already (a duplicate) does nothing."""
     from app.logs import job_log_context
 
-    _set_state(adapter_id, "running")
+    with session_scope() as db:
+        adapter = db.get(Adapter, adapter_id)
+        if adapter is None or not adapter_workflows.start(db, adapter_id, EVALUATION):
+            log.info("adapter %s: evaluation not started (unknown adapter, or running already)", adapter_id)
+            return "not-started"
+        job_id = adapter.job_id
     try:
-        with session_scope() as db:
-            job_id = db.get(Adapter, adapter_id).job_id
         with job_log_context(job_id):
             evaluate_adapter(adapter_id)
     except Exception as exc:  # noqa: BLE001 - the adapter stays usable; the page shows why evaluation failed
         log.exception("adapter %s: evaluation failed", adapter_id)
-        _set_state(adapter_id, "failed", f"Evaluation failed: {type(exc).__name__}: {exc}"[:500])
+        with session_scope() as db:
+            adapter_workflows.finish(db, adapter_id, EVALUATION, f"Evaluation failed: {type(exc).__name__}: {exc}"[:500])
         return "failed"
-    _set_state(adapter_id, "done")
-    return "done"
-
-
-def _set_state(adapter_id: int, state: str, error: str | None = None) -> None:
     with session_scope() as db:
-        adapter = db.get(Adapter, adapter_id)
-        if adapter is not None:
-            adapter.metrics = {**(adapter.metrics or {}), "evaluation_state": state, "evaluation_error": error}
+        adapter_workflows.finish(db, adapter_id, EVALUATION)
+    return "done"
 
 
 def _card_with_evaluation(store, key: str, technique: str, base_model: str, summary: dict) -> None:

@@ -17,7 +17,7 @@ from tests.conftest import sign_in
 
 def _export_state(adapter_id: int) -> str | None:
     with session_scope() as db:
-        return (db.get(Adapter, adapter_id).metrics or {}).get("gguf_export_state")
+        return db.get(Adapter, adapter_id).gguf_export_state
 
 
 def test_lora_adapter_exported_as_gguf_for_llama_cpp(facts_owner, train_adapter, client, tmp_path, worker_process):

@@ -148,11 +148,11 @@ def test_classification_and_text_jobs_queue_their_evaluation(tickets, settings, 
     monkeypatch.setattr(get_settings(), "auto_evaluate", True)
     adapter_id = _train(settings, dataset_id, "classification", {"text": "ticket", "label": "team"}, "auto", max_steps=2)
     with session_scope() as db:
-        assert db.get(Adapter, adapter_id).metrics["evaluation_state"] == "queued"
+        assert db.get(Adapter, adapter_id).evaluation_state == "queued"
     monkeypatch.setattr(get_settings(), "auto_evaluate", False)
     adapter_id = _train(settings, dataset_id, "classification", {"text": "ticket", "label": "team"}, "manual", max_steps=2)
     with session_scope() as db:
-        assert "evaluation_state" not in (db.get(Adapter, adapter_id).metrics or {})
+        assert db.get(Adapter, adapter_id).evaluation_state is None
 
 
 
