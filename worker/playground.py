@@ -80,8 +80,9 @@ def run_generation(request_id: str) -> str:
                 loaded.model.set_adapter(names[target])
                 context = nullcontext()
             with context:
-                for piece in stream_answer(loaded.model, loaded.tokenizer, request.prompt, max_new_tokens=request.max_new_tokens,
-                                           temperature=request.temperature):
+                for piece in stream_answer(
+                    loaded.model, loaded.tokenizer, request.prompt, max_new_tokens=request.max_new_tokens, temperature=request.temperature
+                ):
                     if piece:
                         client.xadd(key, {"target": target, "text": piece})
             client.xadd(key, {"target": target, "done": "1"})

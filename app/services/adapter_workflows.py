@@ -56,12 +56,22 @@ MERGED_EXPORT = WORKFLOWS["merged_export"]
 GGUF_EXPORT = WORKFLOWS["gguf_export"]
 
 
-def _move(db: Session, adapter_id: int, workflow: Workflow, when: ColumnElement[bool], state: WorkflowState,
-          error: str | None = None, **values: Any) -> bool:
+def _move(
+    db: Session,
+    adapter_id: int,
+    workflow: Workflow,
+    when: ColumnElement[bool],
+    state: WorkflowState,
+    error: str | None = None,
+    **values: Any,
+) -> bool:
     """Set the workflow's state (and error, and other columns) where `when` holds; True if it did."""
-    statement = (update(Adapter).where(Adapter.id == adapter_id, when)
-                 .values({workflow.state_name: state, workflow.error_name: error, **values})
-                 .execution_options(synchronize_session=False))
+    statement = (
+        update(Adapter)
+        .where(Adapter.id == adapter_id, when)
+        .values({workflow.state_name: state, workflow.error_name: error, **values})
+        .execution_options(synchronize_session=False)
+    )
     return db.execute(statement).rowcount == 1
 
 

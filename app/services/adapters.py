@@ -58,8 +58,12 @@ def downloads_of(db: Session, adapter_id: int) -> list[AdapterDownload]:
 
 
 def download_counts(db: Session, workspace_id: int) -> dict[int, int]:
-    rows = db.execute(select(AdapterDownload.adapter_id, func.count()).join(Adapter, Adapter.id == AdapterDownload.adapter_id)
-                      .where(Adapter.workspace_id == workspace_id).group_by(AdapterDownload.adapter_id)).all()
+    rows = db.execute(
+        select(AdapterDownload.adapter_id, func.count())
+        .join(Adapter, Adapter.id == AdapterDownload.adapter_id)
+        .where(Adapter.workspace_id == workspace_id)
+        .group_by(AdapterDownload.adapter_id)
+    ).all()
     return {adapter_id: count for adapter_id, count in rows}
 
 

@@ -122,9 +122,16 @@ def _words_hash(data, s, e):
     h = np.uint64(e - s) * _P3
     i = s
     while i + 8 <= e:
-        w = (np.uint64(data[i]) | np.uint64(data[i + 1]) << np.uint64(8) | np.uint64(data[i + 2]) << np.uint64(16)
-             | np.uint64(data[i + 3]) << np.uint64(24) | np.uint64(data[i + 4]) << np.uint64(32) | np.uint64(data[i + 5]) << np.uint64(40)
-             | np.uint64(data[i + 6]) << np.uint64(48) | np.uint64(data[i + 7]) << np.uint64(56))
+        w = (
+            np.uint64(data[i])
+            | np.uint64(data[i + 1]) << np.uint64(8)
+            | np.uint64(data[i + 2]) << np.uint64(16)
+            | np.uint64(data[i + 3]) << np.uint64(24)
+            | np.uint64(data[i + 4]) << np.uint64(32)
+            | np.uint64(data[i + 5]) << np.uint64(40)
+            | np.uint64(data[i + 6]) << np.uint64(48)
+            | np.uint64(data[i + 7]) << np.uint64(56)
+        )
         h = h + w * _P2
         h = ((h << np.uint64(31)) | (h >> np.uint64(33))) * _P1
         i += 8
@@ -286,12 +293,21 @@ class Cells:
         """Rows begin..end with a copy of the bytes they lie in: valid after the scan moves on."""
         low = int(self.starts[begin:end].min())
         high = int(self.stops[begin:end].max())
-        return Cells(self.data[low:high].copy(), self.base + low, end - begin, self.starts[begin:end] - low, self.stops[begin:end] - low,
-                     self.chars[begin:end].copy(), self.flags[begin:end].copy(), self.exact[begin:end].copy(), self.near[begin:end].copy())
+        return Cells(
+            self.data[low:high].copy(),
+            self.base + low,
+            end - begin,
+            self.starts[begin:end] - low,
+            self.stops[begin:end] - low,
+            self.chars[begin:end].copy(),
+            self.flags[begin:end].copy(),
+            self.exact[begin:end].copy(),
+            self.near[begin:end].copy(),
+        )
 
     def text(self, row: int, column: int) -> str:
         """One cell's text, as csv.reader gives it."""
-        raw = self.data[self.starts[row, column]:self.stops[row, column]].tobytes()
+        raw = self.data[self.starts[row, column] : self.stops[row, column]].tobytes()
         flag = self.flags[row, column]
         if flag & QUOTED:
             raw = raw[1:-1]
@@ -311,8 +327,14 @@ class Unusual(Exception):
 
 def _cell_arrays(rows: int, width: int) -> list[np.ndarray]:
     shape = (rows, width)
-    return [np.empty(shape, np.int64), np.empty(shape, np.int64), np.empty(shape, np.int64), np.empty(shape, np.uint16),
-            np.empty(shape, np.uint64), np.empty(shape, np.uint64)]
+    return [
+        np.empty(shape, np.int64),
+        np.empty(shape, np.int64),
+        np.empty(shape, np.int64),
+        np.empty(shape, np.uint16),
+        np.empty(shape, np.uint64),
+        np.empty(shape, np.uint64),
+    ]
 
 
 @njit(cache=True, nogil=True)
@@ -445,9 +467,11 @@ def scan_file(path: Path, width: int, skip_records: int = 1, digest=None) -> Ite
 def _scan_mapped(mapped: mmap.mmap, size: int, width: int, max_rows: int, skip: int, checker: _Checker) -> Iterator[Cells]:
     data = np.frombuffer(mapped, np.uint8)
     page = mmap.PAGESIZE
-    with (ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-check") as checks,
-          ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-scan") as scans,
-          ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-half") as helpers):
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-check") as checks,
+        ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-scan") as scans,
+        ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-half") as helpers,
+    ):
         region = _Region(width, max_rows, helpers)
         window = READ_BYTES
         position = 0  # where the next window's records begin

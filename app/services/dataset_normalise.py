@@ -86,8 +86,10 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
     if header is None:
         raise DatasetError("The file is empty. Upload a CSV with a header row and at least one data row.")
     if len(header) > MAX_COLUMNS:
-        raise DatasetError(f"The header ({word} {header_at:,}) has {len(header):,} columns; Tailor reads at most {MAX_COLUMNS:,}. "
-                           "Keep only the columns you need and upload again.")
+        raise DatasetError(
+            f"The header ({word} {header_at:,}) has {len(header):,} columns; Tailor reads at most {MAX_COLUMNS:,}. "
+            "Keep only the columns you need and upload again."
+        )
     columns, renamed = clean_headers(header)
     width = len(columns)
     ragged: list[int] = []
@@ -96,8 +98,15 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
     row_index: list[int] = []
     profile = ProfileBuilder(columns, work_dir)
     last: tuple[int, list[str]] | None = None
-    copy_through = (source is not None and table.format == "csv" and table.encoding == "utf-8" and table.delimiter == ","
-                    and header_at == 1 and columns == header and _has_newlines(source))
+    copy_through = (
+        source is not None
+        and table.format == "csv"
+        and table.encoding == "utf-8"
+        and table.delimiter == ","
+        and header_at == 1
+        and columns == header
+        and _has_newlines(source)
+    )
     out = writer = None
 
     def start_writing() -> None:
@@ -179,11 +188,24 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
     if ragged_total:
         shown = ", ".join(f"{n:,}" for n in ragged[:10])
         more = f" and {ragged_total - 10:,} more" if ragged_total > 10 else ""
-        notes.append(f"{ragged_total:,} row(s) had a different number of cells than the header's {width} ({word}s {shown}{more}); "
-                     "missing cells were left empty and extra cells dropped.")
-    return IngestReport(encoding=table.encoding, delimiter=table.delimiter, columns=columns, row_count=rows, ragged_rows=ragged,
-                        renamed_headers=renamed, notes=notes, profile=result, format=table.format, sheet=table.sheet,
-                        row_word=word, row_index=row_index if out is not None else [])
+        notes.append(
+            f"{ragged_total:,} row(s) had a different number of cells than the header's {width} ({word}s {shown}{more}); "
+            "missing cells were left empty and extra cells dropped."
+        )
+    return IngestReport(
+        encoding=table.encoding,
+        delimiter=table.delimiter,
+        columns=columns,
+        row_count=rows,
+        ragged_rows=ragged,
+        renamed_headers=renamed,
+        notes=notes,
+        profile=result,
+        format=table.format,
+        sheet=table.sheet,
+        row_word=word,
+        row_index=row_index if out is not None else [],
+    )
 
 
 def _next_records(rows: Iterator, count: int) -> tuple[list, Exception | None]:
@@ -214,7 +236,7 @@ def _write_indexed(writer, out, records: list[list[str]], written: int, row_inde
         if (written + position) % ROW_INDEX_EVERY == 0:
             row_index.append(out.tell())
         step = ROW_INDEX_EVERY - (written + position) % ROW_INDEX_EVERY
-        writer.writerows(records[position:position + step])
+        writer.writerows(records[position : position + step])
         position += step
 
 
@@ -238,14 +260,18 @@ def _check_runaway_quote(record: list[str], number: int, word: str, columns: lis
     for index, cell in enumerate(record):
         if "\n" in cell or "\r" in cell:
             column = columns[index] if index < len(columns) else f"cell {index + 1}"
-            raise DatasetError(f"A quote opened in {word} {number:,}, column {column!r}, is not closed where the cell should end, "
-                               f"so the following lines ran into it. Check the quotes around {word} {number:,} "
-                               "(a text containing a quote must double it: \"\").")
+            raise DatasetError(
+                f"A quote opened in {word} {number:,}, column {column!r}, is not closed where the cell should end, "
+                f"so the following lines ran into it. Check the quotes around {word} {number:,} "
+                '(a text containing a quote must double it: "").'
+            )
 
 
 def check_unclosed_quote_at_end(record: list[str], number: int, word: str, columns: list[str]) -> None:
     """A quote left open in the last record swallows the rest of the file, ending in a line break."""
     for index, cell in enumerate(record):
         if cell.endswith(("\n", "\r")) and ("\n" in cell[:-1] or len(cell) > 1):
-            raise DatasetError(f"A quote opened in {word} {number:,}, column {columns[index]!r}, is never closed, so everything "
-                               "after it ran into one cell. Close the quote (a text containing a quote must double it: \"\").")
+            raise DatasetError(
+                f"A quote opened in {word} {number:,}, column {columns[index]!r}, is never closed, so everything "
+                'after it ran into one cell. Close the quote (a text containing a quote must double it: "").'
+            )

@@ -65,7 +65,6 @@ class _OpenBlock:
         self.parts: list[tuple[Cells, int]] = []  # copies of its rows in earlier cells, with the row number of each's first
 
 
-
 class CellsFeed:
     """Feed a ProfileBuilder from the scanner: add(cells) for each window, close() before finish()."""
 

@@ -16,9 +16,18 @@ from app.services.prompt_preview import PreviewError, PreviewExample, load_previ
 from app.services.task_rows import dataset_labels, iter_task_rows
 
 
-def preview_examples(settings: Settings, store: LocalArtifactStore, dataset: Dataset, *, task: str, mapping: dict[str, Any],
-                     base_model: str, max_length: int, validation_dataset: Dataset | None = None,
-                     count: int = 3) -> list[PreviewExample]:
+def preview_examples(
+    settings: Settings,
+    store: LocalArtifactStore,
+    dataset: Dataset,
+    *,
+    task: str,
+    mapping: dict[str, Any],
+    base_model: str,
+    max_length: int,
+    validation_dataset: Dataset | None = None,
+    count: int = 3,
+) -> list[PreviewExample]:
     """The first `count` usable rows exactly as the model will see them, tokenized by the base
     model's own tokenizer; raises PreviewError with a message for people."""
     try:

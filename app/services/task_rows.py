@@ -33,9 +33,17 @@ def split_task_rows(rows: list[tuple], task: str, fraction: float, seed: int) ->
     return validation_split.split_train_validation(rows, fraction, seed, stratify_by=kind.label_of if kind.has_labels else None)
 
 
-def train_validation_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any], *, fraction: float,
-                          seed: int, validation_dataset: Dataset | None = None,
-                          rows: list[tuple] | None = None) -> tuple[list, list, dict[str, Any]]:
+def train_validation_rows(
+    store: LocalArtifactStore,
+    dataset: Dataset,
+    task: str,
+    mapping: dict[str, Any],
+    *,
+    fraction: float,
+    seed: int,
+    validation_dataset: Dataset | None = None,
+    rows: list[tuple] | None = None,
+) -> tuple[list, list, dict[str, Any]]:
     """The rows a job trains and validates on, and a summary of where the validation rows come from.
 
     With a validation file every usable row of the dataset trains and the file's usable rows
@@ -46,14 +54,19 @@ def train_validation_rows(store: LocalArtifactStore, dataset: Dataset, task: str
     rows = task_rows(store, dataset, task, mapping) if rows is None else rows
     if validation_dataset is not None:
         train, validation = list(rows), task_rows(store, validation_dataset, task, mapping)
-        summary: dict[str, Any] = {"source": "file", "dataset_id": validation_dataset.id, "dataset_name": validation_dataset.name,
-                                   "dataset_sha256": validation_dataset.sha256}
+        summary: dict[str, Any] = {
+            "source": "file",
+            "dataset_id": validation_dataset.id,
+            "dataset_name": validation_dataset.name,
+            "dataset_sha256": validation_dataset.sha256,
+        }
     else:
         train, validation = split_task_rows(rows, task, fraction, seed)
         summary = {"source": "split", "fraction": fraction, "stratified": kind.has_labels}
     # What identifies a row (the prompt or the text), as in the split check.
     leakage = validation_split.leakage_check(
-        train, validation, text_of=lambda row: kind.identity(row) if isinstance(row, (tuple, list)) else str(row))
+        train, validation, text_of=lambda row: kind.identity(row) if isinstance(row, (tuple, list)) else str(row)
+    )
     summary.update({"rows": len(validation), "train_rows": len(train), "leakage": leakage.as_dict()})
     return train, validation, summary
 

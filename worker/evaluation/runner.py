@@ -17,13 +17,13 @@ from contextlib import contextmanager
 from app.base_models import get_base_model
 from app.config import get_settings
 from app.db import session_scope
-from app.models import Adapter, Job
-from app.services.artifacts import get_artifact_store
-from app.services import adapter_workflows
-from app.services.adapter_workflows import EVALUATION
-from app.services.evaluations import evaluation_key, record_summary
 from app.domain.stats import bootstrap_mean, bootstrap_ratio, exponentiated
 from app.domain.task_kinds import DEFAULT_TASK, get_task_kind
+from app.models import Adapter, Job
+from app.services import adapter_workflows
+from app.services.adapter_workflows import EVALUATION
+from app.services.artifacts import get_artifact_store
+from app.services.evaluations import evaluation_key, record_summary
 from worker.evaluation.metrics import score_generations
 
 log = logging.getLogger("tailor.evaluation")
@@ -91,7 +91,10 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
     kind = get_task_kind(task)
     label_names = _label_names(adapter_dir) if kind.has_labels else None
     model, tokenizer, full_base_dir = _load_for_evaluation(adapter_dir, base.location, task, label_names)
-    base_view = lambda: without_adapter(model, full_base_dir)  # noqa: E731
+
+    def base_view():
+        return without_adapter(model, full_base_dir)  # noqa: F821 - never called after the `del model` below
+
     if kind.has_labels:
         from worker.evaluation.classification import predict_labels, score_labels
 
@@ -99,8 +102,7 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
         result = score_labels(texts, gold, predicted, [str(kind.label_of(r)) for r in spec.train_rows], label_names)
     else:
         result = _evaluate_generations(model, base_view, tokenizer, store, task, base_model_key, spec.validation_rows, max_rows)
-    _add_losses(result, model, base_view, tokenizer, task, spec.validation_rows, max_length, label_names,
-                cache=(store, base_model_key))
+    _add_losses(result, model, base_view, tokenizer, task, spec.validation_rows, max_length, label_names, cache=(store, base_model_key))
     del model
     torch.set_grad_enabled(True)
 
@@ -178,19 +180,23 @@ def _evaluate_generations(model, base_view, tokenizer, store, task: str, base_mo
             scores["semantic_similarity"] = similarity
     return {
         "summary": {"rows": len(pairs), "task": task, "adapter": summarise(adapter_scores), "base": summarise(base_scores)},
-        "rows": [{"prompt": p, "reference": r, "base": b, "adapter": a} for p, r, b, a in zip(prompts, references, base_answers, adapter_answers)],
+        "rows": [
+            {"prompt": p, "reference": r, "base": b, "adapter": a} for p, r, b, a in zip(prompts, references, base_answers, adapter_answers)
+        ],
         "scores": {"adapter": adapter_scores, "base": base_scores},
     }
 
 
 def base_losses_key(base_model: str, task: str, max_length: int, rows: list) -> str:
-    digest = hashlib.sha256(json.dumps([base_model, task, max_length, [list(r) if isinstance(r, (tuple, list)) else r for r in rows]])
-                            .encode()).hexdigest()[:24]
+    digest = hashlib.sha256(
+        json.dumps([base_model, task, max_length, [list(r) if isinstance(r, (tuple, list)) else r for r in rows]]).encode()
+    ).hexdigest()[:24]
     return f"evaluations/base-losses/{base_model}-{digest}.json"
 
 
-def _add_losses(result: dict, model, base_view, tokenizer, task: str, validation_rows, max_length: int, label_names,
-                cache: tuple | None = None) -> None:
+def _add_losses(
+    result: dict, model, base_view, tokenizer, task: str, validation_rows, max_length: int, label_names, cache: tuple | None = None
+) -> None:
     """Held-out loss per token (perplexity for language tasks) with intervals over the examples, for
     the adapter and, where its head is real (not classification), the base model: computed once
     per base model and rows, like its answers, when `cache` is (store, base model key)."""

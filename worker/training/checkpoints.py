@@ -22,8 +22,7 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, scheduler, state: LoopState,
-                    precision: Precision = FP32) -> Path:
+def save_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, scheduler, state: LoopState, precision: Precision = FP32) -> Path:
     """Trainable weights, optimizer, schedule, loop state and random generators, written atomically."""
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -65,8 +64,7 @@ def _numpy_state_from_tensors(state: tuple) -> tuple:
     return name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian
 
 
-def load_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, scheduler,
-                    precision: Precision = FP32) -> LoopState | None:
+def load_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, scheduler, precision: Precision = FP32) -> LoopState | None:
     """Restore everything save_checkpoint wrote; None when there is no checkpoint."""
     path = Path(checkpoint_dir) / CHECKPOINT_FILE
     if not path.is_file():
