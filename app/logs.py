@@ -34,7 +34,8 @@ class JobIdFilter(logging.Filter):
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        job = record.job_id if getattr(record, "job_id", None) is not None else "-"
+        job_id = getattr(record, "job_id", None)
+        job = job_id if job_id is not None else "-"
         line = f"{stamp} {record.levelname:<7} {record.name} job={job} {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)

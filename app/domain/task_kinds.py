@@ -9,7 +9,7 @@ app/services/prompt_preview.py's PREVIEWS, under the same key (a test checks all
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,7 +168,7 @@ class TaskKind:
                     errors[second] = message
         return errors
 
-    def identity(self, row: tuple) -> str:
+    def identity(self, row: Sequence[Any]) -> str:
         """What identifies a row in leakage and split checks: the prompt or the text."""
         return row[0]
 

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from app.db import rows_matched
 from app.models import ADAPTER_WORKFLOWS, Adapter, WorkflowState
 from app.services.wakeups import wake_after_commit
 
@@ -72,7 +73,7 @@ def _move(
         .values({workflow.state_name: state, workflow.error_name: error, **values})
         .execution_options(synchronize_session=False)
     )
-    return db.execute(statement).rowcount == 1
+    return rows_matched(db, statement) == 1
 
 
 def request(db: Session, adapter: Adapter, workflow: Workflow) -> bool:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Adapter, AdapterDownload
 from app.services import adapter_workflows
-from app.services.artifacts import LocalArtifactStore
+from app.services.artifacts import ArtifactStore
 
 ZIP_NAME = "adapter.zip"
 
@@ -18,7 +18,7 @@ def adapter_storage_key(job_id: int) -> str:
     return f"adapters/job-{job_id}"
 
 
-def adapter_zip_path(store: LocalArtifactStore, adapter: Adapter) -> Path:
+def adapter_zip_path(store: ArtifactStore, adapter: Adapter) -> Path:
     return store.path(f"{adapter.storage_key}/{ZIP_NAME}")
 
 

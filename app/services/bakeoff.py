@@ -118,7 +118,8 @@ def group_state(db: Session, workspace_id: int, group_id: str) -> GroupState | N
     group_jobs = list(db.scalars(select(Job).where(Job.group_id == group_id, Job.workspace_id == workspace_id).order_by(Job.id)))
     if not group_jobs:
         return None
-    adapters = {a.job_id: a for a in db.scalars(select(Adapter).where(Adapter.job_id.in_([j.id for j in group_jobs])))}
+    found = db.scalars(select(Adapter).where(Adapter.job_id.in_([j.id for j in group_jobs])))
+    adapters = {a.job_id: a for a in found if a.job_id is not None}  # always set: selected by job id
     return GroupState(group_id, group_jobs, adapters)
 
 

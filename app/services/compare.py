@@ -63,7 +63,7 @@ def _row(adapter: Adapter, job: Job | None, evaluation: dict | None) -> dict[str
     return row
 
 
-def _loss_curves(db: Session, jobs: dict[int, Job], adapters: list[Adapter]) -> list[dict[str, Any]]:
+def _loss_curves(db: Session, jobs: dict[int, Job | None], adapters: list[Adapter]) -> list[dict[str, Any]]:
     curves = []
     for adapter in adapters:
         if adapter.job_id is None:
@@ -188,7 +188,7 @@ def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: 
         raise CompareError("These adapters were trained for different tasks; compare adapters of one task at a time.")
     evaluations = {a.id: load_evaluation(store, a.id) for a in adapters}
     rows = [_row(a, jobs[a.id], evaluations[a.id]) for a in adapters]
-    base_metrics = next((e["summary"]["base"] for e in evaluations.values() if e), {})
+    base_metrics: dict[str, Any] = next((e["summary"]["base"] for e in evaluations.values() if e), {})
     side_by_side = []
     first = next((e for e in evaluations.values() if e), None)
     if first:
@@ -196,12 +196,13 @@ def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: 
             answers = []
             for adapter in adapters:
                 evaluation = evaluations[adapter.id]
-                same_prompt = evaluation and index < len(evaluation["rows"]) and evaluation["rows"][index]["prompt"] == item["prompt"]
+                evaluated_rows = evaluation["rows"] if evaluation else []
+                same_prompt = index < len(evaluated_rows) and evaluated_rows[index]["prompt"] == item["prompt"]
                 answers.append(
                     {
                         "adapter_id": adapter.id,
                         "name": adapter.name,
-                        "answer": evaluation["rows"][index]["adapter"] if same_prompt else None,
+                        "answer": evaluated_rows[index]["adapter"] if same_prompt else None,
                     }
                 )
             side_by_side.append({"prompt": item["prompt"], "reference": item["reference"], "base": item["base"], "answers": answers})

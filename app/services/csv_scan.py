@@ -384,7 +384,8 @@ class _Region:
         return self.free.pop() if self.free else _cell_arrays(self.max_rows, self.width)
 
     def run(self, buffer, arrays, scratch, begin, end, final, rows):
-        return scan(buffer, begin, end, final, self.width, rows, *arrays, _BYTES, _NEAR_VALUES, scratch)
+        starts, stops, chars, flags, exact, near = arrays  # named, so the kernel's arguments can be checked
+        return scan(buffer, begin, end, final, self.width, rows, starts, stops, chars, flags, exact, near, _BYTES, _NEAR_VALUES, scratch)
 
     def scan(self, buffer, position: int, filled: int, at_end: bool, skip: int):
         """(batches [(arrays, rows)], position after the last whole record, status, records still to skip)."""

@@ -107,6 +107,7 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
         and columns == header
         and _has_newlines(source)
     )
+    copy_source = source if copy_through else None  # the file to replay or link, when it is already clean
     out = writer = None
 
     def start_writing() -> None:
@@ -114,8 +115,8 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
         out = open(target, "w", encoding="utf-8", newline="")
         writer = csv.writer(out)
         writer.writerow(columns)
-        if copy_through:  # replay the records that were fine as they were
-            replay = read_csv(source).rows
+        if copy_source is not None:  # replay the records that were fine as they were
+            replay = read_csv(copy_source).rows
             next(replay)
             for count, (_, earlier) in enumerate(replay):
                 if count == rows:
@@ -142,7 +143,7 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
                 if len(ragged) < MAX_NOTED_ROWS:
                     ragged.append(number)
                 record = (record + [""] * width)[:width]
-        if writer is not None:
+        if writer is not None and out is not None:
             if rows % ROW_INDEX_EVERY == 0:
                 row_index.append(out.tell())
             writer.writerow(record)
@@ -178,7 +179,8 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
         if out is not None:
             out.close()
         else:
-            link_or_copy(source, target)
+            assert copy_source is not None  # nothing was written only when the source is copied through
+            link_or_copy(copy_source, target)
         result = profile.finish()
     finally:
         if out is not None and not out.closed:

@@ -8,7 +8,7 @@ from typing import Any
 from app.domain.task_kinds import TaskKind, get_task_kind
 from app.models import Dataset
 from app.services import column_checks
-from app.services.artifacts import LocalArtifactStore
+from app.services.artifacts import ArtifactStore
 from app.services.prompt_preview import PreviewError, load_preview_tokenizer, render_prompt
 from app.services.task_rows import iter_task_rows, task_rows
 
@@ -49,7 +49,7 @@ def system_turn_error(model_location: str, rows: list[tuple], mapping: dict[str,
 
 
 def validation_file_errors(
-    store: LocalArtifactStore, dataset: Dataset, validation_dataset: Dataset, task: str, mapping: dict[str, Any]
+    store: ArtifactStore, dataset: Dataset, validation_dataset: Dataset, task: str, mapping: dict[str, Any]
 ) -> dict[str, str]:
     """Why a dataset cannot serve as the validation file of this mapping ({} when it can)."""
     kind = get_task_kind(task)
@@ -79,11 +79,12 @@ def validation_file_errors(
 
 
 def unseen_labels_error(
-    store: LocalArtifactStore, validation_dataset: Dataset, task: str, mapping: dict[str, Any], train_labels: set[str]
+    store: ArtifactStore, validation_dataset: Dataset, task: str, mapping: dict[str, Any], train_labels: set[str]
 ) -> dict[str, str]:
     """A classifier's validation file with labels the training rows never show ({} when none)."""
     kind = get_task_kind(task)
-    unseen = {kind.label_of(row) for row in iter_task_rows(store, validation_dataset, task, mapping)} - train_labels
+    labels = {label for row in iter_task_rows(store, validation_dataset, task, mapping) if (label := kind.label_of(row)) is not None}
+    unseen = labels - train_labels
     if not unseen:
         return {}
     shown = ", ".join(repr(label) for label in sorted(unseen)[:5]) + (f" and {len(unseen) - 5} more" if len(unseen) > 5 else "")
@@ -97,7 +98,7 @@ def unseen_labels_error(
 
 
 def rows_errors(
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     kind: TaskKind,
     rows: list[tuple],
     mapping: dict[str, Any],
@@ -120,7 +121,7 @@ def rows_errors(
     if kind.prompted:
         errors.update(system_turn_error(model_location, rows, mapping))
     if kind.has_labels:
-        labels = {kind.label_of(row) for row in rows}
+        labels = {label for row in rows if (label := kind.label_of(row)) is not None}  # never None: the kind has labels
         label_field = kind.label_role.key if kind.label_role else kind.required_roles[-1].key
         if len(labels) < 2:
             errors[label_field] = (

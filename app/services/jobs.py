@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select, update
@@ -16,12 +17,13 @@ from sqlalchemy.orm import Session
 from app import queue
 from app.base_models import get_base_model
 from app.config import Settings
+from app.db import rows_matched
 from app.domain.estimates import read_model_config
 from app.domain.task_kinds import DEFAULT_TASK, TaskKind, UnknownTaskKind, get_task_kind
 from app.domain.techniques import ParameterError, get_technique, preset_params, unavailable_reason, validate_params
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
 from app.services import attempts
-from app.services.artifacts import LocalArtifactStore
+from app.services.artifacts import ArtifactStore
 from app.services.job_checks import mapping_errors, rows_errors, validation_file_errors
 from app.services.job_estimates import estimate_for, preferred_worker
 from app.services.task_rows import task_rows, train_validation_rows
@@ -41,7 +43,7 @@ class JobError(ValueError):
 def submit_job(
     db: Session,
     settings: Settings,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     *,
     workspace_id: int,
     user_id: int | None,
@@ -111,6 +113,7 @@ def submit_job(
         validation_rows=int(validation_dataset.row_count or 0) if validation_dataset is not None else None,
     )
     if estimate.get("fits") is False:
+        assert worker is not None and worker.memory_bytes is not None  # fits is known only for a worker of known memory
         raise JobError(
             {
                 "batch_size": (
@@ -152,7 +155,7 @@ def submit_job(
 
 def send_wakeup(db: Session, job: Job) -> None:
     """Wake a worker for the (flushed) job once `db` commits; never if it rolls back."""
-    wake_after_commit(db, lambda session, job_id=job.id, queue_name=job.queue: _send_train(session, job_id, queue_name))
+    wake_after_commit(db, partial(_send_train, job_id=job.id, queue_name=job.queue))
 
 
 def _send_train(db: Session, job_id: int, queue_name: str) -> None:
@@ -173,11 +176,12 @@ def mark_enqueued(db: Session, job_id: int) -> None:
 def request_cancel(db: Session, job: Job) -> Job:
     """Ask a job to stop: a queued job is cancelled at once, a running one stops at its next step."""
     now = utcnow()
-    cancelled_now = db.execute(
+    cancelled_now = rows_matched(
+        db,
         update(Job)
         .where(Job.id == job.id, Job.status == JobStatus.queued)
-        .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=now)
-    ).rowcount
+        .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=now),
+    )
     if not cancelled_now:
         db.execute(update(Job).where(Job.id == job.id, Job.status == JobStatus.running).values(cancel_requested=True))
     db.flush()
@@ -188,11 +192,12 @@ def request_cancel(db: Session, job: Job) -> Job:
 def claim_job(db: Session, job_id: int, worker_name: str) -> bool:
     """queued -> running, attempt + 1. False if someone else claimed it or it is no longer queued."""
     now = utcnow()
-    claimed = db.execute(
+    claimed = rows_matched(
+        db,
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.queued, Job.cancel_requested.is_(False))
-        .values(status=JobStatus.running, attempt=Job.attempt + 1, worker_name=worker_name, started_at=now, heartbeat_at=now, error=None)
-    ).rowcount
+        .values(status=JobStatus.running, attempt=Job.attempt + 1, worker_name=worker_name, started_at=now, heartbeat_at=now, error=None),
+    )
     if claimed == 1:
         job = db.execute(select(Job.attempt, Job.step).where(Job.id == job_id)).one()
         attempts.open_attempt(db, job_id, job.attempt, worker_name, job.step)
@@ -248,7 +253,7 @@ def finish_job(db: Session, job_id: int, status: JobStatus, *, error: str | None
         values["error"] = error
     if result is not None:
         values["result"] = result
-    if db.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running).values(**values)).rowcount:
+    if rows_matched(db, update(Job).where(Job.id == job_id, Job.status == JobStatus.running).values(**values)):
         step = db.scalar(select(Job.step).where(Job.id == job_id))
         attempts.close_attempt(db, job_id, str(status), ended_step=step, reason=error)
 
@@ -290,11 +295,12 @@ def jobs_needing_wakeup(db: Session, settings: Settings, queued_grace_seconds: i
     dead = []
     for job_id in db.scalars(select(Job.id).where(Job.status == JobStatus.running, Job.heartbeat_at < stale_before)).all():
         lost = "The worker stopped responding; the job was put back in the queue."
-        if not db.execute(
+        if not rows_matched(
+            db,
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < stale_before)
-            .values(status=JobStatus.queued, error=lost)
-        ).rowcount:
+            .values(status=JobStatus.queued, error=lost),
+        ):
             continue  # it answered after all
         step = db.scalar(select(Job.step).where(Job.id == job_id))
         history = attempts.close_attempt(db, job_id, attempts.LOST, ended_step=step, reason=lost, at=now)

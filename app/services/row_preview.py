@@ -10,7 +10,7 @@ from app.base_models import get_base_model
 from app.config import Settings
 from app.domain.task_kinds import UnknownTaskKind, get_task_kind
 from app.models import Dataset
-from app.services.artifacts import LocalArtifactStore
+from app.services.artifacts import ArtifactStore
 from app.services.job_checks import mapping_errors
 from app.services.prompt_preview import PreviewError, PreviewExample, load_preview_tokenizer, preview_rows
 from app.services.task_rows import dataset_labels, iter_task_rows
@@ -18,7 +18,7 @@ from app.services.task_rows import dataset_labels, iter_task_rows
 
 def preview_examples(
     settings: Settings,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     dataset: Dataset,
     *,
     task: str,

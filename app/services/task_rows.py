@@ -9,10 +9,10 @@ from typing import Any
 from app.domain.task_kinds import get_task_kind
 from app.models import Dataset
 from app.services import dataset_store, stored_rows, validation_split
-from app.services.artifacts import LocalArtifactStore
+from app.services.artifacts import ArtifactStore
 
 
-def iter_task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> Iterator[tuple]:
+def iter_task_rows(store: ArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> Iterator[tuple]:
     """task_rows, one at a time (a preview needs only the first few)."""
     kind = get_task_kind(task)
     for record in stored_rows.iter_training_rows(store, dataset):
@@ -21,7 +21,7 @@ def iter_task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mappi
             yield row
 
 
-def task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> list[tuple]:
+def task_rows(store: ArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> list[tuple]:
     """The usable rows of a task from the dataset's training copy (rows missing a needed value are
     skipped), in the shape of the task kind's row_shape."""
     return list(iter_task_rows(store, dataset, task, mapping))
@@ -34,7 +34,7 @@ def split_task_rows(rows: list[tuple], task: str, fraction: float, seed: int) ->
 
 
 def train_validation_rows(
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     dataset: Dataset,
     task: str,
     mapping: dict[str, Any],
@@ -87,7 +87,7 @@ def describe_validation(summary: dict[str, Any] | None) -> str | None:
 _LABELS_CACHE: dict[tuple, frozenset[str]] = {}
 
 
-def dataset_labels(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> frozenset[str]:
+def dataset_labels(store: ArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> frozenset[str]:
     """The labels of a dataset's usable rows of a task with labels; remembered per file and columns
     (stored files never change), so a form redrawn on every change does not re-read a big file."""
     kind = get_task_kind(task)

@@ -99,7 +99,7 @@ def leakage_check(
     exact_keys = {text_of(r) for r in train}
     near_keys = {near_duplicate_key(text_of(r)) for r in train}
     exact = near = 0
-    examples = []
+    examples: list[dict[str, Any]] = []
     for row in validation:
         text = text_of(row)
         if text in exact_keys:

@@ -113,7 +113,7 @@ def worker_board(db: Session, viewer_workspace_id: int, stale_after_seconds: flo
                 device_memory_bytes=worker.device_memory_bytes,
                 state=state,
                 heartbeat_at=worker.heartbeat_at,
-                current_job_id=job.id if mine and state == "busy" else None,
+                current_job_id=job.id if job is not None and mine and state == "busy" else None,
                 current_job_name=(job.name if mine else "a job of another workspace") if job and state == "busy" else None,
             )
         )

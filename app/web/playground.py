@@ -43,7 +43,7 @@ async def start(request: Request, user: CurrentUser, db: DbSession):
             db,
             user.workspace_id,
             prompt=values["prompt"],
-            adapter_ids=[int(v) for v in form.getlist("ids") if str(v).isdigit()],
+            adapter_ids=[int(v) for v in form.getlist("ids") if isinstance(v, str) and v.isdigit()],
             include_base=form.get("include_base") is not None,
             max_new_tokens=int(float(values["max_new_tokens"])),
             temperature=float(values["temperature"]),

@@ -70,7 +70,7 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
     guesses = {task: column_guess.guess_columns(task, list(dataset.columns)) for task in TASK_KEYS}
     n_rows = int(dataset.row_count or 0)
     presets = {t.key: {task: {name: preset_params(t, task, n_rows, name) for name in PRESETS} for task in t.task_kinds} for t in techniques}
-    form = {
+    form: dict[str, Any] = {  # the chosen values, as submitted (strings, numbers, the params dict)
         "base_model": default_model,
         "technique": "lora",
         "task": DEFAULT_TASK,
@@ -121,7 +121,7 @@ def validation_choices(dataset: Dataset) -> list[dict]:
     if db is None:
         return []
     columns = set(dataset.columns)
-    choices = [
+    choices: list[dict[str, Any]] = [
         {
             "id": d.id,
             "name": d.name,
