@@ -22,6 +22,7 @@ from app.services import adapters as adapter_service
 from app.services import job_checks, jobs, task_rows
 from app.services.artifacts import get_artifact_store
 from worker.packaging import write_adapter_package
+from worker.rows import require_row
 from worker.training.spec import Progress, TrainingSpec
 
 log = logging.getLogger("tailor.worker")
@@ -185,10 +186,12 @@ def run_training_job(job_id: int, worker_name: str) -> str:
     checkpoint_dir = store.refresh(checkpoint_key(job_id))
     try:
         with session_scope() as db:
-            job = db.get(Job, job_id)
+            job = require_row(db, Job, job_id)  # deleted since the claim: RowGone ends the job as failed
             spec = build_spec(job, job.dataset, workdir / "adapter", checkpoint_dir)
             card = _card_info(job)
             base_location = get_base_model(get_settings(), job.base_model)
+            if base_location is None:  # build_spec found it; only a catalogue change in between gets here
+                raise JobInputError(f"The base model {job.base_model!r} is not installed on this worker.")
             in_bakeoff = job.group_id is not None  # a bake-off's recommendation needs every adapter scored
             estimate = (job.result or {}).get("estimate")
             recipe = {
@@ -238,7 +241,12 @@ def run_training_job(job_id: int, worker_name: str) -> str:
 
         def record_success(db) -> int:
             adapter = jobs.record_adapter(
-                db, db.get(Job, job_id), storage_key=key, size_bytes=size, trainable_parameters=result.trainable_parameters, metrics=metrics
+                db,
+                require_row(db, Job, job_id),
+                storage_key=key,
+                size_bytes=size,
+                trainable_parameters=result.trainable_parameters,
+                metrics=metrics,
             )
             jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result, recipe, estimate, spec.validation_source))
             return adapter.id
@@ -268,7 +276,7 @@ def _queue_evaluation(adapter_id: int) -> None:
     from app.services.adapters import request_evaluation
 
     try:
-        run_in_session(lambda db: request_evaluation(db, db.get(Adapter, adapter_id)))
+        run_in_session(lambda db: request_evaluation(db, require_row(db, Adapter, adapter_id)))
     except Exception:  # noqa: BLE001 - the adapter is ready either way; evaluation can be asked for later
         log.warning("adapter %s: could not queue its evaluation", adapter_id, exc_info=True)
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from app.base_models import get_base_model
 from app.config import get_settings
@@ -22,9 +22,10 @@ from app.domain.task_kinds import DEFAULT_TASK, get_task_kind
 from app.models import Adapter, Job
 from app.services import adapter_workflows
 from app.services.adapter_workflows import EVALUATION
-from app.services.artifacts import get_artifact_store
+from app.services.artifacts import ArtifactStore, get_artifact_store
 from app.services.evaluations import evaluation_key, record_summary
 from worker.evaluation.metrics import score_generations
+from worker.rows import RowGone
 
 log = logging.getLogger("tailor.evaluation")
 
@@ -79,6 +80,8 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
         task = job.task or DEFAULT_TASK
         spec = build_spec(job, job.dataset, store.temp_path())
         base = get_base_model(get_settings(), job.base_model)
+        if base is None:  # build_spec found it; only a catalogue change in between gets here
+            raise ValueError(f"The base model {job.base_model!r} is not installed on this worker.")
         adapter_dir = store.path(adapter.storage_key)
         base_model_key = job.base_model
     started = time.perf_counter()
@@ -95,7 +98,7 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
     def base_view():
         return without_adapter(model, full_base_dir)  # noqa: F821 - never called after the `del model` below
 
-    if kind.has_labels:
+    if label_names is not None:  # kind.has_labels
         from worker.evaluation.classification import predict_labels, score_labels
 
         texts, gold, predicted = predict_labels(model, tokenizer, spec.validation_rows, label_names, max_length)
@@ -111,6 +114,8 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
     _write_json(store, evaluation_key(adapter_id), result)
     with session_scope() as db:
         adapter = record_summary(db, adapter_id, summary)
+        if adapter is None:
+            raise RowGone(Adapter, adapter_id)
         key, technique = adapter.storage_key, adapter.technique
     _card_with_evaluation(store, key, technique, base_model_key, summary)
     log.info("adapter %s: evaluated on %d rows in %.1fs", adapter_id, summary["rows"], summary["seconds"])
@@ -195,7 +200,15 @@ def base_losses_key(base_model: str, task: str, max_length: int, rows: list) -> 
 
 
 def _add_losses(
-    result: dict, model, base_view, tokenizer, task: str, validation_rows, max_length: int, label_names, cache: tuple | None = None
+    result: dict,
+    model,
+    base_view,
+    tokenizer,
+    task: str,
+    validation_rows,
+    max_length: int,
+    label_names,
+    cache: tuple[ArtifactStore, str] | None = None,
 ) -> None:
     """Held-out loss per token (perplexity for language tasks) with intervals over the examples, for
     the adapter and, where its head is real (not classification), the base model: computed once
@@ -211,12 +224,12 @@ def _add_losses(
     generative = get_task_kind(task).generative
     if generative:
         key = base_losses_key(cache[1], task, max_length, rows) if cache else None
-        if key and cache[0].exists(key):
+        if cache and key and cache[0].exists(key):
             sides["base"] = [tuple(pair) for pair in json.loads(cache[0].path(key).read_text())["losses"]]
         else:
             with base_view() as base_model:
                 sides["base"] = example_losses(base_model, examples, pad_token_id(tokenizer))
-            if key:
+            if cache and key:
                 _write_json(cache[0], key, {"base_model": cache[1], "losses": [list(pair) for pair in sides["base"]]})
     result["summary"]["loss_examples"] = len(examples)
     for side, losses in sides.items():
@@ -241,7 +254,7 @@ def run_evaluation(adapter_id: int) -> str:
             return "not-started"
         job_id = adapter.job_id
     try:
-        with job_log_context(job_id):
+        with job_log_context(job_id) if job_id is not None else nullcontext():  # an adapter may outlive its job
             evaluate_adapter(adapter_id)
     except Exception as exc:  # noqa: BLE001 - the adapter stays usable; the page shows why evaluation failed
         log.exception("adapter %s: evaluation failed", adapter_id)

@@ -36,7 +36,9 @@ def save_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, schedul
             "torch": torch.random.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "python": random.getstate(),
-            "numpy": _numpy_state_as_tensors(np.random.get_state()),
+            # numpy's stubs give get_state() the legacy=False overload (a dict), but legacy defaults
+            # to True at runtime and the global MT19937 generator returns the 5-tuple.
+            "numpy": _numpy_state_as_tensors(np.random.get_state()),  # type: ignore[arg-type]
         },
     }
     tmp = checkpoint_dir / f".{CHECKPOINT_FILE}.partial"

@@ -10,9 +10,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+if TYPE_CHECKING:
+    from transformers import AutoModelForSequenceClassification
 
 
 def pick_device() -> torch.device:
@@ -113,6 +117,7 @@ def _load_base_model(model_dir, device, *, task, label_names, quantization_bits,
     )
     if device.type == "cuda":
         kwargs["attn_implementation"] = "sdpa"
+    model_class: type[AutoModelForCausalLM] | type[AutoModelForSequenceClassification]
     if task == "classification":
         from transformers import AutoModelForSequenceClassification
 

@@ -26,7 +26,7 @@ from worker.training.peft_factory import BuildContext, builder_for, technique_pa
 from worker.training.precision import precision_for
 from worker.training.progress import LoopState, recent_train_loss, report_progress
 from worker.training.provenance import data_fingerprint, environment_record
-from worker.training.saving import save_adapter
+from worker.training.saving import AdapterFiles, save_adapter
 from worker.training.schedule import epoch_step_groups, lr_factor, plan_steps, seed_everything
 from worker.training.spec import TrainingCallbacks, TrainingResult, TrainingSpec
 from worker.training.steps import accumulate_gradients, optimizer_step
@@ -63,7 +63,7 @@ class TrainingRecipe:
         self.params = technique_params(spec.technique, spec.params)
         self.task_kind = get_task_kind(spec.task)
         self.state = LoopState()
-        self.files = None  # the technique's writer, started once the model is built
+        self.files: AdapterFiles | None = None  # the technique's writer, started once the model is built
         self.status = "completed"
         self.stopped_early = False
         self.final_validation_loss: float | None = None  # the last held-out check in the loop
@@ -161,6 +161,7 @@ class TrainingRecipe:
         self.checkpoint_seconds = float(params["checkpoint_minutes"]) * 60
         self.elapsed_before, self.tokens_before, self.eval_before = state.train_seconds, state.tokens_seen, state.eval_seconds
         self.started = last_checkpoint = time.perf_counter()
+        checkpoint_dir = self.spec.checkpoint_dir
         while state.step < plan.total_steps and self.status == "completed" and not self.stopped_early:
             groups = epoch_step_groups(self.train_examples, params, self.spec.seed, state.epoch)
             for group in groups[state.epoch_step :]:
@@ -168,8 +169,8 @@ class TrainingRecipe:
                     self.status = "cancelled"
                     break
                 now = time.perf_counter()
-                if self._checkpoint_due(now - last_checkpoint):
-                    self._checkpoint(now)
+                if checkpoint_dir and self._checkpoint_due(now - last_checkpoint):
+                    self._checkpoint(checkpoint_dir, now)
                     last_checkpoint = time.perf_counter()
                 if state.step >= plan.total_steps or self.stopped_early:
                     break
@@ -224,6 +225,8 @@ class TrainingRecipe:
         validation_loss = self._validation_loss()
         state.eval_seconds += time.perf_counter() - eval_started
         self.final_validation_loss = validation_loss
+        if validation_loss is None:  # no held-out examples, which the check above excludes
+            return None
         if state.best_validation_loss is None or validation_loss < state.best_validation_loss - 1e-6:
             state.best_validation_loss = validation_loss
             state.checks_without_improvement = 0
@@ -244,9 +247,9 @@ class TrainingRecipe:
             and not self.stopped_early
         )
 
-    def _checkpoint(self, now: float) -> None:
+    def _checkpoint(self, checkpoint_dir: str, now: float) -> None:
         self.state.train_seconds = self.elapsed_before + now - self.started
-        save_checkpoint(self.spec.checkpoint_dir, self.model, self.optimizer, self.scheduler, self.state, self.precision)
+        save_checkpoint(checkpoint_dir, self.model, self.optimizer, self.scheduler, self.state, self.precision)
         if hasattr(self.callbacks, "on_checkpoint"):
             self.callbacks.on_checkpoint()
 
@@ -256,6 +259,8 @@ class TrainingRecipe:
         """Measure the final weights and write the result; nothing when the run was cancelled."""
         if self.status != "completed":
             return
+        if self.files is None:
+            raise RuntimeError("save() needs setup() first: setup starts the technique's writer.")
         state = self.state
         # The loop measured the final weights already unless it stopped early between checks.
         measured = state.step_losses and self.final_validation_loss is not None and state.step >= self.plan.total_steps

@@ -123,7 +123,8 @@ def build_pissa_config(params, model, ctx=BuildContext()) -> PeftConfig:
     """LoRA initialised from the principal singular vectors (fast randomized SVD, 4 iterations)."""
     kwargs = _lora_kwargs(params, model, ctx)
     kwargs["lora_dropout"] = 0.0  # PiSSA's conversion to plain LoRA assumes no dropout
-    return LoraConfig(**kwargs, init_lora_weights="pissa_niter_4")
+    # peft's Literal spells the pattern itself ("pissa_niter_[number of iters]"); it accepts "pissa_niter_4".
+    return LoraConfig(**kwargs, init_lora_weights="pissa_niter_4")  # type: ignore[arg-type]
 
 
 def build_adalora_config(params, model, ctx=BuildContext()) -> PeftConfig:
@@ -148,7 +149,7 @@ def build_loha_config(params, model, ctx=BuildContext()) -> PeftConfig:
     return LoHaConfig(
         task_type=ctx.task_type,
         r=int(params["r"]),
-        alpha=float(params["alpha"]),
+        alpha=int(params["alpha"]),  # a whole number in the catalogue (app/domain/techniques.py)
         module_dropout=float(params["dropout"]),
         target_modules=resolve_target_modules(params["target_modules"], model),
         modules_to_save=_head_modules(model, ctx),
@@ -160,7 +161,7 @@ def build_lokr_config(params, model, ctx=BuildContext()) -> PeftConfig:
     return LoKrConfig(
         task_type=ctx.task_type,
         r=int(params["r"]),
-        alpha=float(params["alpha"]),
+        alpha=int(params["alpha"]),  # a whole number in the catalogue (app/domain/techniques.py)
         module_dropout=float(params["dropout"]),
         target_modules=resolve_target_modules(params["target_modules"], model),
         modules_to_save=_head_modules(model, ctx),
@@ -248,6 +249,8 @@ def _is_decoder(model) -> bool:
 
 def _adapter_model(builder: Builder, model, params: dict[str, Any], ctx: BuildContext):
     """Base weights frozen, the technique's adapter added and trainable."""
+    if builder.configure is None:
+        raise ValueError("A technique without a PEFT config trains the model itself and needs its own make_model.")
     config = builder.configure(params, model, ctx)
     with warnings.catch_warnings():
         # peft 0.21 calls transformers 5's deprecated is_gradient_checkpointing; noise only.
