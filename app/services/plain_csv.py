@@ -67,7 +67,7 @@ def _has_blank_record(cells) -> bool:
     """A record whose cells are all empty or white space (as dataset_normalise.is_blank sees it)."""
     import numpy as np
 
-    from app.services.csv_scan import SPACE_ONLY
+    from app.services.csv_cell_flags import SPACE_ONLY
 
     for row in np.flatnonzero(((cells.flags & SPACE_ONLY) != 0).all(axis=1)).tolist():
         if not "".join(cells.text(row, column) for column in range(cells.flags.shape[1])).strip():

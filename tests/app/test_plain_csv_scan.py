@@ -17,7 +17,17 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from app.services import csv_scan, dataset_ingest, dataset_normalise, dataset_store, plain_csv, profiling, stored_rows, tabular_formats
+from app.services import (
+    csv_cell_flags,
+    csv_scan,
+    dataset_ingest,
+    dataset_normalise,
+    dataset_store,
+    plain_csv,
+    profiling,
+    stored_rows,
+    tabular_formats,
+)
 from app.services.duplicate_rows import near_duplicate_key
 
 CHARACTERS = ["a", "B", "z", " ", ",", '"', "\n", "\r", "0", "1", "7", "é", "@", "\t", "\x1c", ".", "-", "\u2003", "١", "€", "'"]
@@ -70,20 +80,20 @@ def test_records_and_cell_facts_match_csv_reader(tmp_path, small_pieces, text):
         # a quote open at the end, or text after a closing quote.
         body = expected[1:]
         ragged = any(len(record) != width for record in body)
-        assert ragged or unusual.status in (csv_scan.OPEN_QUOTE, csv_scan.IRREGULAR), (text, unusual.status)
+        assert ragged or unusual.status in (csv_cell_flags.OPEN_QUOTE, csv_cell_flags.IRREGULAR), (text, unusual.status)
         return
     assert [[cell[0] for cell in row] for row in rows] == expected[1:]
     for row in rows:
         for value, flags, chars, _, _ in row:
             assert chars == len(value)
-            assert bool(flags & csv_scan.EMPTY) == (value == "")
-            if not flags & csv_scan.NON_ASCII:
-                assert bool(flags & csv_scan.SPACE_ONLY) == (value == "" or value.isspace())
-            assert bool(flags & csv_scan.ALL_DIGITS) == (value.isascii() and value.isdigit())
-            assert bool(flags & csv_scan.AT_SIGN) == ("@" in value)
-            assert bool(flags & csv_scan.DIGIT) == bool(re.search("[0-9]", value))
-            assert bool(flags & csv_scan.DIGIT_PAIR) == bool(re.search("[0-9][0-9]", value))
-            assert bool(flags & csv_scan.FIRST_ZERO) == value.startswith("0")
+            assert bool(flags & csv_cell_flags.EMPTY) == (value == "")
+            if not flags & csv_cell_flags.NON_ASCII:
+                assert bool(flags & csv_cell_flags.SPACE_ONLY) == (value == "" or value.isspace())
+            assert bool(flags & csv_cell_flags.ALL_DIGITS) == (value.isascii() and value.isdigit())
+            assert bool(flags & csv_cell_flags.AT_SIGN) == ("@" in value)
+            assert bool(flags & csv_cell_flags.DIGIT) == bool(re.search("[0-9]", value))
+            assert bool(flags & csv_cell_flags.DIGIT_PAIR) == bool(re.search("[0-9][0-9]", value))
+            assert bool(flags & csv_cell_flags.FIRST_ZERO) == value.startswith("0")
 
 
 def test_equal_texts_and_only_equal_texts_share_a_hash(tmp_path):
