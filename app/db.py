@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, create_engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import UpdateBase
 
 from app.config import get_settings
 
@@ -61,6 +62,14 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def rows_matched(db: Session, statement: UpdateBase) -> int:
+    """Run an UPDATE or DELETE and return how many rows it matched.
+
+    Session.execute is typed to return a plain Result whatever the statement, but for DML without
+    RETURNING it returns a CursorResult, the class that carries rowcount: the cast says so."""
+    return cast(CursorResult[Any], db.execute(statement)).rowcount
 
 
 T = TypeVar("T")

@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _job_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("tailor_job_id", default=None)
 
@@ -33,8 +33,9 @@ class JobIdFilter(logging.Filter):
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        job = record.job_id if getattr(record, "job_id", None) is not None else "-"
+        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        job_id = getattr(record, "job_id", None)
+        job = job_id if job_id is not None else "-"
         line = f"{stamp} {record.levelname:<7} {record.name} job={job} {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -44,9 +45,12 @@ class KeyValueFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
-            "level": record.levelname, "logger": record.name, "job_id": getattr(record, "job_id", None),
-            "message": record.getMessage(), "process": record.process,
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "job_id": getattr(record, "job_id", None),
+            "message": record.getMessage(),
+            "process": record.process,
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -29,10 +29,22 @@ def _wants_json(request: Request) -> bool:
 
 def create_app() -> FastAPI:
     settings = get_settings()
-    app = FastAPI(title="Tailor", version="0.1.0", description="Fine-tune open language models on your own data.",
-                  openapi_url=None, docs_url=None, redoc_url=None)
-    app.add_middleware(SessionMiddleware, secret_key=settings.session_secret(), session_cookie="tailor_session",
-                       max_age=settings.session_max_age_seconds, same_site="lax", https_only=settings.environment != "development")
+    app = FastAPI(
+        title="Tailor",
+        version="0.1.0",
+        description="Fine-tune open language models on your own data.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.session_secret(),
+        session_cookie="tailor_session",
+        max_age=settings.session_max_age_seconds,
+        same_site="lax",
+        https_only=settings.environment != "development",
+    )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for router in (*PAGE_ROUTERS, *API_ROUTERS):
         app.include_router(router)
@@ -62,8 +74,11 @@ def create_app() -> FastAPI:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired):
         if _wants_json(request):
-            return JSONResponse({"detail": "Sign in first: send 'Authorization: Bearer <token>' (create one with `tailor create-token EMAIL`)."},
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"detail": "Sign in first: send 'Authorization: Bearer <token>' (create one with `tailor create-token EMAIL`)."},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if request.headers.get("HX-Request") == "true":
             return JSONResponse({"detail": "Your session ended; sign in again."}, status_code=401, headers={"HX-Redirect": "/login"})
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")

@@ -62,5 +62,5 @@ def redis_client():
 
     url = get_settings().broker_url
     if url.startswith("redis+socket://"):
-        url = "unix://" + url[len("redis+socket://"):]
+        url = "unix://" + url[len("redis+socket://") :]
     return redis.Redis.from_url(url, decode_responses=True)

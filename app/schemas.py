@@ -29,7 +29,9 @@ class DatasetPublic(BaseModel):
 
 class DatasetDetail(DatasetPublic):
     preview: list[dict[str, str]] = Field(default_factory=list, description="First rows; formula-like cells start with an apostrophe.")
-    notes: list[str] = Field(default_factory=list, description="What ingestion fixed or noticed: renamed headers, ragged rows, encodings, sheets.")
+    notes: list[str] = Field(
+        default_factory=list, description="What ingestion fixed or noticed: renamed headers, ragged rows, encodings, sheets."
+    )
     already_uploaded: bool = False
     profile: dict[str, Any] | None = Field(None, description="The profile computed at upload (see GET /datasets/{id}/profile).")
 
@@ -49,7 +51,9 @@ class DatasetRowsPage(BaseModel):
 
 
 class PersonalDataMasking(BaseModel):
-    mask: bool = Field(..., description="True: train on a copy with personal data replaced by [EMAIL], [PHONE], ...; false: on the original.")
+    mask: bool = Field(
+        ..., description="True: train on a copy with personal data replaced by [EMAIL], [PHONE], ...; false: on the original."
+    )
 
 
 class PersonalDataMaskingResult(BaseModel):
@@ -104,18 +108,29 @@ class BaseModelPublic(BaseModel):
 
 class JobCreate(BaseModel):
     dataset_id: int
-    task: str = Field("instruction", description="Task kind: 'instruction' (prompt -> response, optional system/context), "
-                      "'text' (continued training) or 'classification' (text -> label).")
-    column_mapping: dict[str, Any] = Field(..., description="Role -> column name. instruction: {'prompt', 'response', optional 'system', "
-                                           "'context'}; text: {'text_columns': [...]}; classification: {'text', 'label'}.")
+    task: str = Field(
+        "instruction",
+        description="Task kind: 'instruction' (prompt -> response, optional system/context), "
+        "'text' (continued training) or 'classification' (text -> label).",
+    )
+    column_mapping: dict[str, Any] = Field(
+        ...,
+        description="Role -> column name. instruction: {'prompt', 'response', optional 'system', "
+        "'context'}; text: {'text_columns': [...]}; classification: {'text', 'label'}.",
+    )
     base_model: str = Field(..., description="Key of a base model from GET /base-models.")
     technique: str = Field("lora", description="Key of a technique from GET /techniques.")
     params: dict[str, Any] = Field(default_factory=dict, description="Technique and training parameters; omitted ones take their defaults.")
-    preset: str | None = Field(None, description="quick, balanced or thorough: fills the parameters that `params` leaves out, for the data size.")
+    preset: str | None = Field(
+        None, description="quick, balanced or thorough: fills the parameters that `params` leaves out, for the data size."
+    )
     seed: int = 0
     name: str | None = None
-    validation_dataset_id: int | None = Field(None, description="Another dataset of the workspace with the same mapped columns to "
-                                              "validate on; when absent, params.validation_fraction of the rows is held out.")
+    validation_dataset_id: int | None = Field(
+        None,
+        description="Another dataset of the workspace with the same mapped columns to "
+        "validate on; when absent, params.validation_fraction of the rows is held out.",
+    )
 
 
 class JobPreviewRequest(BaseModel):
@@ -166,8 +181,11 @@ class JobPublic(BaseModel):
     finished_at: datetime | None
     adapter_id: int | None = None
     validation_dataset_id: int | None = None
-    validation: dict[str, Any] | None = Field(None, description="Where the validation rows come from: source 'split' (fraction) or "
-                                              "'file' (dataset_id, dataset_name); rows, train_rows, and the leakage check.")
+    validation: dict[str, Any] | None = Field(
+        None,
+        description="Where the validation rows come from: source 'split' (fraction) or "
+        "'file' (dataset_id, dataset_name); rows, train_rows, and the leakage check.",
+    )
 
 
 class JobAttemptPublic(BaseModel):
@@ -178,7 +196,9 @@ class JobAttemptPublic(BaseModel):
     started_step: int
     ended_at: datetime | None
     ended_step: int | None
-    outcome: str | None = Field(None, description="succeeded, failed, cancelled, lost (the worker stopped responding), or null while it runs")
+    outcome: str | None = Field(
+        None, description="succeeded, failed, cancelled, lost (the worker stopped responding), or null while it runs"
+    )
     reason: str | None
 
 
@@ -258,7 +278,9 @@ class DatasetProfilePublic(BaseModel):
     model_config = ConfigDict(extra="allow")
     version: int | None = None
     row_count: int | None = None
-    columns: list[dict[str, Any]] = Field(default_factory=list, description="Per column: type guess, empties, lengths, frequent values, personal data.")
+    columns: list[dict[str, Any]] = Field(
+        default_factory=list, description="Per column: type guess, empties, lengths, frequent values, personal data."
+    )
     duplicates: dict[str, Any] | None = Field(None, description="Exact and near-duplicate rows, with examples.")
 
 
@@ -309,10 +331,14 @@ class BakeoffCreate(BaseModel):
     column_mapping: dict[str, Any]
     base_model: str
     techniques: list[str] = Field(..., description="Two to six technique keys from GET /techniques.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Shared training settings: epochs, batch_size, max_length, validation_fraction, max_steps.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Shared training settings: epochs, batch_size, max_length, validation_fraction, max_steps."
+    )
     seed: int = 0
     preset: str | None = None
-    validation_dataset_id: int | None = Field(None, description="Another dataset of the workspace to validate on instead of holding out a share.")
+    validation_dataset_id: int | None = Field(
+        None, description="Another dataset of the workspace to validate on instead of holding out a share."
+    )
 
 
 class BakeoffCreated(BaseModel):

@@ -34,7 +34,8 @@ def load_or_create_secret_key(data_dir: Path) -> str:
     if len(key) < MIN_KEY_LENGTH:
         raise SecretKeyError(
             f"The secret key in {path} is missing or shorter than {MIN_KEY_LENGTH} characters. "
-            "Delete the file to have a new one made (every signed-in user is then signed out), or set TAILOR_SECRET_KEY.")
+            "Delete the file to have a new one made (every signed-in user is then signed out), or set TAILOR_SECRET_KEY."
+        )
     return key
 
 

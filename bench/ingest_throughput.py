@@ -27,9 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-WORDS = ("order parcel refund delivery invoice account password shipping return exchange size colour jacket boots tent "
-         "warranty store opening hours discount code voucher newsletter payment card bank transfer tracking number "
-         "customer service please thanks hello sorry delayed arrived broken missing wrong item replacement").split()
+WORDS = (
+    "order parcel refund delivery invoice account password shipping return exchange size colour jacket boots tent "
+    "warranty store opening hours discount code voucher newsletter payment card bank transfer tracking number "
+    "customer service please thanks hello sorry delayed arrived broken missing wrong item replacement"
+).split()
 
 
 def generate(path: Path, rows: int, target_bytes: int, seed: int = 0) -> None:
@@ -55,8 +57,12 @@ def generate(path: Path, rows: int, target_bytes: int, seed: int = 0) -> None:
 
 def run_child(kind: str, path: Path) -> dict:
     """Run one side in a child process; returns its report plus peak memory from wait4."""
-    proc = subprocess.Popen([sys.executable, __file__, "--child", kind, str(path)], stdout=subprocess.PIPE, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", kind, str(path)],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -116,10 +122,19 @@ def child_tailor(path: Path) -> dict:
     import resource
 
     children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the scanner's process
-    return {"rows": rows, "seconds": seconds, "cpu_seconds": cpu, "children_peak_rss_mb": children_peak,
-            "exact_duplicates": profile["duplicates"]["exact"],
-            "near_duplicates": profile["duplicates"]["near"], "personal_data": profile["personal_data_total"],
-            "receive_seconds": receive_seconds, "startup_seconds": startup_seconds, "data_dir": str(data_dir), "profile": profile}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "children_peak_rss_mb": children_peak,
+        "exact_duplicates": profile["duplicates"]["exact"],
+        "near_duplicates": profile["duplicates"]["near"],
+        "personal_data": profile["personal_data_total"],
+        "receive_seconds": receive_seconds,
+        "startup_seconds": startup_seconds,
+        "data_dir": str(data_dir),
+        "profile": profile,
+    }
 
 
 def child_pandas(path: Path) -> dict:
@@ -149,10 +164,14 @@ def child_pyarrow(path: Path) -> dict:
             digest.update(chunk)
         f.seek(0)
         columns = f.readline().decode().rstrip("\r\n").split(",")
-    reader = arrow_csv.open_csv(path, read_options=arrow_csv.ReadOptions(block_size=4 << 20),
-                                parse_options=arrow_csv.ParseOptions(newlines_in_values=True),
-                                convert_options=arrow_csv.ConvertOptions(column_types=dict.fromkeys(columns, pyarrow.string()),
-                                                                         strings_can_be_null=False, quoted_strings_can_be_null=False))
+    reader = arrow_csv.open_csv(
+        path,
+        read_options=arrow_csv.ReadOptions(block_size=4 << 20),
+        parse_options=arrow_csv.ParseOptions(newlines_in_values=True),
+        convert_options=arrow_csv.ConvertOptions(
+            column_types=dict.fromkeys(columns, pyarrow.string()), strings_can_be_null=False, quoted_strings_can_be_null=False
+        ),
+    )
     profile = ProfileBuilder(columns, path.parent)
     rows = 0
     try:
@@ -164,9 +183,16 @@ def child_pyarrow(path: Path) -> dict:
     finally:
         profile.close()
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    return {"rows": rows, "seconds": seconds, "cpu_seconds": cpu, "exact_duplicates": result["duplicates"]["exact"],
-            "near_duplicates": result["duplicates"]["near"], "personal_data": result["personal_data_total"],
-            "strings": f"pyarrow {pyarrow.__version__} + ProfileBuilder", "profile": json.loads(json.dumps(result))}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "exact_duplicates": result["duplicates"]["exact"],
+        "near_duplicates": result["duplicates"]["near"],
+        "personal_data": result["personal_data_total"],
+        "strings": f"pyarrow {pyarrow.__version__} + ProfileBuilder",
+        "profile": json.loads(json.dumps(result)),
+    }
 
 
 def main() -> None:
@@ -196,24 +222,35 @@ def main() -> None:
         for kind in ("pandas", "tailor") + (("pyarrow",) if args.pyarrow else ()):
             results[kind] = run_child(kind, path)
             r = results[kind]
-            print(f"{kind:>7}: {r['rows']:,} rows in {r['seconds']:.1f} s = {r['rows'] / r['seconds']:,.0f} rows/s, "
-                  f"{size / 1e6 / r['seconds']:.0f} MB/s, {r['cpu_seconds']:.1f} CPU s, peak memory {r['peak_rss_mb']:.0f} MB"
-                  f"{'  (' + r['strings'] + ')' if 'strings' in r else ''}   load average {os.getloadavg()[0]:.1f}")
+            print(
+                f"{kind:>7}: {r['rows']:,} rows in {r['seconds']:.1f} s = {r['rows'] / r['seconds']:,.0f} rows/s, "
+                f"{size / 1e6 / r['seconds']:.0f} MB/s, {r['cpu_seconds']:.1f} CPU s, peak memory {r['peak_rss_mb']:.0f} MB"
+                f"{'  (' + r['strings'] + ')' if 'strings' in r else ''}   load average {os.getloadavg()[0]:.1f}"
+            )
         t, p = results["tailor"], results["pandas"]
         assert t["rows"] == p["rows"] == args.rows, (t["rows"], p["rows"])
-        print(f"tailor profile: {t['exact_duplicates']:,} exact and {t['near_duplicates']:,} near duplicates, "
-              f"{t['personal_data']:,} personal data values")
-        print(f"not timed: writing the upload into the store took {t['receive_seconds']:.1f} s (the HTTP upload's own write); "
-              f"the scanner's process, started as that copy began, needs {t['startup_seconds']:.1f} s to start "
-              f"(counted, throughput would be {p['seconds'] / (t['seconds'] + t['startup_seconds']):.2f}x)")
-        print(f"throughput tailor/pandas: {p['seconds'] / t['seconds']:.2f}x (by CPU seconds {p['cpu_seconds'] / t['cpu_seconds']:.2f}x)   "
-              f"peak memory tailor/pandas: {t['peak_rss_mb'] / p['peak_rss_mb']:.2f}x   (goal: throughput >= 1x, tailor peak < 300 MB)")
+        print(
+            f"tailor profile: {t['exact_duplicates']:,} exact and {t['near_duplicates']:,} near duplicates, "
+            f"{t['personal_data']:,} personal data values"
+        )
+        print(
+            f"not timed: writing the upload into the store took {t['receive_seconds']:.1f} s (the HTTP upload's own write); "
+            f"the scanner's process, started as that copy began, needs {t['startup_seconds']:.1f} s to start "
+            f"(counted, throughput would be {p['seconds'] / (t['seconds'] + t['startup_seconds']):.2f}x)"
+        )
+        print(
+            f"throughput tailor/pandas: {p['seconds'] / t['seconds']:.2f}x (by CPU seconds {p['cpu_seconds'] / t['cpu_seconds']:.2f}x)   "
+            f"peak memory tailor/pandas: {t['peak_rss_mb'] / p['peak_rss_mb']:.2f}x   (goal: throughput >= 1x, tailor peak < 300 MB)"
+        )
         if "pyarrow" in results:
             a = results["pyarrow"]
             same = a["profile"] == t["profile"]
-            print(f"throughput pyarrow/pandas: {p['seconds'] / a['seconds']:.2f}x (by CPU seconds {p['cpu_seconds'] / a['cpu_seconds']:.2f}x)   "
-                  f"pyarrow/tailor: {t['seconds'] / a['seconds']:.2f}x   peak memory {a['peak_rss_mb']:.0f} MB   "
-                  f"the same profile as tailor's: {same}")
+            print(
+                f"throughput pyarrow/pandas: {p['seconds'] / a['seconds']:.2f}x "
+                f"(by CPU seconds {p['cpu_seconds'] / a['cpu_seconds']:.2f}x)   "
+                f"pyarrow/tailor: {t['seconds'] / a['seconds']:.2f}x   peak memory {a['peak_rss_mb']:.0f} MB   "
+                f"the same profile as tailor's: {same}"
+            )
     finally:
         if not args.keep:
             import shutil

@@ -48,8 +48,11 @@ TECHNIQUES = {
 
 def load_rows(path: Path, prompt_column: str, response_column: str) -> list[tuple[str, str]]:
     with open(path, encoding="utf-8", newline="") as f:
-        return [(r[prompt_column].strip(), r[response_column].strip()) for r in csv.DictReader(f)
-                if r.get(prompt_column, "").strip() and r.get(response_column, "").strip()]
+        return [
+            (r[prompt_column].strip(), r[response_column].strip())
+            for r in csv.DictReader(f)
+            if r.get(prompt_column, "").strip() and r.get(response_column, "").strip()
+        ]
 
 
 def split(rows, seed: int = 0, validation: int = 24):
@@ -74,10 +77,19 @@ def _params(technique: str, args) -> tuple[str, dict]:
     from app.domain.techniques import CATALOGUE, validate_params
 
     key, extra = TECHNIQUES[technique]
-    params = validate_params(CATALOGUE[key], {
-        **extra, "batch_size": args.batch_size, "max_length": args.max_length, "max_steps": args.steps,
-        "epochs": 50, "warmup_ratio": 0.1, "checkpoint_minutes": 0, "gradient_checkpointing": "off",
-    })
+    params = validate_params(
+        CATALOGUE[key],
+        {
+            **extra,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "max_steps": args.steps,
+            "epochs": 50,
+            "warmup_ratio": 0.1,
+            "checkpoint_minutes": 0,
+            "gradient_checkpointing": "off",
+        },
+    )
     return key, params
 
 
@@ -98,17 +110,28 @@ def run_engine(technique: str, args) -> dict:
     key, params = _params(technique, args)
     train_rows, validation_rows = split(load_rows(Path(args.data), args.prompt_column, args.response_column))
     with tempfile.TemporaryDirectory() as out:
-        spec = TrainingSpec(base_model_dir=str(args.model), technique=key, params=params, train_rows=train_rows,
-                            validation_rows=validation_rows, output_dir=str(Path(out) / "adapter"), seed=args.seed)
+        spec = TrainingSpec(
+            base_model_dir=str(args.model),
+            technique=key,
+            params=params,
+            train_rows=train_rows,
+            validation_rows=validation_rows,
+            output_dir=str(Path(out) / "adapter"),
+            seed=args.seed,
+        )
         run = run_training(spec, Quiet())
     result = run.result
     from worker.training.loading import pick_device
 
     seconds = result.train_seconds - result.eval_seconds  # the baseline's time has no evaluation in it either
-    return {"real_tokens": result.tokens_seen, "seconds": seconds,
-            "tokens_per_second": result.tokens_seen / seconds,
-            "validation_loss": result.validation_loss, "peak_memory_bytes": _peak_memory(pick_device()),
-            "steps": result.steps}
+    return {
+        "real_tokens": result.tokens_seen,
+        "seconds": seconds,
+        "tokens_per_second": result.tokens_seen / seconds,
+        "validation_loss": result.validation_loss,
+        "peak_memory_bytes": _peak_memory(pick_device()),
+        "steps": result.steps,
+    }
 
 
 def run_baseline(technique: str, args) -> dict:
@@ -117,10 +140,10 @@ def run_baseline(technique: str, args) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from worker.training.data import IGNORE_INDEX, pad_token_id, tokenize_rows
-    from worker.training.loading import load_base_model, pick_device, use_exact_cpu_4bit_kernel
     from worker.training.held_out import evaluate_loss
-    from worker.training.schedule import seed_everything
+    from worker.training.loading import load_base_model, pick_device, use_exact_cpu_4bit_kernel
     from worker.training.peft_factory import BuildContext, build_peft_model, quantization_bits
+    from worker.training.schedule import seed_everything
 
     key, params = _params(technique, args)
     device = pick_device()
@@ -151,19 +174,36 @@ def run_baseline(technique: str, args) -> dict:
 
     with tempfile.TemporaryDirectory() as out:
         training_args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=args.batch_size, max_steps=args.steps,
-            learning_rate=float(params["learning_rate"]), warmup_steps=max(1, round(0.1 * args.steps)), lr_scheduler_type="linear",
-            weight_decay=0.0, max_grad_norm=1.0, logging_steps=10_000, save_strategy="no", report_to=[],
-            seed=args.seed, remove_unused_columns=False, dataloader_num_workers=0,
-            bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(), use_cpu=device.type == "cpu",
+            output_dir=out,
+            per_device_train_batch_size=args.batch_size,
+            max_steps=args.steps,
+            learning_rate=float(params["learning_rate"]),
+            warmup_steps=max(1, round(0.1 * args.steps)),
+            lr_scheduler_type="linear",
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            logging_steps=10_000,
+            save_strategy="no",
+            report_to=[],
+            seed=args.seed,
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+            use_cpu=device.type == "cpu",
         )
         trainer = Trainer(model=model, args=training_args, train_dataset=train, data_collator=pad_to_max)
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
     validation_loss = evaluate_loss(model, validation, args.batch_size, pad, device)
-    return {"real_tokens": real_tokens["n"], "seconds": seconds, "tokens_per_second": real_tokens["n"] / seconds,
-            "validation_loss": validation_loss, "peak_memory_bytes": _peak_memory(device), "steps": args.steps}
+    return {
+        "real_tokens": real_tokens["n"],
+        "seconds": seconds,
+        "tokens_per_second": real_tokens["n"] / seconds,
+        "validation_loss": validation_loss,
+        "peak_memory_bytes": _peak_memory(device),
+        "steps": args.steps,
+    }
 
 
 def _child(args) -> None:
@@ -175,14 +215,35 @@ def _child(args) -> None:
 
 
 def _run_in_child(system: str, technique: str, args) -> dict:
-    command = [sys.executable, __file__, "--child", "--system", system, "--technique", technique, "--model", str(args.model),
-               "--data", str(args.data), "--prompt-column", args.prompt_column, "--response-column", args.response_column,
-               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-               "--seed", str(args.seed)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--system",
+        system,
+        "--technique",
+        technique,
+        "--model",
+        str(args.model),
+        "--data",
+        str(args.data),
+        "--prompt-column",
+        args.prompt_column,
+        "--response-column",
+        args.response_column,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-length",
+        str(args.max_length),
+        "--seed",
+        str(args.seed),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise RuntimeError(f"{system}/{technique} failed:\n{done.stderr[-3000:]}")
 
 
@@ -208,8 +269,7 @@ def main() -> None:
     if args.model is None:
         sys.exit("No model folder found; pass --model (convert one with python -m worker.training.loading <gguf> <out>).")
 
-    print(f"model {args.model.name}, data {args.data.name}, {args.steps} steps x batch {args.batch_size}, "
-          f"max_length {args.max_length}")
+    print(f"model {args.model.name}, data {args.data.name}, {args.steps} steps x batch {args.batch_size}, max_length {args.max_length}")
     figures = {}
     header = f"{'technique':<14} {'system':<9} {'real tok/s':>10} {'peak MB':>8} {'val loss':>9} {'seconds':>8}"
     print(header)
@@ -217,16 +277,22 @@ def main() -> None:
         row = {}
         for system in ("baseline", "engine"):
             row[system] = result = _run_in_child(system, technique, args)
-            print(f"{technique:<14} {system:<9} {result['tokens_per_second']:>10.1f} {result['peak_memory_bytes'] / 2**20:>8.0f} "
-                  f"{result['validation_loss']:>9.4f} {result['seconds']:>8.1f}", flush=True)
+            print(
+                f"{technique:<14} {system:<9} {result['tokens_per_second']:>10.1f} {result['peak_memory_bytes'] / 2**20:>8.0f} "
+                f"{result['validation_loss']:>9.4f} {result['seconds']:>8.1f}",
+                flush=True,
+            )
         base, engine = row["baseline"], row["engine"]
         row["ratios"] = {
             "tokens_per_second": engine["tokens_per_second"] / base["tokens_per_second"],
             "peak_memory": engine["peak_memory_bytes"] / base["peak_memory_bytes"],
             "validation_loss_difference": engine["validation_loss"] - base["validation_loss"],
         }
-        print(f"{technique:<14} {'ratio':<9} {row['ratios']['tokens_per_second']:>9.2f}x {row['ratios']['peak_memory']:>7.2f}x "
-              f"{row['ratios']['validation_loss_difference']:>+9.4f}", flush=True)
+        print(
+            f"{technique:<14} {'ratio':<9} {row['ratios']['tokens_per_second']:>9.2f}x {row['ratios']['peak_memory']:>7.2f}x "
+            f"{row['ratios']['validation_loss_difference']:>+9.4f}",
+            flush=True,
+        )
         figures[technique] = row
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

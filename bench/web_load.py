@@ -35,44 +35,102 @@ ADMIN_URL = os.environ.get("TAILOR_BENCH_POSTGRES_URL", "postgresql+psycopg2://p
 
 
 def seed(database_url: str, jobs: int, points_per_job: int) -> tuple[str, str, list[int], list[int]]:
+    from sqlalchemy.orm import Session
+
     from app.db import make_engine
     from app.migrate import upgrade_database
     from app.models import Adapter, Dataset, Job, MetricPoint
     from app.services.accounts import create_user
-    from sqlalchemy.orm import Session
 
     upgrade_database(database_url)
     engine = make_engine(database_url)
     email, password = "bench@example.com", "bench password"
     with Session(engine) as db:
         user = create_user(db, email, password)
-        dataset = Dataset(workspace_id=user.workspace_id, name="bench", original_filename="bench.csv", sha256="0" * 64, size_bytes=1,
-                          row_count=1000, columns=["question", "answer"], encoding="utf-8", delimiter=",", storage_key="datasets/x/rows.csv")
+        dataset = Dataset(
+            workspace_id=user.workspace_id,
+            name="bench",
+            original_filename="bench.csv",
+            sha256="0" * 64,
+            size_bytes=1,
+            row_count=1000,
+            columns=["question", "answer"],
+            encoding="utf-8",
+            delimiter=",",
+            storage_key="datasets/x/rows.csv",
+        )
         db.add(dataset)
         db.flush()
-        rows = [dict(workspace_id=user.workspace_id, dataset_id=dataset.id, name=f"bench job {i}", task="instruction",
-                     column_mapping={"prompt": "question", "response": "answer"}, base_model="tiny-llama", technique="lora",
-                     params={"epochs": 2}, status="succeeded", step=points_per_job, total_steps=points_per_job, epoch=2.0, result={})
-                for i in range(jobs)]
+        rows = [
+            dict(
+                workspace_id=user.workspace_id,
+                dataset_id=dataset.id,
+                name=f"bench job {i}",
+                task="instruction",
+                column_mapping={"prompt": "question", "response": "answer"},
+                base_model="tiny-llama",
+                technique="lora",
+                params={"epochs": 2},
+                status="succeeded",
+                step=points_per_job,
+                total_steps=points_per_job,
+                epoch=2.0,
+                result={},
+            )
+            for i in range(jobs)
+        ]
         job_ids = list(db.scalars(insert(Job).returning(Job.id), rows))
         for start in range(0, len(job_ids), 100):
-            points = [dict(job_id=job_id, step=s, epoch=s / points_per_job * 2, loss=3.0 - s / points_per_job + random.random() * 0.1,
-                           learning_rate=2e-4, tokens_per_second=200.0)
-                      for job_id in job_ids[start:start + 100] for s in range(1, points_per_job + 1)]
+            points = [
+                dict(
+                    job_id=job_id,
+                    step=s,
+                    epoch=s / points_per_job * 2,
+                    loss=3.0 - s / points_per_job + random.random() * 0.1,
+                    learning_rate=2e-4,
+                    tokens_per_second=200.0,
+                )
+                for job_id in job_ids[start : start + 100]
+                for s in range(1, points_per_job + 1)
+            ]
             db.execute(insert(MetricPoint), points)
-        adapter_ids = list(db.scalars(insert(Adapter).returning(Adapter.id), [dict(workspace_id=user.workspace_id, job_id=job_id, name=f"adapter {job_id}", technique="lora",
-                                          base_model="tiny-llama", storage_key=f"adapters/job-{job_id}", metrics={"validation_loss": 3.1})
-                                     for job_id in job_ids[:50]]))
+        adapter_ids = list(
+            db.scalars(
+                insert(Adapter).returning(Adapter.id),
+                [
+                    dict(
+                        workspace_id=user.workspace_id,
+                        job_id=job_id,
+                        name=f"adapter {job_id}",
+                        technique="lora",
+                        base_model="tiny-llama",
+                        storage_key=f"adapters/job-{job_id}",
+                        metrics={"validation_loss": 3.1},
+                    )
+                    for job_id in job_ids[:50]
+                ],
+            )
+        )
         db.commit()
     engine.dispose()
     return email, password, job_ids, adapter_ids
 
 
 def start_server(database_url: str, data_dir: str, port: int, workers: int) -> subprocess.Popen:
-    env = dict(os.environ, TAILOR_DATABASE_URL=database_url, TAILOR_DATA_DIR=data_dir, TAILOR_REDIS_URL="redis://127.0.0.1:6379/13",
-               PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        TAILOR_DATABASE_URL=database_url,
+        TAILOR_DATA_DIR=data_dir,
+        TAILOR_REDIS_URL="redis://127.0.0.1:6379/13",
+        PYTHONPATH=str(ROOT),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(100):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
@@ -124,8 +182,9 @@ class KeepAliveClient:
             self.writer = None
 
 
-async def hammer(base: str, cookies, paths: list[str], users: int, seconds: float, think: float = 0.0,
-                 warmup: float = 2.0) -> dict[str, list[float]]:
+async def hammer(
+    base: str, cookies, paths: list[str], users: int, seconds: float, think: float = 0.0, warmup: float = 2.0
+) -> dict[str, list[float]]:
     """Each user requests the pages in turn, pausing `think` seconds (±50%) between requests.
     Users arrive spread over the first think interval, as real ones do (a synchronised burst of
     50 requests at t=0 measures the burst, not the steady state), and the first `warmup` seconds
@@ -195,8 +254,9 @@ def upload_big_csv(base: str, cookies, csrf: str, megabytes: int) -> float:
                 f.write(line)
     started = time.perf_counter()
     with open(path, "rb") as f:
-        response = httpx.post(f"{base}/datasets", cookies=cookies, data={"csrf_token": csrf}, files={"file": ("big.csv", f, "text/csv")},
-                              timeout=3600)
+        response = httpx.post(
+            f"{base}/datasets", cookies=cookies, data={"csrf_token": csrf}, files={"file": ("big.csv", f, "text/csv")}, timeout=3600
+        )
     if response.status_code not in (200, 204, 303):
         raise RuntimeError(f"upload answered {response.status_code}: {response.text[:300]}")
     return time.perf_counter() - started
@@ -242,14 +302,19 @@ def main() -> None:
 
         floor, loads, csrf, cookies = asyncio.run(run())
         floor_p95 = pct(floor["health"], 95)
-        print(f"\n{args.users} concurrent users (think time {args.think:g}s), {args.web_workers} web processes, {args.seconds:.0f}s; baseline /health p95 {floor_p95 * 1000:.1f} ms "
-              f"({len(floor['health']) / (args.seconds / 2):.0f} req/s)")
+        print(
+            f"\n{args.users} concurrent users (think time {args.think:g}s), {args.web_workers} web processes, "
+            f"{args.seconds:.0f}s; baseline /health p95 {floor_p95 * 1000:.1f} ms "
+            f"({len(floor['health']) / (args.seconds / 2):.0f} req/s)"
+        )
         print(f"{'page':<12}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p95 / health p95':>19}")
         total = 0
         for page, values in loads.items():
             total += len(values)
-            print(f"{page:<12}{len(values) / args.seconds:>8.1f}{pct(values, 50) * 1000:>9.1f}{pct(values, 95) * 1000:>9.1f}"
-                  f"{pct(values, 99) * 1000:>9.1f}{pct(values, 95) / floor_p95:>19.1f}x")
+            print(
+                f"{page:<12}{len(values) / args.seconds:>8.1f}{pct(values, 50) * 1000:>9.1f}{pct(values, 95) * 1000:>9.1f}"
+                f"{pct(values, 99) * 1000:>9.1f}{pct(values, 95) / floor_p95:>19.1f}x"
+            )
         print(f"{'all pages':<12}{total / args.seconds:>8.1f}")
 
         if args.upload_mb:
@@ -261,15 +326,19 @@ def main() -> None:
             while not samples:
                 time.sleep(0.05)
             before = samples[0]
-            uploader = threading.Thread(target=lambda: print(f"\nupload of {args.upload_mb} MB took {upload_big_csv(base, cookies, csrf, args.upload_mb):.1f}s"))
+            uploader = threading.Thread(
+                target=lambda: print(f"\nupload of {args.upload_mb} MB took {upload_big_csv(base, cookies, csrf, args.upload_mb):.1f}s")
+            )
             uploader.start()
             during = asyncio.run(hammer(base, cookies, ["/", f"/jobs/{job_ids[0]}"], args.users, args.seconds, args.think))
             uploader.join()
             stop.set()
             values = [v for vs in during.values() for v in vs]
-            print(f"during the upload: pages p95 {pct(values, 95) * 1000:.1f} ms; web process peak RSS {max(samples) / 2**20:.0f} MB "
-                  f"(idle before: {before / 2**20:.0f} MB)"
-                  + (f"; the CSV scanner's child process peak RSS {max(scanner_samples) / 2**20:.0f} MB" if scanner_samples else ""))
+            print(
+                f"during the upload: pages p95 {pct(values, 95) * 1000:.1f} ms; web process peak RSS {max(samples) / 2**20:.0f} MB "
+                f"(idle before: {before / 2**20:.0f} MB)"
+                + (f"; the CSV scanner's child process peak RSS {max(scanner_samples) / 2**20:.0f} MB" if scanner_samples else "")
+            )
     finally:
         if server is not None:
             server.terminate()

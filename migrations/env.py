@@ -1,10 +1,9 @@
 """Alembic environment: the database URL comes from Tailor's Settings, never from alembic.ini."""
 
 from alembic import context
-from sqlalchemy import pool
 
-from app.db import make_engine
 from app.config import get_settings
+from app.db import make_engine
 from app.models import Base
 
 config = context.config

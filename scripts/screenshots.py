@@ -23,7 +23,7 @@ def main(base: str, email: str, password: str) -> None:
         page.click("button[type=submit]")
         page.wait_for_url(base + "/")
         page.screenshot(path=OUT / "dashboard.png")
-        page.locator(".list a[href^=\"/datasets/\"]").first.click()
+        page.locator('.list a[href^="/datasets/"]').first.click()
         page.wait_for_url("**/datasets/*")
         page.screenshot(path=OUT / "dataset.png", full_page=True)
         page.goto("/")

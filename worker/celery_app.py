@@ -48,12 +48,22 @@ celery_app.conf.update(
     # record a plain failure first.
     task_time_limit=settings.job_time_limit_seconds + 300,
     task_soft_time_limit=settings.job_time_limit_seconds,
-    task_routes={TRAIN_TASK: {"queue": "gpu"}, EVALUATE_TASK: {"queue": "gpu"}, EXPORT_TASK: {"queue": "gpu"}, RECONCILE_TASK: {"queue": "cpu"},
-                 GENERATE_TASK: {"queue": INFERENCE_QUEUE}},
+    task_routes={
+        TRAIN_TASK: {"queue": "gpu"},
+        EVALUATE_TASK: {"queue": "gpu"},
+        EXPORT_TASK: {"queue": "gpu"},
+        RECONCILE_TASK: {"queue": "cpu"},
+        GENERATE_TASK: {"queue": INFERENCE_QUEUE},
+    },
     # The reconciler runs as a task on the cpu queue. A message that waited longer than one
     # interval (every worker busy training) expires instead of piling up: the next one will do.
-    beat_schedule={"reconcile-jobs": {"task": RECONCILE_TASK, "schedule": settings.reconcile_interval_seconds,
-                                      "options": {"queue": "cpu", "expires": settings.reconcile_interval_seconds}}},
+    beat_schedule={
+        "reconcile-jobs": {
+            "task": RECONCILE_TASK,
+            "schedule": settings.reconcile_interval_seconds,
+            "options": {"queue": "cpu", "expires": settings.reconcile_interval_seconds},
+        }
+    },
     worker_send_task_events=False,
     timezone="UTC",
 )

@@ -38,6 +38,8 @@ def run_merged_export(adapter_id: int) -> str:
     store = get_artifact_store()
     with session_scope() as db:
         adapter = db.get(Adapter, adapter_id)
+        if adapter is None:
+            return _gone(adapter_id, MERGED_EXPORT)
         base = get_base_model(get_settings(), adapter.base_model)
         technique = adapter.technique
         adapter_dir = str(store.path(adapter.storage_key))
@@ -74,6 +76,8 @@ def run_gguf_export(adapter_id: int) -> str:
     store = get_artifact_store()
     with session_scope() as db:
         adapter = db.get(Adapter, adapter_id)
+        if adapter is None:
+            return _gone(adapter_id, GGUF_EXPORT)
         reason = gguf_unavailable_reason(settings, adapter)
         base = get_base_model(settings, adapter.base_model)
         adapter_dir = store.path(adapter.storage_key)
@@ -82,8 +86,8 @@ def run_gguf_export(adapter_id: int) -> str:
         return "not-started"
     out = store.temp_path(".gguf")
     try:
-        if reason:
-            raise ValueError(reason)
+        if reason or base is None:  # no reason means gguf_unavailable_reason found the base model
+            raise ValueError(reason or f"The base model {adapter.base_model!r} is not installed on this worker.")
         base_config = json.loads((Path(base.location) / "config.json").read_text())
         info = write_lora_gguf(adapter_dir, base_config, out, name=name)
         store.put_file(gguf_key(adapter_id), out)
@@ -95,6 +99,12 @@ def run_gguf_export(adapter_id: int) -> str:
         out.unlink(missing_ok=True)
     _finish(adapter_id, GGUF_EXPORT, gguf_export_bytes=info.size_bytes)
     return "done"
+
+
+def _gone(adapter_id: int, workflow: Workflow) -> str:
+    """The adapter was deleted after the export was asked for: nothing to export, nothing to record."""
+    log.info("adapter %s: %s not started (adapter deleted)", adapter_id, workflow.key)
+    return "not-started"
 
 
 def _start(adapter_id: int, workflow: Workflow) -> bool:

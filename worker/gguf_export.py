@@ -38,8 +38,7 @@ class GgufAdapterInfo:
 def llama_permute(weights: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarray:
     """The row order llama.cpp's converter gives q_proj (n_head) and k_proj (n_head_kv) weights."""
     heads = n_head_kv if n_head_kv != n_head else n_head
-    return (weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
+    return weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
 
 
 def gguf_tensor_name(hf_module: str, arch: str, n_blocks: int) -> str:
@@ -146,7 +145,9 @@ def write_lora_gguf(adapter_dir: str | Path, base_config: dict, out_path: str | 
             lora_b = lora_b * np.float32(correction)
         target = gguf_tensor_name(module, arch, n_blocks)
         if target == "output.weight" and base_config.get("tie_word_embeddings"):
-            raise GgufExportError("The adapter changes the output layer, which this base shares with its embeddings; llama.cpp ignores it there.")
+            raise GgufExportError(
+                "The adapter changes the output layer, which this base shares with its embeddings; llama.cpp ignores it there."
+            )
         if ".attn_q." in target:
             lora_b = llama_permute(lora_b, n_head, n_head)
         elif ".attn_k." in target:
@@ -157,5 +158,6 @@ def write_lora_gguf(adapter_dir: str | Path, base_config: dict, out_path: str | 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return GgufAdapterInfo(tensors=2 * len(modules), alpha=file_alpha, rank=int(first["A"].shape[0]),
-                           size_bytes=Path(out_path).stat().st_size)
+    return GgufAdapterInfo(
+        tensors=2 * len(modules), alpha=file_alpha, rank=int(first["A"].shape[0]), size_bytes=Path(out_path).stat().st_size
+    )

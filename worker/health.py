@@ -43,16 +43,16 @@ def health_report(name: str, last_beat: Callable[[], float | None], stale_after:
     """(HTTP status, body): every check, and 'ok' only when all pass."""
     beat = last_beat()
     age = None if beat is None else round(time.monotonic() - beat, 1)
-    checks = {"database": "ok" if _database_ok() else "unreachable",
-              "broker": "ok" if _broker_ok() else "unreachable",
-              "heartbeat": "ok" if age is not None and age <= stale_after else "stale"}
+    checks = {
+        "database": "ok" if _database_ok() else "unreachable",
+        "broker": "ok" if _broker_ok() else "unreachable",
+        "heartbeat": "ok" if age is not None and age <= stale_after else "stale",
+    }
     healthy = all(value == "ok" for value in checks.values())
-    return (200 if healthy else 503), {"status": "ok" if healthy else "degraded", "worker": name,
-                                        "heartbeat_age_seconds": age, **checks}
+    return (200 if healthy else 503), {"status": "ok" if healthy else "degraded", "worker": name, "heartbeat_age_seconds": age, **checks}
 
 
-def start_health_server(port: int, host: str, name: str, last_beat: Callable[[], float | None],
-                        stale_after: float) -> ThreadingHTTPServer:
+def start_health_server(port: int, host: str, name: str, last_beat: Callable[[], float | None], stale_after: float) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.split("?")[0] != "/health":

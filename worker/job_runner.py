@@ -22,6 +22,7 @@ from app.services import adapters as adapter_service
 from app.services import job_checks, jobs, task_rows
 from app.services.artifacts import get_artifact_store
 from worker.packaging import write_adapter_package
+from worker.rows import require_row
 from worker.training.spec import Progress, TrainingSpec
 
 log = logging.getLogger("tailor.worker")
@@ -48,7 +49,7 @@ class JobProgressTracker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
 
-    def __enter__(self) -> "JobProgressTracker":
+    def __enter__(self) -> JobProgressTracker:
         self._thread.start()
         return self
 
@@ -67,19 +68,30 @@ class JobProgressTracker:
     def on_progress(self, progress: Progress) -> None:
         self._losses.append(progress.loss)
         now = time.monotonic()
-        if (now - self._last_write < PROGRESS_WRITE_SECONDS and progress.step < progress.total_steps
-                and progress.validation_loss is None):  # a held-out measurement is always written
+        if (
+            now - self._last_write < PROGRESS_WRITE_SECONDS and progress.step < progress.total_steps and progress.validation_loss is None
+        ):  # a held-out measurement is always written
             return
         mean_loss = sum(self._losses) / len(self._losses)
         self._losses.clear()
         self._last_write = now
         # Retried while the database is briefly away (restart, failover): training waits, never dies.
-        cancelled = run_in_session(lambda db: jobs.record_progress(
-            db, self.job_id, step=progress.step, total_steps=progress.total_steps, epoch=progress.epoch,
-            eta_seconds=progress.eta_seconds, loss=mean_loss, learning_rate=progress.learning_rate,
-            tokens_per_second=progress.tokens_per_second, validation_loss=progress.validation_loss,
-            grad_norm=progress.grad_norm, memory_bytes=progress.memory_bytes,
-        ))
+        cancelled = run_in_session(
+            lambda db: jobs.record_progress(
+                db,
+                self.job_id,
+                step=progress.step,
+                total_steps=progress.total_steps,
+                epoch=progress.epoch,
+                eta_seconds=progress.eta_seconds,
+                loss=mean_loss,
+                learning_rate=progress.learning_rate,
+                tokens_per_second=progress.tokens_per_second,
+                validation_loss=progress.validation_loss,
+                grad_norm=progress.grad_norm,
+                memory_bytes=progress.memory_bytes,
+            )
+        )
         self.cancel_requested = cancelled or self.cancel_requested
 
     def should_stop(self) -> bool:
@@ -99,8 +111,10 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, MemoryError) or "OutOfMemoryError" in name or "can't allocate memory" in str(exc):
         return "The worker ran out of memory. Lower the batch size or the maximum length, or pick a smaller base model."
     if name == "BaseModelUnreadable":  # worker.training.loading; not imported here (torch)
-        return (f"{exc} The files are damaged or incomplete on this worker: copy the model folder again (for the demo "
-                "model run `tailor provision-demo`) and start the job again.")
+        return (
+            f"{exc} The files are damaged or incomplete on this worker: copy the model folder again (for the demo "
+            "model run `tailor provision-demo`) and start the job again."
+        )
     if _disk_full(exc):
         return "The worker's disk is full. Free space in the data directory and start the job again."
     return f"Training failed: {name}: {exc}".strip()[:2000]
@@ -126,7 +140,8 @@ def build_spec(job: Job, dataset: Dataset | None, output_dir: Path, checkpoint_d
     task = job.task or "instruction"
     validation_dataset = job.validation_dataset
     if (job.validation_dataset_id is not None or ((job.result or {}).get("validation") or {}).get("source") == "file") and (
-            validation_dataset is None or not store.exists(validation_dataset.storage_key)):
+        validation_dataset is None or not store.exists(validation_dataset.storage_key)
+    ):
         raise JobInputError("The validation file of this job was deleted. Upload it again and start a new job.")
     rows = task_rows.task_rows(store, dataset, task, job.column_mapping)
     min_rows = 1 if validation_dataset is not None else job_checks.MIN_ROWS
@@ -134,14 +149,28 @@ def build_spec(job: Job, dataset: Dataset | None, output_dir: Path, checkpoint_d
         raise JobInputError(f"The dataset has fewer than {min_rows} usable rows for the {task} task; check the column mapping.")
     # A validation file replaces the held-out share; its masked training copy is read when masking is on.
     train_rows, validation_rows, validation = task_rows.train_validation_rows(
-        store, dataset, task, job.column_mapping, fraction=float(job.params.get("validation_fraction", 0.1)), seed=job.seed,
-        validation_dataset=validation_dataset, rows=rows)
+        store,
+        dataset,
+        task,
+        job.column_mapping,
+        fraction=float(job.params.get("validation_fraction", 0.1)),
+        seed=job.seed,
+        validation_dataset=validation_dataset,
+        rows=rows,
+    )
     if not validation_rows:
         raise JobInputError("The validation file has no usable rows for this column mapping; choose another file.")
     return TrainingSpec(
-        base_model_dir=model.location, technique=job.technique, params=dict(job.params),
-        train_rows=train_rows, validation_rows=validation_rows, output_dir=str(output_dir), seed=job.seed,
-        task=task, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, validation_source=validation,
+        base_model_dir=model.location,
+        technique=job.technique,
+        params=dict(job.params),
+        train_rows=train_rows,
+        validation_rows=validation_rows,
+        output_dir=str(output_dir),
+        seed=job.seed,
+        task=task,
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+        validation_source=validation,
     )
 
 
@@ -157,29 +186,47 @@ def run_training_job(job_id: int, worker_name: str) -> str:
     checkpoint_dir = store.refresh(checkpoint_key(job_id))
     try:
         with session_scope() as db:
-            job = db.get(Job, job_id)
+            job = require_row(db, Job, job_id)  # deleted since the claim: RowGone ends the job as failed
             spec = build_spec(job, job.dataset, workdir / "adapter", checkpoint_dir)
             card = _card_info(job)
             base_location = get_base_model(get_settings(), job.base_model)
+            if base_location is None:  # build_spec found it; only a catalogue change in between gets here
+                raise JobInputError(f"The base model {job.base_model!r} is not installed on this worker.")
             in_bakeoff = job.group_id is not None  # a bake-off's recommendation needs every adapter scored
             estimate = (job.result or {}).get("estimate")
-            recipe = {"task": spec.task, "column_mapping": dict(job.column_mapping or {}), "base_model": job.base_model,
-                      "technique": job.technique, "params": dict(job.params), "seed": job.seed,
-                      "dataset_sha256": job.dataset.sha256 if job.dataset else None,
-                      "validation_dataset_sha256": spec.validation_source.get("dataset_sha256")}
+            recipe = {
+                "task": spec.task,
+                "column_mapping": dict(job.column_mapping or {}),
+                "base_model": job.base_model,
+                "technique": job.technique,
+                "params": dict(job.params),
+                "seed": job.seed,
+                "dataset_sha256": job.dataset.sha256 if job.dataset else None,
+                "validation_dataset_sha256": spec.validation_source.get("dataset_sha256"),
+            }
             card["validation_summary"] = task_rows.describe_validation(spec.validation_source)
         # The base model's revision: a content fingerprint for local folders (hashed once, then cached).
         provenance = {f"base_model_{k}": v for k, v in base_model_provenance(base_location).items()}
         card.update(provenance)
         recipe.update(provenance)
-        log.info("job %s: training %s on %s (%d train / %d validation rows)", job_id, spec.technique,
-                 job.base_model, len(spec.train_rows), len(spec.validation_rows))
+        log.info(
+            "job %s: training %s on %s (%d train / %d validation rows)",
+            job_id,
+            spec.technique,
+            job.base_model,
+            len(spec.train_rows),
+            len(spec.validation_rows),
+        )
         from worker.training.loop import train  # torch is imported here, in the worker only
 
         with JobProgressTracker(job_id, on_checkpoint=lambda: store.mirror(checkpoint_key(job_id))) as tracker:
             result = train(spec, tracker)
         if result.status == "cancelled":
-            run_in_session(lambda db: jobs.finish_job(db, job_id, JobStatus.cancelled, result=_result_dict(result, recipe, estimate, spec.validation_source)))
+            run_in_session(
+                lambda db: jobs.finish_job(
+                    db, job_id, JobStatus.cancelled, result=_result_dict(result, recipe, estimate, spec.validation_source)
+                )
+            )
             return JobStatus.cancelled
         key = adapter_service.adapter_storage_key(job_id)
         package_dir = workdir / "package"
@@ -193,8 +240,14 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             metrics["validation_accuracy"] = result.validation_accuracy
 
         def record_success(db) -> int:
-            adapter = jobs.record_adapter(db, db.get(Job, job_id), storage_key=key, size_bytes=size,
-                                          trainable_parameters=result.trainable_parameters, metrics=metrics)
+            adapter = jobs.record_adapter(
+                db,
+                require_row(db, Job, job_id),
+                storage_key=key,
+                size_bytes=size,
+                trainable_parameters=result.trainable_parameters,
+                metrics=metrics,
+            )
             jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result, recipe, estimate, spec.validation_source))
             return adapter.id
 
@@ -205,7 +258,8 @@ def run_training_job(job_id: int, worker_name: str) -> str:
         return JobStatus.succeeded
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
         log.exception("job %s: failed", job_id)
-        run_in_session(lambda db: jobs.finish_job(db, job_id, JobStatus.failed, error=describe_failure(exc)))
+        reason = describe_failure(exc)
+        run_in_session(lambda db: jobs.finish_job(db, job_id, JobStatus.failed, error=reason))
         return JobStatus.failed
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -222,7 +276,7 @@ def _queue_evaluation(adapter_id: int) -> None:
     from app.services.adapters import request_evaluation
 
     try:
-        run_in_session(lambda db: request_evaluation(db, db.get(Adapter, adapter_id)))
+        run_in_session(lambda db: request_evaluation(db, require_row(db, Adapter, adapter_id)))
     except Exception:  # noqa: BLE001 - the adapter is ready either way; evaluation can be asked for later
         log.warning("adapter %s: could not queue its evaluation", adapter_id, exc_info=True)
 
@@ -236,20 +290,30 @@ def checkpoint_key(job_id: int) -> str:
 def _card_info(job: Job) -> dict:
     dataset = job.dataset
     return {
-        "base_model": job.base_model, "technique": job.technique, "parameters": dict(job.params, seed=job.seed),
+        "base_model": job.base_model,
+        "technique": job.technique,
+        "parameters": dict(job.params, seed=job.seed),
         "task": job.task,
-        "dataset_name": dataset.name if dataset else None, "dataset_rows": dataset.row_count if dataset else None,
+        "dataset_name": dataset.name if dataset else None,
+        "dataset_rows": dataset.row_count if dataset else None,
         "dataset_sha256": dataset.sha256 if dataset else None,
     }
 
 
 def _result_dict(result, recipe: dict | None = None, estimate: dict | None = None, validation: dict | None = None) -> dict:
     data = {
-        "steps": result.steps, "train_loss": result.train_loss, "validation_loss": result.validation_loss,
-        "trainable_parameters": result.trainable_parameters, "total_parameters": result.total_parameters,
-        "train_seconds": result.train_seconds, "tokens_seen": result.tokens_seen, "peak_memory_bytes": result.peak_memory_bytes,
-        "best_validation_loss": result.best_validation_loss, "stopped_early": result.stopped_early,
-        "resumed_from_step": result.resumed_from_step, "validation_accuracy": result.validation_accuracy,
+        "steps": result.steps,
+        "train_loss": result.train_loss,
+        "validation_loss": result.validation_loss,
+        "trainable_parameters": result.trainable_parameters,
+        "total_parameters": result.total_parameters,
+        "train_seconds": result.train_seconds,
+        "tokens_seen": result.tokens_seen,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "best_validation_loss": result.best_validation_loss,
+        "stopped_early": result.stopped_early,
+        "resumed_from_step": result.resumed_from_step,
+        "validation_accuracy": result.validation_accuracy,
         "label_names": result.label_names,
         # Everything needed to run the job again the same way.
         "reproducibility": {**(recipe or {}), "data_sha256": result.data_sha256, "environment": result.environment},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.base_models import get_base_model
 from app.config import get_settings
@@ -13,6 +14,7 @@ from app.models import Adapter
 from app.queue import redis_client
 from app.services.artifacts import get_artifact_store
 from app.services.playground import TTL_SECONDS, load_request, stream_key
+from worker.rows import require_row
 
 log = logging.getLogger("tailor.playground")
 
@@ -20,8 +22,8 @@ log = logging.getLogger("tailor.playground")
 @dataclass
 class LoadedBase:
     location: str
-    model: object
-    tokenizer: object
+    model: Any  # a transformers model; a PeftModel (load_adapter, set_adapter, disable_adapter) once an adapter is in
+    tokenizer: Any
     adapters: set[str] = field(default_factory=set)
 
 
@@ -50,7 +52,7 @@ def _plug_in(loaded: LoadedBase, adapter_id: int) -> str:
     if name in loaded.adapters:
         return name
     with session_scope() as db:
-        adapter = db.get(Adapter, adapter_id)
+        adapter = require_row(db, Adapter, adapter_id)  # deleted since the request: RowGone, shown as the error
         folder = str(get_artifact_store().path(adapter.storage_key))
     if isinstance(loaded.model, PeftModel):
         loaded.model.load_adapter(folder, adapter_name=name)
@@ -80,8 +82,9 @@ def run_generation(request_id: str) -> str:
                 loaded.model.set_adapter(names[target])
                 context = nullcontext()
             with context:
-                for piece in stream_answer(loaded.model, loaded.tokenizer, request.prompt, max_new_tokens=request.max_new_tokens,
-                                           temperature=request.temperature):
+                for piece in stream_answer(
+                    loaded.model, loaded.tokenizer, request.prompt, max_new_tokens=request.max_new_tokens, temperature=request.temperature
+                ):
                     if piece:
                         client.xadd(key, {"target": target, "text": piece})
             client.xadd(key, {"target": target, "done": "1"})

@@ -36,8 +36,13 @@ def start_presence(name: str, queues: str) -> None:
     log.info("worker %s on %s consuming %s", name, device.device, queues)
     settings = get_settings()
     if settings.worker_health_port:
-        _state["health"] = start_health_server(settings.worker_health_port, settings.worker_health_host, name,
-                                               lambda: _state.get("last_beat"), stale_after=3 * HEARTBEAT_SECONDS)
+        _state["health"] = start_health_server(
+            settings.worker_health_port,
+            settings.worker_health_host,
+            name,
+            lambda: _state.get("last_beat"),
+            stale_after=3 * HEARTBEAT_SECONDS,
+        )
 
 
 def stop_presence() -> None:

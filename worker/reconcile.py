@@ -6,8 +6,8 @@ import logging
 
 from app.config import get_settings
 from app.db import session_scope
-from app.queue import send_train
 from app.models import Job
+from app.queue import send_train
 from app.services import jobs
 
 log = logging.getLogger("tailor.reconcile")

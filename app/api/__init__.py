@@ -3,4 +3,14 @@
 
 from app.api import adapters, catalogue, compare, datasets, groups, jobs, playground, review, workers
 
-ROUTERS = (datasets.router, catalogue.router, jobs.router, adapters.router, compare.router, groups.router, playground.router, review.router, workers.router)
+ROUTERS = (
+    datasets.router,
+    catalogue.router,
+    jobs.router,
+    adapters.router,
+    compare.router,
+    groups.router,
+    playground.router,
+    review.router,
+    workers.router,
+)

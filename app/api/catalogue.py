@@ -16,8 +16,10 @@ router = api_router()
 @router.get("/techniques", response_model=list[TechniquePublic])
 def list_techniques():
     return [
-        TechniquePublic(**{k: v for k, v in asdict(t).items() if k != "params"},
-                        params=[{**asdict(p), "choices": list(p.choices)} for p in t.all_params])
+        TechniquePublic(
+            **{k: v for k, v in asdict(t).items() if k != "params"},
+            params=[{**asdict(p), "choices": list(p.choices)} for p in t.all_params],
+        )
         for t in CATALOGUE.values()
     ]
 

@@ -14,8 +14,9 @@ router = api_router()
 
 
 @router.get("/compare")
-def get_comparison(user: CurrentUser, db: DbSession, store: Store,
-                   ids: list[str] = Query(default=[], description="Adapter ids: ?ids=1&ids=2 or ?ids=1,2")) -> ComparisonPublic:
+def get_comparison(
+    user: CurrentUser, db: DbSession, store: Store, ids: list[str] = Query(default=[], description="Adapter ids: ?ids=1&ids=2 or ?ids=1,2")
+) -> ComparisonPublic:
     """Everything the comparison page shows: summary rows with intervals, best values, parameter
     diff, loss curves, side-by-side answers and the verdicts in words."""
     return ComparisonPublic(**comparison_or_404(db, store, user, ids))

@@ -15,10 +15,31 @@ from app.http.lookups import dataset_in_workspace
 from app.http.upload import UploadRoute
 from app.models import Dataset
 from app.schemas import (
-    ColumnGuessPublic, DatasetDetail, DatasetProfilePublic, DatasetPublic, DatasetRowPublic, DatasetRowsPage, LabelDistributionPublic,
-    PersonalDataMasking, PersonalDataMaskingResult, SplitCheckFilePublic, SplitCheckPublic, TokenLengthsPublic,
+    ColumnGuessPublic,
+    DatasetDetail,
+    DatasetProfilePublic,
+    DatasetPublic,
+    DatasetRowPublic,
+    DatasetRowsPage,
+    LabelDistributionPublic,
+    PersonalDataMasking,
+    PersonalDataMaskingResult,
+    SplitCheckFilePublic,
+    SplitCheckPublic,
+    TokenLengthsPublic,
 )
-from app.services import column_guess, dataset_ingest, dataset_masking, dataset_store, dataset_tokens, job_checks, label_counts, stored_rows, task_rows, validation_split
+from app.services import (
+    column_guess,
+    dataset_ingest,
+    dataset_masking,
+    dataset_store,
+    dataset_tokens,
+    job_checks,
+    label_counts,
+    stored_rows,
+    task_rows,
+    validation_split,
+)
 from app.services.artifacts import ArtifactStore
 from app.services.low_priority import run_at_low_priority
 
@@ -31,12 +52,27 @@ def _dataset_detail(dataset: Dataset, store: ArtifactStore, settings: Settings, 
     return DatasetDetail(**base, preview=stored_rows.preview_rows(store, dataset, settings.preview_rows), profile=dataset.profile, **extra)
 
 
-def upload_dataset(user: CurrentUser, db: DbSession, settings: AppSettings, store: Store, file: UploadFile = File(...),
-                   sheet: str = Form("", description="Excel only: the sheet to read (default: the first).")):
+def upload_dataset(
+    user: CurrentUser,
+    db: DbSession,
+    settings: AppSettings,
+    store: Store,
+    file: UploadFile = File(...),
+    sheet: str = Form("", description="Excel only: the sheet to read (default: the first)."),
+):
     """Upload a CSV, .xlsx or .jsonl file (multipart field `file`). The same file uploaded twice returns the first dataset with 200."""
     try:
-        dataset, report = run_at_low_priority(dataset_ingest.ingest_upload, db, store, workspace_id=user.workspace_id, user_id=user.id, filename=file.filename or "",
-                                                 source=file.file, limit_bytes=settings.max_upload_bytes, sheet=sheet)
+        dataset, report = run_at_low_priority(
+            dataset_ingest.ingest_upload,
+            db,
+            store,
+            workspace_id=user.workspace_id,
+            user_id=user.id,
+            filename=file.filename or "",
+            source=file.file,
+            limit_bytes=settings.max_upload_bytes,
+            sheet=sheet,
+        )
     except dataset_store.DatasetError as exc:
         db.rollback()
         raise HTTPException(exc.status, exc.message) from None
@@ -47,8 +83,15 @@ def upload_dataset(user: CurrentUser, db: DbSession, settings: AppSettings, stor
     return detail
 
 
-router.add_api_route("/datasets", upload_dataset, methods=["POST"], status_code=201, response_model=DatasetDetail,
-                     responses={413: {}, 415: {}, 422: {}}, route_class_override=UploadRoute)
+router.add_api_route(
+    "/datasets",
+    upload_dataset,
+    methods=["POST"],
+    status_code=201,
+    response_model=DatasetDetail,
+    responses={413: {}, 415: {}, 422: {}},
+    route_class_override=UploadRoute,
+)
 
 
 @router.get("/datasets", response_model=list[DatasetPublic])
@@ -70,20 +113,34 @@ def get_profile(dataset: OwnedDataset) -> DatasetProfilePublic:
 
 
 @router.get("/datasets/{dataset_id}/rows", response_model=DatasetRowsPage)
-def get_rows(dataset: OwnedDataset, store: Store, page: int = Query(1, ge=1),
-             q: str = Query("", max_length=200, description="Only rows containing this text (any column)."),
-             page_size: int = Query(25, ge=1, le=500)):
+def get_rows(
+    dataset: OwnedDataset,
+    store: Store,
+    page: int = Query(1, ge=1),
+    q: str = Query("", max_length=200, description="Only rows containing this text (any column)."),
+    page_size: int = Query(25, ge=1, le=500),
+):
     """A page of rows, optionally searched; formula-like cells start with an apostrophe."""
     result = stored_rows.page_rows(store, dataset, page, q, page_size)
-    return DatasetRowsPage(page=result.page, page_size=result.page_size, query=result.query, has_next=result.has_next, total=result.total,
-                           rows=[DatasetRowPublic(row=n, cells=cells) for n, cells in result.rows])
+    return DatasetRowsPage(
+        page=result.page,
+        page_size=result.page_size,
+        query=result.query,
+        has_next=result.has_next,
+        total=result.total,
+        rows=[DatasetRowPublic(row=n, cells=cells) for n, cells in result.rows],
+    )
 
 
 @router.get("/datasets/{dataset_id}/token-lengths")
-def get_token_lengths(base_model: str, dataset: OwnedDataset, settings: AppSettings, store: Store,
-                      max_length: int = Query(512, ge=1, le=1_000_000),
-                      columns: list[str] = Query(default_factory=list, description="Columns to measure together; default: the text columns.")
-                      ) -> TokenLengthsPublic:
+def get_token_lengths(
+    base_model: str,
+    dataset: OwnedDataset,
+    settings: AppSettings,
+    store: Store,
+    max_length: int = Query(512, ge=1, le=1_000_000),
+    columns: list[str] = Query(default_factory=list, description="Columns to measure together; default: the text columns."),
+) -> TokenLengthsPublic:
     """Length in tokens with the base model's tokenizer: histogram, percentiles, rows over max_length."""
     model = get_base_model(settings, base_model)
     if model is None or not model.available:
@@ -92,7 +149,15 @@ def get_token_lengths(base_model: str, dataset: OwnedDataset, settings: AppSetti
         by_name = {c["name"]: c for c in (dataset.profile or {}).get("columns", [])}
         columns = [c for c in dataset.columns if by_name.get(c, {}).get("type", "text") == "text"] or dataset.columns[:1]
     try:
-        report = run_at_low_priority(dataset_tokens.token_lengths, store, dataset, model_key=model.key, model_location=model.location, columns=columns, max_length=max_length)
+        report = run_at_low_priority(
+            dataset_tokens.token_lengths,
+            store,
+            dataset,
+            model_key=model.key,
+            model_location=model.location,
+            columns=columns,
+            max_length=max_length,
+        )
     except dataset_store.DatasetError as exc:
         raise HTTPException(exc.status, exc.message) from None
     return TokenLengthsPublic(**report)
@@ -118,29 +183,47 @@ def get_column_guess(dataset: OwnedDataset, store: Store, task: str = Query("ins
 
 
 @router.get("/datasets/{dataset_id}/split-check")
-def get_split_check(dataset: OwnedDataset, store: Store, user: CurrentUser, db: DbSession,
-                    task: str = Query("instruction", pattern=TASK_KEY_PATTERN),
-                    prompt: str = "", response: str = "", text: str = "", label: str = "",
-                    text_columns: list[str] = Query(default_factory=list),
-                    validation_fraction: float = Query(0.1, gt=0, lt=1), seed: int = 0,
-                    validation_dataset_id: int | None = None) -> SplitCheckFilePublic | SplitCheckPublic:
+def get_split_check(
+    dataset: OwnedDataset,
+    store: Store,
+    user: CurrentUser,
+    db: DbSession,
+    task: str = Query("instruction", pattern=TASK_KEY_PATTERN),
+    prompt: str = "",
+    response: str = "",
+    text: str = "",
+    label: str = "",
+    text_columns: list[str] = Query(default_factory=list),
+    validation_fraction: float = Query(0.1, gt=0, lt=1),
+    seed: int = 0,
+    validation_dataset_id: int | None = None,
+) -> SplitCheckFilePublic | SplitCheckPublic:
     """The validation rows a job would get and those that also appear in training, exactly or
     nearly (the leakage check): a held-out share (at least 1 row; stratified for classification),
     or, with validation_dataset_id, every row of that validation file against every training row."""
     mapping = {"prompt": prompt, "response": response, "text": text, "label": label, "text_columns": text_columns}
     try:
         if validation_dataset_id is None:
-            return SplitCheckPublic(**validation_split.split_check(store, dataset, task, mapping, validation_fraction, seed), source="split")
+            return SplitCheckPublic(
+                **validation_split.split_check(store, dataset, task, mapping, validation_fraction, seed), source="split"
+            )
         validation = dataset_in_workspace(db, validation_dataset_id, user)
         problems = job_checks.validation_file_errors(store, dataset, validation, task, mapping)
         if problems:
             raise HTTPException(422, problems["validation_dataset"])
-        train, held_out, summary = task_rows.train_validation_rows(store, dataset, task, mapping, fraction=validation_fraction, seed=seed,
-                                                               validation_dataset=validation)
+        train, held_out, summary = task_rows.train_validation_rows(
+            store, dataset, task, mapping, fraction=validation_fraction, seed=seed, validation_dataset=validation
+        )
     except dataset_store.DatasetError as exc:
         raise HTTPException(exc.status, exc.message) from None
-    return SplitCheckFilePublic(train_rows=len(train), validation_rows=len(held_out), stratified=False, source="file",
-                            validation_dataset_id=validation.id, leakage=summary["leakage"])
+    return SplitCheckFilePublic(
+        train_rows=len(train),
+        validation_rows=len(held_out),
+        stratified=False,
+        source="file",
+        validation_dataset_id=validation.id,
+        leakage=summary["leakage"],
+    )
 
 
 @router.delete("/datasets/{dataset_id}", status_code=204)

@@ -19,11 +19,21 @@ def get_group(group_id: str, user: CurrentUser, db: DbSession, store: Store) -> 
     group = group_or_404(db, store, user, group_id)
     state = group["state"]
     return BakeoffPublic(
-        group_id=group_id, finished=state.finished, training_done=state.training_done,
-        jobs=[BakeoffJobPublic(id=j.id, name=j.name, technique=j.technique, status=j.status, error=j.error,
-                               adapter_id=state.adapters[j.id].id if j.id in state.adapters else None,
-                               evaluation_state=state.adapters[j.id].evaluation_state if j.id in state.adapters else None)
-              for j in state.jobs],
+        group_id=group_id,
+        finished=state.finished,
+        training_done=state.training_done,
+        jobs=[
+            BakeoffJobPublic(
+                id=j.id,
+                name=j.name,
+                technique=j.technique,
+                status=j.status,
+                error=j.error,
+                adapter_id=state.adapters[j.id].id if j.id in state.adapters else None,
+                evaluation_state=state.adapters[j.id].evaluation_state if j.id in state.adapters else None,
+            )
+            for j in state.jobs
+        ],
         adapter_ids=state.adapter_ids,
         recommendation=group["recommendation"],
         compare_url=f"/compare?ids={','.join(map(str, state.adapter_ids))}" if state.adapter_ids else None,
@@ -36,10 +46,22 @@ def create_bakeoff(body: BakeoffCreate, user: CurrentUser, db: DbSession, settin
     dataset = dataset_in_workspace(db, body.dataset_id, user)
     validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
     try:
-        group_id, created = bakeoff.submit_bakeoff(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset,
-                                                   task=body.task, column_mapping=body.column_mapping, base_model=body.base_model,
-                                                   techniques=body.techniques, params=body.params, seed=body.seed, preset=body.preset,
-                                                   validation_dataset=validation)
+        group_id, created = bakeoff.submit_bakeoff(
+            db,
+            settings,
+            store,
+            workspace_id=user.workspace_id,
+            user_id=user.id,
+            dataset=dataset,
+            task=body.task,
+            column_mapping=body.column_mapping,
+            base_model=body.base_model,
+            techniques=body.techniques,
+            params=body.params,
+            seed=body.seed,
+            preset=body.preset,
+            validation_dataset=validation,
+        )
     except jobs.JobError as exc:
         db.rollback()
         raise HTTPException(422, {"message": "The bake-off was not started: " + str(exc), "errors": exc.errors}) from None

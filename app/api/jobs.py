@@ -28,10 +28,23 @@ def create_job(body: JobCreate, user: CurrentUser, db: DbSession, settings: AppS
     dataset = dataset_in_workspace(db, body.dataset_id, user)
     validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
     try:
-        job = jobs.submit_job(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=body.task,
-                              column_mapping=body.column_mapping, base_model=body.base_model, technique=body.technique,
-                              params=body.params, seed=body.seed, name=body.name, preset=body.preset,
-                              validation_dataset=validation)
+        job = jobs.submit_job(
+            db,
+            settings,
+            store,
+            workspace_id=user.workspace_id,
+            user_id=user.id,
+            dataset=dataset,
+            task=body.task,
+            column_mapping=body.column_mapping,
+            base_model=body.base_model,
+            technique=body.technique,
+            params=body.params,
+            seed=body.seed,
+            name=body.name,
+            preset=body.preset,
+            validation_dataset=validation,
+        )
     except jobs.JobError as exc:
         db.rollback()
         raise HTTPException(422, {"message": "The job was not created: " + str(exc), "errors": exc.errors}) from None
@@ -48,8 +61,17 @@ def preview_job_rows(body: JobPreviewRequest, user: CurrentUser, db: DbSession, 
     dataset = dataset_in_workspace(db, body.dataset_id, user)
     validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
     try:
-        examples = row_preview.preview_examples(settings, store, dataset, task=body.task, mapping=body.column_mapping, base_model=body.base_model,
-                                         max_length=body.max_length, validation_dataset=validation, count=body.rows)
+        examples = row_preview.preview_examples(
+            settings,
+            store,
+            dataset,
+            task=body.task,
+            mapping=body.column_mapping,
+            base_model=body.base_model,
+            max_length=body.max_length,
+            validation_dataset=validation,
+            count=body.rows,
+        )
     except PreviewError as exc:
         raise HTTPException(422, {"message": str(exc)}) from None
     return JobPreviewPublic(max_length=body.max_length, examples=[e.as_dict() for e in examples])

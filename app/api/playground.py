@@ -17,8 +17,15 @@ def start(body: PlaygroundCreate, user: CurrentUser, db: DbSession) -> Playgroun
     """Queue the prompt for the base model and each adapter; read the answers from GET /playground/{id}
     (or stream them from /playground/{id}/events as server-sent events)."""
     try:
-        run = playground.create_request(db, user.workspace_id, prompt=body.prompt, adapter_ids=body.adapter_ids,
-                                        include_base=body.include_base, max_new_tokens=body.max_new_tokens, temperature=body.temperature)
+        run = playground.create_request(
+            db,
+            user.workspace_id,
+            prompt=body.prompt,
+            adapter_ids=body.adapter_ids,
+            include_base=body.include_base,
+            max_new_tokens=body.max_new_tokens,
+            temperature=body.temperature,
+        )
     except playground.PlaygroundError as exc:
         raise HTTPException(422, str(exc)) from None
     return PlaygroundStarted(id=run.id, targets=run.targets)

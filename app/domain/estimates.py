@@ -36,6 +36,7 @@ def _read_config(path: str, _mtime_ns: int) -> dict | None:
 
 # ---------------------------------------------------------------- model shape from config.json
 
+
 @dataclass(frozen=True)
 class ModelShape:
     hidden: int
@@ -91,10 +92,15 @@ def model_shape(config: dict) -> ModelShape | None:
     model_type = str(config.get("model_type", ""))
     encoder = model_type in ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "mpnet")
     return ModelShape(
-        hidden=hidden, layers=layers, vocab=vocab,
+        hidden=hidden,
+        layers=layers,
+        vocab=vocab,
         intermediate=int(config.get("intermediate_size") or config.get("n_inner") or 4 * hidden),
-        heads=heads, kv_dim=kv_heads * head_dim, gated_mlp=not encoder and model_type not in ("gpt2",),
-        tied_embeddings=bool(config.get("tie_word_embeddings", not encoder)), encoder=encoder,
+        heads=heads,
+        kv_dim=kv_heads * head_dim,
+        gated_mlp=not encoder and model_type not in ("gpt2",),
+        tied_embeddings=bool(config.get("tie_word_embeddings", not encoder)),
+        encoder=encoder,
         max_positions=int(config.get("max_position_embeddings") or 512),
     )
 
@@ -220,9 +226,18 @@ def mean_tokens_per_row(profile: dict | None, task: str, mapping: dict[str, Any]
     return chars / CHARS_PER_TOKEN + (TEMPLATE_TOKENS if kind.prompted else 2)
 
 
-def estimate_job(config: dict, technique: str, params: dict[str, Any], *, task: str, n_rows: int,
-                 tokens_per_row: float, worker: WorkerClass = WorkerClass("cpu"), num_labels: int = 0,
-                 quantized_bits: int = 0) -> Estimate | None:
+def estimate_job(
+    config: dict,
+    technique: str,
+    params: dict[str, Any],
+    *,
+    task: str,
+    n_rows: int,
+    tokens_per_row: float,
+    worker: WorkerClass = WorkerClass("cpu"),
+    num_labels: int = 0,
+    quantized_bits: int = 0,
+) -> Estimate | None:
     """Peak memory, time, trainable parameters and adapter size of a job; None without a usable config."""
     shape = model_shape(config)
     if shape is None:
@@ -274,5 +289,13 @@ def estimate_job(config: dict, technique: str, params: dict[str, Any], *, task: 
     loading = total * 4 if worker.kind == "cpu" and not quantized_bits else 0
     peak = int(baseline + weights + state + activations + logits + loading * 0.5)
     fits = None if worker.memory_bytes is None else peak <= worker.memory_bytes * 0.9
-    return Estimate(trainable_parameters=int(trained), total_parameters=int(total), adapter_bytes=int(saved * 4 + 4096),
-                    peak_memory_bytes=peak, seconds=float(seconds), tokens=tokens, steps=steps, fits=fits)
+    return Estimate(
+        trainable_parameters=int(trained),
+        total_parameters=int(total),
+        adapter_bytes=int(saved * 4 + 4096),
+        peak_memory_bytes=peak,
+        seconds=float(seconds),
+        tokens=tokens,
+        steps=steps,
+        fits=fits,
+    )

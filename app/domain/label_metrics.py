@@ -14,7 +14,9 @@ def accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:
     return sum(p == g for p, g in zip(predicted, gold)) / len(gold) if gold else 0.0
 
 
-def confusion_matrix(predicted: Sequence[str], gold: Sequence[str], labels: Sequence[str] | None = None) -> tuple[list[str], list[list[int]]]:
+def confusion_matrix(
+    predicted: Sequence[str], gold: Sequence[str], labels: Sequence[str] | None = None
+) -> tuple[list[str], list[list[int]]]:
     """(labels, matrix) with matrix[i][j] = rows of true label i predicted as label j."""
     labels = list(labels) if labels is not None else sorted(set(gold) | set(predicted))
     index = {label: i for i, label in enumerate(labels)}
@@ -48,9 +50,11 @@ def macro_f1_estimate(predicted: Sequence[str], gold: Sequence[str], seed: int =
 
 def macro_f1_difference(predicted_a: Sequence[str], predicted_b: Sequence[str], gold: Sequence[str], seed: int = 0) -> Estimate:
     """macro-F1 of b minus that of a on the same rows (paired: both resampled with the same rows)."""
+
     def difference(rows: Sequence[int]) -> float:
         truth = [gold[i] for i in rows]
         return macro_f1([predicted_b[i] for i in rows], truth) - macro_f1([predicted_a[i] for i in rows], truth)
+
     return bootstrap_statistic(len(gold), difference, seed=seed)
 
 

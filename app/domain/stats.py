@@ -38,8 +38,9 @@ def bootstrap_mean(values: Sequence[float], resamples: int = 2000, confidence: f
     return Estimate(sum(values) / n, _percentile(means, tail), _percentile(means, 1 - tail))
 
 
-def bootstrap_statistic(n: int, statistic: Callable[[Sequence[int]], float], resamples: int = 1000,
-                        confidence: float = 0.95, seed: int = 0) -> Estimate:
+def bootstrap_statistic(
+    n: int, statistic: Callable[[Sequence[int]], float], resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> Estimate:
     """Any statistic of the rows (given as row indices, e.g. macro-F1) with a percentile bootstrap interval."""
     if n == 0:
         return Estimate(float("nan"), float("nan"), float("nan"))
@@ -49,12 +50,15 @@ def bootstrap_statistic(n: int, statistic: Callable[[Sequence[int]], float], res
     return Estimate(statistic(range(n)), _percentile(values, tail), _percentile(values, 1 - tail))
 
 
-def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], resamples: int = 2000,
-                    confidence: float = 0.95, seed: int = 0) -> Estimate:
+def bootstrap_ratio(
+    numerators: Sequence[float], denominators: Sequence[float], resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> Estimate:
     """sum(numerators) / sum(denominators) over rows with a bootstrap interval: a loss per token
     where rows hold different numbers of tokens (each row is resampled whole)."""
+
     def ratio(indices: Sequence[int]) -> float:
         return sum(numerators[i] for i in indices) / max(1e-12, sum(denominators[i] for i in indices))
+
     return bootstrap_statistic(len(numerators), ratio, resamples, confidence, seed)
 
 
@@ -65,22 +69,32 @@ def exponentiated(estimate: Estimate) -> Estimate:
     return Estimate(*capped)
 
 
-def bootstrap_difference(a: Sequence[float], b: Sequence[float], resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> Estimate:
+def bootstrap_difference(
+    a: Sequence[float], b: Sequence[float], resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> Estimate:
     """Mean of b - a over the same rows (paired), with a bootstrap interval."""
     if len(a) != len(b):
         raise ValueError("paired scores must cover the same rows")
     return bootstrap_mean([y - x for x, y in zip(a, b)], resamples, confidence, seed)
 
 
-METRIC_NAMES = {"exact_match": "exact match", "token_f1": "token F1", "rouge_l": "ROUGE-L", "semantic_similarity": "meaning similarity",
-                "accuracy": "accuracy", "macro_f1": "macro-F1", "validation_loss": "validation loss",
-                "perplexity": "perplexity"}
+METRIC_NAMES = {
+    "exact_match": "exact match",
+    "token_f1": "token F1",
+    "rouge_l": "ROUGE-L",
+    "semantic_similarity": "meaning similarity",
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "validation_loss": "validation loss",
+    "perplexity": "perplexity",
+}
 # Metrics where a smaller value is the better one.
 LOWER_IS_BETTER_METRICS = frozenset({"validation_loss", "perplexity"})
 
 
-def compare_in_words(name_a: str, name_b: str, per_metric: dict[str, tuple[Sequence[float], Sequence[float]]],
-                     differences: dict[str, Estimate] | None = None) -> str:
+def compare_in_words(
+    name_a: str, name_b: str, per_metric: dict[str, tuple[Sequence[float], Sequence[float]]], differences: dict[str, Estimate] | None = None
+) -> str:
     """E.g. 'B is better than A on 2 of 3 metrics; the ROUGE-L difference is within noise.'
 
     per_metric holds paired per-row scores (a, b); `differences` adds metrics that are not a mean

@@ -9,7 +9,7 @@ app/services/prompt_preview.py's PREVIEWS, under the same key (a test checks all
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,7 +168,7 @@ class TaskKind:
                     errors[second] = message
         return errors
 
-    def identity(self, row: tuple) -> str:
+    def identity(self, row: Sequence[Any]) -> str:
         """What identifies a row in leakage and split checks: the prompt or the text."""
         return row[0]
 
@@ -181,14 +181,40 @@ INSTRUCTION = TaskKind(
     label="Instruction (prompt → response)",
     legend="Map your columns: prompt → response",
     roles=(
-        ColumnRole("prompt", "Prompt column", "what the user asks", "prompt", "prompt_column",
-                   name_words=("prompt", "question", "instruction", "input", "query", "customer", "message")),
-        ColumnRole("response", "Response column", "the answer the model should learn to give", "response", "response_column",
-                   name_words=("response", "answer", "output", "completion", "reply", "agent", "target")),
-        ColumnRole("system", "System message column", "(optional) instructions or persona per row", "system message",
-                   "system_column", required=False, name_words=("system", "persona", "instructions")),
-        ColumnRole("context", "Context column", "(optional) background the answer may use", "context", "context_column",
-                   required=False, name_words=("context", "background", "knowledge", "history", "source")),
+        ColumnRole(
+            "prompt",
+            "Prompt column",
+            "what the user asks",
+            "prompt",
+            "prompt_column",
+            name_words=("prompt", "question", "instruction", "input", "query", "customer", "message"),
+        ),
+        ColumnRole(
+            "response",
+            "Response column",
+            "the answer the model should learn to give",
+            "response",
+            "response_column",
+            name_words=("response", "answer", "output", "completion", "reply", "agent", "target"),
+        ),
+        ColumnRole(
+            "system",
+            "System message column",
+            "(optional) instructions or persona per row",
+            "system message",
+            "system_column",
+            required=False,
+            name_words=("system", "persona", "instructions"),
+        ),
+        ColumnRole(
+            "context",
+            "Context column",
+            "(optional) background the answer may use",
+            "context",
+            "context_column",
+            required=False,
+            name_words=("context", "background", "knowledge", "history", "source"),
+        ),
     ),
     make_row=_instruction_row,
     row_shape="(prompt, response) or (prompt, response, system-and-context)",
@@ -201,10 +227,15 @@ TEXT = TaskKind(
     label="Continued training on text",
     legend="Text columns to continue training on",
     roles=(
-        ColumnRole("text_columns", "Text columns", "long texts are cut into pieces of the maximum length", "text",
-                   "text_columns", many=True,
-                   name_words=("text", "body", "content", "description", "copy", "article", "document", "message",
-                               "review", "comment", "post")),
+        ColumnRole(
+            "text_columns",
+            "Text columns",
+            "long texts are cut into pieces of the maximum length",
+            "text",
+            "text_columns",
+            many=True,
+            name_words=("text", "body", "content", "description", "copy", "article", "document", "message", "review", "comment", "post"),
+        ),
     ),
     make_row=_text_row,
     row_shape="(text,) with the chosen columns joined by blank lines",
@@ -216,12 +247,40 @@ CLASSIFICATION = TaskKind(
     label="Classification (text → label)",
     legend="Map your columns: text → label",
     roles=(
-        ColumnRole("text", "Text column", "what to classify", "text", "class_text_column",
-                   name_words=("text", "body", "content", "description", "copy", "article", "document", "message",
-                               "review", "comment", "post", "question", "prompt", "input", "ticket", "subject")),
-        ColumnRole("label", "Label column", "the category to predict", "label", "label_column", is_label=True,
-                   name_words=("label", "category", "class", "intent", "sentiment", "tag", "topic", "type", "priority",
-                               "team", "queue")),
+        ColumnRole(
+            "text",
+            "Text column",
+            "what to classify",
+            "text",
+            "class_text_column",
+            name_words=(
+                "text",
+                "body",
+                "content",
+                "description",
+                "copy",
+                "article",
+                "document",
+                "message",
+                "review",
+                "comment",
+                "post",
+                "question",
+                "prompt",
+                "input",
+                "ticket",
+                "subject",
+            ),
+        ),
+        ColumnRole(
+            "label",
+            "Label column",
+            "the category to predict",
+            "label",
+            "label_column",
+            is_label=True,
+            name_words=("label", "category", "class", "intent", "sentiment", "tag", "topic", "type", "priority", "team", "queue"),
+        ),
     ),
     make_row=_classification_row,
     row_shape="(text, label)",

@@ -99,30 +99,143 @@ class ParameterError(ValueError):
 
 # Parameters every technique shares: how long and how hard to train.
 TRAINING_PARAMS: tuple[Param, ...] = (
-    Param("epochs", "Epochs", "int", 2, "How many times training goes over your data. More epochs fit the data more closely but can memorise it.", 1, 50),
-    Param("learning_rate", "Learning rate", "float", 2e-4, "How big each update step is. Too high makes training unstable; too low learns slowly.", 1e-7, 1.0),
+    Param(
+        "epochs",
+        "Epochs",
+        "int",
+        2,
+        "How many times training goes over your data. More epochs fit the data more closely but can memorise it.",
+        1,
+        50,
+    ),
+    Param(
+        "learning_rate",
+        "Learning rate",
+        "float",
+        2e-4,
+        "How big each update step is. Too high makes training unstable; too low learns slowly.",
+        1e-7,
+        1.0,
+    ),
     Param("batch_size", "Batch size", "int", 8, "Examples per step. Larger batches are smoother but need more memory.", 1, 512),
-    Param("gradient_accumulation_steps", "Gradient accumulation", "int", 1, "Add up this many batches before each update: a larger effective batch without more memory.", 1, 256, advanced=True),
+    Param(
+        "gradient_accumulation_steps",
+        "Gradient accumulation",
+        "int",
+        1,
+        "Add up this many batches before each update: a larger effective batch without more memory.",
+        1,
+        256,
+        advanced=True,
+    ),
     Param("max_length", "Maximum length (tokens)", "int", 256, "Longer examples are cut to this many tokens.", 16, 32768),
-    Param("warmup_ratio", "Warm-up share", "float", 0.05, "Share of the steps over which the learning rate ramps up from zero.", 0.0, 0.5, advanced=True),
-    Param("validation_fraction", "Held-out share", "float", 0.1, "Share of the rows kept aside to measure the result (at least one row).", 0.0, 0.5),
+    Param(
+        "warmup_ratio",
+        "Warm-up share",
+        "float",
+        0.05,
+        "Share of the steps over which the learning rate ramps up from zero.",
+        0.0,
+        0.5,
+        advanced=True,
+    ),
+    Param(
+        "validation_fraction",
+        "Held-out share",
+        "float",
+        0.1,
+        "Share of the rows kept aside to measure the result (at least one row).",
+        0.0,
+        0.5,
+    ),
     Param("max_steps", "Step limit", "int", 0, "Stop after this many update steps (0 = no limit).", 0, 1_000_000, advanced=True),
-    Param("eval_steps", "Check every N steps", "int", 0, "Measure the loss on the held-out rows every this many steps (0 = once per epoch).", 0, 1_000_000, advanced=True),
-    Param("early_stopping_patience", "Early stopping patience", "int", 0, "Stop when the held-out loss has not improved for this many checks in a row (0 = never stop early).", 0, 1000, advanced=True),
-    Param("checkpoint_minutes", "Checkpoint every (minutes)", "float", 10.0, "Save the training state this often so a job interrupted by a worker restart resumes where it was (0 = no checkpoints).", 0.0, 1440.0, advanced=True),
-    Param("packing", "Pack short examples", "choice", "off", "Join short examples into one sequence (kept apart by the attention mask) so no compute goes to padding. Helps when many examples are much shorter than the maximum length. Not used for classification or the prompt-based techniques.", choices=("off", "on"), advanced=True),
-    Param("precision", "Precision", "choice", "auto", "Number format for training. 'auto' uses bf16 (or fp16) on a GPU that supports it and fp32 on a CPU.", choices=("auto", "fp32", "bf16", "fp16"), advanced=True),
-    Param("gradient_checkpointing", "Gradient checkpointing", "choice", "auto", "Recompute activations instead of storing them: less memory, about 30% slower. 'auto' turns it on for GPUs.", choices=("auto", "on", "off"), advanced=True),
+    Param(
+        "eval_steps",
+        "Check every N steps",
+        "int",
+        0,
+        "Measure the loss on the held-out rows every this many steps (0 = once per epoch).",
+        0,
+        1_000_000,
+        advanced=True,
+    ),
+    Param(
+        "early_stopping_patience",
+        "Early stopping patience",
+        "int",
+        0,
+        "Stop when the held-out loss has not improved for this many checks in a row (0 = never stop early).",
+        0,
+        1000,
+        advanced=True,
+    ),
+    Param(
+        "checkpoint_minutes",
+        "Checkpoint every (minutes)",
+        "float",
+        10.0,
+        "Save the training state this often so a job interrupted by a worker restart resumes where it was (0 = no checkpoints).",
+        0.0,
+        1440.0,
+        advanced=True,
+    ),
+    Param(
+        "packing",
+        "Pack short examples",
+        "choice",
+        "off",
+        (
+            "Join short examples into one sequence (kept apart by the attention mask) so no compute goes to padding. "
+            "Helps when many examples are much shorter than the maximum length. Not used for classification or the "
+            "prompt-based techniques."
+        ),
+        choices=("off", "on"),
+        advanced=True,
+    ),
+    Param(
+        "precision",
+        "Precision",
+        "choice",
+        "auto",
+        "Number format for training. 'auto' uses bf16 (or fp16) on a GPU that supports it and fp32 on a CPU.",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        advanced=True,
+    ),
+    Param(
+        "gradient_checkpointing",
+        "Gradient checkpointing",
+        "choice",
+        "auto",
+        "Recompute activations instead of storing them: less memory, about 30% slower. 'auto' turns it on for GPUs.",
+        choices=("auto", "on", "off"),
+        advanced=True,
+    ),
 )
 
 _RANK = Param("r", "Rank", "int", 8, "Capacity of the adapter. 8–16 suits most tasks; higher learns more but is larger.", 1, 512)
 _ALPHA = Param("alpha", "Alpha", "int", 16, "Scales the adapter's effect; usually twice the rank.", 1, 2048)
-_DROPOUT = Param("dropout", "Dropout", "float", 0.05, "Randomly drops part of the adapter while training, against memorising.", 0.0, 0.9, advanced=True)
-_TARGETS = Param("target_modules", "Layers to adapt", "choice", "all-linear",
-                 "Which layers get an adapter: all linear layers (best quality) or only the attention projections (smaller).",
-                 choices=("all-linear", "attention"), advanced=True)
+_DROPOUT = Param(
+    "dropout", "Dropout", "float", 0.05, "Randomly drops part of the adapter while training, against memorising.", 0.0, 0.9, advanced=True
+)
+_TARGETS = Param(
+    "target_modules",
+    "Layers to adapt",
+    "choice",
+    "all-linear",
+    "Which layers get an adapter: all linear layers (best quality) or only the attention projections (smaller).",
+    choices=("all-linear", "attention"),
+    advanced=True,
+)
 _LORA_PARAMS = (_RANK, _ALPHA, _DROPOUT, _TARGETS)
-_VIRTUAL_TOKENS = Param("num_virtual_tokens", "Virtual tokens", "int", 20, "How many learned tokens are put in front of every input. 10–30 is typical; more learns more but shortens the room for your text.", 1, 512)
+_VIRTUAL_TOKENS = Param(
+    "num_virtual_tokens",
+    "Virtual tokens",
+    "int",
+    20,
+    "How many learned tokens are put in front of every input. 10–30 is typical; more learns more but shortens the room for your text.",
+    1,
+    512,
+)
 _LORA_SIZE = "1–50 MB (0.1–1% of the base model)"
 _FULL_PRECISION_MEMORY = "The base model in full precision plus a little for the adapter and optimiser."
 
@@ -156,7 +269,14 @@ CATALOGUE: dict[str, Technique] = {
             ),
             task_kinds=TASK_KEYS,
             params=(
-                Param("bits", "Base model precision (bits)", "choice", "4", "4-bit NF4 saves the most memory; 8-bit is closer to the original model.", choices=("4", "8")),
+                Param(
+                    "bits",
+                    "Base model precision (bits)",
+                    "choice",
+                    "4",
+                    "4-bit NF4 saves the most memory; 8-bit is closer to the original model.",
+                    choices=("4", "8"),
+                ),
                 *_LORA_PARAMS,
             ),
             typical_adapter_size=_LORA_SIZE,
@@ -220,7 +340,9 @@ CATALOGUE: dict[str, Technique] = {
             params=(
                 Param("r", "Final average rank", "int", 8, "The average rank left after pruning.", 1, 256),
                 Param("init_r", "Starting rank", "int", 12, "The rank every layer starts with, before pruning.", 1, 512),
-                _ALPHA, _DROPOUT, _TARGETS,
+                _ALPHA,
+                _DROPOUT,
+                _TARGETS,
             ),
             typical_adapter_size=_LORA_SIZE,
             memory_needs=_FULL_PRECISION_MEMORY,
@@ -265,7 +387,15 @@ CATALOGUE: dict[str, Technique] = {
             ),
             task_kinds=TASK_KEYS,
             params=(
-                Param("r", "Rank", "int", 256, "Size of the shared random matrices; VeRA uses much higher ranks than LoRA at little cost.", 1, 4096),
+                Param(
+                    "r",
+                    "Rank",
+                    "int",
+                    256,
+                    "Size of the shared random matrices; VeRA uses much higher ranks than LoRA at little cost.",
+                    1,
+                    4096,
+                ),
                 replace(_DROPOUT, default=0.0),
                 _TARGETS,
             ),
@@ -302,8 +432,21 @@ CATALOGUE: dict[str, Technique] = {
             task_kinds=TASK_KEYS,
             params=(
                 _VIRTUAL_TOKENS,
-                Param("init", "Start from", "choice", "text", "'text' starts the virtual tokens from the words below (usually learns faster); 'random' from random vectors.", choices=("text", "random")),
-                Param("init_text", "Starting text", "str", "Answer the customer's question helpfully and accurately.", "Used when starting from text: a sentence describing the task."),
+                Param(
+                    "init",
+                    "Start from",
+                    "choice",
+                    "text",
+                    "'text' starts the virtual tokens from the words below (usually learns faster); 'random' from random vectors.",
+                    choices=("text", "random"),
+                ),
+                Param(
+                    "init_text",
+                    "Starting text",
+                    "str",
+                    "Answer the customer's question helpfully and accurately.",
+                    "Used when starting from text: a sentence describing the task.",
+                ),
             ),
             typical_adapter_size="Under 100 KB",
             memory_needs=_FULL_PRECISION_MEMORY + " Activations for the extra tokens.",
@@ -338,7 +481,16 @@ CATALOGUE: dict[str, Technique] = {
             task_kinds=TASK_KEYS,
             params=(
                 _VIRTUAL_TOKENS,
-                Param("encoder_hidden_size", "Encoder size", "int", 128, "Width of the small network that produces the virtual tokens.", 8, 4096, advanced=True),
+                Param(
+                    "encoder_hidden_size",
+                    "Encoder size",
+                    "int",
+                    128,
+                    "Width of the small network that produces the virtual tokens.",
+                    8,
+                    4096,
+                    advanced=True,
+                ),
             ),
             typical_adapter_size="Under 100 KB",
             memory_needs=_FULL_PRECISION_MEMORY,
@@ -365,6 +517,7 @@ CATALOGUE: dict[str, Technique] = {
     )
 }
 
+
 def get_technique(key: str) -> Technique:
     try:
         return CATALOGUE[key]
@@ -388,10 +541,24 @@ def validate_params(technique: Technique, raw: dict[str, Any]) -> dict[str, Any]
 
 
 # Model types whose models are encoders only (no causal language-model head, no key/value cache).
-ENCODER_MODEL_TYPES = frozenset({
-    "bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
-    "mpnet", "camembert", "modernbert", "xlm", "ernie", "nomic_bert",
-})
+ENCODER_MODEL_TYPES = frozenset(
+    {
+        "bert",
+        "roberta",
+        "distilbert",
+        "albert",
+        "electra",
+        "deberta",
+        "deberta-v2",
+        "xlm-roberta",
+        "mpnet",
+        "camembert",
+        "modernbert",
+        "xlm",
+        "ernie",
+        "nomic_bert",
+    }
+)
 
 
 def is_encoder_config(config: dict | None) -> bool:
@@ -418,8 +585,9 @@ def _linear_sizes(config: dict) -> list[int]:
     return [int(config[k]) for k in keys if isinstance(config.get(k), int)]
 
 
-def unavailable_reason(technique: Technique, task: str | None = None, model_config: dict | None = None,
-                       worker_has_cuda: bool | None = None) -> str | None:
+def unavailable_reason(
+    technique: Technique, task: str | None = None, model_config: dict | None = None, worker_has_cuda: bool | None = None
+) -> str | None:
     """Why `technique` cannot run here, in plain words, or None when it can.
 
     Decided from catalogue data and the base model's config.json only (the web never imports
@@ -435,17 +603,17 @@ def unavailable_reason(technique: Technique, task: str | None = None, model_conf
     if technique.family == "prompt" and task == "classification" and is_encoder_config(model_config):
         # Found by the encoder matrix test: a reloaded prompt-tuned encoder classifier does not
         # give the trained logits back. Refused until that round trip holds.
-        return (f"{technique.name} for classification on an encoder model does not yet reload reliably; "
-                "choose LoRA, DoRA, LoHa or LoKr.")
+        return f"{technique.name} for classification on an encoder model does not yet reload reliably; choose LoRA, DoRA, LoHa or LoKr."
     if technique.requires_cuda and worker_has_cuda is False:
         return f"{technique.name} needs an NVIDIA GPU, and the workers here have none."
     if technique.quantized_bits and worker_has_cuda is not True and model_config:
         odd = [size for size in _linear_sizes(model_config) if size % 32]
         if odd:
-            return (f"{technique.name} on a CPU needs layer sizes that are multiples of 32; this model has "
-                    f"{', '.join(map(str, odd))}. Use LoRA, or a GPU worker.")
+            return (
+                f"{technique.name} on a CPU needs layer sizes that are multiples of 32; this model has "
+                f"{', '.join(map(str, odd))}. Use LoRA, or a GPU worker."
+            )
     return None
-
 
 
 # ---------------------------------------------------------------- presets
@@ -468,10 +636,22 @@ def preset_params(technique: Technique, task: str, n_rows: int, preset: str) -> 
     small, large = n_rows < 500, n_rows >= 5000
     values: dict[str, Any] = {
         "quick": {"epochs": 1, "max_length": 256, "r": 8, "num_virtual_tokens": 10, "eval_steps": 0, "early_stopping_patience": 0},
-        "balanced": {"epochs": 3 if small else 1 if large else 2, "max_length": 512, "r": 16, "num_virtual_tokens": 20,
-                     "eval_steps": 0, "early_stopping_patience": 0},
-        "thorough": {"epochs": 6 if small else 2 if large else 4, "max_length": 1024, "r": 32, "num_virtual_tokens": 30,
-                     "eval_steps": 0 if small else 200, "early_stopping_patience": 3},
+        "balanced": {
+            "epochs": 3 if small else 1 if large else 2,
+            "max_length": 512,
+            "r": 16,
+            "num_virtual_tokens": 20,
+            "eval_steps": 0,
+            "early_stopping_patience": 0,
+        },
+        "thorough": {
+            "epochs": 6 if small else 2 if large else 4,
+            "max_length": 1024,
+            "r": 32,
+            "num_virtual_tokens": 30,
+            "eval_steps": 0 if small else 200,
+            "early_stopping_patience": 3,
+        },
     }[preset]
     kind = TASK_KINDS.get(task)
     if kind is not None and kind.has_labels:

@@ -30,8 +30,12 @@ def adapter_zip_response(adapter: Adapter, store: ArtifactStore) -> Response:
     if not path.is_file():
         raise HTTPException(404, "This adapter's files are missing from the artifact store.")
     name = adapters.download_filename(adapter)
-    return FileResponse(path, media_type="application/zip", filename=name,
-                        headers={"Content-Disposition": f"attachment; filename=\"{name}\"; filename*=UTF-8''{quote(name)}"})
+    return FileResponse(
+        path,
+        media_type="application/zip",
+        filename=name,
+        headers={"Content-Disposition": f"attachment; filename=\"{name}\"; filename*=UTF-8''{quote(name)}"},
+    )
 
 
 # kind -> (store key, media type, download name, what to ask for while it is missing)

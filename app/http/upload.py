@@ -32,8 +32,9 @@ class UploadRoute(APIRoute):
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 # The client is still sending; do not keep this connection.
-                return self.too_large_response(request, upload_too_large_message(settings.max_upload_bytes), settings.max_upload_bytes,
-                                               {"Connection": "close"})
+                return self.too_large_response(
+                    request, upload_too_large_message(settings.max_upload_bytes), settings.max_upload_bytes, {"Connection": "close"}
+                )
             receive = request._receive  # Starlette has no public hook to wrap a request's stream
             received = 0
 

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from app.db import rows_matched
 from app.models import ADAPTER_WORKFLOWS, Adapter, WorkflowState
 from app.services.wakeups import wake_after_commit
 
@@ -56,13 +57,23 @@ MERGED_EXPORT = WORKFLOWS["merged_export"]
 GGUF_EXPORT = WORKFLOWS["gguf_export"]
 
 
-def _move(db: Session, adapter_id: int, workflow: Workflow, when: ColumnElement[bool], state: WorkflowState,
-          error: str | None = None, **values: Any) -> bool:
+def _move(
+    db: Session,
+    adapter_id: int,
+    workflow: Workflow,
+    when: ColumnElement[bool],
+    state: WorkflowState,
+    error: str | None = None,
+    **values: Any,
+) -> bool:
     """Set the workflow's state (and error, and other columns) where `when` holds; True if it did."""
-    statement = (update(Adapter).where(Adapter.id == adapter_id, when)
-                 .values({workflow.state_name: state, workflow.error_name: error, **values})
-                 .execution_options(synchronize_session=False))
-    return db.execute(statement).rowcount == 1
+    statement = (
+        update(Adapter)
+        .where(Adapter.id == adapter_id, when)
+        .values({workflow.state_name: state, workflow.error_name: error, **values})
+        .execution_options(synchronize_session=False)
+    )
+    return rows_matched(db, statement) == 1
 
 
 def request(db: Session, adapter: Adapter, workflow: Workflow) -> bool:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Adapter, AdapterDownload
 from app.services import adapter_workflows
-from app.services.artifacts import LocalArtifactStore
+from app.services.artifacts import ArtifactStore
 
 ZIP_NAME = "adapter.zip"
 
@@ -18,7 +18,7 @@ def adapter_storage_key(job_id: int) -> str:
     return f"adapters/job-{job_id}"
 
 
-def adapter_zip_path(store: LocalArtifactStore, adapter: Adapter) -> Path:
+def adapter_zip_path(store: ArtifactStore, adapter: Adapter) -> Path:
     return store.path(f"{adapter.storage_key}/{ZIP_NAME}")
 
 
@@ -58,8 +58,12 @@ def downloads_of(db: Session, adapter_id: int) -> list[AdapterDownload]:
 
 
 def download_counts(db: Session, workspace_id: int) -> dict[int, int]:
-    rows = db.execute(select(AdapterDownload.adapter_id, func.count()).join(Adapter, Adapter.id == AdapterDownload.adapter_id)
-                      .where(Adapter.workspace_id == workspace_id).group_by(AdapterDownload.adapter_id)).all()
+    rows = db.execute(
+        select(AdapterDownload.adapter_id, func.count())
+        .join(Adapter, Adapter.id == AdapterDownload.adapter_id)
+        .where(Adapter.workspace_id == workspace_id)
+        .group_by(AdapterDownload.adapter_id)
+    ).all()
     return {adapter_id: count for adapter_id, count in rows}
 
 

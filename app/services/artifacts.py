@@ -116,7 +116,7 @@ class S3ArtifactStore:
             return local
         base = self._object_key(key)
         for name in self._remote_objects(key):
-            target = local if name == base else local / name[len(base):].lstrip("/")
+            target = local if name == base else local / name[len(base) :].lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
             self.client.download_file(self.bucket, name, str(partial))
@@ -161,7 +161,7 @@ class S3ArtifactStore:
     def delete(self, key: str) -> None:
         names = self._remote_objects(key)
         for start in range(0, len(names), 1000):
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": n} for n in names[start:start + 1000]]})
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": n} for n in names[start : start + 1000]]})
         self.cache.delete(key)
 
 
@@ -174,7 +174,7 @@ def make_artifact_store(settings) -> LocalArtifactStore | S3ArtifactStore:
         raise ValueError(f"TAILOR_ARTIFACT_STORE_URL must start with s3:// (got {url!r}).")
     import boto3  # only deployments with a bucket need it: pip install 'tailor[s3]'
 
-    bucket, _, prefix = url[len("s3://"):].partition("/")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
     client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url or None)
     return S3ArtifactStore(bucket, prefix, settings.data_dir / "artifact-cache", client)
 

@@ -27,8 +27,9 @@ def attempts_for(db: Session, job_id: int) -> list[JobAttempt]:
     return list(db.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.number, JobAttempt.id)))
 
 
-def close_attempt(db: Session, job_id: int, outcome: str, *, ended_step: int | None, reason: str | None = None,
-                  at: datetime | None = None) -> list[JobAttempt]:
+def close_attempt(
+    db: Session, job_id: int, outcome: str, *, ended_step: int | None, reason: str | None = None, at: datetime | None = None
+) -> list[JobAttempt]:
     """Close the job's open attempt (if any) and return the whole history."""
     history = attempts_for(db, job_id)
     current = next((a for a in reversed(history) if a.ended_at is None), None)
@@ -54,7 +55,9 @@ def lost_the_same_way(history: list[JobAttempt]) -> bool:
 def gave_up_reason(history: list[JobAttempt]) -> str:
     step = history[-1].ended_step or 0
     where = f"at step {step:,}" if step else "before its first training step"
-    return (f"The worker running this job stopped {STRIKES} times in a row {where}, without getting further, so Tailor stopped "
-            "retrying it. This usually means the worker ran out of memory (the system killed it): lower the batch size or the "
-            "maximum length, pick a smaller base model or a 4-bit technique, or run it on a machine with more memory. "
-            "The worker logs name the cause.")
+    return (
+        f"The worker running this job stopped {STRIKES} times in a row {where}, without getting further, so Tailor stopped "
+        "retrying it. This usually means the worker ran out of memory (the system killed it): lower the batch size or the "
+        "maximum length, pick a smaller base model or a 4-bit technique, or run it on a machine with more memory. "
+        "The worker logs name the cause."
+    )

@@ -15,20 +15,34 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.domain.stats import bootstrap_difference
+from app.domain.techniques import CATALOGUE
 from app.models import Adapter, Dataset, Job, WorkflowState
 from app.services import jobs
 from app.services.artifacts import ArtifactStore
 from app.services.evaluations import load_evaluation
-from app.domain.stats import bootstrap_difference
-from app.domain.techniques import CATALOGUE
 
 SHARED_PARAMS = ("epochs", "batch_size", "gradient_accumulation_steps", "max_length", "validation_fraction", "max_steps")
 MAX_TECHNIQUES = 6
 
 
-def submit_bakeoff(db: Session, settings: Settings, store: ArtifactStore, *, workspace_id: int, user_id: int | None, dataset: Dataset,
-                   task: str, column_mapping: dict[str, str], base_model: str, techniques: list[str], params: dict[str, Any],
-                   seed: int = 0, preset: str | None = None, validation_dataset: Dataset | None = None) -> tuple[str, list[Job]]:
+def submit_bakeoff(
+    db: Session,
+    settings: Settings,
+    store: ArtifactStore,
+    *,
+    workspace_id: int,
+    user_id: int | None,
+    dataset: Dataset,
+    task: str,
+    column_mapping: dict[str, str],
+    base_model: str,
+    techniques: list[str],
+    params: dict[str, Any],
+    seed: int = 0,
+    preset: str | None = None,
+    validation_dataset: Dataset | None = None,
+) -> tuple[str, list[Job]]:
     """Queue one job per technique under one group id; all or none (errors name the technique)."""
     techniques = list(dict.fromkeys(techniques))
     if len(techniques) < 2:
@@ -42,12 +56,32 @@ def submit_bakeoff(db: Session, settings: Settings, store: ArtifactStore, *, wor
         entry = CATALOGUE.get(key)
         label = entry.name if entry else key
         try:
-            job = jobs.submit_job(db, settings, store, workspace_id=workspace_id, user_id=user_id, dataset=dataset, task=task,
-                                  column_mapping=column_mapping, base_model=base_model, technique=key, params=shared, seed=seed,
-                                  name=f"{dataset.name} · {label} (bake-off)", preset=preset, validation_dataset=validation_dataset)
+            job = jobs.submit_job(
+                db,
+                settings,
+                store,
+                workspace_id=workspace_id,
+                user_id=user_id,
+                dataset=dataset,
+                task=task,
+                column_mapping=column_mapping,
+                base_model=base_model,
+                technique=key,
+                params=shared,
+                seed=seed,
+                name=f"{dataset.name} · {label} (bake-off)",
+                preset=preset,
+                validation_dataset=validation_dataset,
+            )
         except jobs.JobError as exc:
-            errors.update({name if name in ("prompt", "response", "text", "label", "base_model", "task", "validation_dataset") else "bakeoff":
-                           f"{label}: {message}" for name, message in exc.errors.items()})
+            errors.update(
+                {
+                    name
+                    if name in ("prompt", "response", "text", "label", "base_model", "task", "validation_dataset")
+                    else "bakeoff": f"{label}: {message}"
+                    for name, message in exc.errors.items()
+                }
+            )
             continue
         job.group_id = group_id
         created.append(job)
@@ -84,7 +118,8 @@ def group_state(db: Session, workspace_id: int, group_id: str) -> GroupState | N
     group_jobs = list(db.scalars(select(Job).where(Job.group_id == group_id, Job.workspace_id == workspace_id).order_by(Job.id)))
     if not group_jobs:
         return None
-    adapters = {a.job_id: a for a in db.scalars(select(Adapter).where(Adapter.job_id.in_([j.id for j in group_jobs])))}
+    found = db.scalars(select(Adapter).where(Adapter.job_id.in_([j.id for j in group_jobs])))
+    adapters = {a.job_id: a for a in found if a.job_id is not None}  # always set: selected by job id
     return GroupState(group_id, group_jobs, adapters)
 
 
@@ -113,8 +148,10 @@ def recommend(store: ArtifactStore, state: GroupState) -> str:
     if metric is None:
         ranked = sorted(candidates, key=lambda c: (c[0].result or {}).get("validation_loss") or float("inf"))
         best = ranked[0]
-        return (f"{name[best[0].id]} reached the lowest validation loss. Evaluate the adapters for a comparison on "
-                "held-out rows (it runs by itself after each job unless TAILOR_AUTO_EVALUATE is off).")
+        return (
+            f"{name[best[0].id]} reached the lowest validation loss. Evaluate the adapters for a comparison on "
+            "held-out rows (it runs by itself after each job unless TAILOR_AUTO_EVALUATE is off)."
+        )
     mean = {c[0].id: sum(c[2][metric]) / len(c[2][metric]) for c in candidates}
     best = max(candidates, key=lambda c: mean[c[0].id])
     parts = [f"{name[best[0].id]} scored best on {metric.replace('_', '-').replace('rouge-l', 'ROUGE-L')}"]

@@ -35,8 +35,9 @@ def _named(columns: list[str], words: tuple[str, ...], exclude: set[Any]) -> str
     return None
 
 
-def _guess_instruction(kind: TaskKind, columns: list[str], sample_rows: list[dict[str, str]], stats: Stats,
-                       by_length: list[str]) -> dict[str, Any]:
+def _guess_instruction(
+    kind: TaskKind, columns: list[str], sample_rows: list[dict[str, str]], stats: Stats, by_length: list[str]
+) -> dict[str, Any]:
     prompt_words = kind.role("prompt").name_words
     named_prompt = _named(columns, prompt_words, set())
     prompt = named_prompt or (columns[0] if columns else None)
@@ -46,12 +47,17 @@ def _guess_instruction(kind: TaskKind, columns: list[str], sample_rows: list[dic
         prompt = max(by_length, key=lambda c: (stats[c]["questions"], -stats[c]["mean_chars"]))
         response = next((c for c in by_length if c != prompt), response)
     used = {prompt, response}
-    return {"prompt": prompt, "response": response, "system": _named(columns, kind.role("system").name_words, used),
-            "context": _named(columns, kind.role("context").name_words, used)}
+    return {
+        "prompt": prompt,
+        "response": response,
+        "system": _named(columns, kind.role("system").name_words, used),
+        "context": _named(columns, kind.role("context").name_words, used),
+    }
 
 
-def _guess_text(kind: TaskKind, columns: list[str], sample_rows: list[dict[str, str]], stats: Stats,
-                by_length: list[str]) -> dict[str, Any]:
+def _guess_text(
+    kind: TaskKind, columns: list[str], sample_rows: list[dict[str, str]], stats: Stats, by_length: list[str]
+) -> dict[str, Any]:
     words = kind.role("text_columns").name_words
     named = [c for c in columns if any(w in c.lower() for w in words)]
     if sample_rows:
@@ -62,12 +68,18 @@ def _guess_text(kind: TaskKind, columns: list[str], sample_rows: list[dict[str, 
     return {"text_columns": chosen}
 
 
-def _guess_classification(kind: TaskKind, columns: list[str], sample_rows: list[dict[str, str]], stats: Stats,
-                          by_length: list[str]) -> dict[str, Any]:
+def _guess_classification(
+    kind: TaskKind, columns: list[str], sample_rows: list[dict[str, str]], stats: Stats, by_length: list[str]
+) -> dict[str, Any]:
     label = _named(columns, kind.role("label").name_words, set())
     if sample_rows:
-        candidates = [c for c in columns if stats[c]["filled"] and 2 <= stats[c]["distinct"] <= max(2, min(100, stats[c]["filled"] // 2))
-                      and stats[c]["mean_chars"] <= 40]
+        candidates = [
+            c
+            for c in columns
+            if stats[c]["filled"]
+            and 2 <= stats[c]["distinct"] <= max(2, min(100, stats[c]["filled"] // 2))
+            and stats[c]["mean_chars"] <= 40
+        ]
         if label is None or label not in candidates:
             label = min(candidates, key=lambda c: (stats[c]["distinct"], stats[c]["mean_chars"])) if candidates else label
     text = _named(columns, kind.role("text").name_words, {label} if label else set())
@@ -80,8 +92,9 @@ def _guess_classification(kind: TaskKind, columns: list[str], sample_rows: list[
     return {"text": text, "label": label}
 
 
-def _guess_by_names(kind: TaskKind, columns: list[str], sample_rows: list[dict[str, str]], stats: Stats,
-                    by_length: list[str]) -> dict[str, Any]:
+def _guess_by_names(
+    kind: TaskKind, columns: list[str], sample_rows: list[dict[str, str]], stats: Stats, by_length: list[str]
+) -> dict[str, Any]:
     """Any task kind without a guesser of its own: each role the first column its name words find."""
     used: set[Any] = set()
     guess: dict[str, Any] = {}

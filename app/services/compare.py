@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.domain.label_metrics import macro_f1_difference
+from app.domain.stats import LOWER_IS_BETTER_METRICS, METRIC_NAMES, compare_in_words
 from app.models import Adapter, Job, MetricPoint
 from app.services.artifacts import ArtifactStore
 from app.services.evaluations import load_evaluation
-from app.domain.label_metrics import macro_f1_difference
-from app.domain.stats import LOWER_IS_BETTER_METRICS, METRIC_NAMES, compare_in_words
 
 # Higher is better for every evaluation metric; lower for losses and costs.
 LOWER_IS_BETTER = {"validation_loss", "perplexity", "size_bytes", "train_seconds", "peak_memory_bytes", "trainable_parameters"}
@@ -42,11 +42,16 @@ def _row(adapter: Adapter, job: Job | None, evaluation: dict | None) -> dict[str
     train_seconds = result.get("train_seconds")
     total = result.get("total_parameters") or 0
     row: dict[str, Any] = {
-        "adapter_id": adapter.id, "name": adapter.name, "technique": adapter.technique, "base_model": adapter.base_model,
-        "task": job.task if job else None, "dataset_id": job.dataset_id if job else None,
+        "adapter_id": adapter.id,
+        "name": adapter.name,
+        "technique": adapter.technique,
+        "base_model": adapter.base_model,
+        "task": job.task if job else None,
+        "dataset_id": job.dataset_id if job else None,
         "trainable_parameters": adapter.trainable_parameters,
         "trainable_share": (adapter.trainable_parameters / total) if total else None,
-        "size_bytes": adapter.size_bytes, "train_seconds": train_seconds,
+        "size_bytes": adapter.size_bytes,
+        "train_seconds": train_seconds,
         "peak_memory_bytes": result.get("peak_memory_bytes"),
         "tokens_per_second": (result.get("tokens_seen") or 0) / train_seconds if train_seconds else None,
         "validation_loss": validation_loss,
@@ -58,14 +63,22 @@ def _row(adapter: Adapter, job: Job | None, evaluation: dict | None) -> dict[str
     return row
 
 
-def _loss_curves(db: Session, jobs: dict[int, Job], adapters: list[Adapter]) -> list[dict[str, Any]]:
+def _loss_curves(db: Session, jobs: dict[int, Job | None], adapters: list[Adapter]) -> list[dict[str, Any]]:
     curves = []
     for adapter in adapters:
         if adapter.job_id is None:
             continue
-        points = db.execute(select(MetricPoint.step, MetricPoint.loss).where(MetricPoint.job_id == adapter.job_id).order_by(MetricPoint.step)).all()
-        curves.append({"adapter_id": adapter.id, "name": adapter.name, "kind": "train",
-                       "points": [{"step": s, "loss": l} for s, l in points if l is not None]})
+        points = db.execute(
+            select(MetricPoint.step, MetricPoint.loss).where(MetricPoint.job_id == adapter.job_id).order_by(MetricPoint.step)
+        ).all()
+        curves.append(
+            {
+                "adapter_id": adapter.id,
+                "name": adapter.name,
+                "kind": "train",
+                "points": [{"step": s, "loss": loss} for s, loss in points if loss is not None],
+            }
+        )
     return curves
 
 
@@ -158,8 +171,10 @@ def _named_win_rates(db: Session, workspace_id: int, rows: list[dict[str, Any]])
     from app.services.reviews import win_rates
 
     names = {f"adapter:{r['adapter_id']}": r["name"] for r in rows} | {"base": "the base model"}
-    return [{**w, "name": names.get(w["target"], w["target"]), "opponent_name": names.get(w["opponent"], "another adapter")}
-            for w in win_rates(db, workspace_id, [r["adapter_id"] for r in rows])]
+    return [
+        {**w, "name": names.get(w["target"], w["target"]), "opponent_name": names.get(w["opponent"], "another adapter")}
+        for w in win_rates(db, workspace_id, [r["adapter_id"] for r in rows])
+    ]
 
 
 def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: list[int]) -> dict[str, Any]:
@@ -173,7 +188,7 @@ def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: 
         raise CompareError("These adapters were trained for different tasks; compare adapters of one task at a time.")
     evaluations = {a.id: load_evaluation(store, a.id) for a in adapters}
     rows = [_row(a, jobs[a.id], evaluations[a.id]) for a in adapters]
-    base_metrics = next((e["summary"]["base"] for e in evaluations.values() if e), {})
+    base_metrics: dict[str, Any] = next((e["summary"]["base"] for e in evaluations.values() if e), {})
     side_by_side = []
     first = next((e for e in evaluations.values() if e), None)
     if first:
@@ -181,8 +196,15 @@ def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: 
             answers = []
             for adapter in adapters:
                 evaluation = evaluations[adapter.id]
-                same_prompt = evaluation and index < len(evaluation["rows"]) and evaluation["rows"][index]["prompt"] == item["prompt"]
-                answers.append({"adapter_id": adapter.id, "name": adapter.name, "answer": evaluation["rows"][index]["adapter"] if same_prompt else None})
+                evaluated_rows = evaluation["rows"] if evaluation else []
+                same_prompt = index < len(evaluated_rows) and evaluated_rows[index]["prompt"] == item["prompt"]
+                answers.append(
+                    {
+                        "adapter_id": adapter.id,
+                        "name": adapter.name,
+                        "answer": evaluated_rows[index]["adapter"] if same_prompt else None,
+                    }
+                )
             side_by_side.append({"prompt": item["prompt"], "reference": item["reference"], "base": item["base"], "answers": answers})
     return {
         "adapters": rows,
@@ -204,10 +226,23 @@ def comparison_csv(comparison: dict[str, Any]) -> str:
     metrics = sorted({m for r in comparison["adapters"] for m in r["metrics"]})
     out = io.StringIO()
     writer = csv.writer(out)
-    head = ["adapter_id", "name", "technique", "base_model", "trainable_parameters", "size_bytes", "train_seconds",
-            "peak_memory_bytes", "tokens_per_second", "validation_loss", "perplexity"]
+    head = [
+        "adapter_id",
+        "name",
+        "technique",
+        "base_model",
+        "trainable_parameters",
+        "size_bytes",
+        "train_seconds",
+        "peak_memory_bytes",
+        "tokens_per_second",
+        "validation_loss",
+        "perplexity",
+    ]
     confusion = any(r.get("confusion") for r in comparison["adapters"])
-    writer.writerow(head + [f"{m}{suffix}" for m in metrics for suffix in ("", "_low", "_high")] + (["confusion_matrix"] if confusion else []))
+    writer.writerow(
+        head + [f"{m}{suffix}" for m in metrics for suffix in ("", "_low", "_high")] + (["confusion_matrix"] if confusion else [])
+    )
     for row in comparison["adapters"]:
         cells = [row[h] for h in head]
         for m in metrics:

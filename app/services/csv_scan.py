@@ -31,7 +31,6 @@ from __future__ import annotations
 import codecs
 import mmap
 import os
-import string
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +39,36 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from app.services.csv_cell_flags import (
+    ALL_DIGITS,
+    BYTES,
+    COMMA,
+    CR,
+    DIGIT,
+    DIGIT_PAIR,
+    EMPTY,
+    ENDS_FIELD,
+    FIRST_ZERO,
+    HAS_QUOTE,
+    IRREGULAR,
+    LF,
+    NEAR_SHIFT,
+    NEAR_VALUES,
+    NON_ASCII,
+    NOT_BLANK,
+    NOT_DIGITS,
+    NOT_UTF8,
+    OK,
+    OPEN_QUOTE,
+    P1,
+    P2,
+    P3,
+    QUOTE,
+    QUOTED,
+    RAGGED,
+    SPACE_ONLY,
+    TOO_LONG,
+)
 from app.services.tabular_formats import MAX_CELL_CHARS
 
 READ_BYTES = 16 * 1024 * 1024  # the window scanned at a time
@@ -47,97 +76,36 @@ SPLIT_AT_LEAST = 512 * 1024  # bytes each thread scans at least, or one thread s
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # a record longer than this goes to the general reader (and its cell limit)
 MAX_CELLS_AT_ONCE = 1 << 18  # rows x columns of cell facts per kernel call
 
-# Cell flags
-EMPTY = 1  # no characters at all
-SPACE_ONLY = 2  # every byte is ASCII white space (as str.isspace sees it) or non-ASCII: decide in Python when NON_ASCII
-NON_ASCII = 4
-AT_SIGN = 8
-DIGIT = 16  # an ASCII digit
-DIGIT_PAIR = 32  # two ASCII digits in a row
-ALL_DIGITS = 64  # at least one character, all ASCII digits
-FIRST_ZERO = 128
-QUOTED = 256  # the cell's text is its bytes without the outer quotes, "" read as "
-HAS_QUOTE = 1024  # a quote character in the text
-_NOT_BLANK = 1 << 20  # (while scanning)
-_NOT_DIGITS = 1 << 21
-
-# Scan results
-OK = 0
-RAGGED = 1  # a record with another number of cells than the header, or a blank one
-OPEN_QUOTE = 2  # the data ends inside a quoted cell
-TOO_LONG = 3  # a cell over MAX_CELL_CHARS bytes
-IRREGULAR = 4  # text after a closing quote, which csv.reader joins to the cell (strict=False)
-NOT_UTF8 = 5  # not UTF-8, or a NUL byte: the general reader names the problem or reads it as Windows-1252
-
-_COMMA, _QUOTE, _CR, _LF = 44, 34, 13, 10
-_ENDS_FIELD = 1 << 30  # in _BYTES: a comma or a line break
-_NEAR_SHIFT = 40  # in _BYTES: how far the near-duplicate hash turns for this byte (0: the byte is ignored)
-
-_P1 = np.uint64(0x9E3779B185EBCA87)
-_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
-_P3 = np.uint64(0x165667B19E3779F9)
-
-
-def _tables() -> tuple[np.ndarray, np.ndarray]:
-    """_BYTES: per byte value, its flags, whether it ends an unquoted field and the near-hash
-    turn; _NEAR_VALUES: its random 64-bit value in the near-duplicate key (0 when ignored)."""
-    kept = np.arange(256, dtype=np.int64)  # byte -> its byte in the near-duplicate key, -1: dropped
-    for c in (string.punctuation + string.whitespace).encode():
-        kept[c] = -1
-    for c in string.ascii_uppercase.encode():
-        kept[c] = c + 32
-    random_values = np.random.default_rng(20261129).integers(1, 2**63, 256, dtype=np.int64).view(np.uint64)
-    table = np.zeros(256, np.int64)
-    values = np.zeros(256, np.uint64)
-    for c in range(256):
-        bits = 0
-        if c >= 128:
-            bits |= NON_ASCII | _NOT_DIGITS
-        else:
-            if not chr(c).isspace():
-                bits |= _NOT_BLANK
-            if 48 <= c <= 57:
-                bits |= DIGIT
-            else:
-                bits |= _NOT_DIGITS
-            if c == 64:
-                bits |= AT_SIGN
-            if c == _QUOTE:
-                bits |= HAS_QUOTE
-        if c in (_COMMA, _CR, _LF):
-            bits |= _ENDS_FIELD
-        if kept[c] >= 0:
-            bits |= 5 << _NEAR_SHIFT
-            values[c] = random_values[kept[c]]
-        table[c] = bits
-    return table, values
-
-
-_BYTES, _NEAR_VALUES = _tables()
-
 
 @njit(cache=True, inline="always")
 def _words_hash(data, s, e):
     """A 64-bit hash of data[s:e], eight bytes at a time (xxhash's round and finish)."""
-    h = np.uint64(e - s) * _P3
+    h = np.uint64(e - s) * P3
     i = s
     while i + 8 <= e:
-        w = (np.uint64(data[i]) | np.uint64(data[i + 1]) << np.uint64(8) | np.uint64(data[i + 2]) << np.uint64(16)
-             | np.uint64(data[i + 3]) << np.uint64(24) | np.uint64(data[i + 4]) << np.uint64(32) | np.uint64(data[i + 5]) << np.uint64(40)
-             | np.uint64(data[i + 6]) << np.uint64(48) | np.uint64(data[i + 7]) << np.uint64(56))
-        h = h + w * _P2
-        h = ((h << np.uint64(31)) | (h >> np.uint64(33))) * _P1
+        w = (
+            np.uint64(data[i])
+            | np.uint64(data[i + 1]) << np.uint64(8)
+            | np.uint64(data[i + 2]) << np.uint64(16)
+            | np.uint64(data[i + 3]) << np.uint64(24)
+            | np.uint64(data[i + 4]) << np.uint64(32)
+            | np.uint64(data[i + 5]) << np.uint64(40)
+            | np.uint64(data[i + 6]) << np.uint64(48)
+            | np.uint64(data[i + 7]) << np.uint64(56)
+        )
+        h = h + w * P2
+        h = ((h << np.uint64(31)) | (h >> np.uint64(33))) * P1
         i += 8
     w = np.uint64(0)
     while i < e:
         w = (w << np.uint64(8)) | np.uint64(data[i])
         i += 1
-    h = h + w * _P2
-    h = ((h << np.uint64(31)) | (h >> np.uint64(33))) * _P1
+    h = h + w * P2
+    h = ((h << np.uint64(31)) | (h >> np.uint64(33))) * P1
     h ^= h >> np.uint64(33)
-    h *= _P2
+    h *= P2
     h ^= h >> np.uint64(29)
-    h *= _P3
+    h *= P3
     h ^= h >> np.uint64(32)
     return h
 
@@ -150,14 +118,14 @@ def scan(data, pos, end, final, width, max_rows, starts, stops, chars, flags, ex
     rows = 0
     while rows < max_rows and pos < end:
         p = pos
-        if data[p] == _LF or data[p] == _CR:
+        if data[p] == LF or data[p] == CR:
             return pos, rows, RAGGED  # a blank line: the general reader skips it and rewrites the file
         column = 0
         while True:  # one cell a turn
             fl = 0
             hn = np.uint64(0)
             doubled = False
-            if p < end and data[p] == _QUOTE:
+            if p < end and data[p] == QUOTE:
                 fl |= QUOTED
                 start = p
                 p += 1
@@ -168,23 +136,23 @@ def scan(data, pos, end, final, width, max_rows, starts, stops, chars, flags, ex
                             return pos, rows, OPEN_QUOTE
                         return pos, rows, OK  # the next call takes the record whole
                     c = data[p]
-                    if c == _QUOTE:
+                    if c == QUOTE:
                         if p + 1 >= end and not final:
                             return pos, rows, OK
-                        if p + 1 < end and data[p + 1] == _QUOTE:
+                        if p + 1 < end and data[p + 1] == QUOTE:
                             doubled = True  # "" stands for one quote, which the near-duplicate key ignores anyway
-                            fl |= HAS_QUOTE | _NOT_BLANK | _NOT_DIGITS
+                            fl |= HAS_QUOTE | NOT_BLANK | NOT_DIGITS
                             p += 2
                             continue
                         break
                     x = table[c]
                     fl |= x
-                    r = np.uint64((x >> _NEAR_SHIFT) & 63)
+                    r = np.uint64((x >> NEAR_SHIFT) & 63)
                     hn = ((hn << r) | (hn >> ((np.uint64(64) - r) & np.uint64(63)))) ^ near_values[c]
                     p += 1
                 e = p
                 p += 1  # the closing quote
-                if p < end and (table[data[p]] & _ENDS_FIELD) == 0:
+                if p < end and (table[data[p]] & ENDS_FIELD) == 0:
                     return pos, rows, IRREGULAR  # text after the closing quote: csv.reader's strict=False rules
             else:
                 start = p
@@ -192,10 +160,10 @@ def scan(data, pos, end, final, width, max_rows, starts, stops, chars, flags, ex
                 while p < end:
                     c = data[p]
                     x = table[c]
-                    if x & _ENDS_FIELD:
+                    if x & ENDS_FIELD:
                         break
                     fl |= x
-                    r = np.uint64((x >> _NEAR_SHIFT) & 63)
+                    r = np.uint64((x >> NEAR_SHIFT) & 63)
                     hn = ((hn << r) | (hn >> ((np.uint64(64) - r) & np.uint64(63)))) ^ near_values[c]
                     p += 1
                 e = p
@@ -212,7 +180,7 @@ def scan(data, pos, end, final, width, max_rows, starts, stops, chars, flags, ex
                 while i < e:
                     scratch[n] = data[i]
                     n += 1
-                    i += 2 if data[i] == _QUOTE else 1
+                    i += 2 if data[i] == QUOTE else 1
                 exact[rows, column] = _words_hash(scratch, 0, n)
                 length = n
             else:
@@ -235,9 +203,9 @@ def scan(data, pos, end, final, width, max_rows, starts, stops, chars, flags, ex
                     previous = digit
                 if length and data[s] == 48:
                     fl |= FIRST_ZERO
-                if not (fl & _NOT_DIGITS):
+                if not (fl & NOT_DIGITS):
                     fl |= ALL_DIGITS
-            if not (fl & _NOT_BLANK):
+            if not (fl & NOT_BLANK):
                 fl |= SPACE_ONLY
             if length == 0:
                 fl |= EMPTY
@@ -252,11 +220,11 @@ def scan(data, pos, end, final, width, max_rows, starts, stops, chars, flags, ex
                 break
             c = data[p]
             p += 1
-            if c == _COMMA:
+            if c == COMMA:
                 continue
-            if c == _CR:
+            if c == CR:
                 if p < end:
-                    if data[p] == _LF:
+                    if data[p] == LF:
                         p += 1
                 elif not final:
                     return pos, rows, OK  # a \n may follow in the next read
@@ -286,12 +254,21 @@ class Cells:
         """Rows begin..end with a copy of the bytes they lie in: valid after the scan moves on."""
         low = int(self.starts[begin:end].min())
         high = int(self.stops[begin:end].max())
-        return Cells(self.data[low:high].copy(), self.base + low, end - begin, self.starts[begin:end] - low, self.stops[begin:end] - low,
-                     self.chars[begin:end].copy(), self.flags[begin:end].copy(), self.exact[begin:end].copy(), self.near[begin:end].copy())
+        return Cells(
+            self.data[low:high].copy(),
+            self.base + low,
+            end - begin,
+            self.starts[begin:end] - low,
+            self.stops[begin:end] - low,
+            self.chars[begin:end].copy(),
+            self.flags[begin:end].copy(),
+            self.exact[begin:end].copy(),
+            self.near[begin:end].copy(),
+        )
 
     def text(self, row: int, column: int) -> str:
         """One cell's text, as csv.reader gives it."""
-        raw = self.data[self.starts[row, column]:self.stops[row, column]].tobytes()
+        raw = self.data[self.starts[row, column] : self.stops[row, column]].tobytes()
         flag = self.flags[row, column]
         if flag & QUOTED:
             raw = raw[1:-1]
@@ -311,15 +288,21 @@ class Unusual(Exception):
 
 def _cell_arrays(rows: int, width: int) -> list[np.ndarray]:
     shape = (rows, width)
-    return [np.empty(shape, np.int64), np.empty(shape, np.int64), np.empty(shape, np.int64), np.empty(shape, np.uint16),
-            np.empty(shape, np.uint64), np.empty(shape, np.uint64)]
+    return [
+        np.empty(shape, np.int64),
+        np.empty(shape, np.int64),
+        np.empty(shape, np.int64),
+        np.empty(shape, np.uint16),
+        np.empty(shape, np.uint64),
+        np.empty(shape, np.uint64),
+    ]
 
 
 @njit(cache=True, nogil=True)
 def _next_line_start(data, position, end):
     """The position after the first line feed at or after position, or -1."""
     for i in range(position, end):
-        if data[i] == _LF:
+        if data[i] == LF:
             return i + 1
     return -1
 
@@ -362,7 +345,8 @@ class _Region:
         return self.free.pop() if self.free else _cell_arrays(self.max_rows, self.width)
 
     def run(self, buffer, arrays, scratch, begin, end, final, rows):
-        return scan(buffer, begin, end, final, self.width, rows, *arrays, _BYTES, _NEAR_VALUES, scratch)
+        starts, stops, chars, flags, exact, near = arrays  # named, so the kernel's arguments can be checked
+        return scan(buffer, begin, end, final, self.width, rows, starts, stops, chars, flags, exact, near, BYTES, NEAR_VALUES, scratch)
 
     def scan(self, buffer, position: int, filled: int, at_end: bool, skip: int):
         """(batches [(arrays, rows)], position after the last whole record, status, records still to skip)."""
@@ -445,9 +429,11 @@ def scan_file(path: Path, width: int, skip_records: int = 1, digest=None) -> Ite
 def _scan_mapped(mapped: mmap.mmap, size: int, width: int, max_rows: int, skip: int, checker: _Checker) -> Iterator[Cells]:
     data = np.frombuffer(mapped, np.uint8)
     page = mmap.PAGESIZE
-    with (ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-check") as checks,
-          ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-scan") as scans,
-          ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-half") as helpers):
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-check") as checks,
+        ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-scan") as scans,
+        ThreadPoolExecutor(1, thread_name_prefix="tailor-csv-half") as helpers,
+    ):
         region = _Region(width, max_rows, helpers)
         window = READ_BYTES
         position = 0  # where the next window's records begin

@@ -16,7 +16,12 @@ from sqlalchemy.orm import Session
 from app.models import Dataset, Job
 from app.services.artifacts import ArtifactStore
 from app.services.dataset_normalise import (
-    IngestReport, check_unclosed_quote_at_end, clean_headers, is_blank, link_or_copy, write_normalised,
+    IngestReport,
+    check_unclosed_quote_at_end,
+    clean_headers,
+    is_blank,
+    link_or_copy,
+    write_normalised,
 )
 from app.services.dataset_store import ROW_INDEX_NAME, DatasetError, dataset_key
 from app.services.plain_csv import ScannerProcess, plain_header, scan_plain_csv
@@ -29,8 +34,10 @@ PLAIN_CSV_MIN_BYTES = 16 * 1024 * 1024
 
 
 def upload_too_large_message(limit_bytes: int) -> str:
-    return (f"The file is larger than the upload limit of {format_bytes(limit_bytes)}. "
-            "Split it or ask your administrator to raise TAILOR_MAX_UPLOAD_BYTES.")
+    return (
+        f"The file is larger than the upload limit of {format_bytes(limit_bytes)}. "
+        "Split it or ask your administrator to raise TAILOR_MAX_UPLOAD_BYTES."
+    )
 
 
 def format_bytes(n: float) -> str:
@@ -41,8 +48,17 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def ingest_upload(db: Session, store: ArtifactStore, *, workspace_id: int, user_id: int | None,
-                  filename: str, source: BinaryIO, limit_bytes: int, sheet: str | None = None) -> tuple[Dataset, IngestReport | None]:
+def ingest_upload(
+    db: Session,
+    store: ArtifactStore,
+    *,
+    workspace_id: int,
+    user_id: int | None,
+    filename: str,
+    source: BinaryIO,
+    limit_bytes: int,
+    sheet: str | None = None,
+) -> tuple[Dataset, IngestReport | None]:
     """Store an uploaded file (CSV, .xlsx or .jsonl) as a dataset. Returns (dataset, report); report
     is None when the same file (and sheet) was already uploaded to this workspace: the existing
     dataset is returned. On any error nothing is left behind: no row, no file."""
@@ -52,8 +68,7 @@ def ingest_upload(db: Session, store: ArtifactStore, *, workspace_id: int, user_
     scanner = ScannerProcess() if size is not None and size >= PLAIN_CSV_MIN_BYTES and _may_be_csv(filename) else None
     try:
         receive_upload(source, raw, limit_bytes)
-        return ingest_received(db, store, raw, workspace_id=workspace_id, user_id=user_id, filename=filename, sheet=sheet,
-                               scanner=scanner)
+        return ingest_received(db, store, raw, workspace_id=workspace_id, user_id=user_id, filename=filename, sheet=sheet, scanner=scanner)
     finally:
         raw.unlink(missing_ok=True)
         if scanner is not None:
@@ -95,8 +110,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def ingest_received(db: Session, store: ArtifactStore, raw: Path, *, workspace_id: int, user_id: int | None,
-                    filename: str, sheet: str | None = None, scanner: ScannerProcess | None = None) -> tuple[Dataset, IngestReport | None]:
+def ingest_received(
+    db: Session,
+    store: ArtifactStore,
+    raw: Path,
+    *,
+    workspace_id: int,
+    user_id: int | None,
+    filename: str,
+    sheet: str | None = None,
+    scanner: ScannerProcess | None = None,
+) -> tuple[Dataset, IngestReport | None]:
     """ingest_upload for an upload already written to raw (a temporary path of the store, which
     this moves into place or removes). A large plain CSV is scanned in a child process (scanner,
     when one was started already)."""
@@ -118,8 +142,13 @@ def ingest_received(db: Session, store: ArtifactStore, raw: Path, *, workspace_i
             sha256 = file_sha256(raw)
             table = open_table(raw, filename, sheet)
             table_sheet = table.sheet
-        existing = db.scalar(select(Dataset).where(Dataset.workspace_id == workspace_id, Dataset.sha256 == sha256,
-                                                   Dataset.sheet_name.is_(None) if table_sheet is None else Dataset.sheet_name == table_sheet))
+        existing = db.scalar(
+            select(Dataset).where(
+                Dataset.workspace_id == workspace_id,
+                Dataset.sha256 == sha256,
+                Dataset.sheet_name.is_(None) if table_sheet is None else Dataset.sheet_name == table_sheet,
+            )
+        )
         if existing is not None:
             return existing, None
         if plain is not None:
@@ -130,10 +159,20 @@ def ingest_received(db: Session, store: ArtifactStore, raw: Path, *, workspace_i
         if report.sheet and len(report.profile.get("columns", [])) and report.format == "xlsx":
             name = f"{name} ({report.sheet})"[:300]
         dataset = Dataset(
-            workspace_id=workspace_id, created_by_id=user_id, name=name,
-            original_filename=filename, sha256=sha256, size_bytes=size, row_count=report.row_count,
-            columns=report.columns, encoding=report.encoding, delimiter=report.delimiter, storage_key="",
-            source_format=report.format, sheet_name=report.sheet, profile=report.profile,
+            workspace_id=workspace_id,
+            created_by_id=user_id,
+            name=name,
+            original_filename=filename,
+            sha256=sha256,
+            size_bytes=size,
+            row_count=report.row_count,
+            columns=report.columns,
+            encoding=report.encoding,
+            delimiter=report.delimiter,
+            storage_key="",
+            source_format=report.format,
+            sheet_name=report.sheet,
+            profile=report.profile,
             ingest_notes=report.renamed_headers + report.notes,
         )
         db.add(dataset)
@@ -157,8 +196,9 @@ def ingest_received(db: Session, store: ArtifactStore, raw: Path, *, workspace_i
             leftover.unlink(missing_ok=True)
 
 
-def ingest_plain_csv(raw: Path, filename: str, work_dir: Path | None = None, *,
-                     scanner: ScannerProcess | None = None) -> tuple[IngestReport, str] | None:
+def ingest_plain_csv(
+    raw: Path, filename: str, work_dir: Path | None = None, *, scanner: ScannerProcess | None = None
+) -> tuple[IngestReport, str] | None:
     """(report, sha256) for a UTF-8, comma-delimited CSV with a clean header and nothing to fix,
     from one compiled pass (plain_csv), in the scanner's child process when one is given; None
     for any other file, which write_normalised reads."""
@@ -172,8 +212,16 @@ def ingest_plain_csv(raw: Path, filename: str, work_dir: Path | None = None, *,
         check_unclosed_quote_at_end(scanned.last_row, 0, "line", header)
     except DatasetError:
         return None  # the general reader reports it, with its line number
-    report = IngestReport(encoding="utf-8", delimiter=",", columns=header, row_count=scanned.rows, profile=scanned.profile,
-                          format="csv", row_word="line", row_index=scanned.row_index)
+    report = IngestReport(
+        encoding="utf-8",
+        delimiter=",",
+        columns=header,
+        row_count=scanned.rows,
+        profile=scanned.profile,
+        format="csv",
+        row_word="line",
+        row_index=scanned.row_index,
+    )
     return report, scanned.sha256
 
 
@@ -182,8 +230,9 @@ def datasets_for(db: Session, workspace_id: int) -> list[Dataset]:
 
 
 def delete_dataset(db: Session, store: ArtifactStore, dataset: Dataset) -> None:
-    running = db.scalar(select(Job).where((Job.dataset_id == dataset.id) | (Job.validation_dataset_id == dataset.id),
-                                          Job.status.in_(["queued", "running"])))
+    running = db.scalar(
+        select(Job).where((Job.dataset_id == dataset.id) | (Job.validation_dataset_id == dataset.id), Job.status.in_(["queued", "running"]))
+    )
     if running is not None:
         raise DatasetError("A job is still using this dataset. Cancel it or wait for it to finish, then delete the dataset.", 409)
     db.delete(dataset)

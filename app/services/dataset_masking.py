@@ -40,8 +40,10 @@ def set_pii_masking(db: Session, store: ArtifactStore, dataset: Dataset, on: boo
     totals: dict[str, int] = {}
     target = store.temp_path(".csv")
     try:
-        with open(store.path(dataset.storage_key), encoding="utf-8", newline="") as f, \
-                open(target, "w", encoding="utf-8", newline="") as out:
+        with (
+            open(store.path(dataset.storage_key), encoding="utf-8", newline="") as f,
+            open(target, "w", encoding="utf-8", newline="") as out,
+        ):
             reader = csv.reader(f)
             writer = csv.writer(out)
             header = next(reader)

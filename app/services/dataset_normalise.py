@@ -86,8 +86,10 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
     if header is None:
         raise DatasetError("The file is empty. Upload a CSV with a header row and at least one data row.")
     if len(header) > MAX_COLUMNS:
-        raise DatasetError(f"The header ({word} {header_at:,}) has {len(header):,} columns; Tailor reads at most {MAX_COLUMNS:,}. "
-                           "Keep only the columns you need and upload again.")
+        raise DatasetError(
+            f"The header ({word} {header_at:,}) has {len(header):,} columns; Tailor reads at most {MAX_COLUMNS:,}. "
+            "Keep only the columns you need and upload again."
+        )
     columns, renamed = clean_headers(header)
     width = len(columns)
     ragged: list[int] = []
@@ -96,8 +98,16 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
     row_index: list[int] = []
     profile = ProfileBuilder(columns, work_dir)
     last: tuple[int, list[str]] | None = None
-    copy_through = (source is not None and table.format == "csv" and table.encoding == "utf-8" and table.delimiter == ","
-                    and header_at == 1 and columns == header and _has_newlines(source))
+    copy_through = (
+        source is not None
+        and table.format == "csv"
+        and table.encoding == "utf-8"
+        and table.delimiter == ","
+        and header_at == 1
+        and columns == header
+        and _has_newlines(source)
+    )
+    copy_source = source if copy_through else None  # the file to replay or link, when it is already clean
     out = writer = None
 
     def start_writing() -> None:
@@ -105,8 +115,8 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
         out = open(target, "w", encoding="utf-8", newline="")
         writer = csv.writer(out)
         writer.writerow(columns)
-        if copy_through:  # replay the records that were fine as they were
-            replay = read_csv(source).rows
+        if copy_source is not None:  # replay the records that were fine as they were
+            replay = read_csv(copy_source).rows
             next(replay)
             for count, (_, earlier) in enumerate(replay):
                 if count == rows:
@@ -133,7 +143,7 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
                 if len(ragged) < MAX_NOTED_ROWS:
                     ragged.append(number)
                 record = (record + [""] * width)[:width]
-        if writer is not None:
+        if writer is not None and out is not None:
             if rows % ROW_INDEX_EVERY == 0:
                 row_index.append(out.tell())
             writer.writerow(record)
@@ -169,7 +179,8 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
         if out is not None:
             out.close()
         else:
-            link_or_copy(source, target)
+            assert copy_source is not None  # nothing was written only when the source is copied through
+            link_or_copy(copy_source, target)
         result = profile.finish()
     finally:
         if out is not None and not out.closed:
@@ -179,11 +190,24 @@ def write_normalised(table: Table, target: Path, work_dir: Path | None = None, s
     if ragged_total:
         shown = ", ".join(f"{n:,}" for n in ragged[:10])
         more = f" and {ragged_total - 10:,} more" if ragged_total > 10 else ""
-        notes.append(f"{ragged_total:,} row(s) had a different number of cells than the header's {width} ({word}s {shown}{more}); "
-                     "missing cells were left empty and extra cells dropped.")
-    return IngestReport(encoding=table.encoding, delimiter=table.delimiter, columns=columns, row_count=rows, ragged_rows=ragged,
-                        renamed_headers=renamed, notes=notes, profile=result, format=table.format, sheet=table.sheet,
-                        row_word=word, row_index=row_index if out is not None else [])
+        notes.append(
+            f"{ragged_total:,} row(s) had a different number of cells than the header's {width} ({word}s {shown}{more}); "
+            "missing cells were left empty and extra cells dropped."
+        )
+    return IngestReport(
+        encoding=table.encoding,
+        delimiter=table.delimiter,
+        columns=columns,
+        row_count=rows,
+        ragged_rows=ragged,
+        renamed_headers=renamed,
+        notes=notes,
+        profile=result,
+        format=table.format,
+        sheet=table.sheet,
+        row_word=word,
+        row_index=row_index if out is not None else [],
+    )
 
 
 def _next_records(rows: Iterator, count: int) -> tuple[list, Exception | None]:
@@ -214,7 +238,7 @@ def _write_indexed(writer, out, records: list[list[str]], written: int, row_inde
         if (written + position) % ROW_INDEX_EVERY == 0:
             row_index.append(out.tell())
         step = ROW_INDEX_EVERY - (written + position) % ROW_INDEX_EVERY
-        writer.writerows(records[position:position + step])
+        writer.writerows(records[position : position + step])
         position += step
 
 
@@ -238,14 +262,18 @@ def _check_runaway_quote(record: list[str], number: int, word: str, columns: lis
     for index, cell in enumerate(record):
         if "\n" in cell or "\r" in cell:
             column = columns[index] if index < len(columns) else f"cell {index + 1}"
-            raise DatasetError(f"A quote opened in {word} {number:,}, column {column!r}, is not closed where the cell should end, "
-                               f"so the following lines ran into it. Check the quotes around {word} {number:,} "
-                               "(a text containing a quote must double it: \"\").")
+            raise DatasetError(
+                f"A quote opened in {word} {number:,}, column {column!r}, is not closed where the cell should end, "
+                f"so the following lines ran into it. Check the quotes around {word} {number:,} "
+                '(a text containing a quote must double it: "").'
+            )
 
 
 def check_unclosed_quote_at_end(record: list[str], number: int, word: str, columns: list[str]) -> None:
     """A quote left open in the last record swallows the rest of the file, ending in a line break."""
     for index, cell in enumerate(record):
         if cell.endswith(("\n", "\r")) and ("\n" in cell[:-1] or len(cell) > 1):
-            raise DatasetError(f"A quote opened in {word} {number:,}, column {columns[index]!r}, is never closed, so everything "
-                               "after it ran into one cell. Close the quote (a text containing a quote must double it: \"\").")
+            raise DatasetError(
+                f"A quote opened in {word} {number:,}, column {columns[index]!r}, is never closed, so everything "
+                'after it ran into one cell. Close the quote (a text containing a quote must double it: "").'
+            )

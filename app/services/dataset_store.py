@@ -20,4 +20,3 @@ def dataset_key(dataset_id: int, name: str = NORMALISED_NAME) -> str:
 def training_key(dataset: Dataset) -> str:
     """The copy that training reads: the masked one while personal data masking is on."""
     return dataset_key(dataset.id, TRAINING_COPY_NAME) if dataset.pii_masked else dataset.storage_key
-

@@ -10,8 +10,8 @@ from typing import Any
 
 from app.models import Dataset
 from app.services.artifacts import ArtifactStore
-from app.services.stored_rows import iter_training_rows
 from app.services.dataset_store import DatasetError, dataset_key
+from app.services.stored_rows import iter_training_rows
 
 TOKEN_SAMPLE_ROWS = 20_000
 
@@ -22,8 +22,9 @@ def tokenizer_file_for(location: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def token_lengths(store: ArtifactStore, dataset: Dataset, *, model_key: str, model_location: str, columns: list[str],
-                  max_length: int) -> dict[str, Any]:
+def token_lengths(
+    store: ArtifactStore, dataset: Dataset, *, model_key: str, model_location: str, columns: list[str], max_length: int
+) -> dict[str, Any]:
     """Token counts of the chosen columns (joined as the model would read them) with the base
     model's own tokenizer: histogram, percentiles and rows over max_length. Large datasets are
     measured on an even sample of TOKEN_SAMPLE_ROWS rows. Cached as an artifact per model and
@@ -38,8 +39,9 @@ def token_lengths(store: ArtifactStore, dataset: Dataset, *, model_key: str, mod
     tokenizer_path = tokenizer_file_for(model_location)
     if tokenizer_path is None:
         raise DatasetError(f"The base model {model_key!r} has no tokenizer.json in its folder, so its tokens cannot be counted here.", 409)
-    cache_id = hashlib.sha1(json.dumps([model_key, str(tokenizer_path), tokenizer_path.stat().st_mtime_ns, columns, max_length,
-                                        dataset.pii_masked]).encode()).hexdigest()[:20]
+    cache_id = hashlib.sha1(
+        json.dumps([model_key, str(tokenizer_path), tokenizer_path.stat().st_mtime_ns, columns, max_length, dataset.pii_masked]).encode()
+    ).hexdigest()[:20]
     cache_key = dataset_key(dataset.id, f"token_lengths/{cache_id}.json")
     if store.exists(cache_key):
         try:
@@ -91,7 +93,7 @@ def token_length_report(texts_with_rows: list[tuple[int, str]], tokenizer, max_l
     over: list[int] = []
     batch = 512
     for start in range(0, len(texts_with_rows), batch):
-        chunk = texts_with_rows[start:start + batch]
+        chunk = texts_with_rows[start : start + batch]
         encodings = tokenizer.encode_batch([text for _, text in chunk], add_special_tokens=False)
         for (row, _), encoding in zip(chunk, encodings):
             n = len(encoding.ids)

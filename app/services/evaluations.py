@@ -27,8 +27,7 @@ def record_summary(db: Session, adapter_id: int, summary: dict) -> Adapter | Non
     """Put the evaluation's summary into the adapter's metrics. Once the adapter exists this is the
     only writer of its metrics (workflow states have their own columns) and its evaluation state
     keeps two from running at once; the row lock (PostgreSQL) guards the read-modify-write anyway."""
-    adapter = db.scalar(select(Adapter).where(Adapter.id == adapter_id).with_for_update()
-                        .execution_options(populate_existing=True))
+    adapter = db.scalar(select(Adapter).where(Adapter.id == adapter_id).with_for_update().execution_options(populate_existing=True))
     if adapter is not None:
         adapter.metrics = {**(adapter.metrics or {}), "evaluation": summary}
         db.flush()

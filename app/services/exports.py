@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from app import queue
 from app.base_models import get_base_model
 from app.config import Settings
+from app.domain.techniques import CATALOGUE
 from app.models import Adapter
 from app.services import adapter_workflows
-from app.domain.techniques import CATALOGUE
 
 # Techniques whose update folds into the base weights (PEFT merge_and_unload): the LoRA family and
 # IA³; prompt-based techniques add virtual tokens instead, and full fine-tuning is already a model.
@@ -45,8 +45,11 @@ def gguf_unavailable_reason(settings: Settings, adapter: Adapter) -> str | None:
     """Why a llama.cpp (GGUF) adapter cannot be made for this adapter, in plain words; None when it can."""
     name = CATALOGUE[adapter.technique].name if adapter.technique in CATALOGUE else adapter.technique
     if adapter.technique not in GGUF_TECHNIQUES:
-        return f"llama.cpp loads plain LoRA adapters; {name} changes the model in a way it cannot apply. Export a merged model instead." \
-            if adapter.technique in MERGEABLE_TECHNIQUES else f"llama.cpp loads plain LoRA adapters, not {name}."
+        return (
+            f"llama.cpp loads plain LoRA adapters; {name} changes the model in a way it cannot apply. Export a merged model instead."
+            if adapter.technique in MERGEABLE_TECHNIQUES
+            else f"llama.cpp loads plain LoRA adapters, not {name}."
+        )
     if importlib.util.find_spec("gguf") is None:
         return "The gguf package is not installed on this server (pip install gguf)."
     base = get_base_model(settings, adapter.base_model)

@@ -8,7 +8,7 @@ from typing import Any
 from app.domain.task_kinds import TaskKind, get_task_kind
 from app.models import Dataset
 from app.services import column_checks
-from app.services.artifacts import LocalArtifactStore
+from app.services.artifacts import ArtifactStore
 from app.services.prompt_preview import PreviewError, load_preview_tokenizer, render_prompt
 from app.services.task_rows import iter_task_rows, task_rows
 
@@ -39,65 +39,95 @@ def system_turn_error(model_location: str, rows: list[tuple], mapping: dict[str,
         render_prompt(tokenizer, row[0], row[2])
     except PreviewError as exc:
         field = "system" if mapping.get("system") else "context"
-        return {field: (f"{exc}. The model's chat template takes no system turn, which the mapped {field} column "
-                        "becomes. Leave that column out, or choose a base model whose template accepts one.")}
+        return {
+            field: (
+                f"{exc}. The model's chat template takes no system turn, which the mapped {field} column "
+                "becomes. Leave that column out, or choose a base model whose template accepts one."
+            )
+        }
     return {}
 
 
-def validation_file_errors(store: LocalArtifactStore, dataset: Dataset, validation_dataset: Dataset, task: str,
-                           mapping: dict[str, Any]) -> dict[str, str]:
+def validation_file_errors(
+    store: ArtifactStore, dataset: Dataset, validation_dataset: Dataset, task: str, mapping: dict[str, Any]
+) -> dict[str, str]:
     """Why a dataset cannot serve as the validation file of this mapping ({} when it can)."""
     kind = get_task_kind(task)
     name = validation_dataset.name
     if validation_dataset.id == dataset.id:
-        return {"validation_dataset": "The validation file must be another dataset than the training data. To check against "
-                                      "rows of this one, choose \"hold out a share\" instead."}
+        return {
+            "validation_dataset": "The validation file must be another dataset than the training data. To check against "
+            'rows of this one, choose "hold out a share" instead.'
+        }
     for role, column in kind.mapped_columns(mapping):
         if column not in validation_dataset.columns:
-            return {"validation_dataset": (
-                f"The validation file {name!r} has no column named {column!r} (mapped as the {kind.role(role).noun}). "
-                f"Its columns are: {', '.join(validation_dataset.columns)}. Upload a validation file with the same columns "
-                "as the training data.")}
+            return {
+                "validation_dataset": (
+                    f"The validation file {name!r} has no column named {column!r} (mapped as the {kind.role(role).noun}). "
+                    f"Its columns are: {', '.join(validation_dataset.columns)}. Upload a validation file with the same columns "
+                    "as the training data."
+                )
+            }
     if not task_rows(store, validation_dataset, task, mapping):
-        return {"validation_dataset": (f"No row of the validation file {name!r} has a {kind.needed_nouns}, so there is nothing to "
-                                       "check against. Fill those columns or choose another file.")}
+        return {
+            "validation_dataset": (
+                f"No row of the validation file {name!r} has a {kind.needed_nouns}, so there is nothing to "
+                "check against. Fill those columns or choose another file."
+            )
+        }
     return {}
 
 
-def unseen_labels_error(store: LocalArtifactStore, validation_dataset: Dataset, task: str, mapping: dict[str, Any],
-                        train_labels: set[str]) -> dict[str, str]:
+def unseen_labels_error(
+    store: ArtifactStore, validation_dataset: Dataset, task: str, mapping: dict[str, Any], train_labels: set[str]
+) -> dict[str, str]:
     """A classifier's validation file with labels the training rows never show ({} when none)."""
     kind = get_task_kind(task)
-    unseen = {kind.label_of(row) for row in iter_task_rows(store, validation_dataset, task, mapping)} - train_labels
+    labels = {label for row in iter_task_rows(store, validation_dataset, task, mapping) if (label := kind.label_of(row)) is not None}
+    unseen = labels - train_labels
     if not unseen:
         return {}
     shown = ", ".join(repr(label) for label in sorted(unseen)[:5]) + (f" and {len(unseen) - 5} more" if len(unseen) > 5 else "")
-    return {"validation_dataset": (
-        f"The validation file {validation_dataset.name!r} has labels the training data never shows: {shown}. A classifier cannot "
-        "learn a class it has not seen, so those rows could only count as mistakes. Add training rows with those labels, "
-        "or leave those rows out of the validation file.")}
+    return {
+        "validation_dataset": (
+            f"The validation file {validation_dataset.name!r} has labels the training data never shows: {shown}. A classifier cannot "
+            "learn a class it has not seen, so those rows could only count as mistakes. Add training rows with those labels, "
+            "or leave those rows out of the validation file."
+        )
+    }
 
 
-def rows_errors(store: LocalArtifactStore, kind: TaskKind, rows: list[tuple], mapping: dict[str, Any], model_location: str,
-                validation_dataset: Dataset | None = None) -> dict[str, str]:
+def rows_errors(
+    store: ArtifactStore,
+    kind: TaskKind,
+    rows: list[tuple],
+    mapping: dict[str, Any],
+    model_location: str,
+    validation_dataset: Dataset | None = None,
+) -> dict[str, str]:
     """Too few usable rows, a single label, labels the validation file adds, or a chat template
     refusing the system turn."""
     # With a validation file every row trains, so one usable row is enough.
     min_rows = 1 if validation_dataset is not None else MIN_ROWS
     if len(rows) < min_rows:
-        return {kind.required_roles[-1].key: (
-            f"Only {len(rows)} row(s) have a {kind.needed_nouns}; training needs at least {min_rows} "
-            + ("(one to learn from, one to check against). " if min_rows > 1 else "")
-            + "Check the column mapping.")}
+        return {
+            kind.required_roles[-1].key: (
+                f"Only {len(rows)} row(s) have a {kind.needed_nouns}; training needs at least {min_rows} "
+                + ("(one to learn from, one to check against). " if min_rows > 1 else "")
+                + "Check the column mapping."
+            )
+        }
     errors: dict[str, str] = {}
     if kind.prompted:
         errors.update(system_turn_error(model_location, rows, mapping))
     if kind.has_labels:
-        labels = {kind.label_of(row) for row in rows}
+        labels = {label for row in rows if (label := kind.label_of(row)) is not None}  # never None: the kind has labels
         label_field = kind.label_role.key if kind.label_role else kind.required_roles[-1].key
         if len(labels) < 2:
-            errors[label_field] = (f"Every usable row has the label {next(iter(labels))!r}; a classifier needs at least two "
-                                   "different labels. Choose another column or add examples.")
+            errors[label_field] = (
+                f"Every usable row has the label {next(iter(labels))!r}; a classifier needs at least two "
+                "different labels. Choose another column or add examples."
+            )
         elif validation_dataset is not None:
             errors.update(unseen_labels_error(store, validation_dataset, kind.key, mapping, labels))
     return errors

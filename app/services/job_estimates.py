@@ -26,8 +26,16 @@ def preferred_worker(db: Session | None) -> WorkerClass | None:
     return worker_class_from_device(live[0].device, live[0].device_memory_bytes) if live else None
 
 
-def estimate_for(dataset: Dataset, config: dict | None, technique: str, clean_params: dict[str, Any], task: str,
-                 mapping: dict[str, Any], worker: WorkerClass | None = None, validation_rows: int | None = None) -> dict[str, Any]:
+def estimate_for(
+    dataset: Dataset,
+    config: dict | None,
+    technique: str,
+    clean_params: dict[str, Any],
+    task: str,
+    mapping: dict[str, Any],
+    worker: WorkerClass | None = None,
+    validation_rows: int | None = None,
+) -> dict[str, Any]:
     """The pre-launch estimate as a plain dict ({"error": ...} when it cannot be made).
 
     `validation_rows` (a validation file's rows): every dataset row trains, those rows validate.
@@ -48,9 +56,17 @@ def estimate_for(dataset: Dataset, config: dict | None, technique: str, clean_pa
         n_rows += validation_rows
         clean_params = {**clean_params, "validation_fraction": validation_rows / n_rows}
     try:
-        estimate = estimate_job(config, technique, clean_params, task=task, n_rows=n_rows,
-                                tokens_per_row=mean_tokens_per_row(dataset.profile, task, mapping), worker=worker,
-                                num_labels=labels, quantized_bits=bits)
+        estimate = estimate_job(
+            config,
+            technique,
+            clean_params,
+            task=task,
+            n_rows=n_rows,
+            tokens_per_row=mean_tokens_per_row(dataset.profile, task, mapping),
+            worker=worker,
+            num_labels=labels,
+            quantized_bits=bits,
+        )
     except (ValueError, KeyError, TypeError, ZeroDivisionError):
         estimate = None
     if estimate is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select, update
@@ -16,12 +17,13 @@ from sqlalchemy.orm import Session
 from app import queue
 from app.base_models import get_base_model
 from app.config import Settings
+from app.db import rows_matched
 from app.domain.estimates import read_model_config
 from app.domain.task_kinds import DEFAULT_TASK, TaskKind, UnknownTaskKind, get_task_kind
 from app.domain.techniques import ParameterError, get_technique, preset_params, unavailable_reason, validate_params
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
 from app.services import attempts
-from app.services.artifacts import LocalArtifactStore
+from app.services.artifacts import ArtifactStore
 from app.services.job_checks import mapping_errors, rows_errors, validation_file_errors
 from app.services.job_estimates import estimate_for, preferred_worker
 from app.services.task_rows import task_rows, train_validation_rows
@@ -38,10 +40,24 @@ class JobError(ValueError):
         self.errors = errors
 
 
-def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, workspace_id: int, user_id: int | None,
-               dataset: Dataset, task: str, column_mapping: dict[str, str], base_model: str, technique: str,
-               params: dict[str, Any], seed: int = 0, name: str | None = None, preset: str | None = None,
-               validation_dataset: Dataset | None = None) -> Job:
+def submit_job(
+    db: Session,
+    settings: Settings,
+    store: ArtifactStore,
+    *,
+    workspace_id: int,
+    user_id: int | None,
+    dataset: Dataset,
+    task: str,
+    column_mapping: dict[str, str],
+    base_model: str,
+    technique: str,
+    params: dict[str, Any],
+    seed: int = 0,
+    name: str | None = None,
+    preset: str | None = None,
+    validation_dataset: Dataset | None = None,
+) -> Job:
     """Validate a job request and add it as queued (flushed; the caller registers the wake-up and the boundary commits).
 
     A preset fills the parameters the request leaves out; the job keeps its estimate in result.
@@ -64,8 +80,9 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
     clean_params: dict[str, Any] = {}
     try:
         entry = get_technique(technique)
-        reason = unavailable_reason(entry, kind.key if kind else None,
-                                    read_model_config(model.location) if model is not None and model.available else None)
+        reason = unavailable_reason(
+            entry, kind.key if kind else None, read_model_config(model.location) if model is not None and model.available else None
+        )
         if reason:
             errors["technique"] = reason
         if preset:
@@ -85,20 +102,50 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
         raise JobError(errors)
     assert model is not None  # no errors: the base model is known and installed
     worker = preferred_worker(db)
-    estimate = estimate_for(dataset, read_model_config(model.location), technique, clean_params, task, column_mapping, worker,
-                            validation_rows=int(validation_dataset.row_count or 0) if validation_dataset is not None else None)
+    estimate = estimate_for(
+        dataset,
+        read_model_config(model.location),
+        technique,
+        clean_params,
+        task,
+        column_mapping,
+        worker,
+        validation_rows=int(validation_dataset.row_count or 0) if validation_dataset is not None else None,
+    )
     if estimate.get("fits") is False:
-        raise JobError({"batch_size": (
-            f"This job needs about {estimate['peak_memory_bytes'] / 2**30:.1f} GB of memory, more than the worker that would take "
-            f"it has ({worker.memory_bytes / 2**30:.1f} GB). Lower the batch size or the maximum length, or choose QLoRA.")})
-    *_, validation = train_validation_rows(store, dataset, task, column_mapping, fraction=float(clean_params.get("validation_fraction", 0.1)),
-                                           seed=seed, validation_dataset=validation_dataset, rows=rows)
+        assert worker is not None and worker.memory_bytes is not None  # fits is known only for a worker of known memory
+        raise JobError(
+            {
+                "batch_size": (
+                    f"This job needs about {estimate['peak_memory_bytes'] / 2**30:.1f} GB of memory, more than the worker that would take "
+                    f"it has ({worker.memory_bytes / 2**30:.1f} GB). Lower the batch size or the maximum length, or choose QLoRA."
+                )
+            }
+        )
+    *_, validation = train_validation_rows(
+        store,
+        dataset,
+        task,
+        column_mapping,
+        fraction=float(clean_params.get("validation_fraction", 0.1)),
+        seed=seed,
+        validation_dataset=validation_dataset,
+        rows=rows,
+    )
     job = Job(
-        workspace_id=workspace_id, dataset_id=dataset.id, created_by_id=user_id,
+        workspace_id=workspace_id,
+        dataset_id=dataset.id,
+        created_by_id=user_id,
         validation_dataset_id=validation_dataset.id if validation_dataset is not None else None,
-        name=(name or f"{dataset.name} · {get_technique(technique).name}")[:300], task=task,
-        column_mapping=column_mapping, base_model=base_model,
-        technique=technique, params=clean_params, seed=seed, queue="gpu", status=JobStatus.queued,
+        name=(name or f"{dataset.name} · {get_technique(technique).name}")[:300],
+        task=task,
+        column_mapping=column_mapping,
+        base_model=base_model,
+        technique=technique,
+        params=clean_params,
+        seed=seed,
+        queue="gpu",
+        status=JobStatus.queued,
         result={"estimate": estimate, "validation": validation},
     )
     db.add(job)
@@ -108,7 +155,7 @@ def submit_job(db: Session, settings: Settings, store: LocalArtifactStore, *, wo
 
 def send_wakeup(db: Session, job: Job) -> None:
     """Wake a worker for the (flushed) job once `db` commits; never if it rolls back."""
-    wake_after_commit(db, lambda session, job_id=job.id, queue_name=job.queue: _send_train(session, job_id, queue_name))
+    wake_after_commit(db, partial(_send_train, job_id=job.id, queue_name=job.queue))
 
 
 def _send_train(db: Session, job_id: int, queue_name: str) -> None:
@@ -129,10 +176,12 @@ def mark_enqueued(db: Session, job_id: int) -> None:
 def request_cancel(db: Session, job: Job) -> Job:
     """Ask a job to stop: a queued job is cancelled at once, a running one stops at its next step."""
     now = utcnow()
-    cancelled_now = db.execute(
-        update(Job).where(Job.id == job.id, Job.status == JobStatus.queued)
-        .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=now)
-    ).rowcount
+    cancelled_now = rows_matched(
+        db,
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=now),
+    )
     if not cancelled_now:
         db.execute(update(Job).where(Job.id == job.id, Job.status == JobStatus.running).values(cancel_requested=True))
     db.flush()
@@ -143,24 +192,52 @@ def request_cancel(db: Session, job: Job) -> Job:
 def claim_job(db: Session, job_id: int, worker_name: str) -> bool:
     """queued -> running, attempt + 1. False if someone else claimed it or it is no longer queued."""
     now = utcnow()
-    claimed = db.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.queued, Job.cancel_requested.is_(False))
-        .values(status=JobStatus.running, attempt=Job.attempt + 1, worker_name=worker_name,
-                started_at=now, heartbeat_at=now, error=None)
-    ).rowcount
+    claimed = rows_matched(
+        db,
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued, Job.cancel_requested.is_(False))
+        .values(status=JobStatus.running, attempt=Job.attempt + 1, worker_name=worker_name, started_at=now, heartbeat_at=now, error=None),
+    )
     if claimed == 1:
         job = db.execute(select(Job.attempt, Job.step).where(Job.id == job_id)).one()
         attempts.open_attempt(db, job_id, job.attempt, worker_name, job.step)
     return claimed == 1
 
 
-def record_progress(db: Session, job_id: int, *, step: int, total_steps: int, epoch: float, eta_seconds: float | None,
-                    loss: float | None, learning_rate: float | None, tokens_per_second: float | None,
-                    validation_loss: float | None = None, grad_norm: float | None = None, memory_bytes: int | None = None) -> bool:
+def record_progress(
+    db: Session,
+    job_id: int,
+    *,
+    step: int,
+    total_steps: int,
+    epoch: float,
+    eta_seconds: float | None,
+    loss: float | None,
+    learning_rate: float | None,
+    tokens_per_second: float | None,
+    validation_loss: float | None = None,
+    grad_norm: float | None = None,
+    memory_bytes: int | None = None,
+) -> bool:
     """Write one metric point and the job's progress; returns True if cancellation was requested."""
-    db.add(MetricPoint(job_id=job_id, step=step, epoch=epoch, loss=loss, learning_rate=learning_rate, tokens_per_second=tokens_per_second,
-                       validation_loss=validation_loss, grad_norm=grad_norm, memory_bytes=memory_bytes))
-    db.execute(update(Job).where(Job.id == job_id).values(step=step, total_steps=total_steps, epoch=epoch, eta_seconds=eta_seconds, heartbeat_at=utcnow()))
+    db.add(
+        MetricPoint(
+            job_id=job_id,
+            step=step,
+            epoch=epoch,
+            loss=loss,
+            learning_rate=learning_rate,
+            tokens_per_second=tokens_per_second,
+            validation_loss=validation_loss,
+            grad_norm=grad_norm,
+            memory_bytes=memory_bytes,
+        )
+    )
+    db.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(step=step, total_steps=total_steps, epoch=epoch, eta_seconds=eta_seconds, heartbeat_at=utcnow())
+    )
     return bool(db.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
@@ -176,7 +253,7 @@ def finish_job(db: Session, job_id: int, status: JobStatus, *, error: str | None
         values["error"] = error
     if result is not None:
         values["result"] = result
-    if db.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running).values(**values)).rowcount:
+    if rows_matched(db, update(Job).where(Job.id == job_id, Job.status == JobStatus.running).values(**values)):
         step = db.scalar(select(Job.step).where(Job.id == job_id))
         attempts.close_attempt(db, job_id, str(status), ended_step=step, reason=error)
 
@@ -184,7 +261,14 @@ def finish_job(db: Session, job_id: int, status: JobStatus, *, error: str | None
 def record_adapter(db: Session, job: Job, *, storage_key: str, size_bytes: int, trainable_parameters: int, metrics: dict) -> Adapter:
     adapter = db.scalar(select(Adapter).where(Adapter.job_id == job.id))
     if adapter is None:
-        adapter = Adapter(workspace_id=job.workspace_id, job_id=job.id, name=job.name, technique=job.technique, base_model=job.base_model, storage_key=storage_key)
+        adapter = Adapter(
+            workspace_id=job.workspace_id,
+            job_id=job.id,
+            name=job.name,
+            technique=job.technique,
+            base_model=job.base_model,
+            storage_key=storage_key,
+        )
         db.add(adapter)
     adapter.storage_key = storage_key
     adapter.size_bytes = size_bytes
@@ -211,16 +295,25 @@ def jobs_needing_wakeup(db: Session, settings: Settings, queued_grace_seconds: i
     dead = []
     for job_id in db.scalars(select(Job.id).where(Job.status == JobStatus.running, Job.heartbeat_at < stale_before)).all():
         lost = "The worker stopped responding; the job was put back in the queue."
-        if not db.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < stale_before)
-                          .values(status=JobStatus.queued, error=lost)).rowcount:
+        if not rows_matched(
+            db,
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < stale_before)
+            .values(status=JobStatus.queued, error=lost),
+        ):
             continue  # it answered after all
         step = db.scalar(select(Job.step).where(Job.id == job_id))
         history = attempts.close_attempt(db, job_id, attempts.LOST, ended_step=step, reason=lost, at=now)
         if attempts.lost_the_same_way(history):
-            db.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.failed, finished_at=now, eta_seconds=None,
-                                                                  error=attempts.gave_up_reason(history)))
+            db.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(status=JobStatus.failed, finished_at=now, eta_seconds=None, error=attempts.gave_up_reason(history))
+            )
             continue
         dead.append(job_id)
     resend_before = now - timedelta(seconds=queued_grace_seconds)
-    queued = list(db.scalars(select(Job.id).where(Job.status == JobStatus.queued, (Job.enqueued_at.is_(None)) | (Job.enqueued_at < resend_before))))
+    queued = list(
+        db.scalars(select(Job.id).where(Job.status == JobStatus.queued, (Job.enqueued_at.is_(None)) | (Job.enqueued_at < resend_before)))
+    )
     return queued, dead

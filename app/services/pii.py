@@ -84,8 +84,11 @@ def find_personal_data(text: str) -> list[tuple[str, int, int]]:
             digits = raw.translate(_DROP_SEPARATORS)
             if 13 <= len(digits) <= 19 and digits.isdigit() and luhn_valid(digits):
                 spans.append(("card", m.start(), m.end()))
-            elif 7 <= len(digits) <= 15 and not _DATE.match(raw.strip()) and (
-                    raw.startswith(("+", "(", "0")) or any(sep in raw for sep in " -./()")):
+            elif (
+                7 <= len(digits) <= 15
+                and not _DATE.match(raw.strip())
+                and (raw.startswith(("+", "(", "0")) or any(sep in raw for sep in " -./()"))
+            ):
                 if raw.count(".") > 1 and " " not in raw and "-" not in raw:  # 1.234.567 is a number, not a phone
                     continue
                 spans.append(("phone", m.start(), m.end()))

@@ -51,13 +51,13 @@ def plain_header(path: Path, filename: str) -> list[str] | None:
     except UnicodeDecodeError as exc:
         if exc.start < len(head) - 3:
             return None
-        text = head[:exc.start].decode("utf-8")  # the read ended inside a character
+        text = head[: exc.start].decode("utf-8")  # the read ended inside a character
     if len(text) < SNIFF_BYTES and len(head) == 4 * SNIFF_BYTES:
         return None
     sample = text[:SNIFF_BYTES]
     if "\n" not in sample or detect_delimiter(sample) != ",":
         return None
-    first_line = sample[:sample.index("\n") + 1]
+    first_line = sample[: sample.index("\n") + 1]
     if first_line.count('"') % 2:
         return None  # a quoted header cell spans lines
     return next(csv.reader([first_line]), None)
@@ -67,7 +67,7 @@ def _has_blank_record(cells) -> bool:
     """A record whose cells are all empty or white space (as dataset_normalise.is_blank sees it)."""
     import numpy as np
 
-    from app.services.csv_scan import SPACE_ONLY
+    from app.services.csv_cell_flags import SPACE_ONLY
 
     for row in np.flatnonzero(((cells.flags & SPACE_ONLY) != 0).all(axis=1)).tolist():
         if not "".join(cells.text(row, column) for column in range(cells.flags.shape[1])).strip():
@@ -114,8 +114,13 @@ class ScannerProcess:
     def __init__(self):
         self.process: subprocess.Popen | None = None
         try:
-            self.process = subprocess.Popen([sys.executable, "-m", "app.services.plain_csv"], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.services.plain_csv"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         except OSError as exc:
             log.warning("the CSV scanner could not start (%s); reading with the general reader", exc)
 
@@ -130,8 +135,11 @@ class ScannerProcess:
             log.warning("the CSV scanner stopped (%s); reading with the general reader", exc)
             return None
         if self.process.returncode != 0:
-            log.warning("the CSV scanner stopped with exit code %s; reading with the general reader: %s",
-                        self.process.returncode, errors.strip()[-2000:])
+            log.warning(
+                "the CSV scanner stopped with exit code %s; reading with the general reader: %s",
+                self.process.returncode,
+                errors.strip()[-2000:],
+            )
             return None
         result = json.loads(output)
         return PlainScan(**result) if result is not None else None

@@ -51,8 +51,16 @@ def stream_key(request_id: str) -> str:
     return f"tailor:playground:{request_id}:stream"
 
 
-def create_request(db: Session, workspace_id: int, *, prompt: str, adapter_ids: list[int], include_base: bool = True,
-                   max_new_tokens: int = 128, temperature: float = 0.0) -> PlaygroundRequest:
+def create_request(
+    db: Session,
+    workspace_id: int,
+    *,
+    prompt: str,
+    adapter_ids: list[int],
+    include_base: bool = True,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+) -> PlaygroundRequest:
     prompt = prompt.strip()
     if not prompt:
         raise PlaygroundError("Type a prompt first.")
@@ -73,8 +81,16 @@ def create_request(db: Session, workspace_id: int, *, prompt: str, adapter_ids: 
     base_models = {a.base_model for a in adapters}
     if len(base_models) > 1:
         raise PlaygroundError("The chosen adapters belong to different base models; try adapters of one base model at a time.")
-    request = PlaygroundRequest(id=uuid.uuid4().hex, workspace_id=workspace_id, base_model=base_models.pop(), prompt=prompt,
-                                adapter_ids=adapter_ids, include_base=include_base, max_new_tokens=max_new_tokens, temperature=temperature)
+    request = PlaygroundRequest(
+        id=uuid.uuid4().hex,
+        workspace_id=workspace_id,
+        base_model=base_models.pop(),
+        prompt=prompt,
+        adapter_ids=adapter_ids,
+        include_base=include_base,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+    )
     client = queue.redis_client()
     client.set(request_key(request.id), json.dumps(request.__dict__), ex=TTL_SECONDS)
     queue.send_generate(request.id)

@@ -32,9 +32,9 @@ def _ascii_tables():
 
 def _long_digits(flags, chars):
     """Cells of ASCII digits long enough for a card number, or of 7 or more starting with 0."""
-    from app.services import csv_scan
+    from app.services import csv_cell_flags
 
-    return ((flags & csv_scan.ALL_DIGITS) != 0) & ((chars >= 13) | ((chars >= 7) & ((flags & csv_scan.FIRST_ZERO) != 0)))
+    return ((flags & csv_cell_flags.ALL_DIGITS) != 0) & ((chars >= 13) | ((chars >= 7) & ((flags & csv_cell_flags.FIRST_ZERO) != 0)))
 
 
 def _marked(flags):
@@ -43,11 +43,11 @@ def _marked(flags):
     any script, which pii.may_hold_personal_data decides)."""
     import numpy as np
 
-    from app.services import csv_scan
+    from app.services import csv_cell_flags
 
-    has_digit = (flags & csv_scan.DIGIT) != 0
-    sure = ((flags & csv_scan.AT_SIGN) != 0) | (has_digit & ((flags & csv_scan.DIGIT_PAIR) != 0))
-    maybe = has_digit & ((flags & (csv_scan.DIGIT_PAIR | csv_scan.NON_ASCII)) == csv_scan.NON_ASCII)
+    has_digit = (flags & csv_cell_flags.DIGIT) != 0
+    sure = ((flags & csv_cell_flags.AT_SIGN) != 0) | (has_digit & ((flags & csv_cell_flags.DIGIT_PAIR) != 0))
+    maybe = has_digit & ((flags & (csv_cell_flags.DIGIT_PAIR | csv_cell_flags.NON_ASCII)) == csv_cell_flags.NON_ASCII)
     return np.flatnonzero(sure | maybe), sure
 
 
@@ -65,7 +65,6 @@ class _OpenBlock:
         self.parts: list[tuple[Cells, int]] = []  # copies of its rows in earlier cells, with the row number of each's first
 
 
-
 class CellsFeed:
     """Feed a ProfileBuilder from the scanner: add(cells) for each window, close() before finish()."""
 
@@ -81,7 +80,7 @@ class CellsFeed:
         narrowed for digit columns) are applied to the same blocks of rows, column-wise."""
         import numpy as np
 
-        from app.services import csv_scan
+        from app.services import csv_cell_flags
 
         n = cells.rows
         if not n:
@@ -103,8 +102,8 @@ class CellsFeed:
             exact = (exact ^ cells.exact[:, index]) * mix
             near = (near ^ cells.near[:, index]) * mix
             flags, chars = cells.flags[:, index], cells.chars[:, index]
-            blank = (flags & csv_scan.SPACE_ONLY) != 0
-            for i in np.flatnonzero(blank & ((flags & csv_scan.NON_ASCII) != 0)).tolist():  # non-ASCII: is it white space?
+            blank = (flags & csv_cell_flags.SPACE_ONLY) != 0
+            for i in np.flatnonzero(blank & ((flags & csv_cell_flags.NON_ASCII) != 0)).tolist():  # non-ASCII: is it white space?
                 blank[i] = cells.text(i, index).isspace()
             self.profile.empty[index] += int(blank.sum())
             self.profile.total_chars[index] += int(chars.sum())
@@ -129,7 +128,7 @@ class CellsFeed:
         first met."""
         import numpy as np
 
-        from app.services import csv_scan
+        from app.services import csv_cell_flags
 
         counter = self.profile.values[index]
         if counter is None:
@@ -137,7 +136,7 @@ class CellsFeed:
         if int(chars.max()) > 200:
             self.profile.values[index] = None
             return
-        filled = np.flatnonzero((flags & csv_scan.EMPTY) == 0)
+        filled = np.flatnonzero((flags & csv_cell_flags.EMPTY) == 0)
         hashes, at, counts = np.unique(cells.exact[filled, index], return_index=True, return_counts=True)
         texts = self._value_texts[index]
         for value_hash, position, count in zip(hashes.tolist(), at.tolist(), counts.tolist()):
@@ -157,11 +156,11 @@ class CellsFeed:
         read; elsewhere the cells pii.may_hold_personal_data accepts."""
         import numpy as np
 
-        from app.services import csv_scan
+        from app.services import csv_cell_flags
 
-        digits = (flags & csv_scan.ALL_DIGITS) != 0
+        digits = (flags & csv_cell_flags.ALL_DIGITS) != 0
         longest = np.maximum.reduceat(chars, bounds).tolist()
-        all_digits = np.minimum.reduceat(digits | ((flags & csv_scan.EMPTY) != 0), bounds).tolist()
+        all_digits = np.minimum.reduceat(digits | ((flags & csv_cell_flags.EMPTY) != 0), bounds).tolist()
         any_digits = np.maximum.reduceat(digits, bounds).tolist()
         first_row = self.profile.rows - cells.rows + 1  # the row number of cells' first row
         for part in range(len(bounds)):
@@ -209,16 +208,16 @@ class CellsFeed:
         is read only when its flags and first bytes do not settle its vote."""
         import numpy as np
 
-        from app.services import csv_scan
+        from app.services import csv_cell_flags
 
         codes = np.full(len(positions), -2, np.int64)  # -2: not settled yet
         if not len(positions):
             return codes
         flags = cells.flags[positions, index]
         chars = cells.chars[positions, index]
-        codes[((flags & csv_scan.SPACE_ONLY) != 0) & ((flags & csv_scan.NON_ASCII) == 0)] = -1  # blank: no vote
-        codes[((flags & csv_scan.ALL_DIGITS) != 0) & (chars > 1) & (chars <= 18) & (codes == -2)] = _VOTES.index(("integer",))
-        quoted = (flags & csv_scan.QUOTED) != 0
+        codes[((flags & csv_cell_flags.SPACE_ONLY) != 0) & ((flags & csv_cell_flags.NON_ASCII) == 0)] = -1  # blank: no vote
+        codes[((flags & csv_cell_flags.ALL_DIGITS) != 0) & (chars > 1) & (chars <= 18) & (codes == -2)] = _VOTES.index(("integer",))
+        quoted = (flags & csv_cell_flags.QUOTED) != 0
         starts = cells.starts[positions, index] + quoted
         lengths = cells.stops[positions, index] - quoted - starts
         heads = cells.data[np.minimum(starts[:, None] + np.arange(10), len(cells.data) - 1)]

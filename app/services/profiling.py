@@ -94,7 +94,7 @@ class ProfileBuilder:
             if not self._batch:
                 self._batch_start = first_row + position
             take = BATCH_ROWS - len(self._batch)
-            self._batch.extend(rows[position:position + take])
+            self._batch.extend(rows[position : position + take])
             position += take
             if len(self._batch) >= BATCH_ROWS:
                 self._flush()
@@ -103,6 +103,7 @@ class ProfileBuilder:
         """Profile a batch column by column, so the loops run inside C builtins (map, Counter,
         join, one regex scan per column) instead of once per cell in Python."""
         import numpy as np
+
         rows, start = self._batch, self._batch_start
         self._batch = []
         if not rows:
@@ -208,7 +209,7 @@ class ProfileBuilder:
 
     def finish(self) -> dict[str, Any]:
         self._flush()
-        for index, counter in enumerate(self.values):
+        for counter in self.values:
             if counter is not None:
                 for blank in [value for value in counter if value.isspace()]:
                     del counter[blank]
@@ -225,18 +226,22 @@ class ProfileBuilder:
             filled = self.rows - self.empty[index]
             values = self.values[index]
             top = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n] if values is not None else None
-            columns.append({
-                "name": name,
-                "type": self._guess_type(index),
-                "empty": self.empty[index],
-                "filled": filled,
-                "mean_chars": round(self.total_chars[index] / filled, 1) if filled else 0,
-                "max_chars": self.max_chars[index],
-                "distinct": len(values) if values is not None else None,  # None: more than MAX_TRACKED_VALUES
-                "top_values": [[value[:100], count] for value, count in top] if top is not None else None,
-                "personal_data": {kind: {"count": count, "label": pii.KINDS[kind], "examples": self.pii_examples[index][kind]}
-                                  for kind, count in sorted(self.pii_counts[index].items())},
-            })
+            columns.append(
+                {
+                    "name": name,
+                    "type": self._guess_type(index),
+                    "empty": self.empty[index],
+                    "filled": filled,
+                    "mean_chars": round(self.total_chars[index] / filled, 1) if filled else 0,
+                    "max_chars": self.max_chars[index],
+                    "distinct": len(values) if values is not None else None,  # None: more than MAX_TRACKED_VALUES
+                    "top_values": [[value[:100], count] for value, count in top] if top is not None else None,
+                    "personal_data": {
+                        kind: {"count": count, "label": pii.KINDS[kind], "examples": self.pii_examples[index][kind]}
+                        for kind, count in sorted(self.pii_counts[index].items())
+                    },
+                }
+            )
         return {
             "version": PROFILE_VERSION,
             "row_count": self.rows,

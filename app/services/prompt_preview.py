@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from app.domain.task_kinds import get_task_kind, render_plain_prompt
 
@@ -72,13 +73,27 @@ class PreviewExample:
         return sum(p.n_tokens for p in self.parts)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "truncated": self.truncated, "dropped": self.dropped, "note": self.note, "label": self.label,
-                "class_id": self.class_id, "tokens": self.n_tokens,
-                "parts": [{"tokens": [{"text": t.text, "loss": t.loss, "special": t.special, "cut": t.cut} for t in p.tokens],
-                           "input_ids": p.input_ids, "loss_mask": p.loss_mask} for p in self.parts]}
+        return {
+            "task": self.task,
+            "truncated": self.truncated,
+            "dropped": self.dropped,
+            "note": self.note,
+            "label": self.label,
+            "class_id": self.class_id,
+            "tokens": self.n_tokens,
+            "parts": [
+                {
+                    "tokens": [{"text": t.text, "loss": t.loss, "special": t.special, "cut": t.cut} for t in p.tokens],
+                    "input_ids": p.input_ids,
+                    "loss_mask": p.loss_mask,
+                }
+                for p in self.parts
+            ],
+        }
 
 
 # ---------------------------------------------------------------- the tokenizer and chat template of a model folder
+
 
 @dataclass
 class PreviewTokenizer:
@@ -148,8 +163,11 @@ def load_preview_tokenizer(location: str) -> PreviewTokenizer:
     tokenizer_file = folder / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise PreviewError("This base model has no tokenizer.json in its folder, so its rows cannot be previewed here.")
-    stamps = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*")) if p.name in
-                   ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"))
+    stamps = tuple(
+        (p.name, p.stat().st_mtime_ns)
+        for p in sorted(folder.glob("*"))
+        if p.name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+    )
     return _load_cached(str(folder), stamps)
 
 
@@ -210,8 +228,9 @@ def render_prompt(tok: PreviewTokenizer, prompt: str, system: str | None = None)
         if system:
             messages.insert(0, {"role": "system", "content": system})
         try:
-            return _compiled_template(tok.chat_template).render(messages=messages, tools=None, documents=None,
-                                                                add_generation_prompt=True, **tok.special_tokens)
+            return _compiled_template(tok.chat_template).render(
+                messages=messages, tools=None, documents=None, add_generation_prompt=True, **tok.special_tokens
+            )
         except jinja2.TemplateError as exc:
             raise PreviewError(f"The base model's chat template refused this row: {exc}") from None
     return render_plain_prompt(prompt, system)
@@ -219,12 +238,13 @@ def render_prompt(tok: PreviewTokenizer, prompt: str, system: str | None = None)
 
 # ---------------------------------------------------------------- tokens as text
 
+
 def _pieces(tok: PreviewTokenizer, encoding, text: str) -> list[tuple[str, bool]]:
     """(text, is control token) per token, from the encoding's character offsets: the pieces
     join back into the text; a token added by the tokenizer (no characters) shows as itself."""
     pieces = []
     cursor = 0
-    for index, (token_id, (start, end)) in enumerate(zip(encoding.ids, encoding.offsets)):
+    for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
         special = token_id in tok.special_ids
         if end <= start and special:
             pieces.append((tok.tokenizer.id_to_token(token_id) or "", True))
@@ -244,6 +264,7 @@ def _special(tok: PreviewTokenizer, token_id: int, loss: bool, cut: bool = False
 
 # ---------------------------------------------------------------- examples per task
 
+
 def preview_instruction(tok: PreviewTokenizer, row: Sequence[str], max_length: int) -> PreviewExample:
     """(prompt, response[, system and context]) as the engine's tokenize_rows builds it."""
     prompt_text = render_prompt(tok, row[0], row[2] if len(row) > 2 else None)
@@ -258,22 +279,35 @@ def preview_instruction(tok: PreviewTokenizer, row: Sequence[str], max_length: i
     room = max_length - len(prompt.ids)
     if room < min(MIN_RESPONSE_TOKENS, len(full_response)):
         cut = [PreviewToken(t.text, False, t.special, True) for t in response_pieces]
-        return PreviewExample("instruction", [PreviewPart(prompt_tokens + cut, [], [])], truncated=True, dropped=True, note=(
-            f"Left out of training: the prompt takes {len(prompt.ids):,} of the {max_length:,} tokens, leaving room for fewer than "
-            f"{min(MIN_RESPONSE_TOKENS, len(full_response))} answer tokens. Raise the maximum length or shorten the prompt."))
+        return PreviewExample(
+            "instruction",
+            [PreviewPart(prompt_tokens + cut, [], [])],
+            truncated=True,
+            dropped=True,
+            note=(
+                f"Left out of training: the prompt takes {len(prompt.ids):,} of the {max_length:,} tokens, leaving room for fewer than "
+                f"{min(MIN_RESPONSE_TOKENS, len(full_response))} answer tokens. Raise the maximum length or shorten the prompt."
+            ),
+        )
     truncated = len(full_response) > room
     if truncated:
         kept = list(response.ids[:room])
         shown = response_pieces[:room] + [PreviewToken(t.text, False, t.special, True) for t in response_pieces[room:]]
-        note = (f"The answer is cut at the maximum length ({max_length:,} tokens): {len(full_response) - 1 - room:,} answer tokens "
-                "are not seen, and no end-of-answer token is learned for this row.")
+        note = (
+            f"The answer is cut at the maximum length ({max_length:,} tokens): {len(full_response) - 1 - room:,} answer tokens "
+            "are not seen, and no end-of-answer token is learned for this row."
+        )
     else:
         kept = full_response
         shown = response_pieces + [_special(tok, eos_id, True)]
         note = None
     input_ids = list(prompt.ids) + kept
-    return PreviewExample("instruction", [PreviewPart(prompt_tokens + shown, input_ids, [False] * len(prompt.ids) + [True] * len(kept))],
-                          truncated=truncated, note=note)
+    return PreviewExample(
+        "instruction",
+        [PreviewPart(prompt_tokens + shown, input_ids, [False] * len(prompt.ids) + [True] * len(kept))],
+        truncated=truncated,
+        note=note,
+    )
 
 
 def preview_text(tok: PreviewTokenizer, text: str, max_length: int) -> PreviewExample:
@@ -288,9 +322,9 @@ def preview_text(tok: PreviewTokenizer, text: str, max_length: int) -> PreviewEx
         ids, tokens = ids + [eos_id], tokens + [_special(tok, eos_id, True)]
     parts = []
     for start in range(0, len(ids), max_length):
-        chunk = ids[start:start + max_length]
+        chunk = ids[start : start + max_length]
         if len(chunk) >= 2:
-            parts.append(PreviewPart(tokens[start:start + max_length], chunk, [True] * len(chunk)))
+            parts.append(PreviewPart(tokens[start : start + max_length], chunk, [True] * len(chunk)))
     truncated = len(parts) > 1
     note = None
     if not parts:
@@ -311,14 +345,25 @@ def preview_classification(tok: PreviewTokenizer, row: Sequence[str], max_length
         covered = max((end for _, end in kept.offsets), default=0)
         tokens.append(PreviewToken(text[covered:], False, False, True))
     class_id = {name: i for i, name in enumerate(label_names)}.get(label)
-    note = (f"Longer than the maximum length ({max_length:,} tokens): only the first {len(kept.ids):,} of {len(full.ids):,} tokens "
-            "are read.") if truncated else None
-    return PreviewExample("classification", [PreviewPart(tokens, list(kept.ids), [False] * len(kept.ids))], truncated=truncated,
-                          dropped=class_id is None or not kept.ids, note=note, label=label, class_id=class_id)
+    note = (
+        (f"Longer than the maximum length ({max_length:,} tokens): only the first {len(kept.ids):,} of {len(full.ids):,} tokens are read.")
+        if truncated
+        else None
+    )
+    return PreviewExample(
+        "classification",
+        [PreviewPart(tokens, list(kept.ids), [False] * len(kept.ids))],
+        truncated=truncated,
+        dropped=class_id is None or not kept.ids,
+        note=note,
+        label=label,
+        class_id=class_id,
+    )
 
 
-def _preview_classification_rows(tok: PreviewTokenizer, rows: Sequence, max_length: int,
-                                 label_names: Sequence[str] | None) -> list[PreviewExample]:
+def _preview_classification_rows(
+    tok: PreviewTokenizer, rows: Sequence, max_length: int, label_names: Sequence[str] | None
+) -> list[PreviewExample]:
     names = list(label_names) if label_names is not None else sorted({str(r[1]) for r in rows})
     return [preview_classification(tok, row, max_length, names) for row in rows]
 
@@ -328,13 +373,15 @@ def _preview_classification_rows(tok: PreviewTokenizer, rows: Sequence, max_leng
 PREVIEWS: dict[str, Callable[..., list[PreviewExample]]] = {
     "instruction": lambda tok, rows, max_length, label_names: [preview_instruction(tok, row, max_length) for row in rows],
     "text": lambda tok, rows, max_length, label_names: [
-        preview_text(tok, row[0] if isinstance(row, (tuple, list)) else row, max_length) for row in rows],
+        preview_text(tok, row[0] if isinstance(row, (tuple, list)) else row, max_length) for row in rows
+    ],
     "classification": _preview_classification_rows,
 }
 
 
-def preview_rows(tok: PreviewTokenizer, task: str, rows: Sequence, max_length: int,
-                 label_names: Sequence[str] | None = None) -> list[PreviewExample]:
+def preview_rows(
+    tok: PreviewTokenizer, task: str, rows: Sequence, max_length: int, label_names: Sequence[str] | None = None
+) -> list[PreviewExample]:
     """Task rows (the shapes of TaskKind.row_shape) as the model will see them."""
     if max_length < 2:
         raise PreviewError("The maximum length must be at least 2 tokens.")

@@ -36,12 +36,16 @@ def _evaluated(db: Session, store: ArtifactStore, workspace_id: int, adapter_ids
     return rows
 
 
-def next_item(db: Session, store: ArtifactStore, *, workspace_id: int, reviewer_id: int, adapter_ids: list[int],
-              rng: random.Random | None = None) -> ReviewItem:
+def next_item(
+    db: Session, store: ArtifactStore, *, workspace_id: int, reviewer_id: int, adapter_ids: list[int], rng: random.Random | None = None
+) -> ReviewItem:
     """The reviewer's unanswered pair, or a fresh one (sides shuffled), stored until they vote."""
     rng = rng or random.SystemRandom()
-    pending = db.scalar(select(ReviewItem).where(ReviewItem.workspace_id == workspace_id, ReviewItem.reviewer_id == reviewer_id,
-                                                 ReviewItem.choice.is_(None)).order_by(ReviewItem.id.desc()))
+    pending = db.scalar(
+        select(ReviewItem)
+        .where(ReviewItem.workspace_id == workspace_id, ReviewItem.reviewer_id == reviewer_id, ReviewItem.choice.is_(None))
+        .order_by(ReviewItem.id.desc())
+    )
     if pending is not None:
         return pending
     rows = _evaluated(db, store, workspace_id, adapter_ids)
@@ -50,8 +54,12 @@ def next_item(db: Session, store: ArtifactStore, *, workspace_id: int, reviewer_
     adapters = list(rows)
     # Every adapter meets the base model; two adapters meet when they answered the same prompts.
     pairs = [(a, "base") for a in adapters]
-    pairs += [(a, b) for i, a in enumerate(adapters) for b in adapters[i + 1:]
-              if [r["prompt"] for r in rows[a]] == [r["prompt"] for r in rows[b]]]
+    pairs += [
+        (a, b)
+        for i, a in enumerate(adapters)
+        for b in adapters[i + 1 :]
+        if [r["prompt"] for r in rows[a]] == [r["prompt"] for r in rows[b]]
+    ]
     pair = list(rng.choice(pairs))
     source = rows[pair[0]]  # always an adapter: its rows also hold the base model's answers
     index = rng.randrange(len(source))
@@ -60,9 +68,16 @@ def next_item(db: Session, store: ArtifactStore, *, workspace_id: int, reviewer_
     def answer(target: str) -> str:
         return source[index]["base"] if target == "base" else rows[target][index]["adapter"]
 
-    item = ReviewItem(token=secrets.token_urlsafe(24), workspace_id=workspace_id, reviewer_id=reviewer_id,
-                      left_target=pair[0], right_target=pair[1], prompt=source[index]["prompt"],
-                      left_answer=answer(pair[0]), right_answer=answer(pair[1]))
+    item = ReviewItem(
+        token=secrets.token_urlsafe(24),
+        workspace_id=workspace_id,
+        reviewer_id=reviewer_id,
+        left_target=pair[0],
+        right_target=pair[1],
+        prompt=source[index]["prompt"],
+        left_answer=answer(pair[0]),
+        right_answer=answer(pair[1]),
+    )
     db.add(item)
     db.flush()
     return item
@@ -113,8 +128,17 @@ class WinRate:
 
     def as_dict(self) -> dict:
         low, high = self.interval()
-        return {"target": self.target, "opponent": self.opponent, "wins": self.wins, "ties": self.ties, "losses": self.losses,
-                "votes": self.votes, "rate": self.rate, "low": low, "high": high}
+        return {
+            "target": self.target,
+            "opponent": self.opponent,
+            "wins": self.wins,
+            "ties": self.ties,
+            "losses": self.losses,
+            "votes": self.votes,
+            "rate": self.rate,
+            "low": low,
+            "high": high,
+        }
 
 
 def win_rates(db: Session, workspace_id: int, adapter_ids: list[int]) -> list[dict]:

@@ -10,15 +10,24 @@ from app.base_models import get_base_model
 from app.config import Settings
 from app.domain.task_kinds import UnknownTaskKind, get_task_kind
 from app.models import Dataset
-from app.services.artifacts import LocalArtifactStore
+from app.services.artifacts import ArtifactStore
 from app.services.job_checks import mapping_errors
 from app.services.prompt_preview import PreviewError, PreviewExample, load_preview_tokenizer, preview_rows
 from app.services.task_rows import dataset_labels, iter_task_rows
 
 
-def preview_examples(settings: Settings, store: LocalArtifactStore, dataset: Dataset, *, task: str, mapping: dict[str, Any],
-                     base_model: str, max_length: int, validation_dataset: Dataset | None = None,
-                     count: int = 3) -> list[PreviewExample]:
+def preview_examples(
+    settings: Settings,
+    store: ArtifactStore,
+    dataset: Dataset,
+    *,
+    task: str,
+    mapping: dict[str, Any],
+    base_model: str,
+    max_length: int,
+    validation_dataset: Dataset | None = None,
+    count: int = 3,
+) -> list[PreviewExample]:
     """The first `count` usable rows exactly as the model will see them, tokenized by the base
     model's own tokenizer; raises PreviewError with a message for people."""
     try:

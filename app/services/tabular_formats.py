@@ -86,8 +86,11 @@ def detect_format(path: Path, filename: str) -> str:
         if _is_xlsx(path):
             return "xlsx"
         if suffix == ".xlsx":
-            raise TableError("This .xlsx file could not be opened as an Excel workbook (it may be damaged). "
-                             "Open it in Excel or LibreOffice, save it again, and upload that.", 415)
+            raise TableError(
+                "This .xlsx file could not be opened as an Excel workbook (it may be damaged). "
+                "Open it in Excel or LibreOffice, save it again, and upload that.",
+                415,
+            )
         raise TableError("This is a ZIP archive (or an Excel file), not a CSV. Unzip it, or export the sheet as CSV, and upload that.", 415)
     if head.startswith(_OLE2):
         raise TableError("This is an old Excel .xls file (or another Office document). Save it as .xlsx or CSV and upload that.", 415)
@@ -162,8 +165,11 @@ def detect_encoding(path: Path) -> str:
             nul = chunk.find(b"\x00")
             if nul >= 0:
                 nul_line = line + chunk.count(b"\n", 0, nul)
-                raise TableError(f"Line {nul_line:,} contains a NUL byte (binary data), so this is not a plain "
-                                 "CSV export. Remove the binary content, or export the data as CSV again, and upload that.", 415)
+                raise TableError(
+                    f"Line {nul_line:,} contains a NUL byte (binary data), so this is not a plain "
+                    "CSV export. Remove the binary content, or export the data as CSV again, and upload that.",
+                    415,
+                )
             if not failed and chunk.isascii() and not decoder.getstate()[0]:
                 pass  # ASCII is UTF-8; the quick check spares decoding most chunks
             elif not failed:
@@ -177,8 +183,10 @@ def detect_encoding(path: Path) -> str:
             if last_newline < 0:
                 run += len(chunk)
                 if run > MAX_LINE_BYTES:  # one line this long would have to be read into memory whole
-                    raise TableError(f"Line {line:,} is longer than {MAX_LINE_BYTES // (1024 * 1024)} MB without a line break, so this is "
-                                     "not a table of rows. Check that the file is a CSV export with one row per line.")
+                    raise TableError(
+                        f"Line {line:,} is longer than {MAX_LINE_BYTES // (1024 * 1024)} MB without a line break, so this is "
+                        "not a table of rows. Check that the file is a CSV export with one row per line."
+                    )
             else:
                 run = len(chunk) - last_newline - 1
             line += chunk.count(b"\n")
@@ -202,15 +210,17 @@ def detect_encoding(path: Path) -> str:
 def _not_valid_encoding(encoding: str, exc: UnicodeDecodeError, after_line: int | None = None) -> TableError:
     where = f"after line {after_line:,} " if after_line else ""
     name = "UTF-16" if encoding.startswith("utf-16") else encoding
-    return TableError(f"The text {where}is not valid {name} ({exc.reason}). Open the file in a spreadsheet or text editor, "
-                      "save it as UTF-8 CSV, and upload again.")
+    return TableError(
+        f"The text {where}is not valid {name} ({exc.reason}). Open the file in a spreadsheet or text editor, "
+        "save it as UTF-8 CSV, and upload again."
+    )
 
 
 def _utf8_then_cp1252(exc: UnicodeError):
     """Decode error handler: a byte that is not UTF-8 is read as Windows-1252 (mixed files)."""
     if not isinstance(exc, UnicodeDecodeError):
         raise exc
-    byte = exc.object[exc.start:exc.start + 1]
+    byte = exc.object[exc.start : exc.start + 1]
     return byte.decode("cp1252", errors="replace").replace("\ufffd", byte.decode("latin-1")), exc.start + 1
 
 
@@ -253,6 +263,7 @@ def detect_delimiter(sample: str) -> str:
 
 # ---------------------------------------------------------------- readers
 
+
 def read_csv(path: Path) -> Table:
     encoding = detect_encoding(path)
     try:
@@ -265,8 +276,10 @@ def read_csv(path: Path) -> Table:
     delimiter = detect_delimiter(sample)
     notes = []
     if encoding == MIXED_ENCODING:
-        notes.append("The file mixes UTF-8 and Windows-1252 text (typical of files pasted together from several exports); "
-                     "each part was read in its own encoding. Check accented letters in the preview.")
+        notes.append(
+            "The file mixes UTF-8 and Windows-1252 text (typical of files pasted together from several exports); "
+            "each part was read in its own encoding. Check accented letters in the preview."
+        )
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         with open_text(path, encoding) as f:
@@ -279,10 +292,13 @@ def read_csv(path: Path) -> Table:
             except csv.Error as exc:
                 line = previous_end + 1
                 if "field larger than field limit" in str(exc):
-                    raise TableError(f"The record starting on line {line:,} has a cell longer than {MAX_CELL_CHARS // (1024 * 1024)} MB "
-                                     "(or a quote that is never closed). Split very long texts into several rows.") from None
-                raise TableError(f"Line {line:,} could not be read as CSV ({exc}). Check that quotes are closed and "
-                                 "the file is a plain CSV export.") from None
+                    raise TableError(
+                        f"The record starting on line {line:,} has a cell longer than {MAX_CELL_CHARS // (1024 * 1024)} MB "
+                        "(or a quote that is never closed). Split very long texts into several rows."
+                    ) from None
+                raise TableError(
+                    f"Line {line:,} could not be read as CSV ({exc}). Check that quotes are closed and the file is a plain CSV export."
+                ) from None
             except UnicodeDecodeError as exc:
                 raise _not_valid_encoding(encoding, exc, previous_end) from None
 
@@ -312,10 +328,13 @@ def read_xlsx(path: Path, sheet: str | None) -> Table:
         # under a temporary name.
         handle = open(path, "rb")
         workbook = load_workbook(handle, read_only=True, data_only=True)
-    except Exception:
-        handle.close()  # openpyxl raises many kinds on damaged files
-        raise TableError("This .xlsx file could not be opened as an Excel workbook (it may be damaged or password-protected). "
-                         "Open it in Excel or LibreOffice, save it again, and upload that.", 415) from None
+    except Exception:  # noqa: BLE001 - openpyxl raises many kinds on damaged files
+        handle.close()
+        raise TableError(
+            "This .xlsx file could not be opened as an Excel workbook (it may be damaged or password-protected). "
+            "Open it in Excel or LibreOffice, save it again, and upload that.",
+            415,
+        ) from None
     names = list(workbook.sheetnames)
     notes = []
     if sheet:
@@ -331,8 +350,10 @@ def read_xlsx(path: Path, sheet: str | None) -> Table:
             raise TableError("The workbook has no sheets.")
         chosen = names[0]
         if len(names) > 1:
-            notes.append(f"The workbook has {len(names)} sheets ({', '.join(names)}); the first, {chosen!r}, was used. "
-                         "To use another, upload the file again and name the sheet.")
+            notes.append(
+                f"The workbook has {len(names)} sheets ({', '.join(names)}); the first, {chosen!r}, was used. "
+                "To use another, upload the file again and name the sheet."
+            )
     worksheet = workbook[chosen]
 
     def rows() -> Iterator[tuple[int, list[str]]]:
@@ -344,9 +365,12 @@ def read_xlsx(path: Path, sheet: str | None) -> Table:
                 yield number, cells
         except TableError:
             raise
-        except Exception:
-            raise TableError(f"Sheet {chosen!r} could not be read to the end (the workbook may be damaged). "
-                             "Save it again in Excel or LibreOffice, or export it as CSV.", 415) from None
+        except Exception:  # noqa: BLE001 - a damaged sheet fails in many ways part-way through
+            raise TableError(
+                f"Sheet {chosen!r} could not be read to the end (the workbook may be damaged). "
+                "Save it again in Excel or LibreOffice, or export it as CSV.",
+                415,
+            ) from None
         finally:
             workbook.close()
             handle.close()
@@ -388,11 +412,15 @@ def read_jsonl(path: Path) -> Table:
                 try:
                     value = json.loads(line)
                 except ValueError as exc:
-                    raise TableError(f"Line {number:,} is not valid JSON ({exc.args[0].split(':')[0]}). Each line of a .jsonl file must "
-                                     "be one JSON object, like {\"question\": \"...\", \"answer\": \"...\"}.") from None
+                    raise TableError(
+                        f"Line {number:,} is not valid JSON ({exc.args[0].split(':')[0]}). Each line of a .jsonl file must "
+                        'be one JSON object, like {"question": "...", "answer": "..."}.'
+                    ) from None
                 if not isinstance(value, dict):
-                    raise TableError(f"Line {number:,} is a JSON {type(value).__name__.replace('dict', 'object')}, not an object. Each line of a "
-                                     ".jsonl file must be one object, like {\"question\": \"...\", \"answer\": \"...\"}.")
+                    raise TableError(
+                        f"Line {number:,} is a JSON {type(value).__name__.replace('dict', 'object')}, not an object. Each line of a "
+                        '.jsonl file must be one object, like {"question": "...", "answer": "..."}.'
+                    )
                 yield number, value
 
     keys: dict[str, None] = {}
@@ -401,7 +429,9 @@ def read_jsonl(path: Path) -> Table:
             if key not in keys:
                 keys[key] = None
                 if len(keys) > MAX_COLUMNS:
-                    raise TableError(f"The objects have more than {MAX_COLUMNS:,} different keys; Tailor reads at most {MAX_COLUMNS:,} columns.")
+                    raise TableError(
+                        f"The objects have more than {MAX_COLUMNS:,} different keys; Tailor reads at most {MAX_COLUMNS:,} columns."
+                    )
     header = list(keys)
 
     def rows() -> Iterator[tuple[int, list[str]]]:

@@ -9,10 +9,10 @@ from typing import Any
 from app.domain.task_kinds import get_task_kind
 from app.models import Dataset
 from app.services import dataset_store, stored_rows, validation_split
-from app.services.artifacts import LocalArtifactStore
+from app.services.artifacts import ArtifactStore
 
 
-def iter_task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> Iterator[tuple]:
+def iter_task_rows(store: ArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> Iterator[tuple]:
     """task_rows, one at a time (a preview needs only the first few)."""
     kind = get_task_kind(task)
     for record in stored_rows.iter_training_rows(store, dataset):
@@ -21,7 +21,7 @@ def iter_task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mappi
             yield row
 
 
-def task_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> list[tuple]:
+def task_rows(store: ArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> list[tuple]:
     """The usable rows of a task from the dataset's training copy (rows missing a needed value are
     skipped), in the shape of the task kind's row_shape."""
     return list(iter_task_rows(store, dataset, task, mapping))
@@ -33,9 +33,17 @@ def split_task_rows(rows: list[tuple], task: str, fraction: float, seed: int) ->
     return validation_split.split_train_validation(rows, fraction, seed, stratify_by=kind.label_of if kind.has_labels else None)
 
 
-def train_validation_rows(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any], *, fraction: float,
-                          seed: int, validation_dataset: Dataset | None = None,
-                          rows: list[tuple] | None = None) -> tuple[list, list, dict[str, Any]]:
+def train_validation_rows(
+    store: ArtifactStore,
+    dataset: Dataset,
+    task: str,
+    mapping: dict[str, Any],
+    *,
+    fraction: float,
+    seed: int,
+    validation_dataset: Dataset | None = None,
+    rows: list[tuple] | None = None,
+) -> tuple[list, list, dict[str, Any]]:
     """The rows a job trains and validates on, and a summary of where the validation rows come from.
 
     With a validation file every usable row of the dataset trains and the file's usable rows
@@ -46,14 +54,19 @@ def train_validation_rows(store: LocalArtifactStore, dataset: Dataset, task: str
     rows = task_rows(store, dataset, task, mapping) if rows is None else rows
     if validation_dataset is not None:
         train, validation = list(rows), task_rows(store, validation_dataset, task, mapping)
-        summary: dict[str, Any] = {"source": "file", "dataset_id": validation_dataset.id, "dataset_name": validation_dataset.name,
-                                   "dataset_sha256": validation_dataset.sha256}
+        summary: dict[str, Any] = {
+            "source": "file",
+            "dataset_id": validation_dataset.id,
+            "dataset_name": validation_dataset.name,
+            "dataset_sha256": validation_dataset.sha256,
+        }
     else:
         train, validation = split_task_rows(rows, task, fraction, seed)
         summary = {"source": "split", "fraction": fraction, "stratified": kind.has_labels}
     # What identifies a row (the prompt or the text), as in the split check.
     leakage = validation_split.leakage_check(
-        train, validation, text_of=lambda row: kind.identity(row) if isinstance(row, (tuple, list)) else str(row))
+        train, validation, text_of=lambda row: kind.identity(row) if isinstance(row, (tuple, list)) else str(row)
+    )
     summary.update({"rows": len(validation), "train_rows": len(train), "leakage": leakage.as_dict()})
     return train, validation, summary
 
@@ -74,7 +87,7 @@ def describe_validation(summary: dict[str, Any] | None) -> str | None:
 _LABELS_CACHE: dict[tuple, frozenset[str]] = {}
 
 
-def dataset_labels(store: LocalArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> frozenset[str]:
+def dataset_labels(store: ArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> frozenset[str]:
     """The labels of a dataset's usable rows of a task with labels; remembered per file and columns
     (stored files never change), so a form redrawn on every change does not re-read a big file."""
     kind = get_task_kind(task)

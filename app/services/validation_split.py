@@ -11,9 +11,9 @@ from typing import Any
 from app.domain.task_kinds import get_task_kind
 from app.models import Dataset
 from app.services.artifacts import ArtifactStore
-from app.services.stored_rows import iter_training_rows
 from app.services.dataset_store import DatasetError
 from app.services.duplicate_rows import near_duplicate_key
+from app.services.stored_rows import iter_training_rows
 
 
 def _validation_size(n: int, fraction: float) -> int:
@@ -58,8 +58,8 @@ def stratified_split(rows: list, labels: list, fraction: float, seed: int) -> tu
         take[largest] = 1
     train, validation = [], []
     for key in keys:
-        validation.extend(groups[key][:take[key]])
-        train.extend(groups[key][take[key]:])
+        validation.extend(groups[key][: take[key]])
+        train.extend(groups[key][take[key] :])
     rng.shuffle(train)
     rng.shuffle(validation)
     return train, validation
@@ -76,21 +76,30 @@ class LeakageReport:
     def message(self) -> str | None:
         if not (self.exact or self.near):
             return None
-        return (f"{self.exact + self.near} of {self.validation_rows} validation rows also appear in training "
-                f"({self.exact} exactly, {self.near} nearly: same words ignoring case, spacing and punctuation). "
-                "Validation scores will look better than they are; remove the duplicates from the file.")
+        return (
+            f"{self.exact + self.near} of {self.validation_rows} validation rows also appear in training "
+            f"({self.exact} exactly, {self.near} nearly: same words ignoring case, spacing and punctuation). "
+            "Validation scores will look better than they are; remove the duplicates from the file."
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"exact": self.exact, "near": self.near, "validation_rows": self.validation_rows,
-                "examples": self.examples, "message": self.message}
+        return {
+            "exact": self.exact,
+            "near": self.near,
+            "validation_rows": self.validation_rows,
+            "examples": self.examples,
+            "message": self.message,
+        }
 
 
-def leakage_check(train: list, validation: list, text_of: Callable[[Any], str] = lambda r: r if isinstance(r, str) else "\x1f".join(map(str, r))) -> LeakageReport:
+def leakage_check(
+    train: list, validation: list, text_of: Callable[[Any], str] = lambda r: r if isinstance(r, str) else "\x1f".join(map(str, r))
+) -> LeakageReport:
     """Validation rows that also occur in training, exactly or nearly."""
     exact_keys = {text_of(r) for r in train}
     near_keys = {near_duplicate_key(text_of(r)) for r in train}
     exact = near = 0
-    examples = []
+    examples: list[dict[str, Any]] = []
     for row in validation:
         text = text_of(row)
         if text in exact_keys:
@@ -106,8 +115,9 @@ def leakage_check(train: list, validation: list, text_of: Callable[[Any], str] =
     return LeakageReport(exact, near, len(validation), examples)
 
 
-def split_check(store: ArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any], fraction: float = 0.1,
-                seed: int = 0) -> dict[str, Any]:
+def split_check(
+    store: ArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any], fraction: float = 0.1, seed: int = 0
+) -> dict[str, Any]:
     """The validation split a job with this mapping would get (stratified by label for a task
     with labels), its sizes, and which validation rows also appear in training. The rows are the
     task's training rows (TaskKind.make_row), identified as the job identifies them."""
@@ -121,5 +131,4 @@ def split_check(store: ArtifactStore, dataset: Dataset, task: str, mapping: dict
     stratify = kind.label_of if kind.has_labels else None
     train, validation = split_train_validation(rows, fraction, seed, stratify_by=stratify)
     leakage = leakage_check(train, validation, text_of=kind.identity)
-    return {"train_rows": len(train), "validation_rows": len(validation), "stratified": stratify is not None,
-            "leakage": leakage.as_dict()}
+    return {"train_rows": len(train), "validation_rows": len(validation), "stratified": stratify is not None, "leakage": leakage.as_dict()}

@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,8 +29,13 @@ def detect_device() -> DeviceInfo:
     if shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != "":
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
         try:
-            out = subprocess.run(["nvidia-smi", f"--id={visible}", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+            out = subprocess.run(
+                ["nvidia-smi", f"--id={visible}", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
             name, memory_mib = (part.strip() for part in out.splitlines()[0].split(","))
             return DeviceInfo(f"cuda:{visible} {name}", int(float(memory_mib)) * 1024 * 1024)
         except (subprocess.SubprocessError, ValueError, IndexError, OSError):
@@ -46,8 +51,15 @@ def record_worker_heartbeat(db: Session, *, name: str, queues: str, device: Devi
     worker = db.scalar(select(WorkerNode).where(WorkerNode.name == name))
     now = utcnow()
     if worker is None:
-        worker = WorkerNode(name=name, hostname=socket.gethostname(), pid=os.getpid(), queues=queues, device=device.device,
-                            device_memory_bytes=device.memory_bytes, started_at=now)
+        worker = WorkerNode(
+            name=name,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=queues,
+            device=device.device,
+            device_memory_bytes=device.memory_bytes,
+            started_at=now,
+        )
         db.add(worker)
     worker.pid, worker.queues, worker.device, worker.device_memory_bytes = os.getpid(), queues, device.device, device.memory_bytes
     worker.heartbeat_at = now
@@ -75,7 +87,7 @@ class WorkerStatus:
 
 
 def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def worker_board(db: Session, viewer_workspace_id: int, stale_after_seconds: float = 3 * HEARTBEAT_SECONDS) -> list[WorkerStatus]:
@@ -92,10 +104,17 @@ def worker_board(db: Session, viewer_workspace_id: int, stale_after_seconds: flo
         else:
             state = "busy" if job else "idle"
         mine = job is not None and job.workspace_id == viewer_workspace_id
-        board.append(WorkerStatus(
-            name=worker.name, hostname=worker.hostname, queues=worker.queues.split(","), device=worker.device,
-            device_memory_bytes=worker.device_memory_bytes, state=state, heartbeat_at=worker.heartbeat_at,
-            current_job_id=job.id if mine and state == "busy" else None,
-            current_job_name=(job.name if mine else "a job of another workspace") if job and state == "busy" else None,
-        ))
+        board.append(
+            WorkerStatus(
+                name=worker.name,
+                hostname=worker.hostname,
+                queues=worker.queues.split(","),
+                device=worker.device,
+                device_memory_bytes=worker.device_memory_bytes,
+                state=state,
+                heartbeat_at=worker.heartbeat_at,
+                current_job_id=job.id if job is not None and mine and state == "busy" else None,
+                current_job_name=(job.name if mine else "a job of another workspace") if job and state == "busy" else None,
+            )
+        )
     return board

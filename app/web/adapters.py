@@ -22,10 +22,19 @@ def adapters_page(request: Request, user: CurrentUser, db: DbSession, archived: 
     for a in listed:
         if a.id in reasons:
             notes.setdefault(reasons[a.id], []).append(a.name)
-    return render(request, "adapters.html", {"adapters": listed,
-                                             "downloads": adapters.download_counts(db, user.workspace_id), "show_archived": archived,
-                                             "statuses": adapters.STATUSES, "mergeable": exports.MERGEABLE_TECHNIQUES,
-                                             "gguf_reasons": reasons, "gguf_notes": notes})
+    return render(
+        request,
+        "adapters.html",
+        {
+            "adapters": listed,
+            "downloads": adapters.download_counts(db, user.workspace_id),
+            "show_archived": archived,
+            "statuses": adapters.STATUSES,
+            "mergeable": exports.MERGEABLE_TECHNIQUES,
+            "gguf_reasons": reasons,
+            "gguf_notes": notes,
+        },
+    )
 
 
 def gguf_reasons(listed: list[Adapter]) -> dict[int, str]:

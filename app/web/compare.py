@@ -24,8 +24,11 @@ def compare_page(request: Request, user: CurrentUser, db: DbSession, store: Stor
 @router.get("/compare.csv")
 def compare_csv(user: CurrentUser, db: DbSession, store: Store, ids: list[str] = Query(default=[])):
     comparison = comparison_or_404(db, store, user, ids)
-    return Response(compare.comparison_csv(comparison), media_type="text/csv",
-                    headers={"Content-Disposition": 'attachment; filename="tailor-comparison.csv"'})
+    return Response(
+        compare.comparison_csv(comparison),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="tailor-comparison.csv"'},
+    )
 
 
 @router.post("/adapters/{adapter_id}/evaluate")

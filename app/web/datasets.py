@@ -38,16 +38,33 @@ def new_dataset_page(request: Request, user: CurrentUser, settings: AppSettings)
     return render(request, "dataset_new.html", {"max_upload": settings.max_upload_bytes})
 
 
-def upload_dataset(request: Request, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store,
-                   file: UploadFile = File(...), sheet: str = Form("")):
+def upload_dataset(
+    request: Request,
+    user: CurrentUser,
+    db: DbSession,
+    settings: AppSettings,
+    store: Store,
+    file: UploadFile = File(...),
+    sheet: str = Form(""),
+):
     try:
-        dataset, report = run_at_low_priority(dataset_ingest.ingest_upload, db, store, workspace_id=user.workspace_id, user_id=user.id, filename=file.filename or "",
-                                                 source=file.file, limit_bytes=settings.max_upload_bytes, sheet=sheet)
+        dataset, report = run_at_low_priority(
+            dataset_ingest.ingest_upload,
+            db,
+            store,
+            workspace_id=user.workspace_id,
+            user_id=user.id,
+            filename=file.filename or "",
+            source=file.file,
+            limit_bytes=settings.max_upload_bytes,
+            sheet=sheet,
+        )
     except dataset_store.DatasetError as exc:
         db.rollback()
         template = "_upload_form.html" if is_htmx(request) else "dataset_new.html"
-        return render(request, template, {"error": exc.message, "max_upload": settings.max_upload_bytes, "sheet": sheet},
-                      status_code=exc.status)
+        return render(
+            request, template, {"error": exc.message, "max_upload": settings.max_upload_bytes, "sheet": sheet}, status_code=exc.status
+        )
     suffix = "?existing=1" if report is None else ""
     return redirect(request, f"/datasets/{dataset.id}{suffix}")
 
@@ -76,8 +93,9 @@ def _int(raw, default: int) -> int:
         return default
 
 
-def dataset_context(request: Request, dataset: Dataset, settings: Settings, store: ArtifactStore, *,
-                    train_form: dict | None = None, **extra) -> dict:
+def dataset_context(
+    request: Request, dataset: Dataset, settings: Settings, store: ArtifactStore, *, train_form: dict | None = None, **extra
+) -> dict:
     """Everything the dataset page shows: profile, preview, personal data, plus the training form
     (`train_form`: its context when the caller built it already, e.g. a submitted form with errors)."""
     ctx = {
@@ -99,8 +117,7 @@ def dataset_context(request: Request, dataset: Dataset, settings: Settings, stor
 
 
 @router.get("/datasets/{dataset_id}")
-def dataset_page(request: Request, dataset: OwnedDataset, settings: AppSettings,
-                 store: Store):
+def dataset_page(request: Request, dataset: OwnedDataset, settings: AppSettings, store: Store):
     return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store))
 
 
@@ -114,8 +131,7 @@ def dataset_rows(request: Request, dataset: OwnedDataset, settings: AppSettings,
 
 
 @router.get("/datasets/{dataset_id}/token-lengths")
-def dataset_token_lengths(request: Request, dataset: OwnedDataset, settings: AppSettings,
-                          store: Store):
+def dataset_token_lengths(request: Request, dataset: OwnedDataset, settings: AppSettings, store: Store):
     form = token_form(dataset, settings, request)
     report, error = None, None
     model = get_base_model(settings, form["token_model"]) if form["token_model"] else None
@@ -123,8 +139,15 @@ def dataset_token_lengths(request: Request, dataset: OwnedDataset, settings: App
         error = "Choose an installed base model to count tokens with."
     else:
         try:
-            report = run_at_low_priority(dataset_tokens.token_lengths, store, dataset, model_key=model.key, model_location=model.location,
-                                            columns=form["token_columns"], max_length=form["max_length"])
+            report = run_at_low_priority(
+                dataset_tokens.token_lengths,
+                store,
+                dataset,
+                model_key=model.key,
+                model_location=model.location,
+                columns=form["token_columns"],
+                max_length=form["max_length"],
+            )
         except dataset_store.DatasetError as exc:
             error = exc.message
     ctx = {"dataset": dataset, "token_report": report, "token_error": error, **form}
@@ -134,8 +157,7 @@ def dataset_token_lengths(request: Request, dataset: OwnedDataset, settings: App
 
 
 @router.post("/datasets/{dataset_id}/personal-data")
-async def mask_personal_data(request: Request, dataset: OwnedDataset, db: DbSession,
-                             store: Store):
+async def mask_personal_data(request: Request, dataset: OwnedDataset, db: DbSession, store: Store):
     form = await request.form()
     run_at_low_priority(dataset_masking.set_pii_masking, db, store, dataset, on=form.get("mask") == "1")
     return redirect(request, f"/datasets/{dataset.id}#personal-data")
@@ -145,8 +167,11 @@ async def mask_personal_data(request: Request, dataset: OwnedDataset, db: DbSess
 def export_dataset(dataset: OwnedDataset, store: Store, training_copy: bool = False):
     """The stored rows as CSV; cells a spreadsheet would run as formulas start with an apostrophe."""
     name = f"{dataset.name}{'-masked' if training_copy and dataset.pii_masked else ''}.csv"
-    return StreamingResponse(stored_rows.export_csv_lines(store, dataset, training_copy), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": f"attachment; filename=\"dataset-{dataset.id}.csv\"; filename*=UTF-8''{quote(name)}"})
+    return StreamingResponse(
+        stored_rows.export_csv_lines(store, dataset, training_copy),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f"attachment; filename=\"dataset-{dataset.id}.csv\"; filename*=UTF-8''{quote(name)}"},
+    )
 
 
 @router.get("/datasets/{dataset_id}/labels")
@@ -157,10 +182,14 @@ def dataset_labels(request: Request, column: str, dataset: OwnedDataset, store: 
 
 
 @router.post("/datasets/{dataset_id}/delete")
-def delete_dataset(request: Request, dataset: OwnedDataset, db: DbSession,
-                   settings: AppSettings, store: Store):
+def delete_dataset(request: Request, dataset: OwnedDataset, db: DbSession, settings: AppSettings, store: Store):
     try:
         dataset_ingest.delete_dataset(db, store, dataset)
     except dataset_store.DatasetError as exc:
-        return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store, delete_error=exc.message), status_code=exc.status)
+        return render(
+            request,
+            "dataset_detail.html",
+            dataset_context(request, dataset, settings, store, delete_error=exc.message),
+            status_code=exc.status,
+        )
     return redirect(request, "/")

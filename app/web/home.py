@@ -27,7 +27,12 @@ def login(request: Request, db: DbSession, email: str = Form(""), password: str 
     user = accounts.authenticate(db, email, password)
     target = _safe_next(next)
     if user is None:
-        return render(request, "login.html", {"error": "That email and password do not match an account.", "email": email, "next": target}, status_code=401)
+        return render(
+            request,
+            "login.html",
+            {"error": "That email and password do not match an account.", "email": email, "next": target},
+            status_code=401,
+        )
     request.session.clear()  # a fresh session (and CSRF token) at sign-in
     request.session["user_id"] = user.id
     return RedirectResponse(target, status_code=303)
@@ -41,8 +46,12 @@ def logout(request: Request):
 
 @router.get("/")
 def dashboard(request: Request, user: CurrentUser, db: DbSession):
-    return render(request, "dashboard.html", {
-        "datasets": dataset_ingest.datasets_for(db, user.workspace_id),
-        "jobs": jobs.jobs_for(db, user.workspace_id, limit=20),
-        "adapters": adapters.adapters_for(db, user.workspace_id),
-    })
+    return render(
+        request,
+        "dashboard.html",
+        {
+            "datasets": dataset_ingest.datasets_for(db, user.workspace_id),
+            "jobs": jobs.jobs_for(db, user.workspace_id, limit=20),
+            "adapters": adapters.adapters_for(db, user.workspace_id),
+        },
+    )

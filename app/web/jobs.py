@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
-from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.http.deps import AppSettings, Csrf, CurrentUser, DbSession, OwnedJob, Store
@@ -16,7 +16,12 @@ from app.services.artifacts import ArtifactStore
 from app.web.datasets import dataset_context
 from app.web.templating import render
 from app.web.train_form import (
-    choices_from_form, datasets_from_form, form_estimate, mapping_from_form, max_length_of, train_form_context,
+    choices_from_form,
+    datasets_from_form,
+    form_estimate,
+    mapping_from_form,
+    max_length_of,
+    train_form_context,
 )
 
 router = APIRouter(dependencies=[Csrf])
@@ -37,21 +42,55 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
     try:
         if bakeoff_techniques:
             group_id, created = bakeoff.submit_bakeoff(
-                db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=task, column_mapping=mapping,
-                base_model=str(form.get("base_model") or ""), techniques=[technique, *bakeoff_techniques], params=params, seed=seed,
-                preset=str(form.get("preset") or "") or None, validation_dataset=validation)
+                db,
+                settings,
+                store,
+                workspace_id=user.workspace_id,
+                user_id=user.id,
+                dataset=dataset,
+                task=task,
+                column_mapping=mapping,
+                base_model=str(form.get("base_model") or ""),
+                techniques=[technique, *bakeoff_techniques],
+                params=params,
+                seed=seed,
+                preset=str(form.get("preset") or "") or None,
+                validation_dataset=validation,
+            )
             for job in created:
                 jobs.send_wakeup(db, job)
             return redirect(request, f"/groups/{group_id}")
-        job = jobs.submit_job(db, settings, store, workspace_id=user.workspace_id, user_id=user.id, dataset=dataset, task=task,
-                              column_mapping=mapping, base_model=str(form.get("base_model") or ""), technique=technique,
-                              params=params, seed=seed, name=str(form.get("name") or "") or None, validation_dataset=validation)
+        job = jobs.submit_job(
+            db,
+            settings,
+            store,
+            workspace_id=user.workspace_id,
+            user_id=user.id,
+            dataset=dataset,
+            task=task,
+            column_mapping=mapping,
+            base_model=str(form.get("base_model") or ""),
+            technique=technique,
+            params=params,
+            seed=seed,
+            name=str(form.get("name") or "") or None,
+            validation_dataset=validation,
+        )
     except jobs.JobError as exc:
         db.rollback()
-        form_state = {"base_model": form.get("base_model"), "technique": technique, "task": task, "seed": seed_raw,
-                      "params": params, "preset": str(form.get("preset") or ""), "validation_dataset_id": str(validation.id) if validation else ""}
+        form_state = {
+            "base_model": form.get("base_model"),
+            "technique": technique,
+            "task": task,
+            "seed": seed_raw,
+            "params": params,
+            "preset": str(form.get("preset") or ""),
+            "validation_dataset_id": str(validation.id) if validation else "",
+        }
         form_ctx = train_form_context(dataset, settings, form=form_state, guess=mapping, errors=exc.errors)
-        return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store, train_form=form_ctx), status_code=422)
+        return render(
+            request, "dataset_detail.html", dataset_context(request, dataset, settings, store, train_form=form_ctx), status_code=422
+        )
     jobs.send_wakeup(db, job)
     return redirect(request, f"/jobs/{job.id}")
 
@@ -62,20 +101,45 @@ async def estimate_partial(request: Request, user: CurrentUser, db: DbSession, s
     form = await request.form()
     dataset, validation = datasets_from_form(db, form, user)
     technique, task, params = choices_from_form(form)
-    estimate = form_estimate(dataset, settings, base_model=str(form.get("base_model") or ""), technique=technique, task=task,
-                             mapping=mapping_from_form(form, task), params=params, worker=job_estimates.preferred_worker(db),
-                             validation_rows=int(validation.row_count or 0) if validation is not None else None)
+    estimate = form_estimate(
+        dataset,
+        settings,
+        base_model=str(form.get("base_model") or ""),
+        technique=technique,
+        task=task,
+        mapping=mapping_from_form(form, task),
+        params=params,
+        worker=job_estimates.preferred_worker(db),
+        validation_rows=int(validation.row_count or 0) if validation is not None else None,
+    )
     return render(request, "_train_estimate.html", {"estimate": estimate}, headers={"Vary": "HX-Request"})
 
 
-def preview_context(settings: Settings, store: ArtifactStore, dataset: Dataset, *, task: str, mapping: dict, base_model: str,
-                    max_length: int, validation_dataset: Dataset | None = None) -> dict:
+def preview_context(
+    settings: Settings,
+    store: ArtifactStore,
+    dataset: Dataset,
+    *,
+    task: str,
+    mapping: dict,
+    base_model: str,
+    max_length: int,
+    validation_dataset: Dataset | None = None,
+) -> dict:
     """The preview partial's context: three rows as the model sees them, or why they cannot be shown."""
     from app.services.prompt_preview import PreviewError
 
     try:
-        examples = row_preview.preview_examples(settings, store, dataset, task=task, mapping=mapping, base_model=base_model,
-                                         max_length=max_length, validation_dataset=validation_dataset)
+        examples = row_preview.preview_examples(
+            settings,
+            store,
+            dataset,
+            task=task,
+            mapping=mapping,
+            base_model=base_model,
+            max_length=max_length,
+            validation_dataset=validation_dataset,
+        )
     except PreviewError as exc:
         return {"examples": [], "preview_error": str(exc), "max_length": max_length}
     return {"examples": examples, "preview_error": None, "max_length": max_length}
@@ -88,9 +152,18 @@ async def preview_partial(request: Request, user: CurrentUser, db: DbSession, se
     dataset, validation = datasets_from_form(db, form, user)
     technique, task, params = choices_from_form(form)
     # Reading rows and tokenizing is blocking work: off the event loop.
-    ctx = await run_in_threadpool(lambda: preview_context(
-        settings, store, dataset, task=task, mapping=mapping_from_form(form, task), base_model=str(form.get("base_model") or ""),
-        max_length=max_length_of(technique, params), validation_dataset=validation))
+    ctx = await run_in_threadpool(
+        lambda: preview_context(
+            settings,
+            store,
+            dataset,
+            task=task,
+            mapping=mapping_from_form(form, task),
+            base_model=str(form.get("base_model") or ""),
+            max_length=max_length_of(technique, params),
+            validation_dataset=validation,
+        )
+    )
     return render(request, "_train_preview.html", ctx, headers={"Vary": "HX-Request"})
 
 
@@ -102,9 +175,12 @@ def estimate_vs_actual(job: Job, adapter) -> list[dict]:
         return []
     rows = [
         ("Peak memory", estimate.get("peak_memory_bytes"), result.get("peak_memory_bytes"), "bytes"),
-        ("Time (load, train, evaluate)", estimate.get("seconds"),
-         (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else result.get("train_seconds"),
-         "seconds"),
+        (
+            "Time (load, train, evaluate)",
+            estimate.get("seconds"),
+            (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else result.get("train_seconds"),
+            "seconds",
+        ),
         ("Trainable parameters", estimate.get("trainable_parameters"), result.get("trainable_parameters"), "count"),
         ("Adapter size", estimate.get("adapter_bytes"), adapter.size_bytes if adapter else None, "bytes"),
     ]
@@ -120,8 +196,11 @@ def job_context(db: Session, job: Job) -> dict:
     adapter = adapters.adapter_for_job(db, job.id)
     return {
         "job": job,
-        "points": [{"step": p.step, "loss": p.loss, "validation_loss": p.validation_loss} for p in points
-                   if p.loss is not None or p.validation_loss is not None],
+        "points": [
+            {"step": p.step, "loss": p.loss, "validation_loss": p.validation_loss}
+            for p in points
+            if p.loss is not None or p.validation_loss is not None
+        ],
         "last_point": points[-1] if points else None,
         "adapter": adapter,
         "estimate_rows": estimate_vs_actual(job, adapter) if job.is_finished else [],

@@ -19,20 +19,35 @@ STREAM_SECONDS = 600
 @router.get("/playground")
 def playground_page(request: Request, user: CurrentUser, db: DbSession):
     chosen = {int(v) for v in request.query_params.getlist("ids") if v.isdigit()}
-    return render(request, "playground.html", {"adapters": adapters.adapters_for(db, user.workspace_id), "chosen": chosen,
-                                               "form": {"max_new_tokens": 128, "temperature": 0.0, "prompt": ""}})
+    return render(
+        request,
+        "playground.html",
+        {
+            "adapters": adapters.adapters_for(db, user.workspace_id),
+            "chosen": chosen,
+            "form": {"max_new_tokens": 128, "temperature": 0.0, "prompt": ""},
+        },
+    )
 
 
 @router.post("/playground")
 async def start(request: Request, user: CurrentUser, db: DbSession):
     form = await request.form()
-    values = {"prompt": str(form.get("prompt") or ""), "max_new_tokens": str(form.get("max_new_tokens") or "128"),
-              "temperature": str(form.get("temperature") or "0")}
+    values = {
+        "prompt": str(form.get("prompt") or ""),
+        "max_new_tokens": str(form.get("max_new_tokens") or "128"),
+        "temperature": str(form.get("temperature") or "0"),
+    }
     try:
-        run = playground.create_request(db, user.workspace_id, prompt=values["prompt"],
-                                        adapter_ids=[int(v) for v in form.getlist("ids") if str(v).isdigit()],
-                                        include_base=form.get("include_base") is not None,
-                                        max_new_tokens=int(float(values["max_new_tokens"])), temperature=float(values["temperature"]))
+        run = playground.create_request(
+            db,
+            user.workspace_id,
+            prompt=values["prompt"],
+            adapter_ids=[int(v) for v in form.getlist("ids") if isinstance(v, str) and v.isdigit()],
+            include_base=form.get("include_base") is not None,
+            max_new_tokens=int(float(values["max_new_tokens"])),
+            temperature=float(values["temperature"]),
+        )
     except (playground.PlaygroundError, ValueError) as exc:
         message = str(exc) if isinstance(exc, playground.PlaygroundError) else "Maximum new tokens and temperature must be numbers."
         return render(request, "_playground_answers.html", {"error": message}, status_code=422)

@@ -21,8 +21,17 @@ def review_page(request: Request, user: CurrentUser, db: DbSession, store: Store
     except reviews.ReviewError as exc:
         return render(request, "review.html", {"error": str(exc), "ids": ",".join(map(str, adapter_ids))}, status_code=409)
     # Only the prompt, the two answers and an opaque token reach the page: never their sources.
-    return render(request, "review.html", {"token": item.token, "prompt": item.prompt, "left": item.left_answer,
-                                           "right": item.right_answer, "ids": ",".join(map(str, adapter_ids))})
+    return render(
+        request,
+        "review.html",
+        {
+            "token": item.token,
+            "prompt": item.prompt,
+            "left": item.left_answer,
+            "right": item.right_answer,
+            "ids": ",".join(map(str, adapter_ids)),
+        },
+    )
 
 
 @router.post("/review/{token}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import Request
@@ -32,7 +32,7 @@ def format_time(value: datetime | None) -> str:
     if value is None:
         return "—"
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -47,6 +47,8 @@ def format_count(n: int | float | None) -> str:
 
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+
+
 def inert(value) -> str:
     """Cells and names shown back to people: a spreadsheet must not run them as formulas."""
     return neutralise_formula(str(value)) if value is not None else ""

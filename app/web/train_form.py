@@ -29,14 +29,23 @@ def model_availability(models, techniques, worker_has_cuda: bool | None = None) 
         tasks = list(tasks_for_model(config))
         reasons = {}
         for task in TASK_KEYS:
-            reasons[task] = {t.key: reason for t in techniques
-                             if (reason := unavailable_reason(t, task, config, worker_has_cuda))}
+            reasons[task] = {t.key: reason for t in techniques if (reason := unavailable_reason(t, task, config, worker_has_cuda))}
         table[model.key] = {"tasks": tasks, "reasons": reasons, "config": config}
     return table
 
 
-def form_estimate(dataset: Dataset, settings: Settings, *, base_model: str, technique: str, task: str,
-                  mapping: dict, params: dict, worker: WorkerClass | None = None, validation_rows: int | None = None) -> dict:
+def form_estimate(
+    dataset: Dataset,
+    settings: Settings,
+    *,
+    base_model: str,
+    technique: str,
+    task: str,
+    mapping: dict,
+    params: dict,
+    worker: WorkerClass | None = None,
+    validation_rows: int | None = None,
+) -> dict:
     """The pre-launch estimate shown on the form ({"error": ...} when it cannot be made)."""
     model = next((m for m in list_base_models(settings) if m.key == base_model), None)
     config = read_model_config(model.location) if model is not None and model.available else None
@@ -60,10 +69,16 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
     availability = model_availability(models, techniques, worker.kind == "cuda" if worker else None)
     guesses = {task: column_guess.guess_columns(task, list(dataset.columns)) for task in TASK_KEYS}
     n_rows = int(dataset.row_count or 0)
-    presets = {t.key: {task: {name: preset_params(t, task, n_rows, name) for name in PRESETS} for task in t.task_kinds}
-               for t in techniques}
-    form = {"base_model": default_model, "technique": "lora", "task": DEFAULT_TASK, "seed": 0, "params": {},
-            "preset": "balanced", "validation_dataset_id": ""}
+    presets = {t.key: {task: {name: preset_params(t, task, n_rows, name) for name in PRESETS} for task in t.task_kinds} for t in techniques}
+    form: dict[str, Any] = {  # the chosen values, as submitted (strings, numbers, the params dict)
+        "base_model": default_model,
+        "technique": "lora",
+        "task": DEFAULT_TASK,
+        "seed": 0,
+        "params": {},
+        "preset": "balanced",
+        "validation_dataset_id": "",
+    }
     form.update(overrides.pop("form", {}) or {})
     if "guess" in overrides:  # a re-rendered form keeps the columns the user chose
         chosen = overrides.pop("guess")
@@ -84,9 +99,16 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
         "form": form,
         "validation_datasets": validation_choices(dataset),
         "errors": {},
-        "estimate": form_estimate(dataset, settings, base_model=form["base_model"], technique=form["technique"], task=task,
-                                  mapping=_mapping_from_guess(guesses.get(task, {})), params=form.get("params") or {},
-                                  worker=worker),
+        "estimate": form_estimate(
+            dataset,
+            settings,
+            base_model=form["base_model"],
+            technique=form["technique"],
+            task=task,
+            mapping=_mapping_from_guess(guesses.get(task, {})),
+            params=form.get("params") or {},
+            worker=worker,
+        ),
     }
     ctx.update(overrides)
     return ctx
@@ -99,9 +121,17 @@ def validation_choices(dataset: Dataset) -> list[dict]:
     if db is None:
         return []
     columns = set(dataset.columns)
-    choices = [{"id": d.id, "name": d.name, "rows": int(d.row_count or 0), "shared": len(columns & set(d.columns)),
-                "missing": [c for c in dataset.columns if c not in d.columns]}
-               for d in dataset_ingest.datasets_for(db, dataset.workspace_id) if d.id != dataset.id]
+    choices: list[dict[str, Any]] = [
+        {
+            "id": d.id,
+            "name": d.name,
+            "rows": int(d.row_count or 0),
+            "shared": len(columns & set(d.columns)),
+            "missing": [c for c in dataset.columns if c not in d.columns],
+        }
+        for d in dataset_ingest.datasets_for(db, dataset.workspace_id)
+        if d.id != dataset.id
+    ]
     choices = [c for c in choices if c["shared"]]
     choices.sort(key=lambda c: (c["missing"] != [], -c["shared"], -c["id"]))
     return choices
@@ -143,8 +173,10 @@ def choices_from_form(form: Any) -> tuple[str, str, dict]:
 def datasets_from_form(db: Session, form: Any, user: User) -> tuple[Dataset, Dataset | None]:
     """The form's training dataset and optional validation file, both of the user's workspace (404 otherwise)."""
     validation_id = str(form.get("validation_dataset_id") or "")
-    return (dataset_in_workspace(db, form.get("dataset_id"), user),
-            dataset_in_workspace(db, validation_id, user) if validation_id else None)
+    return (
+        dataset_in_workspace(db, form.get("dataset_id"), user),
+        dataset_in_workspace(db, validation_id, user) if validation_id else None,
+    )
 
 
 def max_length_of(technique: str, params: dict) -> int:

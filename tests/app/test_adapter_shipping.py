@@ -15,7 +15,9 @@ from tests.conftest import csrf_from, sign_in
 def _adapter(workspace_id: int) -> int:
     store = get_artifact_store()
     with session_scope() as db:
-        adapter = Adapter(workspace_id=workspace_id, name="ship me", technique="lora", base_model="tiny-llama", storage_key="adapters/ship-me")
+        adapter = Adapter(
+            workspace_id=workspace_id, name="ship me", technique="lora", base_model="tiny-llama", storage_key="adapters/ship-me"
+        )
         db.add(adapter)
         db.flush()
         adapter.storage_key = f"adapters/ship-me-{adapter.id}"

@@ -31,8 +31,14 @@ def adapter_id() -> int:
         workspace = Workspace(name="workflows")
         db.add(workspace)
         db.flush()
-        adapter = Adapter(workspace_id=workspace.id, name="a", technique="lora", base_model="tiny-llama", storage_key="k",
-                          metrics={"validation_loss": 1.5})
+        adapter = Adapter(
+            workspace_id=workspace.id,
+            name="a",
+            technique="lora",
+            base_model="tiny-llama",
+            storage_key="k",
+            metrics={"validation_loss": 1.5},
+        )
         db.add(adapter)
         db.flush()
         return adapter.id
@@ -57,6 +63,7 @@ def _together(*tasks):
 def _finishing(adapter_id: int, write, hold: bool):
     """A worker task's last transaction: it has read the adapter (as every task does first), all
     tasks then write at once, and one keeps its transaction open a while before committing."""
+
     def task(barrier: threading.Barrier) -> None:
         with get_sessionmaker()() as db:
             db.get(Adapter, adapter_id).metrics  # noqa: B018 - loaded before the others write, as the tasks do
@@ -65,6 +72,7 @@ def _finishing(adapter_id: int, write, hold: bool):
             if hold:
                 time.sleep(HOLD_SECONDS)
             db.commit()
+
     return task
 
 
@@ -85,9 +93,11 @@ def test_evaluation_and_exports_finishing_together_lose_no_update(adapter_id, ho
     def gguf_failed(db):
         assert adapter_workflows.finish(db, adapter_id, GGUF_EXPORT, "GgufExportError: no tensors", gguf_export_bytes=None)
 
-    _together(_finishing(adapter_id, evaluation_done, holder == "evaluation"),
-              _finishing(adapter_id, merged_done, holder == "merged"),
-              _finishing(adapter_id, gguf_failed, holder == "gguf"))
+    _together(
+        _finishing(adapter_id, evaluation_done, holder == "evaluation"),
+        _finishing(adapter_id, merged_done, holder == "merged"),
+        _finishing(adapter_id, gguf_failed, holder == "gguf"),
+    )
     with session_scope() as db:
         adapter = db.get(Adapter, adapter_id)
         assert adapter.metrics == {"validation_loss": 1.5, "evaluation": summary}  # only measurements, none lost

@@ -83,14 +83,23 @@ def test_the_import_reader_sees_module_and_function_imports():
 
 
 def test_api_and_pages_do_not_import_each_other():
-    crossings = [f"{m} imports {i}" for m in MODULES for i in imports_of(m)
-                 if (_under(m, "app.api") and _under(i, "app.web")) or (_under(m, "app.web") and _under(i, "app.api"))]
+    crossings = [
+        f"{m} imports {i}"
+        for m in MODULES
+        for i in imports_of(m)
+        if (_under(m, "app.api") and _under(i, "app.web")) or (_under(m, "app.web") and _under(i, "app.api"))
+    ]
     assert crossings == []
 
 
 def test_the_http_layer_imports_neither_pages_nor_api():
-    found = [f"{m} imports {i}" for m in MODULES if _under(m, "app.http") for i in imports_of(m)
-             if _under(i, "app.web", "app.api", "jinja2", "fastapi.templating")]
+    found = [
+        f"{m} imports {i}"
+        for m in MODULES
+        if _under(m, "app.http")
+        for i in imports_of(m)
+        if _under(i, "app.web", "app.api", "jinja2", "fastapi.templating")
+    ]
     assert found == []
 
 
@@ -127,14 +136,24 @@ def test_no_import_cycles_under_app_and_worker():
 
 
 def test_the_domain_package_imports_no_outer_layer():
-    found = [f"{m} imports {i}" for m in MODULES if _under(m, "app.domain") for i in imports_of(m)
-             if _under(i, "app.services", "app.web", "app.api", "app.http", "worker", "torch")]
+    found = [
+        f"{m} imports {i}"
+        for m in MODULES
+        if _under(m, "app.domain")
+        for i in imports_of(m)
+        if _under(i, "app.services", "app.web", "app.api", "app.http", "worker", "torch")
+    ]
     assert found == []
 
 
 def test_training_code_imports_only_the_domain_package_from_app():
-    found = [f"{m} imports {i}" for m in MODULES if _under(m, "worker.training") for i in imports_of(m)
-             if _under(i, "app") and not _under(i, "app.domain")]
+    found = [
+        f"{m} imports {i}"
+        for m in MODULES
+        if _under(m, "worker.training")
+        for i in imports_of(m)
+        if _under(i, "app") and not _under(i, "app.domain")
+    ]
     assert found == []
 
 
@@ -143,6 +162,9 @@ def test_the_api_loads_without_jinja():
     import subprocess
     import sys
 
-    code = "import sys, app.api.datasets; bad = [m for m in sys.modules if m.startswith(('jinja2', 'app.web'))]; print(bad); sys.exit(bool(bad))"
+    code = (
+        "import sys, app.api.datasets; bad = [m for m in sys.modules if m.startswith(('jinja2', 'app.web'))]; "
+        "print(bad); sys.exit(bool(bad))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

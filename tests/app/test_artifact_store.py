@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import zipfile
 
-import boto3
 import pytest
 
 from app.services.artifacts import ArtifactKeyError, LocalArtifactStore, S3ArtifactStore
@@ -50,24 +49,37 @@ def test_keys_cannot_leave_the_store(bucket, tmp_path, key):
         LocalArtifactStore(tmp_path / "local").path(key)
 
 
-def test_a_job_trains_from_the_bucket_and_its_adapter_downloads_elsewhere(bucket, tmp_path, monkeypatch, make_user, settings, tiny_model_dir):
+def test_a_job_trains_from_the_bucket_and_its_adapter_downloads_elsewhere(
+    bucket, tmp_path, monkeypatch, make_user, settings, tiny_model_dir
+):
     """Upload on the web machine, train on a worker machine, download on a third: only the bucket is shared."""
+    import worker.job_runner as job_runner
     from app.db import session_scope
     from app.models import Adapter, User
     from app.services import dataset_ingest, jobs
     from app.services.adapters import adapter_zip_path
     from tests.app.helpers import SAMPLE_CSV
-    import worker.job_runner as job_runner
 
     web, worker_store, other_web = (_store(bucket, tmp_path / name) for name in ("web", "worker", "other-web"))
     user_id, *_ = make_user("s3")
     with session_scope() as db, open(SAMPLE_CSV, "rb") as f:
         user = db.get(User, user_id)
-        dataset, _ = dataset_ingest.ingest_upload(db, web, workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv",
-                                            source=f, limit_bytes=10**8)
-        job = jobs.submit_job(db, settings, web, workspace_id=user.workspace_id, user_id=None, dataset=dataset, task="instruction",
-                              column_mapping={"prompt": "question", "response": "answer"}, base_model="tiny-llama",
-                              technique="lora", params={"max_steps": 3})
+        dataset, _ = dataset_ingest.ingest_upload(
+            db, web, workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv", source=f, limit_bytes=10**8
+        )
+        job = jobs.submit_job(
+            db,
+            settings,
+            web,
+            workspace_id=user.workspace_id,
+            user_id=None,
+            dataset=dataset,
+            task="instruction",
+            column_mapping={"prompt": "question", "response": "answer"},
+            base_model="tiny-llama",
+            technique="lora",
+            params={"max_steps": 3},
+        )
         job_id = job.id
 
     monkeypatch.setattr(job_runner, "get_artifact_store", lambda: worker_store)

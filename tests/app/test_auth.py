@@ -86,8 +86,17 @@ def test_user_b_cannot_see_or_download_user_a_data(client, make_user, db, settin
     dataset = upload(client, token_a, SAMPLE_CSV.read_bytes(), "northwind.csv").json()
     # An adapter of A's, as a finished job leaves it.
     ds_row = db.get(Dataset, dataset["id"])
-    job = Job(workspace_id=ds_row.workspace_id, dataset_id=ds_row.id, name="A's job", task="instruction",
-              column_mapping={"prompt": "question", "response": "answer"}, base_model="tiny-llama", technique="lora", params={}, status="succeeded")
+    job = Job(
+        workspace_id=ds_row.workspace_id,
+        dataset_id=ds_row.id,
+        name="A's job",
+        task="instruction",
+        column_mapping={"prompt": "question", "response": "answer"},
+        base_model="tiny-llama",
+        technique="lora",
+        params={},
+        status="succeeded",
+    )
     db.add(job)
     db.flush()
     store = get_artifact_store()
@@ -95,13 +104,20 @@ def test_user_b_cannot_see_or_download_user_a_data(client, make_user, db, settin
     store.path(key).mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(store.path(f"{key}/{ZIP_NAME}"), "w") as archive:
         archive.writestr("adapter_config.json", "{}")
-    adapter = Adapter(workspace_id=ds_row.workspace_id, job_id=job.id, name="A's adapter", technique="lora", base_model="tiny-llama", storage_key=key)
+    adapter = Adapter(
+        workspace_id=ds_row.workspace_id, job_id=job.id, name="A's adapter", technique="lora", base_model="tiny-llama", storage_key=key
+    )
     db.add(adapter)
     db.commit()
 
     # A can download it; B gets 404 everywhere, in the API and in pages.
     assert client.get(f"/api/v1/adapters/{adapter.id}/download", headers=bearer(token_a)).status_code == 200
-    for path in (f"/api/v1/datasets/{dataset['id']}", f"/api/v1/jobs/{job.id}", f"/api/v1/adapters/{adapter.id}", f"/api/v1/adapters/{adapter.id}/download"):
+    for path in (
+        f"/api/v1/datasets/{dataset['id']}",
+        f"/api/v1/jobs/{job.id}",
+        f"/api/v1/adapters/{adapter.id}",
+        f"/api/v1/adapters/{adapter.id}/download",
+    ):
         response = client.get(path, headers=bearer(token_b))
         assert response.status_code == 404, path
     assert client.post(f"/api/v1/jobs/{job.id}/cancel", headers=bearer(token_b)).status_code == 404

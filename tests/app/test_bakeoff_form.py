@@ -15,9 +15,17 @@ def test_ticking_techniques_starts_one_job_each_under_one_group(client, make_use
     _, email, password, token = make_user("bakeoff")
     dataset = upload(client, token, SAMPLE_CSV.read_bytes()).json()
     csrf = sign_in(client, email, password)
-    form = {"csrf_token": csrf, "dataset_id": dataset["id"], "task": "instruction", "prompt_column": "question",
-            "response_column": "answer", "base_model": "tiny-llama", "technique": "lora", "param_epochs": "1",
-            "bakeoff_techniques": ["ia3", "prompt_tuning"]}
+    form = {
+        "csrf_token": csrf,
+        "dataset_id": dataset["id"],
+        "task": "instruction",
+        "prompt_column": "question",
+        "response_column": "answer",
+        "base_model": "tiny-llama",
+        "technique": "lora",
+        "param_epochs": "1",
+        "bakeoff_techniques": ["ia3", "prompt_tuning"],
+    }
     response = client.post("/jobs", data=form, follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"].startswith("/groups/")
     group_id = response.headers["location"].rsplit("/", 1)[1]

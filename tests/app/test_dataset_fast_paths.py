@@ -8,7 +8,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from app.services import duplicate_rows, pii, profiling
 from app.services.dataset_masking import mask_rows
@@ -22,6 +24,7 @@ from app.services.tabular_formats import Table, TableError
 def test_a_record_before_a_reader_error_in_the_same_batch_is_reported_first(tmp_path):
     """Records come from the reader a batch at a time; an error the reader raises later in a batch
     must not hide the problem of a record before it."""
+
     def rows():
         yield 1, ["question", "answer"]
         yield 2, ["fine", "row"]
@@ -104,8 +107,18 @@ def test_cells_found_by_searching_a_whole_column_are_those_asked_one_by_one(colu
 
 def test_masking_a_column_at_a_time_masks_what_cell_by_cell_masking_does():
     rng = random.Random(11)
-    kinds = ["Write to jane.doe@example.com", "call +44 20 7946 0018 today", "card 4111 1111 1111 1111", "plain words",
-             "", "07700900123", "2024-05-01", "IBAN GB82WEST12345698765432", "ssn 078-05-1120", "order 12345"]
+    kinds = [
+        "Write to jane.doe@example.com",
+        "call +44 20 7946 0018 today",
+        "card 4111 1111 1111 1111",
+        "plain words",
+        "",
+        "07700900123",
+        "2024-05-01",
+        "IBAN GB82WEST12345698765432",
+        "ssn 078-05-1120",
+        "order 12345",
+    ]
     rows = [[str(n), rng.choice(kinds), rng.choice(kinds) + " " + rng.choice(kinds)] for n in range(3000)]
     rows.append(["x", "ragged"])  # not a stored dataset's shape: still masked, cell by cell
     expected_totals: dict[str, int] = {}

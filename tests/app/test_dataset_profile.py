@@ -37,23 +37,34 @@ def test_xlsx_first_sheet_or_a_chosen_one(client, make_user, settings):
     first = client.post("/api/v1/datasets", headers=bearer(token), files={"file": ("book.xlsx", data, "application/octet-stream")}).json()
     assert first["source_format"] == "xlsx" and first["sheet_name"] == "Notes" and first["columns"] == ["just", "notes"]
     assert any("2 sheets (Notes, Tickets)" in n for n in first["notes"])
-    chosen = client.post("/api/v1/datasets", headers=bearer(token), data={"sheet": "Tickets"},
-                         files={"file": ("book.xlsx", data, "application/octet-stream")})
+    chosen = client.post(
+        "/api/v1/datasets",
+        headers=bearer(token),
+        data={"sheet": "Tickets"},
+        files={"file": ("book.xlsx", data, "application/octet-stream")},
+    )
     assert chosen.status_code == 201, chosen.text
     body = chosen.json()
     assert body["id"] != first["id"] and body["sheet_name"] == "Tickets" and body["row_count"] == 3
     assert body["preview"][0] == {"question": "Where is my order?", "answer": "On its way", "priority": "1"}
     assert body["preview"][1]["answer"] == "'@here is not run" and body["preview"][1]["priority"] == "2"
     assert body["profile"]["columns"][2]["type"] == "integer"
-    again = client.post("/api/v1/datasets", headers=bearer(token), data={"sheet": "Tickets"},
-                        files={"file": ("copy.xlsx", data, "application/octet-stream")})
+    again = client.post(
+        "/api/v1/datasets",
+        headers=bearer(token),
+        data={"sheet": "Tickets"},
+        files={"file": ("copy.xlsx", data, "application/octet-stream")},
+    )
     assert again.status_code == 200 and again.json()["id"] == body["id"] and again.json()["already_uploaded"]
 
 
 def test_jsonl_becomes_columns_of_every_key(client, make_user):
     _, _, _, token = make_user()
-    lines = [{"question": "Where is my order?", "answer": "On its way"}, {"question": "Tags?", "answer": "Yes", "tags": ["a", "b"]},
-             {"question": "Count?", "answer": 3, "extra": None}]
+    lines = [
+        {"question": "Where is my order?", "answer": "On its way"},
+        {"question": "Tags?", "answer": "Yes", "tags": ["a", "b"]},
+        {"question": "Count?", "answer": 3, "extra": None},
+    ]
     body = upload(client, token, ("\n".join(json.dumps(o) for o in lines) + "\n").encode(), "qa.jsonl").json()
     assert body["source_format"] == "jsonl" and body["columns"] == ["question", "answer", "tags", "extra"]
     assert body["row_count"] == 3
@@ -103,7 +114,9 @@ def test_masking_writes_a_training_copy_and_keeps_the_original(client, make_user
     assert dataset.pii_masked
     store = get_artifact_store()
     pairs = stored_rows.instruction_pairs(store, dataset, "question", "answer")
-    assert pairs[0][1] == "It ships today. Mail [EMAIL]" and "[CARD]" in pairs[3][1] and "[PHONE]" in pairs[3][1] and "[IBAN]" in pairs[4][1]
+    assert (
+        pairs[0][1] == "It ships today. Mail [EMAIL]" and "[CARD]" in pairs[3][1] and "[PHONE]" in pairs[3][1] and "[IBAN]" in pairs[4][1]
+    )
     assert "4111 1111 1111 1112" in pairs[5][1]
     assert next(stored_rows.iter_rows(store, dataset))["answer"] == "It ships today. Mail jane.doe@example.com"
     assert "Train on the original instead" in client.get(f"/datasets/{body['id']}").text
@@ -137,19 +150,27 @@ def test_token_lengths_with_the_base_models_own_tokenizer(client, make_user, set
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator(["where is my order", "it ships today"] * 50, trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"]))
+    tokenizer.train_from_iterator(
+        ["where is my order", "it ships today"] * 50, trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"])
+    )
     tokenizer.save(str(folder / "tokenizer.json"))
     (folder / "config.json").write_text("{}")
     _, email, password, token = make_user()
     csv_text = "question,answer\n" + "".join(f"where is my order,{'it ships today ' * n}\n" for n in range(1, 41))
     body = upload(client, token, csv_text.encode(), "tokens.csv").json()
-    report = client.get(f"/api/v1/datasets/{body['id']}/token-lengths", headers=bearer(token),
-                        params={"base_model": "tok-only", "max_length": 60, "columns": ["answer"]}).json()
+    report = client.get(
+        f"/api/v1/datasets/{body['id']}/token-lengths",
+        headers=bearer(token),
+        params={"base_model": "tok-only", "max_length": 60, "columns": ["answer"]},
+    ).json()
     assert report["measured_rows"] == 40 and not report["sampled"]
     assert report["max"] == 120 and report["over_max_length"] == 20 and sum(b["count"] for b in report["histogram"]) == 40
     sign_in(client, email, password)
-    partial = client.get(f"/datasets/{body['id']}/token-lengths", params={"base_model": "tok-only", "max_length": 60, "columns": "answer"},
-                         headers={"HX-Request": "true"})
+    partial = client.get(
+        f"/datasets/{body['id']}/token-lengths",
+        params={"base_model": "tok-only", "max_length": 60, "columns": "answer"},
+        headers={"HX-Request": "true"},
+    )
     assert 'id="token-lengths"' in partial.text and 'id="over-max-length">20<' in partial.text
     assert 'class="histogram"' in partial.text
 
@@ -170,16 +191,25 @@ def test_deleting_asks_first_and_removes_rows_and_files(client, make_user, db, s
 def test_column_guesses_for_each_task():
     from app.services.column_guess import guess_columns
 
-    rows = [{"id": str(i), "subject": f"My parcel number {i} never arrived, what now?", "reply": "We are sorry. " * 8, "team": t}
-            for i, t in zip(range(40), ["billing", "shipping"] * 20)]
+    rows = [
+        {"id": str(i), "subject": f"My parcel number {i} never arrived, what now?", "reply": "We are sorry. " * 8, "team": t}
+        for i, t in zip(range(40), ["billing", "shipping"] * 20)
+    ]
     columns = ["id", "subject", "reply", "team"]
     assert guess_columns("instruction", columns, rows)["prompt"] == "subject"
     assert guess_columns("instruction", columns, rows)["response"] == "reply"
-    assert guess_columns("classification", columns, rows) == {"text": "reply", "label": "team"} or \
-        guess_columns("classification", columns, rows)["label"] == "team"
-    assert "reply" in guess_columns("text", columns, rows)["text_columns"] and "id" not in guess_columns("text", columns, rows)["text_columns"]
+    assert (
+        guess_columns("classification", columns, rows) == {"text": "reply", "label": "team"}
+        or guess_columns("classification", columns, rows)["label"] == "team"
+    )
+    assert (
+        "reply" in guess_columns("text", columns, rows)["text_columns"] and "id" not in guess_columns("text", columns, rows)["text_columns"]
+    )
     named = guess_columns("instruction", ["system_prompt", "question", "answer", "context"], [])
-    assert named == {"prompt": "question", "response": "answer", "system": "system_prompt", "context": "context"} or named["prompt"] in ("question", "system_prompt")
+    assert named == {"prompt": "question", "response": "answer", "system": "system_prompt", "context": "context"} or named["prompt"] in (
+        "question",
+        "system_prompt",
+    )
 
 
 def test_stratified_split_and_leakage():
@@ -217,21 +247,34 @@ def test_split_check_reports_leakage_between_training_and_validation(client, mak
     _, _, _, token = make_user()
     rows = "".join(f"Question number {i}?,Answer {i}\n" for i in range(20)) + "question NUMBER 3,Other answer\n" * 20
     body = upload(client, token, ("question,answer\n" + rows).encode(), "leaky.csv").json()
-    check = client.get(f"/api/v1/datasets/{body['id']}/split-check", headers=bearer(token),
-                       params={"task": "instruction", "prompt": "question", "response": "answer", "validation_fraction": 0.25}).json()
+    check = client.get(
+        f"/api/v1/datasets/{body['id']}/split-check",
+        headers=bearer(token),
+        params={"task": "instruction", "prompt": "question", "response": "answer", "validation_fraction": 0.25},
+    ).json()
     assert check["validation_rows"] == 10 and check["train_rows"] == 30
     assert check["leakage"]["exact"] + check["leakage"]["near"] >= 1 and "also appear in training" in check["leakage"]["message"]
     labels = "".join(f"text {i},{'a' if i < 30 else 'b'}\n" for i in range(40))
     clf = upload(client, token, ("text,label\n" + labels).encode(), "clf.csv").json()
-    strat = client.get(f"/api/v1/datasets/{clf['id']}/split-check", headers=bearer(token),
-                       params={"task": "classification", "text": "text", "label": "label"}).json()
-    assert strat == {"train_rows": 36, "validation_rows": 4, "stratified": True, "source": "split",
-                     "leakage": {"exact": 0, "near": 0, "validation_rows": 4, "examples": [], "message": None}}
+    strat = client.get(
+        f"/api/v1/datasets/{clf['id']}/split-check",
+        headers=bearer(token),
+        params={"task": "classification", "text": "text", "label": "label"},
+    ).json()
+    assert strat == {
+        "train_rows": 36,
+        "validation_rows": 4,
+        "stratified": True,
+        "source": "split",
+        "leakage": {"exact": 0, "near": 0, "validation_rows": 4, "examples": [], "message": None},
+    }
 
 
 def test_split_check_with_a_validation_file_checks_every_file_row_against_training(client, make_user):
     _, _, _, token = make_user()
-    train = upload(client, token, ("question,answer\n" + "".join(f"Question {i}?,Answer {i}\n" for i in range(30))).encode(), "train.csv").json()
+    train = upload(
+        client, token, ("question,answer\n" + "".join(f"Question {i}?,Answer {i}\n" for i in range(30))).encode(), "train.csv"
+    ).json()
     holdout = upload(client, token, b"question,answer\nquestion 4,Other\nSomething new?,New\nQUESTION 7?!,x\n", "holdout.csv").json()
     params = {"task": "instruction", "prompt": "question", "response": "answer", "validation_dataset_id": holdout["id"]}
     check = client.get(f"/api/v1/datasets/{train['id']}/split-check", headers=bearer(token), params=params).json()
@@ -239,11 +282,17 @@ def test_split_check_with_a_validation_file_checks_every_file_row_against_traini
     assert (check["train_rows"], check["validation_rows"]) == (30, 3)
     assert check["leakage"]["near"] + check["leakage"]["exact"] == 2 and "also appear in training" in check["leakage"]["message"]
     wrong_columns = upload(client, token, b"text,label\nhello,a\n", "other.csv").json()
-    refused = client.get(f"/api/v1/datasets/{train['id']}/split-check", headers=bearer(token), params={**params, "validation_dataset_id": wrong_columns["id"]})
+    refused = client.get(
+        f"/api/v1/datasets/{train['id']}/split-check",
+        headers=bearer(token),
+        params={**params, "validation_dataset_id": wrong_columns["id"]},
+    )
     assert refused.status_code == 422 and "has no column named 'question'" in refused.json()["detail"]
     _, _, _, stranger = make_user()
     theirs = upload(client, stranger, b"question,answer\nq,a\n", "theirs.csv").json()
-    hidden = client.get(f"/api/v1/datasets/{train['id']}/split-check", headers=bearer(token), params={**params, "validation_dataset_id": theirs["id"]})
+    hidden = client.get(
+        f"/api/v1/datasets/{train['id']}/split-check", headers=bearer(token), params={**params, "validation_dataset_id": theirs["id"]}
+    )
     assert hidden.status_code == 404
 
 
@@ -261,7 +310,9 @@ def test_mapping_checks_and_guesses_read_the_task_kind_registry():
     # One wording for the same error: the registry's, as the job form gets it.
     assert column_problems(dataset, "classification", {"text": "text", "label": "text"}) == {"label": classification.distinct[0][2]}
     assert column_problems(dataset, "classification", {"text": "text"}) == {"label": classification.role("label").missing_message()}
-    assert column_problems(dataset, "text", {"text_columns": []}) == {"text_columns": TASK_KINDS["text"].role("text_columns").missing_message()}
+    assert column_problems(dataset, "text", {"text_columns": []}) == {
+        "text_columns": TASK_KINDS["text"].role("text_columns").missing_message()
+    }
     with pytest.raises(UnknownTaskKind):
         column_problems(dataset, "no-such-task", {})
     with pytest.raises(UnknownTaskKind):
@@ -272,8 +323,11 @@ def test_the_split_check_uses_the_rows_a_job_trains_on(client, make_user):
     _, _, _, token = make_user()
     rows = "".join(f"Text number {i},\n" for i in range(20)) + "".join(f",Text number {i}\n" for i in range(20))
     body = upload(client, token, ("first,second\n" + rows).encode(), "parts.csv").json()
-    check = client.get(f"/api/v1/datasets/{body['id']}/split-check", headers=bearer(token),
-                       params={"task": "text", "text_columns": ["first", "second"], "validation_fraction": 0.25}).json()
+    check = client.get(
+        f"/api/v1/datasets/{body['id']}/split-check",
+        headers=bearer(token),
+        params={"task": "text", "text_columns": ["first", "second"], "validation_fraction": 0.25},
+    ).json()
     # Training reads the chosen columns joined, empty ones left out: the same text in the first
     # column of one row and the second of another is the same training text, so it leaks.
     assert (check["train_rows"], check["validation_rows"]) == (30, 10), check

@@ -31,12 +31,15 @@ def test_sample_csv_upload_reports_rows_and_columns(client, make_user):
     assert again.status_code == 200 and again.json()["already_uploaded"] and again.json()["id"] == body["id"]
 
 
-@pytest.mark.parametrize("content, delimiter, encoding", [
-    ("question;answer\nWhere is my order?;On its way\nCan I return it?;Yes, within 60 days\n".encode("cp1252"), ";", "utf-8"),
-    ("question\tanswer\nCafé hours?\tNine to five\nParking?\tBehind the shop\n".encode("cp1252"), "\t", "cp1252"),
-    (codecs.BOM_UTF16_LE + "question,answer\n\"Größe, bitte?\",M\nFarbe?,Blau\n".encode("utf-16-le"), ",", "utf-16"),
-    ("question|answer\r\n\"multi\r\nline\"|ok\r\nplain|fine\r\n".encode(), "|", "utf-8"),
-])
+@pytest.mark.parametrize(
+    "content, delimiter, encoding",
+    [
+        ("question;answer\nWhere is my order?;On its way\nCan I return it?;Yes, within 60 days\n".encode("cp1252"), ";", "utf-8"),
+        ("question\tanswer\nCafé hours?\tNine to five\nParking?\tBehind the shop\n".encode("cp1252"), "\t", "cp1252"),
+        (codecs.BOM_UTF16_LE + 'question,answer\n"Größe, bitte?",M\nFarbe?,Blau\n'.encode("utf-16-le"), ",", "utf-16"),
+        (b'question|answer\r\n"multi\r\nline"|ok\r\nplain|fine\r\n', "|", "utf-8"),
+    ],
+)
 def test_encodings_and_delimiters_are_detected(client, make_user, content, delimiter, encoding):
     _, _, _, token = make_user()
     body = upload(client, token, content).json()
@@ -93,14 +96,30 @@ def test_a_job_on_columns_the_csv_lacks_is_refused(client, make_user, db, tiny_m
     _, email, password, token = make_user()
     dataset = upload(client, token, b"title,body\nHello,World\nAnother,Row\n").json()
     before = db.scalar(select(func.count()).select_from(Job))
-    response = client.post("/api/v1/jobs", headers=bearer(token), json={
-        "dataset_id": dataset["id"], "column_mapping": {"prompt": "question", "response": "answer"},
-        "base_model": "tiny-llama", "technique": "lora"})
+    response = client.post(
+        "/api/v1/jobs",
+        headers=bearer(token),
+        json={
+            "dataset_id": dataset["id"],
+            "column_mapping": {"prompt": "question", "response": "answer"},
+            "base_model": "tiny-llama",
+            "technique": "lora",
+        },
+    )
     assert response.status_code == 422
     assert "no column named 'question'" in response.json()["detail"]["errors"]["prompt"]
     csrf = sign_in(client, email, password)
-    page = client.post("/jobs", data={"csrf_token": csrf, "dataset_id": dataset["id"], "prompt_column": "missing",
-                                      "response_column": "body", "base_model": "tiny-llama", "technique": "lora"})
+    page = client.post(
+        "/jobs",
+        data={
+            "csrf_token": csrf,
+            "dataset_id": dataset["id"],
+            "prompt_column": "missing",
+            "response_column": "body",
+            "base_model": "tiny-llama",
+            "technique": "lora",
+        },
+    )
     assert page.status_code == 422 and "The job was not started" in page.text and "no column named" in page.text
     assert db.scalar(select(func.count()).select_from(Job)) == before
 
@@ -109,8 +128,18 @@ def test_absurd_hyperparameters_are_refused_on_the_form(client, make_user, db, t
     _, email, password, token = make_user()
     dataset = upload(client, token, SAMPLE_CSV.read_bytes()).json()
     csrf = sign_in(client, email, password)
-    page = client.post("/jobs", data={"csrf_token": csrf, "dataset_id": dataset["id"], "prompt_column": "question",
-                                      "response_column": "answer", "base_model": "tiny-llama", "technique": "lora",
-                                      "param_learning_rate": "50", "param_epochs": "-3"})
+    page = client.post(
+        "/jobs",
+        data={
+            "csrf_token": csrf,
+            "dataset_id": dataset["id"],
+            "prompt_column": "question",
+            "response_column": "answer",
+            "base_model": "tiny-llama",
+            "technique": "lora",
+            "param_learning_rate": "50",
+            "param_epochs": "-3",
+        },
+    )
     assert page.status_code == 422
     assert "Learning rate must be at most 1" in page.text and "Epochs must be at least 1" in page.text

@@ -16,18 +16,23 @@ from tests.conftest import sign_in
 
 
 def _history(*ends: tuple[str, int]) -> list[JobAttempt]:
-    return [JobAttempt(number=i + 1, worker_name="w", started_step=0, outcome=outcome, ended_step=step)
-            for i, (outcome, step) in enumerate(ends)]
+    return [
+        JobAttempt(number=i + 1, worker_name="w", started_step=0, outcome=outcome, ended_step=step)
+        for i, (outcome, step) in enumerate(ends)
+    ]
 
 
-@pytest.mark.parametrize("ends, gives_up", [
-    ((("lost", 57), ("lost", 57), ("lost", 57)), True),  # killed at the same step each time
-    ((("lost", 0), ("lost", 0), ("lost", 0)), True),  # dies while loading the model
-    ((("lost", 50), ("lost", 57), ("lost", 40)), False),  # got further: worth another try
-    ((("lost", 10), ("lost", 20), ("lost", 30)), False),  # progressing despite reboots
-    ((("lost", 57), ("lost", 57)), False),  # only twice
-    ((("failed", 5), ("lost", 5), ("lost", 5)), False),
-])
+@pytest.mark.parametrize(
+    "ends, gives_up",
+    [
+        ((("lost", 57), ("lost", 57), ("lost", 57)), True),  # killed at the same step each time
+        ((("lost", 0), ("lost", 0), ("lost", 0)), True),  # dies while loading the model
+        ((("lost", 50), ("lost", 57), ("lost", 40)), False),  # got further: worth another try
+        ((("lost", 10), ("lost", 20), ("lost", 30)), False),  # progressing despite reboots
+        ((("lost", 57), ("lost", 57)), False),  # only twice
+        ((("failed", 5), ("lost", 5), ("lost", 5)), False),
+    ],
+)
 def test_three_deaths_without_progress_mean_giving_up(ends, gives_up):
     assert attempts.lost_the_same_way(_history(*ends)) is gives_up
 
@@ -37,12 +42,22 @@ def queued_job(make_user, settings, tiny_model_dir):
     user_id, email, password, token = make_user("attempts")
     with session_scope() as db, open(SAMPLE_CSV, "rb") as f:
         user = db.get(User, user_id)
-        dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
-                                            filename="northwind.csv", source=f, limit_bytes=10**8)
-        job = jobs.submit_job(db, settings, get_artifact_store(), workspace_id=user.workspace_id, user_id=None,
-                              dataset=db.get(Dataset, dataset.id), task="instruction",
-                              column_mapping={"prompt": "question", "response": "answer"}, base_model="tiny-llama",
-                              technique="lora", params={"max_steps": 50})
+        dataset, _ = dataset_ingest.ingest_upload(
+            db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv", source=f, limit_bytes=10**8
+        )
+        job = jobs.submit_job(
+            db,
+            settings,
+            get_artifact_store(),
+            workspace_id=user.workspace_id,
+            user_id=None,
+            dataset=db.get(Dataset, dataset.id),
+            task="instruction",
+            column_mapping={"prompt": "question", "response": "answer"},
+            base_model="tiny-llama",
+            technique="lora",
+            params={"max_steps": 50},
+        )
         return job.id, email, password, token
 
 
@@ -71,7 +86,10 @@ def test_a_job_killed_three_times_at_the_same_step_stops_as_failed_with_its_hist
         assert "stopped 3 times in a row at step 12" in job.error and "memory" in job.error
         history = attempts.attempts_for(db, job_id)
     assert [(a.number, a.worker_name, a.outcome, a.ended_step) for a in history] == [
-        (1, "gpu-1", "lost", 12), (2, "gpu-2", "lost", 12), (3, "gpu-1", "lost", 12)]
+        (1, "gpu-1", "lost", 12),
+        (2, "gpu-2", "lost", 12),
+        (3, "gpu-1", "lost", 12),
+    ]
 
     detail = client.get(f"/api/v1/jobs/{job_id}", headers=bearer(token)).json()
     assert [a["outcome"] for a in detail["attempts"]] == ["lost", "lost", "lost"]
@@ -90,5 +108,7 @@ def test_each_attempt_is_closed_with_how_the_job_ended(queued_job, settings):
     with session_scope() as db:
         history = attempts.attempts_for(db, job_id)
     assert [(a.worker_name, a.started_step, a.ended_step, a.outcome) for a in history] == [
-        ("gpu-1", 0, 7, "lost"), ("gpu-2", 7, 50, "succeeded")]
+        ("gpu-1", 0, 7, "lost"),
+        ("gpu-2", 7, 50, "succeeded"),
+    ]
     assert all(a.ended_at is not None for a in history)

@@ -13,8 +13,13 @@ from tests.app.helpers import SAMPLE_CSV, bearer, upload
 def test_a_job_too_big_for_the_live_gpu_is_refused_with_the_numbers(client, make_user, tiny_model_dir):
     _, _, _, token = make_user("fits")
     dataset = upload(client, token, SAMPLE_CSV.read_bytes()).json()
-    body = {"dataset_id": dataset["id"], "column_mapping": {"prompt": "question", "response": "answer"},
-            "base_model": "tiny-llama", "technique": "lora", "params": {"batch_size": 64, "max_length": 2048}}
+    body = {
+        "dataset_id": dataset["id"],
+        "column_mapping": {"prompt": "question", "response": "answer"},
+        "base_model": "tiny-llama",
+        "technique": "lora",
+        "params": {"batch_size": 64, "max_length": 2048},
+    }
     with session_scope() as db:
         record_worker_heartbeat(db, name="tiny-gpu@tests", queues="gpu", device=DeviceInfo("cuda:0 Tiny Test GPU", 16 * 2**20))
     try:

@@ -61,4 +61,6 @@ def test_continuations_split_held_out_texts():
     text = " ".join(f"w{i}" for i in range(100))
     pairs = continuation_pairs([(text,), ("too short to continue",)])
     assert pairs == [(" ".join(f"w{i}" for i in range(32)), " ".join(f"w{i}" for i in range(32, 64)))]
-    assert continuation_pairs(["one two three four five six seven eight nine ten"]) == [("one two three four five", "six seven eight nine ten")]
+    assert continuation_pairs(["one two three four five six seven eight nine ten"]) == [
+        ("one two three four five", "six seven eight nine ten")
+    ]

@@ -5,7 +5,7 @@ import json
 import os
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -31,10 +31,15 @@ def _round_trip(url: str):
 
 
 OLD_METRICS = {
-    "validation_loss": 1.25, "evaluation": {"rows": 4},
-    "evaluation_state": "done", "evaluation_error": None,
-    "merged_export_state": "failed", "merged_export_error": "ValueError: no base model",
-    "gguf_export_state": "done", "gguf_export_error": None, "gguf_export_bytes": 4096,
+    "validation_loss": 1.25,
+    "evaluation": {"rows": 4},
+    "evaluation_state": "done",
+    "evaluation_error": None,
+    "merged_export_state": "failed",
+    "merged_export_error": "ValueError: no base model",
+    "gguf_export_state": "done",
+    "gguf_export_error": None,
+    "gguf_export_bytes": 4096,
 }
 
 
@@ -42,15 +47,39 @@ def _workflow_states_carried_over(url: str):
     """0009 moves the adapters' workflow states out of the metrics JSON into columns, and back."""
     upgrade_database(url, "0008")
     engine = create_engine(url)
-    adapters = table("adapters", column("id", Integer), column("workspace_id", Integer), column("name", String), column("technique", String),
-                     column("base_model", String), column("storage_key", String), column("size_bytes", Integer),
-                     column("trainable_parameters", Integer), column("metrics", JSON), column("status", String), column("created_at", DateTime))
-    row = {"workspace_id": 1, "technique": "lora", "base_model": "tiny-llama", "storage_key": "k", "size_bytes": 0,
-           "trainable_parameters": 0, "status": "draft", "created_at": datetime.now(timezone.utc)}
+    adapters = table(
+        "adapters",
+        column("id", Integer),
+        column("workspace_id", Integer),
+        column("name", String),
+        column("technique", String),
+        column("base_model", String),
+        column("storage_key", String),
+        column("size_bytes", Integer),
+        column("trainable_parameters", Integer),
+        column("metrics", JSON),
+        column("status", String),
+        column("created_at", DateTime),
+    )
+    row = {
+        "workspace_id": 1,
+        "technique": "lora",
+        "base_model": "tiny-llama",
+        "storage_key": "k",
+        "size_bytes": 0,
+        "trainable_parameters": 0,
+        "status": "draft",
+        "created_at": datetime.now(UTC),
+    }
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO workspaces (id, name, created_at) VALUES (1, 'w', CURRENT_TIMESTAMP)"))
-        conn.execute(adapters.insert(), [{**row, "id": 1, "name": "asked", "metrics": OLD_METRICS},
-                                         {**row, "id": 2, "name": "never asked", "metrics": {"validation_loss": 2.5}}])
+        conn.execute(
+            adapters.insert(),
+            [
+                {**row, "id": 1, "name": "asked", "metrics": OLD_METRICS},
+                {**row, "id": 2, "name": "never asked", "metrics": {"validation_loss": 2.5}},
+            ],
+        )
     upgrade_database(url, "head")
     with engine.connect() as conn:
         asked, never = conn.execute(text("SELECT * FROM adapters ORDER BY id")).mappings().all()

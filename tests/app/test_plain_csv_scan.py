@@ -13,9 +13,21 @@ import random
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from app.services import csv_scan, dataset_ingest, dataset_normalise, dataset_store, plain_csv, profiling, stored_rows, tabular_formats
+from app.services import (
+    csv_cell_flags,
+    csv_scan,
+    dataset_ingest,
+    dataset_normalise,
+    dataset_store,
+    plain_csv,
+    profiling,
+    stored_rows,
+    tabular_formats,
+)
 from app.services.duplicate_rows import near_duplicate_key
 
 CHARACTERS = ["a", "B", "z", " ", ",", '"', "\n", "\r", "0", "1", "7", "é", "@", "\t", "\x1c", ".", "-", "\u2003", "١", "€", "'"]
@@ -37,8 +49,18 @@ def _scanned(path, width):
     rows = []
     for cells in csv_scan.scan_file(path, width):
         for row in range(cells.rows):
-            rows.append([(cells.text(row, column), int(cells.flags[row, column]), int(cells.chars[row, column]),
-                          int(cells.exact[row, column]), int(cells.near[row, column])) for column in range(width)])
+            rows.append(
+                [
+                    (
+                        cells.text(row, column),
+                        int(cells.flags[row, column]),
+                        int(cells.chars[row, column]),
+                        int(cells.exact[row, column]),
+                        int(cells.near[row, column]),
+                    )
+                    for column in range(width)
+                ]
+            )
     return rows
 
 
@@ -58,20 +80,20 @@ def test_records_and_cell_facts_match_csv_reader(tmp_path, small_pieces, text):
         # a quote open at the end, or text after a closing quote.
         body = expected[1:]
         ragged = any(len(record) != width for record in body)
-        assert ragged or unusual.status in (csv_scan.OPEN_QUOTE, csv_scan.IRREGULAR), (text, unusual.status)
+        assert ragged or unusual.status in (csv_cell_flags.OPEN_QUOTE, csv_cell_flags.IRREGULAR), (text, unusual.status)
         return
     assert [[cell[0] for cell in row] for row in rows] == expected[1:]
     for row in rows:
         for value, flags, chars, _, _ in row:
             assert chars == len(value)
-            assert bool(flags & csv_scan.EMPTY) == (value == "")
-            if not flags & csv_scan.NON_ASCII:
-                assert bool(flags & csv_scan.SPACE_ONLY) == (value == "" or value.isspace())
-            assert bool(flags & csv_scan.ALL_DIGITS) == (value.isascii() and value.isdigit())
-            assert bool(flags & csv_scan.AT_SIGN) == ("@" in value)
-            assert bool(flags & csv_scan.DIGIT) == bool(re.search("[0-9]", value))
-            assert bool(flags & csv_scan.DIGIT_PAIR) == bool(re.search("[0-9][0-9]", value))
-            assert bool(flags & csv_scan.FIRST_ZERO) == value.startswith("0")
+            assert bool(flags & csv_cell_flags.EMPTY) == (value == "")
+            if not flags & csv_cell_flags.NON_ASCII:
+                assert bool(flags & csv_cell_flags.SPACE_ONLY) == (value == "" or value.isspace())
+            assert bool(flags & csv_cell_flags.ALL_DIGITS) == (value.isascii() and value.isdigit())
+            assert bool(flags & csv_cell_flags.AT_SIGN) == ("@" in value)
+            assert bool(flags & csv_cell_flags.DIGIT) == bool(re.search("[0-9]", value))
+            assert bool(flags & csv_cell_flags.DIGIT_PAIR) == bool(re.search("[0-9][0-9]", value))
+            assert bool(flags & csv_cell_flags.FIRST_ZERO) == value.startswith("0")
 
 
 def test_equal_texts_and_only_equal_texts_share_a_hash(tmp_path):
@@ -98,7 +120,9 @@ def test_equal_texts_and_only_equal_texts_share_a_hash(tmp_path):
 
 
 def _general_report(path, tmp_path):
-    return dataset_normalise.write_normalised(tabular_formats.open_table(path, path.name), tmp_path / "out.csv", work_dir=tmp_path, source=path)
+    return dataset_normalise.write_normalised(
+        tabular_formats.open_table(path, path.name), tmp_path / "out.csv", work_dir=tmp_path, source=path
+    )
 
 
 def _assert_same_as_general(path, tmp_path, may_decline: bool = False):
@@ -122,8 +146,9 @@ def _assert_same_as_general(path, tmp_path, may_decline: bool = False):
     return report
 
 
-cell_text = st.lists(st.sampled_from(CHARACTERS + ["x", "Q", "2024-01-05", "a@b.co", "+44 20 7946 0000", "4111111111111111", "yes"]),
-                     max_size=6).map("".join)
+cell_text = st.lists(
+    st.sampled_from(CHARACTERS + ["x", "Q", "2024-01-05", "a@b.co", "+44 20 7946 0000", "4111111111111111", "yes"]), max_size=6
+).map("".join)
 
 
 @hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -156,31 +181,56 @@ def test_a_support_export_profiles_the_same_both_ways(tmp_path, monkeypatch):
             if i % 1000 == 999:  # an exact and a near duplicate of earlier rows
                 writer.writerow(written[i - 500])
                 writer.writerow([cell.upper() + "!" for cell in written[i - 600]])
-            written.append([
-                str(i % 40_000),
-                rng.choice(["", f"0207946{rng.randint(1000, 9999)}", f"+44 20 7946 {rng.randint(0, 9999):04d}", "4111111111111111", str(rng.randint(0, 10**6))]),
-                rng.choice([f"2024-01-{rng.randint(1, 28):02d}", "", "1/2/2024"]) if i > 300 else "2024-01-01",
-                rng.choice(["Hello, World", "hello world!", "Résumé café ١٢ 12", "mail me: a.b@example.com", '"quoted", text', "  ", "\u2003",
-                            "line\nbreak", "IBAN GB82 WEST 1234 5698 7654 32", "x" * rng.randint(1, 300)]),
-                rng.choice(["yes", "no", "1", "0", "true"]),
-                rng.choice(["12.5", "-3", "1e5", "42%", "١٢٣", "007"]),
-                rng.choice(["Ann", "Bob", "Çelik", "=SUM(A1)", ""]),
-            ])
+            written.append(
+                [
+                    str(i % 40_000),
+                    rng.choice(
+                        [
+                            "",
+                            f"0207946{rng.randint(1000, 9999)}",
+                            f"+44 20 7946 {rng.randint(0, 9999):04d}",
+                            "4111111111111111",
+                            str(rng.randint(0, 10**6)),
+                        ]
+                    ),
+                    rng.choice([f"2024-01-{rng.randint(1, 28):02d}", "", "1/2/2024"]) if i > 300 else "2024-01-01",
+                    rng.choice(
+                        [
+                            "Hello, World",
+                            "hello world!",
+                            "Résumé café ١٢ 12",
+                            "mail me: a.b@example.com",
+                            '"quoted", text',
+                            "  ",
+                            "\u2003",
+                            "line\nbreak",
+                            "IBAN GB82 WEST 1234 5698 7654 32",
+                            "x" * rng.randint(1, 300),
+                        ]
+                    ),
+                    rng.choice(["yes", "no", "1", "0", "true"]),
+                    rng.choice(["12.5", "-3", "1e5", "42%", "١٢٣", "007"]),
+                    rng.choice(["Ann", "Bob", "Çelik", "=SUM(A1)", ""]),
+                ]
+            )
             writer.writerow(written[-1])
     report = _assert_same_as_general(path, tmp_path)
     assert report.profile["personal_data_total"] > 1000
     assert report.profile["duplicates"]["exact"] >= 44 and report.profile["duplicates"]["near"] >= 30
 
 
-@pytest.mark.parametrize("tail, reason", [
-    (b"\n", "a blank line"),
-    (b" , \n", "a blank record"),
-    (b"1,2,3\n", "a ragged record"),
-    (b'"open,2\n', "a quote open at the end"),
-    (b'"a"b,2\n', "text after a closing quote"),
-    (b"caf\xe9,2\n", "Windows-1252 text after the sniffed part"),
-    (b"nul\x00,2\n", "a NUL byte after the sniffed part"),
-])
+@pytest.mark.parametrize(
+    "tail, reason",
+    [
+        (b"\n", "a blank line"),
+        (b" , \n", "a blank record"),
+        (b"1,2,3\n", "a ragged record"),
+        (b'"open,2\n', "a quote open at the end"),
+        (b'"a"b,2\n', "text after a closing quote"),
+        (b"caf\xe9,2\n", "Windows-1252 text after the sniffed part"),
+        (b"nul\x00,2\n", "a NUL byte after the sniffed part"),
+    ],
+)
 def test_files_needing_the_general_reader_get_its_answer(tmp_path, tail, reason):
     """Past the first 64 KB (what the header checks see), each problem sends the file to the
     general reader, so the dataset or the message is the one it gives."""
@@ -216,20 +266,29 @@ def test_an_upload_through_the_fast_path_is_stored_like_any_other(tmp_path, db, 
 
     monkeypatch.setattr(dataset_ingest, "write_normalised", refuse)
     monkeypatch.setattr(dataset_ingest, "PLAIN_CSV_MIN_BYTES", 0)  # small as it is, through the child process
-    content = b"question,answer\n" + b"".join(b"question %d,\"answer, with comma %d\"\n" % (i, i) for i in range(2500))
+    content = b"question,answer\n" + b"".join(b'question %d,"answer, with comma %d"\n' % (i, i) for i in range(2500))
     store = LocalArtifactStore(tmp_path / "store")
     user = create_user(db, "fast@example.com", "correct horse battery")
-    dataset, report = dataset_ingest.ingest_upload(db, store, workspace_id=user.workspace_id, user_id=user.id, filename="plain.csv",
-                                             source=io.BytesIO(content), limit_bytes=10**7)
+    dataset, report = dataset_ingest.ingest_upload(
+        db, store, workspace_id=user.workspace_id, user_id=user.id, filename="plain.csv", source=io.BytesIO(content), limit_bytes=10**7
+    )
     assert report is not None and dataset.row_count == 2500 and dataset.columns == ["question", "answer"]
     assert dataset.sha256 == hashlib.sha256(content).hexdigest()
     assert store.path(dataset.storage_key).read_bytes() == content
     assert json.loads(store.path(dataset_store.dataset_key(dataset.id, dataset_store.ROW_INDEX_NAME)).read_text()) == [
-        content.index(b"question 0,"), content.index(b"question 1000,"), content.index(b"question 2000,")]
+        content.index(b"question 0,"),
+        content.index(b"question 1000,"),
+        content.index(b"question 2000,"),
+    ]
     page = stored_rows.page_rows(store, dataset, page=81, page_size=25)  # rows 2001-2025, found through the index
-    assert page.rows[0][0] == 2001 and page.rows[0][1]["question"] == "question 2000" and page.rows[0][1]["answer"] == "answer, with comma 2000"
-    again, again_report = dataset_ingest.ingest_upload(db, store, workspace_id=user.workspace_id, user_id=user.id, filename="again.csv",
-                                                 source=io.BytesIO(content), limit_bytes=10**7)
+    assert (
+        page.rows[0][0] == 2001
+        and page.rows[0][1]["question"] == "question 2000"
+        and page.rows[0][1]["answer"] == "answer, with comma 2000"
+    )
+    again, again_report = dataset_ingest.ingest_upload(
+        db, store, workspace_id=user.workspace_id, user_id=user.id, filename="again.csv", source=io.BytesIO(content), limit_bytes=10**7
+    )
     assert again.id == dataset.id and again_report is None
     assert [p.name for p in (tmp_path / "store" / ".tmp").iterdir()] == []
 

@@ -22,10 +22,16 @@ INSTRUCTION_ROWS = [
     ("A very long question about parcels " * 30, "Short answer."),  # leaves no room: dropped
     ("What is your return policy?", "Thirty days, free returns.", "You are Northwind's support agent.\n\nOrders ship in 2 days."),
 ]
-TEXT_ROWS = [("Our jackets are cut for long days outside.",), ("Waxed cotton, brass buttons, and a collar that stands up to wind. " * 10,),
-             ("x",)]
-CLASSIFICATION_ROWS = [("Where is my parcel?", "orders"), ("Refund please <b>now</b>", "returns"),
-                       ("The zip broke after a week, can you repair it? " * 20, "repairs")]
+TEXT_ROWS = [
+    ("Our jackets are cut for long days outside.",),
+    ("Waxed cotton, brass buttons, and a collar that stands up to wind. " * 10,),
+    ("x",),
+]
+CLASSIFICATION_ROWS = [
+    ("Where is my parcel?", "orders"),
+    ("Refund please <b>now</b>", "returns"),
+    ("The zip broke after a week, can you repair it? " * 20, "repairs"),
+]
 MAX_LENGTH = 64
 
 
@@ -43,11 +49,16 @@ def tokenizer_folders(tmp_path_factory) -> dict[str, Path]:
     bos = root / "plain-bos"
     shutil.copytree(folders["plain"], bos)
     data = json.loads((bos / "tokenizer.json").read_text())
-    data["post_processor"] = {"type": "TemplateProcessing",
-                              "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-                              "pair": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                                       {"Sequence": {"id": "B", "type_id": 1}}],
-                              "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0], "tokens": ["<|endoftext|>"]}}}
+    data["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [
+            {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"Sequence": {"id": "B", "type_id": 1}},
+        ],
+        "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0], "tokens": ["<|endoftext|>"]}},
+    }
     (bos / "tokenizer.json").write_text(json.dumps(data))
     folders["plain-bos"] = bos
     return folders
@@ -73,7 +84,8 @@ def _engine(folder: Path):
 
 
 def _assert_instruction_equal(folder: Path, rows, max_length: int = MAX_LENGTH):
-    from worker.training.data import IGNORE_INDEX, render_prompt as engine_render_prompt, tokenize_rows
+    from worker.training.data import IGNORE_INDEX, tokenize_rows
+    from worker.training.data import render_prompt as engine_render_prompt
 
     engine_tokenizer = _engine(folder)
     preview_tokenizer = load_preview_tokenizer(str(folder))
@@ -91,8 +103,9 @@ def _assert_instruction_equal(folder: Path, rows, max_length: int = MAX_LENGTH):
         prompt_text = "".join(t.text for t in part.tokens if not t.loss and not t.cut)
         row = rows[previews.index(preview)]
         assert prompt_text.endswith(engine_render_prompt(engine_tokenizer, row[0], row[2] if len(row) > 2 else None))
-        assert render_prompt(preview_tokenizer, row[0], row[2] if len(row) > 2 else None) == \
-            engine_render_prompt(engine_tokenizer, row[0], row[2] if len(row) > 2 else None)
+        assert render_prompt(preview_tokenizer, row[0], row[2] if len(row) > 2 else None) == engine_render_prompt(
+            engine_tokenizer, row[0], row[2] if len(row) > 2 else None
+        )
     return previews
 
 
@@ -163,6 +176,7 @@ def test_classification_preview_equals_the_engine_on_minilm():
 
 # ---------------------------------------------------------------- the form's partial and the API
 
+
 def _upload_rows(client, token, rows: list[tuple[str, str, str]]):
     import csv
     import io
@@ -176,10 +190,12 @@ def _upload_rows(client, token, rows: list[tuple[str, str, str]]):
     return upload(client, token, out.getvalue().encode(), "preview.csv").json()
 
 
-PAGE_ROWS = [("<b>Bold</b> question & more?", "=HYPERLINK(\"http://x\") <script>alert(1)</script>", "orders"),
-             ("How do I return a jacket?", "Use the free return label in your parcel.", "returns"),
-             ("Do you ship abroad?", "Yes, to 30 countries. " * 40, "orders"),
-             ("Fourth row is not shown?", "Right.", "orders")]
+PAGE_ROWS = [
+    ("<b>Bold</b> question & more?", '=HYPERLINK("http://x") <script>alert(1)</script>', "orders"),
+    ("How do I return a jacket?", "Use the free return label in your parcel.", "returns"),
+    ("Do you ship abroad?", "Yes, to 30 countries. " * 40, "orders"),
+    ("Fourth row is not shown?", "Right.", "orders"),
+]
 
 
 def test_form_preview_shows_three_rows_with_the_loss_marked_and_escaped(client, make_user, tiny_model_dir):
@@ -190,8 +206,16 @@ def test_form_preview_shows_three_rows_with_the_loss_marked_and_escaped(client, 
     csrf = sign_in(client, email, password)
     page = client.get(f"/datasets/{dataset['id']}").text
     assert 'hx-post="/jobs/preview"' in page and 'id="train-preview"' in page
-    form = {"csrf_token": csrf, "dataset_id": str(dataset["id"]), "task": "instruction", "prompt_column": "question",
-            "response_column": "answer", "base_model": "tiny-llama", "technique": "lora", "param_max_length": "64"}
+    form = {
+        "csrf_token": csrf,
+        "dataset_id": str(dataset["id"]),
+        "task": "instruction",
+        "prompt_column": "question",
+        "response_column": "answer",
+        "base_model": "tiny-llama",
+        "technique": "lora",
+        "param_max_length": "64",
+    }
     html = client.post("/jobs/preview", data=form, headers={"HX-Request": "true"}).text
     assert html.count('<article class="preview-example"') == 3 and "Fourth row" not in html
     assert '<span class="tok loss">' in html and '<span class="tok context">' in html
@@ -201,8 +225,9 @@ def test_form_preview_shows_three_rows_with_the_loss_marked_and_escaped(client, 
     assert "=HYPERLINK(&#34;http://x&#34;)" in shown or "=HYPERLINK(&quot;http://x&quot;)" in shown  # exactly as the model reads it
     assert "data-truncated" in html and "cut at the maximum length (64 tokens)" in html
     # A classifier's rows show the label and its class id (sorted labels: orders 0, returns 1).
-    classes = client.post("/jobs/preview", data={**form, "task": "classification", "class_text_column": "question",
-                                                 "label_column": "category"}).text
+    classes = client.post(
+        "/jobs/preview", data={**form, "task": "classification", "class_text_column": "question", "label_column": "category"}
+    ).text
     assert "label <strong>returns</strong> → class id 1" in classes and "class id 0" in classes
     # A mapping that cannot work says why instead of showing rows.
     missing = client.post("/jobs/preview", data={**form, "response_column": "nope"}).text
@@ -217,8 +242,13 @@ def test_api_preview_equals_the_engine_on_the_tiny_model(client, make_user, tiny
     _, _, _, token = make_user("previewapi")
     _, _, _, other_token = make_user("previewother")
     dataset = _upload_rows(client, token, PAGE_ROWS)
-    body = {"dataset_id": dataset["id"], "task": "instruction", "column_mapping": {"prompt": "question", "response": "answer"},
-            "base_model": "tiny-llama", "max_length": 64}
+    body = {
+        "dataset_id": dataset["id"],
+        "task": "instruction",
+        "column_mapping": {"prompt": "question", "response": "answer"},
+        "base_model": "tiny-llama",
+        "max_length": 64,
+    }
     answer = client.post("/api/v1/jobs/preview", headers=bearer(token), json=body)
     assert answer.status_code == 200, answer.text
     examples = answer.json()["examples"]
@@ -254,8 +284,9 @@ def test_a_classifier_preview_reads_the_whole_file_once(client, make_user, tiny_
     with session_scope() as db:
         dataset = db.get(Dataset, dataset_id)
         for _ in range(3):  # as the form redraws on each change
-            examples = row_preview.preview_examples(settings, get_artifact_store(), dataset, task="classification", mapping=mapping,
-                                             base_model="tiny-llama", max_length=64)
+            examples = row_preview.preview_examples(
+                settings, get_artifact_store(), dataset, task="classification", mapping=mapping, base_model="tiny-llama", max_length=64
+            )
             assert [e.class_id for e in examples] == [0, 1, 0]
     assert full_reads.count(True) == 1
 
@@ -266,9 +297,19 @@ def test_a_row_the_engine_drops_is_shown_as_left_out(client, make_user, tiny_mod
     _, email, password, token = make_user("previewdrop")
     dataset = _upload_rows(client, token, [("A very long question about parcels " * 30, "Short answer.", "orders")] + PAGE_ROWS[1:3])
     csrf = sign_in(client, email, password)
-    html = client.post("/jobs/preview", data={"csrf_token": csrf, "dataset_id": str(dataset["id"]), "task": "instruction",
-                                              "prompt_column": "question", "response_column": "answer", "base_model": "tiny-llama",
-                                              "technique": "lora", "param_max_length": "64"}).text
+    html = client.post(
+        "/jobs/preview",
+        data={
+            "csrf_token": csrf,
+            "dataset_id": str(dataset["id"]),
+            "task": "instruction",
+            "prompt_column": "question",
+            "response_column": "answer",
+            "base_model": "tiny-llama",
+            "technique": "lora",
+            "param_max_length": "64",
+        },
+    ).text
     first = html.split('<article class="preview-example"')[1]
     assert "data-dropped" in first and "left out of training" in first and "Left out of training: the prompt takes" in first
     assert '<span class="tok loss' not in first  # nothing of it is learned
@@ -283,15 +324,22 @@ def test_a_chat_template_without_a_system_turn_is_refused_at_submit(client, make
     if not folder.exists():
         shutil.copytree(tiny_model_dir, folder)
         config = json.loads((folder / "tokenizer_config.json").read_text())
-        config["chat_template"] = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
-                                   "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+        config["chat_template"] = (
+            "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+            "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+        )
         (folder / "tokenizer_config.json").write_text(json.dumps(config))
         (folder / "chat_template.jinja").unlink(missing_ok=True)
     _, _, _, token = make_user("nosystem")
     rows = "".join(f"Question {i}?,Answer {i}.,Orders ship in {i} days.\n" for i in range(12))
     dataset = upload(client, token, ("question,answer,context\n" + rows).encode(), "context.csv").json()
-    body = {"dataset_id": dataset["id"], "base_model": "tiny-no-system", "technique": "lora", "params": {"max_steps": 1},
-            "column_mapping": {"prompt": "question", "response": "answer", "context": "context"}}
+    body = {
+        "dataset_id": dataset["id"],
+        "base_model": "tiny-no-system",
+        "technique": "lora",
+        "params": {"max_steps": 1},
+        "column_mapping": {"prompt": "question", "response": "answer", "context": "context"},
+    }
     refused = client.post("/api/v1/jobs", headers=bearer(token), json=body)
     assert refused.status_code == 422, refused.text
     message = json.dumps(refused.json())

@@ -42,8 +42,15 @@ def test_an_unknown_task_is_refused_in_plain_words():
 
 
 def test_mapping_from_form_reads_each_roles_field():
-    form = Form(prompt_column="q", response_column="a", system_column="", context_column="ctx",
-                text_columns=["body", "", "title"], class_text_column="t", label_column="y")
+    form = Form(
+        prompt_column="q",
+        response_column="a",
+        system_column="",
+        context_column="ctx",
+        text_columns=["body", "", "title"],
+        class_text_column="t",
+        label_column="y",
+    )
     assert get_task_kind("instruction").mapping_from_form(form) == {"prompt": "q", "response": "a", "context": "ctx"}
     assert get_task_kind("text").mapping_from_form(form) == {"text_columns": ["body", "title"]}
     assert get_task_kind("classification").mapping_from_form(form) == {"text": "t", "label": "y"}
@@ -64,14 +71,18 @@ def test_mapping_errors_name_the_role_and_keep_the_messages():
     instruction, text, classification = (get_task_kind(k) for k in TASK_KEYS)
     assert instruction.mapping_errors(columns, {"prompt": "question"}) == {"response": "Choose the column that holds the response."}
     assert instruction.mapping_errors(columns, {"prompt": "question", "response": "reply"}) == {
-        "response": "The dataset has no column named 'reply'. Its columns are: question, answer, topic."}
+        "response": "The dataset has no column named 'reply'. Its columns are: question, answer, topic."
+    }
     assert instruction.mapping_errors(columns, {"prompt": "question", "response": "question"}) == {
-        "response": "The prompt and the response must be different columns."}
+        "response": "The prompt and the response must be different columns."
+    }
     assert instruction.mapping_errors(columns, {"prompt": "question", "response": "answer", "context": "nope"}) == {
-        "context": "The dataset has no column named 'nope'. Its columns are: question, answer, topic."}
+        "context": "The dataset has no column named 'nope'. Its columns are: question, answer, topic."
+    }
     assert text.mapping_errors(columns, {"text_columns": []}) == {"text_columns": "Choose at least one column that holds the text."}
     assert classification.mapping_errors(columns, {"text": "question", "label": "question"}) == {
-        "label": "The text and the label must be different columns."}
+        "label": "The text and the label must be different columns."
+    }
     assert classification.mapping_errors(columns, {"text": "question", "label": "topic"}) == {}
 
 

@@ -12,15 +12,18 @@ def test_defaults_fill_every_parameter():
     assert set(params) == {p.name for p in lora.all_params}
 
 
-@pytest.mark.parametrize("raw, field, words", [
-    ({"learning_rate": "5"}, "learning_rate", "at most 1"),
-    ({"learning_rate": "nan"}, "learning_rate", "must be a number"),
-    ({"epochs": "1e9"}, "epochs", "at most 50"),
-    ({"r": "2.5"}, "r", "whole number"),
-    ({"batch_size": 0}, "batch_size", "at least 1"),
-    ({"target_modules": "everything"}, "target_modules", "one of all-linear, attention"),
-    ({"bogus": 1}, "bogus", "not a parameter"),
-])
+@pytest.mark.parametrize(
+    "raw, field, words",
+    [
+        ({"learning_rate": "5"}, "learning_rate", "at most 1"),
+        ({"learning_rate": "nan"}, "learning_rate", "must be a number"),
+        ({"epochs": "1e9"}, "epochs", "at most 50"),
+        ({"r": "2.5"}, "r", "whole number"),
+        ({"batch_size": 0}, "batch_size", "at least 1"),
+        ({"target_modules": "everything"}, "target_modules", "one of all-linear, attention"),
+        ({"bogus": 1}, "bogus", "not a parameter"),
+    ],
+)
 def test_absurd_values_are_refused_with_a_plain_message(raw, field, words):
     with pytest.raises(ParameterError) as info:
         validate_params(get_technique("lora"), raw)
@@ -47,16 +50,21 @@ def test_api_lists_the_catalogue(client, make_user):
 
 import json  # noqa: E402
 
-from sqlalchemy import select  # noqa: E402
-
 from app.domain.estimates import estimate_job  # noqa: E402
-from app.models import Job  # noqa: E402
 from app.domain.techniques import PRESETS, preset_params, tasks_for_model, unavailable_reason  # noqa: E402
+from app.models import Job  # noqa: E402
 from tests.app.helpers import SAMPLE_CSV, bearer, upload  # noqa: E402
 from tests.conftest import sign_in  # noqa: E402
 
-BERT_CONFIG = {"model_type": "bert", "architectures": ["BertForMaskedLM"], "hidden_size": 384, "intermediate_size": 1536,
-               "num_hidden_layers": 6, "num_attention_heads": 12, "vocab_size": 30522}
+BERT_CONFIG = {
+    "model_type": "bert",
+    "architectures": ["BertForMaskedLM"],
+    "hidden_size": 384,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "vocab_size": 30522,
+}
 
 
 def test_encoders_only_classify_and_refuse_prefix_tuning_with_a_reason():
@@ -97,14 +105,24 @@ def test_every_entry_explains_itself_and_has_presets_for_its_tasks():
             quick, thorough = (preset_params(technique, task, 300, name) for name in ("quick", "thorough"))
             validate_params(technique, quick), validate_params(technique, thorough)
             assert quick.get("epochs", 1) <= thorough.get("epochs", 1)
-    assert preset_params(get_technique("lora"), "instruction", 100, "balanced")["epochs"] > \
-        preset_params(get_technique("lora"), "instruction", 50_000, "balanced")["epochs"]
+    assert (
+        preset_params(get_technique("lora"), "instruction", 100, "balanced")["epochs"]
+        > preset_params(get_technique("lora"), "instruction", 50_000, "balanced")["epochs"]
+    )
     assert set(PRESETS) == {"quick", "balanced", "thorough"}
 
 
 def test_estimates_scale_with_the_technique():
-    config = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-              "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}
+    config = {
+        "model_type": "llama",
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "vocab_size": 49152,
+        "tie_word_embeddings": True,
+    }
     common = dict(task="instruction", n_rows=220, tokens_per_row=100)
     lora = estimate_job(config, "lora", validate_params(get_technique("lora"), {}), **common)
     full = estimate_job(config, "full", validate_params(get_technique("full"), {}), **common)
@@ -127,9 +145,19 @@ def test_the_form_offers_tasks_presets_and_an_estimate(client, make_user, tiny_m
     # The category column is guessed as the label.
     assert '<option value="category" selected>' in page.split('id="label_column"')[1].split("</select>")[0]
 
-    estimate = client.post("/jobs/estimate", data={"csrf_token": csrf, "dataset_id": dataset["id"], "task": "classification",
-                                                   "class_text_column": "question", "label_column": "category",
-                                                   "base_model": "tiny-llama", "technique": "ia3"}, headers={"HX-Request": "true"})
+    estimate = client.post(
+        "/jobs/estimate",
+        data={
+            "csrf_token": csrf,
+            "dataset_id": dataset["id"],
+            "task": "classification",
+            "class_text_column": "question",
+            "label_column": "category",
+            "base_model": "tiny-llama",
+            "technique": "ia3",
+        },
+        headers={"HX-Request": "true"},
+    )
     assert estimate.status_code == 200 and 'id="train-estimate"' in estimate.text and "GB" in estimate.text
 
 
@@ -137,18 +165,38 @@ def test_a_classification_job_starts_from_the_form_with_its_estimate(client, mak
     _, email, password, token = make_user()
     dataset = upload(client, token, SAMPLE_CSV.read_bytes()).json()
     csrf = sign_in(client, email, password)
-    page = client.post("/jobs", data={"csrf_token": csrf, "dataset_id": dataset["id"], "task": "classification",
-                                      "class_text_column": "question", "label_column": "category", "base_model": "tiny-llama",
-                                      "technique": "lora", "preset": "quick", "param_max_steps": "2"})
+    page = client.post(
+        "/jobs",
+        data={
+            "csrf_token": csrf,
+            "dataset_id": dataset["id"],
+            "task": "classification",
+            "class_text_column": "question",
+            "label_column": "category",
+            "base_model": "tiny-llama",
+            "technique": "lora",
+            "preset": "quick",
+            "param_max_steps": "2",
+        },
+    )
     assert page.status_code == 200 and page.url.path.startswith("/jobs/"), page.text[:300]
     job = db.get(Job, int(page.url.path.rsplit("/", 1)[1]))
     assert job.task == "classification" and job.column_mapping == {"text": "question", "label": "category"}
     assert job.result["estimate"]["trainable_parameters"] > 0
     client.post(f"/api/v1/jobs/{job.id}/cancel", headers=bearer(token))
 
-    api = client.post("/api/v1/jobs", headers=bearer(token), json={
-        "dataset_id": dataset["id"], "task": "text", "column_mapping": {"text_columns": ["answer"]},
-        "base_model": "tiny-llama", "technique": "prompt_tuning", "preset": "quick"})
+    api = client.post(
+        "/api/v1/jobs",
+        headers=bearer(token),
+        json={
+            "dataset_id": dataset["id"],
+            "task": "text",
+            "column_mapping": {"text_columns": ["answer"]},
+            "base_model": "tiny-llama",
+            "technique": "prompt_tuning",
+            "preset": "quick",
+        },
+    )
     assert api.status_code == 201, api.text
     assert api.json()["params"]["epochs"] == 1 and api.json()["column_mapping"] == {"text_columns": ["answer"]}
     client.post(f"/api/v1/jobs/{api.json()['id']}/cancel", headers=bearer(token))

@@ -35,8 +35,15 @@ def test_a_refused_submit_builds_the_form_context_once(client, make_user, monkey
     monkeypatch.setattr(train_form, "train_form_context", lambda *a, **k: calls.append(k) or original(*a, **k))
     monkeypatch.setattr("app.web.jobs.train_form_context", train_form.train_form_context)
     monkeypatch.setattr("app.web.datasets.train_form_context", train_form.train_form_context)
-    form = {"csrf_token": csrf, "dataset_id": dataset["id"], "task": "instruction", "prompt_column": "answer",
-            "response_column": "answer", "base_model": "tiny-llama", "technique": "lora"}
+    form = {
+        "csrf_token": csrf,
+        "dataset_id": dataset["id"],
+        "task": "instruction",
+        "prompt_column": "answer",
+        "response_column": "answer",
+        "base_model": "tiny-llama",
+        "technique": "lora",
+    }
     refused = client.post("/jobs", data=form)
     assert refused.status_code == 422 and "must be different columns" in refused.text
     assert len(calls) == 1 and calls[0]["guess"] == {"prompt": "answer", "response": "answer"}

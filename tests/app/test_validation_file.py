@@ -25,22 +25,34 @@ def _sample_rows() -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-HELD_OUT = [["Can I pay with a gift card and a credit card together?", "Yes: enter the gift card first, then pay the rest by card.", "payments"],
-            ["Do you repair zips on jackets?", "We do, free for the first two years; send it in with the repair form.", "returns"],
-            ["Is the Alpine tent waterproof?", "Yes, its flysheet holds a 3,000 mm water column.", "products"]]
+HELD_OUT = [
+    ["Can I pay with a gift card and a credit card together?", "Yes: enter the gift card first, then pay the rest by card.", "payments"],
+    ["Do you repair zips on jackets?", "We do, free for the first two years; send it in with the repair form.", "returns"],
+    ["Is the Alpine tent waterproof?", "Yes, its flysheet holds a 3,000 mm water column.", "products"],
+]
 
 
 def _job_body(dataset_id: int, **extra) -> dict:
-    return {"dataset_id": dataset_id, "column_mapping": {"prompt": "question", "response": "answer"}, "base_model": "tiny-llama",
-            "technique": "lora", "params": {"max_steps": 1}, **extra}
+    return {
+        "dataset_id": dataset_id,
+        "column_mapping": {"prompt": "question", "response": "answer"},
+        "base_model": "tiny-llama",
+        "technique": "lora",
+        "params": {"max_steps": 1},
+        **extra,
+    }
 
 
 def test_api_job_validates_on_the_file_and_reports_it(client, make_user, tiny_model_dir):
     _, _, _, token = make_user("valfile")
     train = upload(client, token, SAMPLE_CSV.read_bytes()).json()
     leaked = _sample_rows()[0]
-    held_out = upload(client, token, _csv(["question", "answer", "category"],
-                                          HELD_OUT + [[leaked["question"], leaked["answer"], leaked["category"]]]), "holdout.csv").json()
+    held_out = upload(
+        client,
+        token,
+        _csv(["question", "answer", "category"], HELD_OUT + [[leaked["question"], leaked["answer"], leaked["category"]]]),
+        "holdout.csv",
+    ).json()
     created = client.post("/api/v1/jobs", headers=bearer(token), json=_job_body(train["id"], validation_dataset_id=held_out["id"]))
     assert created.status_code == 201, created.text
     job = created.json()
@@ -85,9 +97,18 @@ def test_validation_file_problems_get_plain_answers(client, make_user, tiny_mode
     # Another workspace's dataset does not exist as far as this user can tell (as for the training data).
     other = client.post("/api/v1/jobs", headers=bearer(token), json=_job_body(train["id"], validation_dataset_id=theirs["id"]))
     assert other.status_code == 404
-    bakeoff = client.post("/api/v1/bakeoffs", headers=bearer(token), json={
-        "dataset_id": train["id"], "column_mapping": {"prompt": "question", "response": "answer"}, "base_model": "tiny-llama",
-        "techniques": ["lora", "ia3"], "params": {"max_steps": 1}, "validation_dataset_id": wrong_columns["id"]})
+    bakeoff = client.post(
+        "/api/v1/bakeoffs",
+        headers=bearer(token),
+        json={
+            "dataset_id": train["id"],
+            "column_mapping": {"prompt": "question", "response": "answer"},
+            "base_model": "tiny-llama",
+            "techniques": ["lora", "ia3"],
+            "params": {"max_steps": 1},
+            "validation_dataset_id": wrong_columns["id"],
+        },
+    )
     assert bakeoff.status_code == 422 and "has no column named 'answer'" in bakeoff.json()["detail"]["errors"]["validation_dataset"]
     with session_scope() as db:
         assert db.query(Job).filter(Job.dataset_id == train["id"]).count() == 0
@@ -101,9 +122,17 @@ def test_the_form_offers_other_datasets_and_keeps_the_choice_on_errors(client, m
     page = client.get(f"/datasets/{train['id']}").text
     assert 'name="validation_dataset_id"' in page and f'value="{held_out["id"]}"' in page and "lacks answer" in page
     assert 'href="/datasets/new"' in page
-    form = {"csrf_token": csrf_from(page) or csrf, "dataset_id": str(train["id"]), "task": "instruction", "prompt_column": "question",
-            "response_column": "answer", "base_model": "tiny-llama", "technique": "lora", "param_max_steps": "1",
-            "validation_dataset_id": str(held_out["id"])}
+    form = {
+        "csrf_token": csrf_from(page) or csrf,
+        "dataset_id": str(train["id"]),
+        "task": "instruction",
+        "prompt_column": "question",
+        "response_column": "answer",
+        "base_model": "tiny-llama",
+        "technique": "lora",
+        "param_max_steps": "1",
+        "validation_dataset_id": str(held_out["id"]),
+    }
     response = client.post("/jobs", data=form)
     assert response.status_code == 422
     assert "has no column named &#39;answer&#39;" in response.text
@@ -119,8 +148,9 @@ def test_the_estimate_trains_on_every_row_when_a_file_validates(tiny_model_dir):
     params = {"epochs": 1, "batch_size": 8, "max_length": 128, "validation_fraction": 0.1}
     config = read_model_config(str(tiny_model_dir))
     split = job_estimates.estimate_for(dataset, config, "lora", params, "instruction", {"prompt": "question", "response": "answer"})
-    with_file = job_estimates.estimate_for(dataset, config, "lora", params, "instruction", {"prompt": "question", "response": "answer"},
-                                  validation_rows=50)
+    with_file = job_estimates.estimate_for(
+        dataset, config, "lora", params, "instruction", {"prompt": "question", "response": "answer"}, validation_rows=50
+    )
     assert with_file["steps"] == 25 and split["steps"] == 23  # 200 rows train instead of 180
 
 
@@ -133,9 +163,18 @@ def test_a_bakeoff_from_the_form_validates_every_technique_on_the_file(client, m
     csrf = sign_in(client, email, password)
     train = upload(client, token, SAMPLE_CSV.read_bytes()).json()
     held_out = upload(client, token, _csv(["question", "answer", "category"], HELD_OUT), "holdout-bake.csv").json()
-    form = {"csrf_token": csrf, "dataset_id": str(train["id"]), "task": "instruction", "prompt_column": "question",
-            "response_column": "answer", "base_model": "tiny-llama", "technique": "lora", "param_max_steps": "1",
-            "validation_dataset_id": str(held_out["id"]), "bakeoff_techniques": ["ia3"]}
+    form = {
+        "csrf_token": csrf,
+        "dataset_id": str(train["id"]),
+        "task": "instruction",
+        "prompt_column": "question",
+        "response_column": "answer",
+        "base_model": "tiny-llama",
+        "technique": "lora",
+        "param_max_steps": "1",
+        "validation_dataset_id": str(held_out["id"]),
+        "bakeoff_techniques": ["ia3"],
+    }
     response = client.post("/jobs", data=form, follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"].startswith("/groups/")
     with session_scope() as db:
@@ -148,13 +187,25 @@ def test_a_bakeoff_from_the_form_validates_every_technique_on_the_file(client, m
 def test_a_classifier_validation_file_with_labels_training_never_shows_is_refused(client, make_user, tiny_model_dir):
     _, _, _, token = make_user("vallabels")
     train = upload(client, token, SAMPLE_CSV.read_bytes()).json()
-    unseen = upload(client, token, _csv(["question", "answer", "category"],
-                                        [[q, a, c] for q, a, c in HELD_OUT] + [["Do you buy back old tents?", "Yes.", "trade-in"]]),
-                    "unseen.csv").json()
-    known = upload(client, token, _csv(["question", "answer", "category"], [[q, a, c] for q, a, c in HELD_OUT if c != "products"]),
-                   "known.csv").json()  # the training data says "product", not "products"
-    body = {"dataset_id": train["id"], "task": "classification", "column_mapping": {"text": "question", "label": "category"},
-            "base_model": "tiny-llama", "technique": "lora", "params": {"max_steps": 1}}
+    unseen = upload(
+        client,
+        token,
+        _csv(
+            ["question", "answer", "category"], [[q, a, c] for q, a, c in HELD_OUT] + [["Do you buy back old tents?", "Yes.", "trade-in"]]
+        ),
+        "unseen.csv",
+    ).json()
+    known = upload(
+        client, token, _csv(["question", "answer", "category"], [[q, a, c] for q, a, c in HELD_OUT if c != "products"]), "known.csv"
+    ).json()  # the training data says "product", not "products"
+    body = {
+        "dataset_id": train["id"],
+        "task": "classification",
+        "column_mapping": {"text": "question", "label": "category"},
+        "base_model": "tiny-llama",
+        "technique": "lora",
+        "params": {"max_steps": 1},
+    }
 
     refused = client.post("/api/v1/jobs", headers=bearer(token), json=dict(body, validation_dataset_id=unseen["id"]))
     assert refused.status_code == 422

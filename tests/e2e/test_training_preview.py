@@ -15,8 +15,9 @@ from tests.conftest import TINY_MODEL_KEY
 def test_the_preview_follows_the_column_choice(page, make_user, tiny_model_dir, live_server):
     _, email, password, token = make_user("e2epreview")
     with open(SAMPLE_CSV, "rb") as f:
-        dataset = httpx.post(f"{live_server}/api/v1/datasets", headers=bearer(token), files={"file": ("northwind.csv", f, "text/csv")},
-                             timeout=60).json()
+        dataset = httpx.post(
+            f"{live_server}/api/v1/datasets", headers=bearer(token), files={"file": ("northwind.csv", f, "text/csv")}, timeout=60
+        ).json()
     page.goto("/login")
     page.fill("input[name=email]", email)
     page.fill("input[name=password]", password)

@@ -18,33 +18,49 @@ def _objects(client, bucket_name: str, prefix: str) -> list[str]:
     return [o["Key"] for o in client.list_objects_v2(Bucket=bucket_name, Prefix=prefix).get("Contents", [])]
 
 
-def test_a_job_killed_on_one_machine_resumes_on_another_from_the_bucket(workers, own_redis, make_user, settings, bucket,
-                                                                        s3_endpoint, tmp_path):
+def test_a_job_killed_on_one_machine_resumes_on_another_from_the_bucket(
+    workers, own_redis, make_user, settings, bucket, s3_endpoint, tmp_path
+):
     client, bucket_name = bucket
     machines = {}
     for name in ("machine-a", "machine-b"):
         data_dir = tmp_path / name
         data_dir.mkdir()
         (data_dir / "models").symlink_to(settings.models_dir)  # the base model is installed on both
-        machines[name] = {"TAILOR_DATA_DIR": data_dir, "TAILOR_DATABASE_URL": settings.resolved_database_url,
-                          "TAILOR_ARTIFACT_STORE_URL": f"s3://{bucket_name}/team", "TAILOR_S3_ENDPOINT_URL": s3_endpoint}
+        machines[name] = {
+            "TAILOR_DATA_DIR": data_dir,
+            "TAILOR_DATABASE_URL": settings.resolved_database_url,
+            "TAILOR_ARTIFACT_STORE_URL": f"s3://{bucket_name}/team",
+            "TAILOR_S3_ENDPOINT_URL": s3_endpoint,
+        }
     web = S3ArtifactStore(bucket_name, "team", tmp_path / "web-cache", client)
     user_id, *_ = make_user("bucket")
     with session_scope() as db, open(SAMPLE_CSV, "rb") as f:
         user = db.get(User, user_id)
-        dataset, _ = dataset_ingest.ingest_upload(db, web, workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv",
-                                            source=f, limit_bytes=10**8)
-        job = jobs.submit_job(db, settings, web, workspace_id=user.workspace_id, user_id=None, dataset=db.get(Dataset, dataset.id),
-                              task="instruction", column_mapping={"prompt": "question", "response": "answer"},
-                              base_model="tiny-llama", technique="lora",
-                              params={"learning_rate": 3e-3, "epochs": 1, "batch_size": 2, "checkpoint_minutes": 1e-6})
+        dataset, _ = dataset_ingest.ingest_upload(
+            db, web, workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv", source=f, limit_bytes=10**8
+        )
+        job = jobs.submit_job(
+            db,
+            settings,
+            web,
+            workspace_id=user.workspace_id,
+            user_id=None,
+            dataset=db.get(Dataset, dataset.id),
+            task="instruction",
+            column_mapping={"prompt": "question", "response": "answer"},
+            base_model="tiny-llama",
+            technique="lora",
+            params={"learning_rate": 3e-3, "epochs": 1, "batch_size": 2, "checkpoint_minutes": 1e-6},
+        )
         job_id = job.id
     checkpoint = f"team/work/job-{job_id}/checkpoint/checkpoint.pt"
 
     workers.start("first@machine-a", **machines["machine-a"])
     wake(own_redis.url, job_id)
-    wait_until(lambda: job_state(job_id).step >= 3 and checkpoint in _objects(client, bucket_name, "team/work/"), 180,
-               "a checkpoint in the bucket")
+    wait_until(
+        lambda: job_state(job_id).step >= 3 and checkpoint in _objects(client, bucket_name, "team/work/"), 180, "a checkpoint in the bucket"
+    )
     workers.kill("first@machine-a")
     assert job_state(job_id).status == "running"
 

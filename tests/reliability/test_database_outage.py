@@ -12,8 +12,10 @@ from tests.reliability.tcp_proxy import TcpProxy
 from tests.reliability.test_faults import adapter_count, dataset_id, job_state, submit, wait_until, wake  # noqa: F401 (fixture)
 
 
-@pytest.mark.skipif(not os.environ.get("TAILOR_DATABASE_URL", "").startswith("postgresql"),
-                    reason="needs PostgreSQL: run with TAILOR_TEST_DATABASE=postgresql (scripts/test does)")
+@pytest.mark.skipif(
+    not os.environ.get("TAILOR_DATABASE_URL", "").startswith("postgresql"),
+    reason="needs PostgreSQL: run with TAILOR_TEST_DATABASE=postgresql (scripts/test does)",
+)
 def test_a_job_survives_a_database_outage(workers, own_redis, dataset_id, settings):  # noqa: F811
     url = make_url(os.environ["TAILOR_DATABASE_URL"])
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)

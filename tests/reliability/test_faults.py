@@ -17,22 +17,34 @@ from app.services import attempts, dataset_ingest, jobs
 from app.services.artifacts import get_artifact_store
 from tests.app.helpers import SAMPLE_CSV
 
+
 @pytest.fixture
 def dataset_id(make_user) -> int:
     user_id, *_ = make_user("faults")
     with session_scope() as db, open(SAMPLE_CSV, "rb") as f:
         user = db.get(User, user_id)
-        dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
-                                            filename="northwind.csv", source=f, limit_bytes=10**8)
+        dataset, _ = dataset_ingest.ingest_upload(
+            db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv", source=f, limit_bytes=10**8
+        )
         return dataset.id
 
 
 def submit(dataset_id: int, settings, **params) -> int:
     with session_scope() as db:
         dataset = db.get(Dataset, dataset_id)
-        job = jobs.submit_job(db, settings, get_artifact_store(), workspace_id=dataset.workspace_id, user_id=None, dataset=dataset,
-                              task="instruction", column_mapping={"prompt": "question", "response": "answer"},
-                              base_model="tiny-llama", technique="lora", params={"learning_rate": 3e-3, **params})
+        job = jobs.submit_job(
+            db,
+            settings,
+            get_artifact_store(),
+            workspace_id=dataset.workspace_id,
+            user_id=None,
+            dataset=dataset,
+            task="instruction",
+            column_mapping={"prompt": "question", "response": "answer"},
+            base_model="tiny-llama",
+            technique="lora",
+            params={"learning_rate": 3e-3, **params},
+        )
         return job.id
 
 
@@ -106,7 +118,7 @@ def test_jobs_complete_after_redis_restarts(workers, own_redis, dataset_id, sett
     own_redis.start()
 
     for job_id in (running, *queued):
-        done = wait_until(lambda: (j := job_state(job_id)).is_finished and j, 300, f"job {job_id} to finish")
+        done = wait_until(lambda job_id=job_id: (j := job_state(job_id)).is_finished and j, 300, f"job {job_id} to finish")
         assert done.status == "succeeded", done.error
         assert done.attempt == 1
         assert adapter_count(job_id) == 1

@@ -23,8 +23,17 @@ def gqa_llama(tmp_path_factory):
     """A tiny Llama with grouped-query attention (4 query heads, 2 key/value heads), so the q and k
     permutations differ."""
     folder = tmp_path_factory.mktemp("gqa-llama")
-    config = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         vocab_size=320, max_position_embeddings=128, tie_word_embeddings=False, initializer_range=0.1)
+    config = LlamaConfig(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=320,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        initializer_range=0.1,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
@@ -32,8 +41,10 @@ def gqa_llama(tmp_path_factory):
 
 def _adapter(base_dir, out_dir, **lora):
     torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False, **lora))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_dir),
+        LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False, **lora),
+    )
     with torch.no_grad():  # updates large enough that a wrong layout shows in the logits
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -99,8 +110,11 @@ def _logits(model) -> torch.Tensor:
         return model(input_ids=torch.tensor([[1, 17, 42, 99, 5, 250, 7, 64, 3, 11]])).logits
 
 
-@pytest.mark.parametrize("lora", [{}, {"use_rslora": True}, {"alpha_pattern": {"k_proj": 2}, "rank_pattern": {"down_proj": 2}}],
-                         ids=["lora", "rslora", "per-module-alpha-and-rank"])
+@pytest.mark.parametrize(
+    "lora",
+    [{}, {"use_rslora": True}, {"alpha_pattern": {"k_proj": 2}, "rank_pattern": {"down_proj": 2}}],
+    ids=["lora", "rslora", "per-module-alpha-and-rank"],
+)
 def test_gguf_adapter_applied_like_llama_cpp_gives_peft_logits(gqa_llama, tmp_path, lora):
     adapter_dir = _adapter(gqa_llama, tmp_path / "adapter", **lora)
     info = write_lora_gguf(adapter_dir, json.loads((gqa_llama / "config.json").read_text()), tmp_path / "adapter.gguf")
@@ -139,7 +153,9 @@ def test_unpermuted_q_and_k_would_not_match(gqa_llama, tmp_path):
     raw = load_file(str(adapter_dir / "adapter_model.safetensors"))
     b_k = raw["base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight"]
     np.testing.assert_array_equal(tensors["blk.0.attn_k.weight.lora_b"], llama_permute(b_k, 4, 2))
-    np.testing.assert_array_equal(tensors["blk.0.attn_v.weight.lora_b"], raw["base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"])
+    np.testing.assert_array_equal(
+        tensors["blk.0.attn_v.weight.lora_b"], raw["base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"]
+    )
 
 
 def test_adapters_llama_cpp_cannot_load_are_refused_with_a_reason(gqa_llama, tmp_path):

@@ -32,7 +32,7 @@ def test_a_damaged_base_model_fails_the_job_plainly_and_the_worker_goes_on(sampl
         with session_scope() as db:
             error = db.get(Job, doomed).error
         assert f"The base model's files in {damaged.name} could not be read" in error
-        assert "damaged or incomplete" in error and "Traceback" not in error and "File \"" not in error
+        assert "damaged or incomplete" in error and "Traceback" not in error and 'File "' not in error
     finally:
         shutil.rmtree(damaged, ignore_errors=True)
     # The same worker process takes the next job as if nothing happened.
@@ -44,5 +44,6 @@ def test_running_out_of_memory_is_said_plainly():
         torch.empty(1 << 52, dtype=torch.uint8)
     assert describe_failure(cpu.value).startswith("The worker ran out of memory.")
     assert describe_failure(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")).startswith(
-        "The worker ran out of memory.")
+        "The worker ran out of memory."
+    )
     assert describe_failure(MemoryError()).startswith("The worker ran out of memory.")

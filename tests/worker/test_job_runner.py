@@ -27,17 +27,27 @@ def sample_dataset(make_user) -> tuple[int, int]:
         from app.models import User
 
         user = db.get(User, user_id)
-        dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id,
-                                            filename="northwind.csv", source=f, limit_bytes=10**8)
+        dataset, _ = dataset_ingest.ingest_upload(
+            db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv", source=f, limit_bytes=10**8
+        )
         return user.workspace_id, dataset.id
 
 
 def _submit(workspace_id: int, dataset_id: int, settings, base_model: str = "tiny-llama", **params) -> int:
     with session_scope() as db:
-        job = jobs.submit_job(db, settings, get_artifact_store(), workspace_id=workspace_id, user_id=None,
-                              dataset=db.get(Dataset, dataset_id), task="instruction",
-                              column_mapping={"prompt": "question", "response": "answer"}, base_model=base_model,
-                              technique="lora", params={"max_steps": 6, "learning_rate": 3e-3, **params})
+        job = jobs.submit_job(
+            db,
+            settings,
+            get_artifact_store(),
+            workspace_id=workspace_id,
+            user_id=None,
+            dataset=db.get(Dataset, dataset_id),
+            task="instruction",
+            column_mapping={"prompt": "question", "response": "answer"},
+            base_model=base_model,
+            technique="lora",
+            params={"max_steps": 6, "learning_rate": 3e-3, **params},
+        )
         return job.id
 
 
@@ -113,16 +123,30 @@ def test_reconciler_resends_lost_wakeups_and_requeues_dead_jobs(sample_dataset, 
             jobs.request_cancel(db, db.get(Job, job_id))
 
 
-@pytest.mark.parametrize("task, mapping", [
-    ("classification", {"text": "question", "label": "category"}),
-    ("text", {"text_columns": ["answer"]}),
-])
+@pytest.mark.parametrize(
+    "task, mapping",
+    [
+        ("classification", {"text": "question", "label": "category"}),
+        ("text", {"text_columns": ["answer"]}),
+    ],
+)
 def test_every_task_kind_runs_as_a_job_and_records_how_to_reproduce_it(sample_dataset, settings, tiny_model_dir, task, mapping):
     workspace_id, dataset_id = sample_dataset
     with session_scope() as db:
-        job = jobs.submit_job(db, settings, get_artifact_store(), workspace_id=workspace_id, user_id=None,
-                              dataset=db.get(Dataset, dataset_id), task=task, column_mapping=mapping, base_model="tiny-llama",
-                              technique="lora", params={"max_steps": 3, "learning_rate": 3e-3, "eval_steps": 2}, seed=7)
+        job = jobs.submit_job(
+            db,
+            settings,
+            get_artifact_store(),
+            workspace_id=workspace_id,
+            user_id=None,
+            dataset=db.get(Dataset, dataset_id),
+            task=task,
+            column_mapping=mapping,
+            base_model="tiny-llama",
+            technique="lora",
+            params={"max_steps": 3, "learning_rate": 3e-3, "eval_steps": 2},
+            seed=7,
+        )
         job_id = job.id
     assert run_training_job(job_id, "worker-a") == "succeeded"
     with session_scope() as db:
@@ -130,8 +154,9 @@ def test_every_task_kind_runs_as_a_job_and_records_how_to_reproduce_it(sample_da
         recipe = job.result["reproducibility"]
         assert recipe["task"] == task and recipe["seed"] == 7 and recipe["column_mapping"] == mapping
         assert len(recipe["data_sha256"]) == 64 and recipe["environment"]["packages"]["torch"]
-        validation_points = list(db.scalars(select(MetricPoint).where(MetricPoint.job_id == job_id,
-                                                                       MetricPoint.validation_loss.is_not(None))))
+        validation_points = list(
+            db.scalars(select(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.validation_loss.is_not(None)))
+        )
         assert [p.step for p in validation_points] == [2, 3]
         if task == "classification":
             assert job.result["label_names"] and job.result["validation_accuracy"] is not None
@@ -140,8 +165,17 @@ def test_every_task_kind_runs_as_a_job_and_records_how_to_reproduce_it(sample_da
 def test_submit_refuses_the_same_column_as_text_and_label(sample_dataset, settings, tiny_model_dir):
     workspace_id, dataset_id = sample_dataset
     with session_scope() as db, pytest.raises(jobs.JobError) as info:
-        jobs.submit_job(db, settings, get_artifact_store(), workspace_id=workspace_id, user_id=None,
-                        dataset=db.get(Dataset, dataset_id), task="classification",
-                        column_mapping={"text": "question", "label": "question"}, base_model="tiny-llama",
-                        technique="lora", params={})
+        jobs.submit_job(
+            db,
+            settings,
+            get_artifact_store(),
+            workspace_id=workspace_id,
+            user_id=None,
+            dataset=db.get(Dataset, dataset_id),
+            task="classification",
+            column_mapping={"text": "question", "label": "question"},
+            base_model="tiny-llama",
+            technique="lora",
+            params={},
+        )
     assert "different columns" in info.value.errors["label"]

@@ -10,11 +10,14 @@ import pytest
 from worker.packaging import refresh_model_card, write_adapter_package
 
 
-@pytest.mark.parametrize("task_type, technique, offers_vllm", [
-    ("CAUSAL_LM", "lora", True),
-    ("SEQ_CLS", "lora", False),  # a classifier: vLLM's LoRA serving generates text
-    ("CAUSAL_LM", "ia3", False),  # not a LoRA module vLLM can load
-])
+@pytest.mark.parametrize(
+    "task_type, technique, offers_vllm",
+    [
+        ("CAUSAL_LM", "lora", True),
+        ("SEQ_CLS", "lora", False),  # a classifier: vLLM's LoRA serving generates text
+        ("CAUSAL_LM", "ia3", False),  # not a LoRA module vLLM can load
+    ],
+)
 def test_the_vllm_snippet_is_offered_only_for_text_generating_lora(tmp_path, task_type, technique, offers_vllm):
     package = tmp_path / "package"
     package.mkdir()

@@ -13,22 +13,25 @@ from app.services import dataset_ingest, dataset_masking, dataset_store, jobs, t
 from app.services.adapters import adapter_zip_path
 from app.services.artifacts import get_artifact_store
 from app.services.evaluations import load_evaluation
-from worker.evaluation.runner import evaluate_adapter
 from tests.app.helpers import SAMPLE_CSV
+from worker.evaluation.runner import evaluate_adapter
 from worker.job_runner import build_spec, run_training_job
 from worker.training.provenance import data_fingerprint
 
 MAPPING = {"prompt": "question", "response": "answer"}
-HELD_OUT = [("Can I pay with a gift card and a credit card together?", "Yes: enter the gift card first, then pay the rest by card."),
-            ("Do you repair zips on jackets?", "We do, free for the first two years; send it in with the repair form."),
-            ("Is the Alpine tent waterproof?", "Yes, its flysheet holds a 3,000 mm water column."),
-            ("Where do I send a warranty claim? Write to me at jo.smith@example.com", "Reply to your order email with photos of the fault."),
-            ("How long does a refund take?", "Five working days after the parcel reaches us.")]
+HELD_OUT = [
+    ("Can I pay with a gift card and a credit card together?", "Yes: enter the gift card first, then pay the rest by card."),
+    ("Do you repair zips on jackets?", "We do, free for the first two years; send it in with the repair form."),
+    ("Is the Alpine tent waterproof?", "Yes, its flysheet holds a 3,000 mm water column."),
+    ("Where do I send a warranty claim? Write to me at jo.smith@example.com", "Reply to your order email with photos of the fault."),
+    ("How long does a refund take?", "Five working days after the parcel reaches us."),
+]
 
 
 def _ingest(db, workspace_id: int, name: str, content: bytes) -> Dataset:
-    dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=workspace_id, user_id=None, filename=name,
-                                        source=io.BytesIO(content), limit_bytes=10**8)
+    dataset, _ = dataset_ingest.ingest_upload(
+        db, get_artifact_store(), workspace_id=workspace_id, user_id=None, filename=name, source=io.BytesIO(content), limit_bytes=10**8
+    )
     return dataset
 
 
@@ -48,9 +51,20 @@ def test_training_validates_on_exactly_the_file_rows(make_user, settings, tiny_m
         train = _ingest(db, workspace_id, "northwind.csv", SAMPLE_CSV.read_bytes())
         held_out = _ingest(db, workspace_id, "holdout.csv", _csv(HELD_OUT))
         dataset_masking.set_pii_masking(db, store, held_out, on=True)  # its masked copy is what validation reads
-        job = jobs.submit_job(db, settings, store, workspace_id=workspace_id, user_id=None, dataset=train, task="instruction",
-                              column_mapping=MAPPING, base_model="tiny-llama", technique="lora",
-                              params={"max_steps": 4, "learning_rate": 3e-3, "batch_size": 4}, validation_dataset=held_out)
+        job = jobs.submit_job(
+            db,
+            settings,
+            store,
+            workspace_id=workspace_id,
+            user_id=None,
+            dataset=train,
+            task="instruction",
+            column_mapping=MAPPING,
+            base_model="tiny-llama",
+            technique="lora",
+            params={"max_steps": 4, "learning_rate": 3e-3, "batch_size": 4},
+            validation_dataset=held_out,
+        )
         job_id, train_rows = job.id, task_rows.task_rows(store, train, "instruction", MAPPING)
         spec = build_spec(db.get(Job, job_id), train, store.temp_path())
     # The engine gets every row of the dataset to learn from and the file's rows to measure on.
@@ -88,9 +102,20 @@ def test_a_deleted_validation_file_fails_the_job_plainly(make_user, settings, ti
         workspace_id = db.get(User, user_id).workspace_id
         train = _ingest(db, workspace_id, "northwind.csv", SAMPLE_CSV.read_bytes())
         held_out = _ingest(db, workspace_id, "holdout.csv", _csv(HELD_OUT))
-        job = jobs.submit_job(db, settings, store, workspace_id=workspace_id, user_id=None, dataset=train, task="instruction",
-                              column_mapping=MAPPING, base_model="tiny-llama", technique="lora", params={"max_steps": 1},
-                              validation_dataset=held_out)
+        job = jobs.submit_job(
+            db,
+            settings,
+            store,
+            workspace_id=workspace_id,
+            user_id=None,
+            dataset=train,
+            task="instruction",
+            column_mapping=MAPPING,
+            base_model="tiny-llama",
+            technique="lora",
+            params={"max_steps": 1},
+            validation_dataset=held_out,
+        )
         job_id = job.id
         # While the job waits, the file cannot be deleted from the site ...
         try:

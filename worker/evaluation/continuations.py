@@ -19,5 +19,5 @@ def continuation_pairs(texts: Sequence, prompt_words: int = PROMPT_WORDS, refere
         if len(words) < MIN_WORDS:
             continue
         cut = min(prompt_words, len(words) // 2)
-        pairs.append((" ".join(words[:cut]), " ".join(words[cut:cut + reference_words])))
+        pairs.append((" ".join(words[:cut]), " ".join(words[cut : cut + reference_words])))
     return pairs

@@ -17,16 +17,17 @@ def example_losses(model, examples: Sequence[TokenizedExample], pad_id: int, bat
     device = next(model.parameters()).device
     out: list[tuple[float, int]] = []
     for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size], pad_id).items()}
+        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         labels = batch["labels"]
         if labels.dim() == 1:  # classification: one label per row
             out.extend((float(loss), 1) for loss in F.cross_entropy(logits, labels, reduction="none"))
             continue
-        logits = logits[:, -batch["input_ids"].size(1):, :]  # virtual tokens of prompt tuning stay out
+        logits = logits[:, -batch["input_ids"].size(1) :, :]  # virtual tokens of prompt tuning stay out
         shifted, targets = logits[:, :-1, :], labels[:, 1:]
-        losses = F.cross_entropy(shifted.reshape(-1, shifted.size(-1)), targets.reshape(-1),
-                                 ignore_index=IGNORE_INDEX, reduction="none").view(targets.shape)
+        losses = F.cross_entropy(
+            shifted.reshape(-1, shifted.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view(targets.shape)
         counts = (targets != IGNORE_INDEX).sum(-1)
         out.extend((float(row_sum), int(n)) for row_sum, n in zip(losses.sum(-1), counts))
     return out

@@ -12,19 +12,20 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from app.base_models import get_base_model
 from app.config import get_settings
 from app.db import session_scope
-from app.models import Adapter, Job
-from app.services.artifacts import get_artifact_store
-from app.services import adapter_workflows
-from app.services.adapter_workflows import EVALUATION
-from app.services.evaluations import evaluation_key, record_summary
 from app.domain.stats import bootstrap_mean, bootstrap_ratio, exponentiated
 from app.domain.task_kinds import DEFAULT_TASK, get_task_kind
+from app.models import Adapter, Job
+from app.services import adapter_workflows
+from app.services.adapter_workflows import EVALUATION
+from app.services.artifacts import ArtifactStore, get_artifact_store
+from app.services.evaluations import evaluation_key, record_summary
 from worker.evaluation.metrics import score_generations
+from worker.rows import RowGone
 
 log = logging.getLogger("tailor.evaluation")
 
@@ -79,6 +80,8 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
         task = job.task or DEFAULT_TASK
         spec = build_spec(job, job.dataset, store.temp_path())
         base = get_base_model(get_settings(), job.base_model)
+        if base is None:  # build_spec found it; only a catalogue change in between gets here
+            raise ValueError(f"The base model {job.base_model!r} is not installed on this worker.")
         adapter_dir = store.path(adapter.storage_key)
         base_model_key = job.base_model
     started = time.perf_counter()
@@ -91,16 +94,18 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
     kind = get_task_kind(task)
     label_names = _label_names(adapter_dir) if kind.has_labels else None
     model, tokenizer, full_base_dir = _load_for_evaluation(adapter_dir, base.location, task, label_names)
-    base_view = lambda: without_adapter(model, full_base_dir)  # noqa: E731
-    if kind.has_labels:
+
+    def base_view():
+        return without_adapter(model, full_base_dir)  # noqa: F821 - never called after the `del model` below
+
+    if label_names is not None:  # kind.has_labels
         from worker.evaluation.classification import predict_labels, score_labels
 
         texts, gold, predicted = predict_labels(model, tokenizer, spec.validation_rows, label_names, max_length)
         result = score_labels(texts, gold, predicted, [str(kind.label_of(r)) for r in spec.train_rows], label_names)
     else:
         result = _evaluate_generations(model, base_view, tokenizer, store, task, base_model_key, spec.validation_rows, max_rows)
-    _add_losses(result, model, base_view, tokenizer, task, spec.validation_rows, max_length, label_names,
-                cache=(store, base_model_key))
+    _add_losses(result, model, base_view, tokenizer, task, spec.validation_rows, max_length, label_names, cache=(store, base_model_key))
     del model
     torch.set_grad_enabled(True)
 
@@ -109,6 +114,8 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
     _write_json(store, evaluation_key(adapter_id), result)
     with session_scope() as db:
         adapter = record_summary(db, adapter_id, summary)
+        if adapter is None:
+            raise RowGone(Adapter, adapter_id)
         key, technique = adapter.storage_key, adapter.technique
     _card_with_evaluation(store, key, technique, base_model_key, summary)
     log.info("adapter %s: evaluated on %d rows in %.1fs", adapter_id, summary["rows"], summary["seconds"])
@@ -178,19 +185,31 @@ def _evaluate_generations(model, base_view, tokenizer, store, task: str, base_mo
             scores["semantic_similarity"] = similarity
     return {
         "summary": {"rows": len(pairs), "task": task, "adapter": summarise(adapter_scores), "base": summarise(base_scores)},
-        "rows": [{"prompt": p, "reference": r, "base": b, "adapter": a} for p, r, b, a in zip(prompts, references, base_answers, adapter_answers)],
+        "rows": [
+            {"prompt": p, "reference": r, "base": b, "adapter": a} for p, r, b, a in zip(prompts, references, base_answers, adapter_answers)
+        ],
         "scores": {"adapter": adapter_scores, "base": base_scores},
     }
 
 
 def base_losses_key(base_model: str, task: str, max_length: int, rows: list) -> str:
-    digest = hashlib.sha256(json.dumps([base_model, task, max_length, [list(r) if isinstance(r, (tuple, list)) else r for r in rows]])
-                            .encode()).hexdigest()[:24]
+    digest = hashlib.sha256(
+        json.dumps([base_model, task, max_length, [list(r) if isinstance(r, (tuple, list)) else r for r in rows]]).encode()
+    ).hexdigest()[:24]
     return f"evaluations/base-losses/{base_model}-{digest}.json"
 
 
-def _add_losses(result: dict, model, base_view, tokenizer, task: str, validation_rows, max_length: int, label_names,
-                cache: tuple | None = None) -> None:
+def _add_losses(
+    result: dict,
+    model,
+    base_view,
+    tokenizer,
+    task: str,
+    validation_rows,
+    max_length: int,
+    label_names,
+    cache: tuple[ArtifactStore, str] | None = None,
+) -> None:
     """Held-out loss per token (perplexity for language tasks) with intervals over the examples, for
     the adapter and, where its head is real (not classification), the base model: computed once
     per base model and rows, like its answers, when `cache` is (store, base model key)."""
@@ -205,12 +224,12 @@ def _add_losses(result: dict, model, base_view, tokenizer, task: str, validation
     generative = get_task_kind(task).generative
     if generative:
         key = base_losses_key(cache[1], task, max_length, rows) if cache else None
-        if key and cache[0].exists(key):
+        if cache and key and cache[0].exists(key):
             sides["base"] = [tuple(pair) for pair in json.loads(cache[0].path(key).read_text())["losses"]]
         else:
             with base_view() as base_model:
                 sides["base"] = example_losses(base_model, examples, pad_token_id(tokenizer))
-            if key:
+            if cache and key:
                 _write_json(cache[0], key, {"base_model": cache[1], "losses": [list(pair) for pair in sides["base"]]})
     result["summary"]["loss_examples"] = len(examples)
     for side, losses in sides.items():
@@ -235,7 +254,7 @@ def run_evaluation(adapter_id: int) -> str:
             return "not-started"
         job_id = adapter.job_id
     try:
-        with job_log_context(job_id):
+        with job_log_context(job_id) if job_id is not None else nullcontext():  # an adapter may outlive its job
             evaluate_adapter(adapter_id)
     except Exception as exc:  # noqa: BLE001 - the adapter stays usable; the page shows why evaluation failed
         log.exception("adapter %s: evaluation failed", adapter_id)

@@ -22,8 +22,7 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, scheduler, state: LoopState,
-                    precision: Precision = FP32) -> Path:
+def save_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, scheduler, state: LoopState, precision: Precision = FP32) -> Path:
     """Trainable weights, optimizer, schedule, loop state and random generators, written atomically."""
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -37,7 +36,9 @@ def save_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, schedul
             "torch": torch.random.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "python": random.getstate(),
-            "numpy": _numpy_state_as_tensors(np.random.get_state()),
+            # numpy's stubs give get_state() the legacy=False overload (a dict), but legacy defaults
+            # to True at runtime and the global MT19937 generator returns the 5-tuple.
+            "numpy": _numpy_state_as_tensors(np.random.get_state()),  # type: ignore[arg-type]
         },
     }
     tmp = checkpoint_dir / f".{CHECKPOINT_FILE}.partial"
@@ -65,8 +66,7 @@ def _numpy_state_from_tensors(state: tuple) -> tuple:
     return name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian
 
 
-def load_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, scheduler,
-                    precision: Precision = FP32) -> LoopState | None:
+def load_checkpoint(checkpoint_dir: str | os.PathLike, model, optimizer, scheduler, precision: Precision = FP32) -> LoopState | None:
     """Restore everything save_checkpoint wrote; None when there is no checkpoint."""
     path = Path(checkpoint_dir) / CHECKPOINT_FILE
     if not path.is_file():

@@ -15,8 +15,8 @@ Truncation policy (max_length counts prompt + response + EOS):
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -88,8 +88,7 @@ def _prompt_adds_special_tokens(tokenizer) -> bool:
 def eos_token_id(tokenizer) -> int:
     if tokenizer.eos_token_id is None:
         raise ValueError(
-            "The tokenizer has no end-of-sequence token, so answer ends cannot be marked; "
-            "use a base model whose tokenizer defines one."
+            "The tokenizer has no end-of-sequence token, so answer ends cannot be marked; use a base model whose tokenizer defines one."
         )
     return int(tokenizer.eos_token_id)
 
@@ -101,9 +100,7 @@ def pad_token_id(tokenizer) -> int:
     return eos_token_id(tokenizer)
 
 
-def _assemble(
-    prompt_ids: list[int], response_ids: list[int], eos_id: int, max_length: int
-) -> TokenizedExample | None:
+def _assemble(prompt_ids: list[int], response_ids: list[int], eos_id: int, max_length: int) -> TokenizedExample | None:
     """Join prompt + response + EOS within max_length; None when the row must be dropped."""
     full_response = response_ids + [eos_id]
     room = max_length - len(prompt_ids)
@@ -120,9 +117,7 @@ def _assemble(
     )
 
 
-def tokenize_rows(
-    tokenizer, rows: Sequence[tuple[str, str]], max_length: int
-) -> TokenizedRows:
+def tokenize_rows(tokenizer, rows: Sequence[tuple[str, str]], max_length: int) -> TokenizedRows:
     """Tokenize (prompt, response) rows; see the module docstring for truncation and drops."""
     if max_length < 2:
         raise ValueError("max_length must be at least 2 tokens")
@@ -130,9 +125,7 @@ def tokenize_rows(
         return TokenizedRows(examples=[])
     prompts = [render_prompt(tokenizer, row[0], row[2] if len(row) > 2 else None) for row in rows]
     responses = [row[1] for row in rows]
-    prompt_ids = tokenizer(prompts, add_special_tokens=_prompt_adds_special_tokens(tokenizer))[
-        "input_ids"
-    ]
+    prompt_ids = tokenizer(prompts, add_special_tokens=_prompt_adds_special_tokens(tokenizer))["input_ids"]
     response_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
     eos_id = eos_token_id(tokenizer)
     result = TokenizedRows(examples=[])
@@ -147,9 +140,7 @@ def tokenize_rows(
 
 def render_row(tokenizer, prompt: str, response: str, max_length: int = 256) -> RenderedRow:
     """Show one row exactly as the model will see it (decoded tokens, special tokens kept)."""
-    p_ids = tokenizer(
-        render_prompt(tokenizer, prompt), add_special_tokens=_prompt_adds_special_tokens(tokenizer)
-    )["input_ids"]
+    p_ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=_prompt_adds_special_tokens(tokenizer))["input_ids"]
     r_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     example = _assemble(list(p_ids), list(r_ids), eos_token_id(tokenizer), max_length)
     if example is None:
@@ -225,12 +216,12 @@ TOKENIZERS: dict[str, Callable[..., TokenizedRows]] = {
     "instruction": lambda tokenizer, rows, max_length, label_names: tokenize_rows(tokenizer, rows, max_length),
     "text": lambda tokenizer, rows, max_length, label_names: tokenize_texts(tokenizer, rows, max_length),
     "classification": lambda tokenizer, rows, max_length, label_names: tokenize_classification(
-        tokenizer, rows, max_length, label_names or label_names_of(rows)),
+        tokenizer, rows, max_length, label_names or label_names_of(rows)
+    ),
 }
 
 
-def tokenize_for_task(tokenizer, task: str, rows: Sequence, max_length: int,
-                      label_names: Sequence[str] | None = None) -> TokenizedRows:
+def tokenize_for_task(tokenizer, task: str, rows: Sequence, max_length: int, label_names: Sequence[str] | None = None) -> TokenizedRows:
     """Rows of any task kind -> examples (TaskKind.row_shape gives the row shapes)."""
     return TOKENIZERS[get_task_kind(task).key](tokenizer, rows, max_length, label_names)
 
@@ -260,8 +251,9 @@ def pack_examples(examples: Sequence[TokenizedExample], max_length: int) -> list
             input_ids += example.input_ids
             labels += [IGNORE_INDEX] + list(example.labels[1:])
             positions += list(range(len(example)))
-        packed.append(TokenizedExample(input_ids, [1] * len(input_ids), labels,
-                                       truncated=any(e.truncated for e in members), position_ids=positions))
+        packed.append(
+            TokenizedExample(input_ids, [1] * len(input_ids), labels, truncated=any(e.truncated for e in members), position_ids=positions)
+        )
     return packed
 
 
@@ -294,9 +286,7 @@ def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torc
     return batch
 
 
-def length_grouped_batches(
-    lengths: Sequence[int], batch_size: int, seed: int, group_batches: int = 16
-) -> list[list[int]]:
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, group_batches: int = 16) -> list[list[int]]:
     """Batches of example indices with similar lengths, in a seeded random order.
 
     Indices are shuffled, cut into groups of `batch_size * group_batches`, each group is sorted

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -13,7 +13,11 @@ from worker.training.steps import batch_loss_sum, predicted_token_count, to_devi
 
 @torch.no_grad()
 def evaluate_loss(
-    model, examples: Sequence[TokenizedExample], batch_size: int, pad_id: int, device,
+    model,
+    examples: Sequence[TokenizedExample],
+    batch_size: int,
+    pad_id: int,
+    device,
     precision: Precision = FP32,
 ) -> float | None:
     """Mean cross-entropy per response token over all examples (None when there are none)."""

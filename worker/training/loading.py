@@ -10,9 +10,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+if TYPE_CHECKING:
+    from transformers import AutoModelForSequenceClassification
 
 
 def pick_device() -> torch.device:
@@ -45,8 +49,11 @@ def quantization_config(bits: int, compute_dtype: torch.dtype, classification: b
     skip = ["classifier", "pooler", "score"] if classification else None
     if bits == 4:
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            llm_int8_skip_modules=skip,
         )
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
@@ -110,12 +117,12 @@ def _load_base_model(model_dir, device, *, task, label_names, quantization_bits,
     )
     if device.type == "cuda":
         kwargs["attn_implementation"] = "sdpa"
+    model_class: type[AutoModelForCausalLM] | type[AutoModelForSequenceClassification]
     if task == "classification":
         from transformers import AutoModelForSequenceClassification
 
         names = list(label_names or [])
-        kwargs.update(num_labels=len(names), id2label=dict(enumerate(names)),
-                      label2id={name: i for i, name in enumerate(names)})
+        kwargs.update(num_labels=len(names), id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)})
         model_class = AutoModelForSequenceClassification
     else:
         model_class = AutoModelForCausalLM
@@ -149,12 +156,8 @@ def convert_gguf_to_folder(gguf_path: str | os.PathLike, out_dir: str | os.PathL
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     source_dir, file_name = str(gguf_path.parent), gguf_path.name
 
-    loaded = AutoModelForCausalLM.from_pretrained(
-        source_dir, gguf_file=file_name, dtype=torch.float32, trust_remote_code=False
-    )
-    tokenizer = AutoTokenizer.from_pretrained(
-        source_dir, gguf_file=file_name, trust_remote_code=False
-    )
+    loaded = AutoModelForCausalLM.from_pretrained(source_dir, gguf_file=file_name, dtype=torch.float32, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=file_name, trust_remote_code=False)
     # save_pretrained refuses a GGUF-loaded model, so rebuild a plain one from its config.
     config = copy.deepcopy(loaded.config)
     # The GGUF loader leaves quantization_config={"quant_method": "gguf"} in the config; kept,
@@ -166,10 +169,7 @@ def convert_gguf_to_folder(gguf_path: str | os.PathLike, out_dir: str | os.PathL
     # Tied output embeddings may be absent from one side; anything else is a broken file.
     missing = [k for k in missing if k != "lm_head.weight" or not config.tie_word_embeddings]
     if missing or unexpected:
-        raise ValueError(
-            f"{gguf_path.name} does not match its own config: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
+        raise ValueError(f"{gguf_path.name} does not match its own config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
     del loaded

@@ -26,7 +26,7 @@ from worker.training.peft_factory import BuildContext, builder_for, technique_pa
 from worker.training.precision import precision_for
 from worker.training.progress import LoopState, recent_train_loss, report_progress
 from worker.training.provenance import data_fingerprint, environment_record
-from worker.training.saving import save_adapter
+from worker.training.saving import AdapterFiles, save_adapter
 from worker.training.schedule import epoch_step_groups, lr_factor, plan_steps, seed_everything
 from worker.training.spec import TrainingCallbacks, TrainingResult, TrainingSpec
 from worker.training.steps import accumulate_gradients, optimizer_step
@@ -63,7 +63,7 @@ class TrainingRecipe:
         self.params = technique_params(spec.technique, spec.params)
         self.task_kind = get_task_kind(spec.task)
         self.state = LoopState()
-        self.files = None  # the technique's writer, started once the model is built
+        self.files: AdapterFiles | None = None  # the technique's writer, started once the model is built
         self.status = "completed"
         self.stopped_early = False
         self.final_validation_loss: float | None = None  # the last held-out check in the loop
@@ -92,8 +92,12 @@ class TrainingRecipe:
         self.load_dtype, self.precision = precision_for(params, self.device, fp32_weights=self.builder.fp32_weights)
         self.label_names = self._label_names()
         base_model, self.tokenizer = load_base_model(
-            spec.base_model_dir, self.device, task=spec.task, label_names=self.label_names,
-            quantization_bits=self.builder.bits(params), dtype=self.load_dtype,
+            spec.base_model_dir,
+            self.device,
+            task=spec.task,
+            label_names=self.label_names,
+            quantization_bits=self.builder.bits(params),
+            dtype=self.load_dtype,
         )
         self._tokenize()
         self.plan = plan_steps(len(self.train_examples), params)
@@ -125,22 +129,16 @@ class TrainingRecipe:
     def _tokenize(self) -> None:
         spec, max_length = self.spec, int(self.params["max_length"])
         self.train_examples = tokenize_for_task(self.tokenizer, spec.task, spec.train_rows, max_length, self.label_names).examples
-        self.validation_examples = tokenize_for_task(
-            self.tokenizer, spec.task, spec.validation_rows, max_length, self.label_names
-        ).examples
+        self.validation_examples = tokenize_for_task(self.tokenizer, spec.task, spec.validation_rows, max_length, self.label_names).examples
         if not self.train_examples:
-            raise ValueError(
-                f"No training row fits in max_length={max_length} tokens; raise max_length "
-                "or shorten the prompts."
-            )
+            raise ValueError(f"No training row fits in max_length={max_length} tokens; raise max_length or shorten the prompts.")
         self.pad_id = pad_token_id(self.tokenizer)
         if self.packing_applies():
             self.train_examples = pack_examples(self.train_examples, max_length)
 
     def packing_applies(self) -> bool:
         """Packing is asked for, and safe: causal tasks, techniques that add no virtual tokens or cache."""
-        return (str(self.params.get("packing", "off")) == "on" and not self.task_kind.has_labels
-                and self.builder.packs_examples)
+        return str(self.params.get("packing", "off")) == "on" and not self.task_kind.has_labels and self.builder.packs_examples
 
     # --- resume -------------------------------------------------------------------------------
 
@@ -163,6 +161,7 @@ class TrainingRecipe:
         self.checkpoint_seconds = float(params["checkpoint_minutes"]) * 60
         self.elapsed_before, self.tokens_before, self.eval_before = state.train_seconds, state.tokens_seen, state.eval_seconds
         self.started = last_checkpoint = time.perf_counter()
+        checkpoint_dir = self.spec.checkpoint_dir
         while state.step < plan.total_steps and self.status == "completed" and not self.stopped_early:
             groups = epoch_step_groups(self.train_examples, params, self.spec.seed, state.epoch)
             for group in groups[state.epoch_step :]:
@@ -170,8 +169,8 @@ class TrainingRecipe:
                     self.status = "cancelled"
                     break
                 now = time.perf_counter()
-                if self._checkpoint_due(now - last_checkpoint):
-                    self._checkpoint(now)
+                if checkpoint_dir and self._checkpoint_due(now - last_checkpoint):
+                    self._checkpoint(checkpoint_dir, now)
                     last_checkpoint = time.perf_counter()
                 if state.step >= plan.total_steps or self.stopped_early:
                     break
@@ -187,15 +186,27 @@ class TrainingRecipe:
         step_loss = accumulate_gradients(self.model, batches, self.device, state, self.callbacks, self.precision)
         if step_loss is None:
             return False
-        learning_rate, grad_norm = optimizer_step(self.optimizer, self.scheduler, self.trainable, self.precision,
-                                                  self._after_optimizer_step())
+        learning_rate, grad_norm = optimizer_step(
+            self.optimizer, self.scheduler, self.trainable, self.precision, self._after_optimizer_step()
+        )
         state.step += 1
         state.epoch_step += 1
         state.step_losses.append(step_loss)
         validation_loss = self._held_out_check()
-        report_progress(self.callbacks, state, self.plan, step_loss, learning_rate, self.started, grad_norm=grad_norm,
-                        validation_loss=validation_loss, device=self.device, elapsed_before=self.elapsed_before,
-                        tokens_before=self.tokens_before, eval_before=self.eval_before)
+        report_progress(
+            self.callbacks,
+            state,
+            self.plan,
+            step_loss,
+            learning_rate,
+            self.started,
+            grad_norm=grad_norm,
+            validation_loss=validation_loss,
+            device=self.device,
+            elapsed_before=self.elapsed_before,
+            tokens_before=self.tokens_before,
+            eval_before=self.eval_before,
+        )
         return True
 
     def _after_optimizer_step(self):
@@ -214,6 +225,8 @@ class TrainingRecipe:
         validation_loss = self._validation_loss()
         state.eval_seconds += time.perf_counter() - eval_started
         self.final_validation_loss = validation_loss
+        if validation_loss is None:  # no held-out examples, which the check above excludes
+            return None
         if state.best_validation_loss is None or validation_loss < state.best_validation_loss - 1e-6:
             state.best_validation_loss = validation_loss
             state.checks_without_improvement = 0
@@ -223,16 +236,20 @@ class TrainingRecipe:
         return validation_loss
 
     def _validation_loss(self) -> float | None:
-        return evaluate_loss(self.model, self.validation_examples, int(self.params["batch_size"]), self.pad_id,
-                             self.device, self.precision)
+        return evaluate_loss(self.model, self.validation_examples, int(self.params["batch_size"]), self.pad_id, self.device, self.precision)
 
     def _checkpoint_due(self, since_last: float) -> bool:
-        return bool(self.spec.checkpoint_dir and self.checkpoint_seconds > 0 and since_last >= self.checkpoint_seconds
-                    and self.state.step < self.plan.total_steps and not self.stopped_early)
+        return bool(
+            self.spec.checkpoint_dir
+            and self.checkpoint_seconds > 0
+            and since_last >= self.checkpoint_seconds
+            and self.state.step < self.plan.total_steps
+            and not self.stopped_early
+        )
 
-    def _checkpoint(self, now: float) -> None:
+    def _checkpoint(self, checkpoint_dir: str, now: float) -> None:
         self.state.train_seconds = self.elapsed_before + now - self.started
-        save_checkpoint(self.spec.checkpoint_dir, self.model, self.optimizer, self.scheduler, self.state, self.precision)
+        save_checkpoint(checkpoint_dir, self.model, self.optimizer, self.scheduler, self.state, self.precision)
         if hasattr(self.callbacks, "on_checkpoint"):
             self.callbacks.on_checkpoint()
 
@@ -242,14 +259,14 @@ class TrainingRecipe:
         """Measure the final weights and write the result; nothing when the run was cancelled."""
         if self.status != "completed":
             return
+        if self.files is None:
+            raise RuntimeError("save() needs setup() first: setup starts the technique's writer.")
         state = self.state
         # The loop measured the final weights already unless it stopped early between checks.
         measured = state.step_losses and self.final_validation_loss is not None and state.step >= self.plan.total_steps
         self.validation_loss = self.final_validation_loss if measured else self._validation_loss()
-        self.accuracy = evaluate_accuracy(self.model, self.validation_examples, int(self.params["batch_size"]),
-                                          self.pad_id, self.device)
-        save_adapter(self.model, self.spec.output_dir, self.files, tokenizer=self.tokenizer,
-                     label_names=self.label_names)
+        self.accuracy = evaluate_accuracy(self.model, self.validation_examples, int(self.params["batch_size"]), self.pad_id, self.device)
+        save_adapter(self.model, self.spec.output_dir, self.files, tokenizer=self.tokenizer, label_names=self.label_names)
 
     def close(self) -> None:
         """Remove what the technique's writer kept for saving (PiSSA's starting adapter)."""

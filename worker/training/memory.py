@@ -35,6 +35,6 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 def wants_gradient_checkpointing(params: dict[str, Any], device) -> bool:
-    """"on", or "auto" on a GPU: recompute activations in the backward pass to save memory."""
+    """ "on", or "auto" on a GPU: recompute activations in the backward pass to save memory."""
     choice = str(params.get("gradient_checkpointing", "auto"))
     return choice == "on" or (choice == "auto" and torch.device(device).type == "cuda")

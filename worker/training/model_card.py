@@ -10,9 +10,19 @@ from app.domain.task_kinds import DEFAULT_TASK, PLAIN_PROMPT_FORMAT, TASK_KINDS
 _UNKNOWN = "not recorded"
 # How technique keys are written in prose; unknown keys are shown as given.
 _DISPLAY_NAMES = {
-    "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "rslora": "rsLoRA", "pissa": "LoRA (PiSSA start)",
-    "adalora": "AdaLoRA", "loha": "LoHa", "lokr": "LoKr", "vera": "VeRA", "ia3": "IA³",
-    "prompt_tuning": "Prompt tuning", "prefix_tuning": "Prefix tuning", "p_tuning": "P-tuning",
+    "lora": "LoRA",
+    "qlora": "QLoRA",
+    "dora": "DoRA",
+    "rslora": "rsLoRA",
+    "pissa": "LoRA (PiSSA start)",
+    "adalora": "AdaLoRA",
+    "loha": "LoHa",
+    "lokr": "LoKr",
+    "vera": "VeRA",
+    "ia3": "IA³",
+    "prompt_tuning": "Prompt tuning",
+    "prefix_tuning": "Prefix tuning",
+    "p_tuning": "P-tuning",
     "full": "Fully fine-tuned model",
 }
 
@@ -137,10 +147,14 @@ def _usage(info: dict, base_model: str) -> list[str]:
     technique = str(info.get("technique") or "lora").lower()
     if kind.has_labels:
         labels = info.get("label_names") or []
-        load = (['model = AutoModelForSequenceClassification.from_pretrained("path/to/unzipped/model")']
-                if technique == "full" else [
-                    f'base = AutoModelForSequenceClassification.from_pretrained("{base_model}", num_labels={len(labels) or "N"})',
-                    'model = PeftModel.from_pretrained(base, "path/to/unzipped/adapter")'])
+        load = (
+            ['model = AutoModelForSequenceClassification.from_pretrained("path/to/unzipped/model")']
+            if technique == "full"
+            else [
+                f'base = AutoModelForSequenceClassification.from_pretrained("{base_model}", num_labels={len(labels) or "N"})',
+                'model = PeftModel.from_pretrained(base, "path/to/unzipped/adapter")',
+            ]
+        )
         return [
             "```python",
             "import json",
@@ -156,17 +170,30 @@ def _usage(info: dict, base_model: str) -> list[str]:
             "",
         ]
     if technique == "full":
-        load = ['model = AutoModelForCausalLM.from_pretrained("path/to/unzipped/model")',
-                'tokenizer = AutoTokenizer.from_pretrained("path/to/unzipped/model")']
+        load = [
+            'model = AutoModelForCausalLM.from_pretrained("path/to/unzipped/model")',
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/unzipped/model")',
+        ]
     else:
-        load = [f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
-                f'tokenizer = AutoTokenizer.from_pretrained("{base_model}")',
-                'model = PeftModel.from_pretrained(base, "path/to/unzipped/adapter")']
+        load = [
+            f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{base_model}")',
+            'model = PeftModel.from_pretrained(base, "path/to/unzipped/adapter")',
+        ]
     if not kind.prompted:  # a text to continue
-        return ["```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                *load, "", 'inputs = tokenizer("Our new autumn range", return_tensors="pt")',
-                "outputs = model.generate(**inputs, max_new_tokens=100)",
-                "print(tokenizer.decode(outputs[0], skip_special_tokens=True))", "```", ""]
+        return [
+            "```python",
+            "from peft import PeftModel",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            *load,
+            "",
+            'inputs = tokenizer("Our new autumn range", return_tensors="pt")',
+            "outputs = model.generate(**inputs, max_new_tokens=100)",
+            "print(tokenizer.decode(outputs[0], skip_special_tokens=True))",
+            "```",
+            "",
+        ]
     return [
         "```python",
         "from peft import PeftModel",

@@ -8,10 +8,9 @@ rank allocation after each step, how the result is saved).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
-
-from torch import nn
+from typing import Any
 
 from peft import (
     AdaLoraConfig,
@@ -20,7 +19,6 @@ from peft import (
     LoKrConfig,
     LoraConfig,
     PeftConfig,
-    PeftModel,
     PrefixTuningConfig,
     PromptEncoderConfig,
     PromptTuningConfig,
@@ -29,11 +27,11 @@ from peft import (
     VeraConfig,
     get_peft_model,
 )
+from torch import nn
 
 from app.domain.task_kinds import get_task_kind
 from worker.training.saving import AdapterFiles, PlainLoraFromPissaFiles, WholeModelFiles
 from worker.training.spec import resolve_params
-
 
 # Parent modules whose linear layers count as "attention" (Llama/Mistral/Qwen: self_attn,
 # GPT-2/Falcon: attn or self_attention, BERT-like: attention).
@@ -44,9 +42,7 @@ def _linear_layer_names(model) -> list[str]:
     # bitsandbytes' Linear4bit/Linear8bitLt subclass nn.Linear; GPT-2 uses its own Conv1D.
     from transformers.pytorch_utils import Conv1D
 
-    return [
-        name for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))
-    ]
+    return [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))]
 
 
 def attention_target_modules(model) -> list[str]:
@@ -58,9 +54,7 @@ def attention_target_modules(model) -> list[str]:
 
     inside = [name for name in linear if in_attention(name)]
     if not inside:
-        raise ValueError(
-            "This model has no attention layers Tailor recognises; choose all linear layers."
-        )
+        raise ValueError("This model has no attention layers Tailor recognises; choose all linear layers.")
     leaves = {name.rsplit(".", 1)[-1] for name in inside}
     outside_leaves = {name.rsplit(".", 1)[-1] for name in linear if not in_attention(name)}
     if leaves & outside_leaves:
@@ -69,7 +63,7 @@ def attention_target_modules(model) -> list[str]:
 
 
 def resolve_target_modules(value: Any, model) -> str | list[str]:
-    """"all-linear" (PEFT's own shortcut), "attention", a list, or a comma-separated string."""
+    """ "all-linear" (PEFT's own shortcut), "attention", a list, or a comma-separated string."""
     if isinstance(value, str):
         value = value.strip()
         if value == "attention":
@@ -129,7 +123,8 @@ def build_pissa_config(params, model, ctx=BuildContext()) -> PeftConfig:
     """LoRA initialised from the principal singular vectors (fast randomized SVD, 4 iterations)."""
     kwargs = _lora_kwargs(params, model, ctx)
     kwargs["lora_dropout"] = 0.0  # PiSSA's conversion to plain LoRA assumes no dropout
-    return LoraConfig(**kwargs, init_lora_weights="pissa_niter_4")
+    # peft's Literal spells the pattern itself ("pissa_niter_[number of iters]"); it accepts "pissa_niter_4".
+    return LoraConfig(**kwargs, init_lora_weights="pissa_niter_4")  # type: ignore[arg-type]
 
 
 def build_adalora_config(params, model, ctx=BuildContext()) -> PeftConfig:
@@ -139,15 +134,22 @@ def build_adalora_config(params, model, ctx=BuildContext()) -> PeftConfig:
     kwargs = _lora_kwargs(params, model, ctx)
     kwargs.pop("r")
     return AdaLoraConfig(
-        **kwargs, init_r=max(int(params.get("init_r", 12)), int(params["r"])), target_r=int(params["r"]),
-        tinit=tinit, tfinal=tfinal, deltaT=max(1, (total - tinit - tfinal) // 10), total_step=total,
+        **kwargs,
+        init_r=max(int(params.get("init_r", 12)), int(params["r"])),
+        target_r=int(params["r"]),
+        tinit=tinit,
+        tfinal=tfinal,
+        deltaT=max(1, (total - tinit - tfinal) // 10),
+        total_step=total,
     )
 
 
 def build_loha_config(params, model, ctx=BuildContext()) -> PeftConfig:
     """LoHa: Hadamard product of two low-rank products."""
     return LoHaConfig(
-        task_type=ctx.task_type, r=int(params["r"]), alpha=float(params["alpha"]),
+        task_type=ctx.task_type,
+        r=int(params["r"]),
+        alpha=int(params["alpha"]),  # a whole number in the catalogue (app/domain/techniques.py)
         module_dropout=float(params["dropout"]),
         target_modules=resolve_target_modules(params["target_modules"], model),
         modules_to_save=_head_modules(model, ctx),
@@ -157,7 +159,9 @@ def build_loha_config(params, model, ctx=BuildContext()) -> PeftConfig:
 def build_lokr_config(params, model, ctx=BuildContext()) -> PeftConfig:
     """LoKr: Kronecker product of two small matrices."""
     return LoKrConfig(
-        task_type=ctx.task_type, r=int(params["r"]), alpha=float(params["alpha"]),
+        task_type=ctx.task_type,
+        r=int(params["r"]),
+        alpha=int(params["alpha"]),  # a whole number in the catalogue (app/domain/techniques.py)
         module_dropout=float(params["dropout"]),
         target_modules=resolve_target_modules(params["target_modules"], model),
         modules_to_save=_head_modules(model, ctx),
@@ -167,7 +171,9 @@ def build_lokr_config(params, model, ctx=BuildContext()) -> PeftConfig:
 def build_vera_config(params, model, ctx=BuildContext()) -> PeftConfig:
     """VeRA: frozen shared random matrices, learned per-layer scaling vectors."""
     return VeraConfig(
-        task_type=ctx.task_type, r=int(params["r"]), vera_dropout=float(params["dropout"]),
+        task_type=ctx.task_type,
+        r=int(params["r"]),
+        vera_dropout=float(params["dropout"]),
         target_modules=resolve_target_modules(params["target_modules"], model),
         save_projection=True,  # the adapter file carries the random matrices: no PRNG drift on reload
         modules_to_save=_head_modules(model, ctx),
@@ -192,9 +198,11 @@ def build_prompt_tuning_config(params, model, ctx=BuildContext()) -> PeftConfig:
     """Prompt tuning: learned virtual-token embeddings, from random vectors or a text's tokens."""
     kwargs: dict[str, Any] = dict(task_type=ctx.task_type, num_virtual_tokens=int(params["num_virtual_tokens"]))
     if params.get("init", "text") == "text" and ctx.tokenizer_dir:
-        kwargs.update(prompt_tuning_init=PromptTuningInit.TEXT,
-                      prompt_tuning_init_text=str(params.get("init_text") or "Answer the question."),
-                      tokenizer_name_or_path=str(ctx.tokenizer_dir))
+        kwargs.update(
+            prompt_tuning_init=PromptTuningInit.TEXT,
+            prompt_tuning_init_text=str(params.get("init_text") or "Answer the question."),
+            tokenizer_name_or_path=str(ctx.tokenizer_dir),
+        )
     else:
         kwargs["prompt_tuning_init"] = PromptTuningInit.RANDOM
     return PromptTuningConfig(**kwargs)
@@ -210,7 +218,8 @@ def build_prefix_tuning_config(params, model, ctx=BuildContext()) -> PeftConfig:
 def build_p_tuning_config(params, model, ctx=BuildContext()) -> PeftConfig:
     """P-tuning: virtual tokens produced by a small MLP prompt encoder."""
     return PromptEncoderConfig(
-        task_type=ctx.task_type, num_virtual_tokens=int(params["num_virtual_tokens"]),
+        task_type=ctx.task_type,
+        num_virtual_tokens=int(params["num_virtual_tokens"]),
         encoder_hidden_size=int(params.get("encoder_hidden_size", 128)),
         encoder_reparameterization_type="MLP",
     )
@@ -231,13 +240,17 @@ def _head_modules(model, ctx: BuildContext) -> list[str] | None:
 def _is_decoder(model) -> bool:
     # worker/training never imports app; a causal LM head or a cache-using config marks a decoder.
     config = model.config
-    return bool(getattr(config, "is_decoder", False)) or any(
-        a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or [])
-    ) or type(model).__name__.endswith("ForCausalLM")
+    return (
+        bool(getattr(config, "is_decoder", False))
+        or any(a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or []))
+        or type(model).__name__.endswith("ForCausalLM")
+    )
 
 
 def _adapter_model(builder: Builder, model, params: dict[str, Any], ctx: BuildContext):
     """Base weights frozen, the technique's adapter added and trainable."""
+    if builder.configure is None:
+        raise ValueError("A technique without a PEFT config trains the model itself and needs its own make_model.")
     config = builder.configure(params, model, ctx)
     with warnings.catch_warnings():
         # peft 0.21 calls transformers 5's deprecated is_gradient_checkpointing; noise only.
@@ -310,9 +323,7 @@ def builder_for(technique: str) -> Builder:
         return BUILDERS[technique]
     except KeyError:
         known = ", ".join(sorted(BUILDERS))
-        raise ValueError(
-            f"Unknown technique {technique!r}; the training worker knows: {known}."
-        ) from None
+        raise ValueError(f"Unknown technique {technique!r}; the training worker knows: {known}.") from None
 
 
 def technique_params(technique: str, params: dict[str, Any] | None) -> dict[str, Any]:

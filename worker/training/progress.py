@@ -27,10 +27,19 @@ class LoopState:
 
 
 def report_progress(
-    callbacks: TrainingCallbacks, state: LoopState, plan: StepPlan, loss: float,
-    learning_rate: float, started: float, *, grad_norm: float | None = None,
-    validation_loss: float | None = None, device=None, elapsed_before: float = 0.0,
-    tokens_before: int = 0, eval_before: float = 0.0,
+    callbacks: TrainingCallbacks,
+    state: LoopState,
+    plan: StepPlan,
+    loss: float,
+    learning_rate: float,
+    started: float,
+    *,
+    grad_norm: float | None = None,
+    validation_loss: float | None = None,
+    device=None,
+    elapsed_before: float = 0.0,
+    tokens_before: int = 0,
+    eval_before: float = 0.0,
 ) -> None:
     """One Progress to the callbacks after an optimizer step; `started` is this session's start."""
     session = time.perf_counter() - started

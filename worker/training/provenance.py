@@ -14,9 +14,15 @@ import torch
 
 def data_fingerprint(task: str, train_rows, validation_rows) -> str:
     """SHA-256 of the exact rows a run learned from and was measured on."""
-    blob = json.dumps([task, [list(r) if isinstance(r, (tuple, list)) else r for r in train_rows],
-                       [list(r) if isinstance(r, (tuple, list)) else r for r in validation_rows]],
-                      ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps(
+        [
+            task,
+            [list(r) if isinstance(r, (tuple, list)) else r for r in train_rows],
+            [list(r) if isinstance(r, (tuple, list)) else r for r in validation_rows],
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -28,8 +34,7 @@ def environment_record(device, dtype) -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    record = {"python": platform.python_version(), "packages": versions, "device": str(device),
-              "dtype": str(dtype).replace("torch.", "")}
+    record = {"python": platform.python_version(), "packages": versions, "device": str(device), "dtype": str(dtype).replace("torch.", "")}
     if torch.device(device).type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
     return record

@@ -53,15 +53,13 @@ class PlainLoraFromPissaFiles(AdapterFiles):
         model.peft_config["default"].init_lora_weights = "pissa_niter_4"
 
     def write(self, model, folder: Path, tokenizer=None) -> None:
-        model.save_pretrained(str(folder), safe_serialization=True,
-                              path_initial_model_for_weight_conversion=str(self.initial_dir))
+        model.save_pretrained(str(folder), safe_serialization=True, path_initial_model_for_weight_conversion=str(self.initial_dir))
 
     def close(self) -> None:
         shutil.rmtree(self.initial_dir, ignore_errors=True)
 
 
-def save_adapter(model, output_dir: str | os.PathLike, files: AdapterFiles, *, tokenizer=None,
-                 label_names=None) -> Path:
+def save_adapter(model, output_dir: str | os.PathLike, files: AdapterFiles, *, tokenizer=None, label_names=None) -> Path:
     """Write `model` through `files`, never leaving a half-written folder.
 
     A classifier gets its label map in tailor_labels.json.
@@ -73,8 +71,7 @@ def save_adapter(model, output_dir: str | os.PathLike, files: AdapterFiles, *, t
         tmp_dir.chmod(0o755)  # mkdtemp makes it private; the final folder should not be
         files.write(model, tmp_dir, tokenizer)
         if label_names is not None:
-            (tmp_dir / LABELS_FILE).write_text(json.dumps(
-                {"id2label": {str(i): name for i, name in enumerate(label_names)}}, indent=2))
+            (tmp_dir / LABELS_FILE).write_text(json.dumps({"id2label": {str(i): name for i, name in enumerate(label_names)}}, indent=2))
         if output_dir.is_dir() and not any(output_dir.iterdir()):
             output_dir.rmdir()
         if not output_dir.exists():

@@ -4,8 +4,9 @@ order in which each epoch visits the examples."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from transformers import set_seed
 
@@ -47,9 +48,7 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
-def epoch_step_groups(
-    examples: Sequence[TokenizedExample], params: dict[str, Any], seed: int, epoch: int
-) -> list[list[list[int]]]:
+def epoch_step_groups(examples: Sequence[TokenizedExample], params: dict[str, Any], seed: int, epoch: int) -> list[list[list[int]]]:
     """One epoch as optimizer steps, each a list of micro-batches of example indices."""
     lengths = [len(example) for example in examples]
     epoch_seed = seed * 100_003 + epoch  # a different, reproducible order every epoch

@@ -31,9 +31,7 @@ def batch_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # Packed rows: no 2-D mask, so the model builds a block-diagonal one from the positions.
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
     else:
-        logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-        ).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     # Prompt tuning and P-tuning put virtual tokens in front: keep the positions of real tokens.
     logits = logits[:, -batch["input_ids"].size(1) :, :]
     shifted_logits = logits[:, :-1, :].float()
@@ -46,8 +44,7 @@ def batch_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     )
 
 
-def micro_step(model, batch: dict[str, torch.Tensor], window_tokens: int, precision: Precision = FP32,
-               device="cpu") -> float:
+def micro_step(model, batch: dict[str, torch.Tensor], window_tokens: int, precision: Precision = FP32, device="cpu") -> float:
     """Forward + backward of one micro-batch, weighted by its share of the step's tokens."""
     with precision.autocast(device):
         loss_sum = batch_loss_sum(model, batch)
@@ -57,8 +54,12 @@ def micro_step(model, batch: dict[str, torch.Tensor], window_tokens: int, precis
 
 
 def accumulate_gradients(
-    model, batches: list[dict[str, torch.Tensor]], device, state: LoopState,
-    callbacks: TrainingCallbacks, precision: Precision = FP32,
+    model,
+    batches: list[dict[str, torch.Tensor]],
+    device,
+    state: LoopState,
+    callbacks: TrainingCallbacks,
+    precision: Precision = FP32,
 ) -> float | None:
     """Forward/backward one optimizer step's micro-batches; its mean token loss, None if stopped.
 
@@ -75,8 +76,9 @@ def accumulate_gradients(
     return loss_sum / window_tokens
 
 
-def optimizer_step(optimizer, scheduler, trainable: list[torch.nn.Parameter], precision: Precision = FP32,
-                   after_step=None) -> tuple[float, float]:
+def optimizer_step(
+    optimizer, scheduler, trainable: list[torch.nn.Parameter], precision: Precision = FP32, after_step=None
+) -> tuple[float, float]:
     """Clip, step and advance the schedule; returns (learning rate used, gradient norm).
 
     `after_step` runs between the update and clearing the gradients (AdaLoRA's rank

@@ -14,9 +14,17 @@ pytestmark = pytest.mark.usefixtures("worker_process")
 
 def test_bakeoff_trains_each_technique_and_recommends_one(facts_owner, client, make_user):
     _, email, password, token, dataset_id = facts_owner
-    started = client.post("/api/v1/bakeoffs", headers=bearer(token), json={
-        "dataset_id": dataset_id, "column_mapping": {"prompt": "question", "response": "answer"}, "base_model": "tiny-llama",
-        "techniques": ["lora", "ia3"], "params": {"max_steps": 30, "batch_size": 8, "validation_fraction": 0.15}})
+    started = client.post(
+        "/api/v1/bakeoffs",
+        headers=bearer(token),
+        json={
+            "dataset_id": dataset_id,
+            "column_mapping": {"prompt": "question", "response": "answer"},
+            "base_model": "tiny-llama",
+            "techniques": ["lora", "ia3"],
+            "params": {"max_steps": 30, "batch_size": 8, "validation_fraction": 0.15},
+        },
+    )
     assert started.status_code == 201, started.text
     group = started.json()
     assert len(group["job_ids"]) == 2
@@ -36,12 +44,19 @@ def test_bakeoff_trains_each_technique_and_recommends_one(facts_owner, client, m
     sign_in(client, email, password)
     page = client.get(group["url"])
     assert page.status_code == 200 and state["recommendation"] in page.text.replace("&#39;", "'")
-    assert 'hx-trigger' not in page.text.split('id="group-status"')[1].split(">")[0]
+    assert "hx-trigger" not in page.text.split('id="group-status"')[1].split(">")[0]
     assert client.get(state["compare_url"]).status_code == 200
 
-    refused = client.post("/api/v1/bakeoffs", headers=bearer(token), json={
-        "dataset_id": dataset_id, "column_mapping": {"prompt": "question", "response": "answer"}, "base_model": "tiny-llama",
-        "techniques": ["lora"]})
+    refused = client.post(
+        "/api/v1/bakeoffs",
+        headers=bearer(token),
+        json={
+            "dataset_id": dataset_id,
+            "column_mapping": {"prompt": "question", "response": "answer"},
+            "base_model": "tiny-llama",
+            "techniques": ["lora"],
+        },
+    )
     assert refused.status_code == 422 and "at least two techniques" in refused.json()["detail"]["errors"]["bakeoff"]
     _, _, _, stranger = make_user("stranger")
     assert client.get(f"/api/v1/groups/{group['group_id']}", headers=bearer(stranger)).status_code == 404

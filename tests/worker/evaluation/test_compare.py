@@ -12,8 +12,11 @@ from worker.evaluation.runner import evaluate_adapter
 
 def test_three_adapters_side_by_side(facts_owner, train_adapter, client, make_user):
     _, email, password, token, dataset_id = facts_owner
-    ids = [train_adapter(dataset_id, "rank 4", r=4, alpha=8), train_adapter(dataset_id, "rank 16", r=16, alpha=32),
-           train_adapter(dataset_id, "rank 16 slow", r=16, alpha=32, learning_rate=1e-4)]
+    ids = [
+        train_adapter(dataset_id, "rank 4", r=4, alpha=8),
+        train_adapter(dataset_id, "rank 16", r=16, alpha=32),
+        train_adapter(dataset_id, "rank 16 slow", r=16, alpha=32, learning_rate=1e-4),
+    ]
     for adapter_id in ids:
         evaluate_adapter(adapter_id, max_rows=6)
     query = ",".join(map(str, ids))

@@ -5,8 +5,16 @@ import random
 import pytest
 
 from app.domain.stats import bootstrap_difference, bootstrap_mean, compare_in_words
-from worker.evaluation.metrics import (accuracy, confusion_matrix, exact_match, macro_f1, normalise_answer, rouge_l,
-                                       score_generations, token_f1)
+from worker.evaluation.metrics import (
+    accuracy,
+    confusion_matrix,
+    exact_match,
+    macro_f1,
+    normalise_answer,
+    rouge_l,
+    score_generations,
+    token_f1,
+)
 
 
 def test_normalisation_drops_case_punctuation_and_articles():

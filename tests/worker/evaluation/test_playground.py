@@ -17,8 +17,9 @@ def test_base_and_adapter_answer_side_by_side(facts_owner, train_adapter, client
     _, email, password, token, dataset_id = facts_owner
     adapter_id = train_adapter(dataset_id, "facts", max_steps=60, r=16, alpha=32)
     question, answer = FACTS[0]
-    started = client.post("/api/v1/playground", headers=bearer(token),
-                          json={"prompt": question, "adapter_ids": [adapter_id], "max_new_tokens": 8})
+    started = client.post(
+        "/api/v1/playground", headers=bearer(token), json={"prompt": question, "adapter_ids": [adapter_id], "max_new_tokens": 8}
+    )
     assert started.status_code == 202, started.text
     run = started.json()
     assert run["targets"] == ["base", f"adapter:{adapter_id}"]

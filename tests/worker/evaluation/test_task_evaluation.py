@@ -21,16 +21,20 @@ from app.services.artifacts import get_artifact_store
 from app.services.evaluations import load_evaluation
 from tests.app.helpers import bearer
 from tests.conftest import sign_in
-from worker.job_runner import run_training_job
 from worker.evaluation.runner import evaluate_adapter
+from worker.job_runner import run_training_job
 
 _ITEMS = "jacket shirt coat dress sleeve collar pocket card boots tent".split()
 # Three labels, one of them rarer, so the majority class is a real (and beatable) baseline.
-TICKETS = [row for item in _ITEMS for row in (
-    (f"I want to return the {item} and get my money back.", "returns"),
-    (f"When will my {item} order arrive? It has not shipped yet.", "orders"),
-    (f"Please send the {item} back, I would like a refund.", "returns"),
-)] + [(f"The {item} broke after one week, the seam split.", "faults") for item in _ITEMS[:6]]
+TICKETS = [
+    row
+    for item in _ITEMS
+    for row in (
+        (f"I want to return the {item} and get my money back.", "returns"),
+        (f"When will my {item} order arrive? It has not shipped yet.", "orders"),
+        (f"Please send the {item} back, I would like a refund.", "returns"),
+    )
+] + [(f"The {item} broke after one week, the seam split.", "faults") for item in _ITEMS[:6]]
 
 BRAND_COPY = [
     f"Our {item} is made in Donegal from recycled wool and waxed cotton, tested on the Atlantic coast for three winters, "
@@ -46,18 +50,43 @@ def _dataset(user_id: int, name: str, header: str, rows: list[tuple]) -> int:
     writer.writerows(rows * 2)
     with session_scope() as db:
         user = db.get(User, user_id)
-        dataset, _ = dataset_ingest.ingest_upload(db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id, filename=name,
-                                            source=io.BytesIO(buffer.getvalue().encode()), limit_bytes=10**6)
+        dataset, _ = dataset_ingest.ingest_upload(
+            db,
+            get_artifact_store(),
+            workspace_id=user.workspace_id,
+            user_id=user.id,
+            filename=name,
+            source=io.BytesIO(buffer.getvalue().encode()),
+            limit_bytes=10**6,
+        )
         return dataset.id
 
 
 def _train(settings, dataset_id: int, task: str, mapping: dict, name: str, technique: str = "lora", **params) -> int:
     with session_scope() as db:
         dataset = db.get(Dataset, dataset_id)
-        job = jobs.submit_job(db, settings, get_artifact_store(), workspace_id=dataset.workspace_id, user_id=None, dataset=dataset,
-                              task=task, column_mapping=mapping, base_model="tiny-llama", technique=technique, name=name,
-                              params={"max_steps": 30, "learning_rate": 1e-2, "batch_size": 8, "epochs": 20,
-                                      "validation_fraction": 0.25, "max_length": 64, **params})
+        job = jobs.submit_job(
+            db,
+            settings,
+            get_artifact_store(),
+            workspace_id=dataset.workspace_id,
+            user_id=None,
+            dataset=dataset,
+            task=task,
+            column_mapping=mapping,
+            base_model="tiny-llama",
+            technique=technique,
+            name=name,
+            params={
+                "max_steps": 30,
+                "learning_rate": 1e-2,
+                "batch_size": 8,
+                "epochs": 20,
+                "validation_fraction": 0.25,
+                "max_length": 64,
+                **params,
+            },
+        )
         job_id = job.id
     assert run_training_job(job_id, "eval-worker") == "succeeded"
     with session_scope() as db:
@@ -73,8 +102,10 @@ def tickets(make_user, settings, tiny_model_dir):
 def test_classifier_scored_against_the_majority_class_everywhere(tickets, settings, client):
     email, password, token, dataset_id = tickets
     mapping = {"text": "ticket", "label": "team"}
-    ids = [_train(settings, dataset_id, "classification", mapping, "tickets r8", r=8, alpha=16),
-           _train(settings, dataset_id, "classification", mapping, "tickets slow", learning_rate=1e-4, max_steps=4)]
+    ids = [
+        _train(settings, dataset_id, "classification", mapping, "tickets r8", r=8, alpha=16),
+        _train(settings, dataset_id, "classification", mapping, "tickets slow", learning_rate=1e-4, max_steps=4),
+    ]
 
     summary = evaluate_adapter(ids[0])
 
@@ -102,8 +133,9 @@ def test_classifier_scored_against_the_majority_class_everywhere(tickets, settin
     assert data["adapters"][0]["confusion"] == confusion
     assert {"accuracy", "macro_f1", "validation_loss"} <= set(data["adapters"][0]["metrics"])
     assert any(v.startswith("tickets r8 is better than the majority-class baseline") and "accuracy" in v for v in data["verdicts"])
-    assert data["best"]["metric:validation_loss"] == min(ids, key=lambda i: next(
-        r["metrics"]["validation_loss"]["value"] for r in data["adapters"] if r["adapter_id"] == i))
+    assert data["best"]["metric:validation_loss"] == min(
+        ids, key=lambda i: next(r["metrics"]["validation_loss"]["value"] for r in data["adapters"] if r["adapter_id"] == i)
+    )
     assert any("macro-F1" in v for v in data["verdicts"])
 
     sign_in(client, email, password)
@@ -119,7 +151,10 @@ def test_classifier_scored_against_the_majority_class_everywhere(tickets, settin
         with zipfile.ZipFile(adapter_zip_path(get_artifact_store(), adapter)) as archive:
             card = archive.read("README.md").decode()
     assert "| Accuracy |" in card and "| Macro-F1 |" in card and "majority class" in card
-    assert "Confusion matrix (rows: true label, columns: predicted label)" in card and "| true \\ predicted | faults | orders | returns |" in card
+    assert (
+        "Confusion matrix (rows: true label, columns: predicted label)" in card
+        and "| true \\ predicted | faults | orders | returns |" in card
+    )
 
 
 def test_text_adapter_continues_held_out_texts_with_loss_and_perplexity(make_user, settings, tiny_model_dir):
@@ -133,7 +168,7 @@ def test_text_adapter_continues_held_out_texts_with_loss_and_perplexity(make_use
     stored = load_evaluation(get_artifact_store(), adapter_id)
     for row in stored["rows"]:  # the start of a held-out text, and the words that follow it
         text = next(t for t in BRAND_COPY if t.startswith(row["prompt"]))
-        assert text[len(row["prompt"]):].split()[:5] == row["reference"].split()[:5]
+        assert text[len(row["prompt"]) :].split()[:5] == row["reference"].split()[:5]
     for side in ("adapter", "base"):
         loss, ppl = summary[side]["validation_loss"], summary[side]["perplexity"]
         assert loss["low"] <= loss["value"] <= loss["high"]
@@ -155,12 +190,12 @@ def test_classification_and_text_jobs_queue_their_evaluation(tickets, settings, 
         assert db.get(Adapter, adapter_id).evaluation_state is None
 
 
-
 def test_full_fine_tune_is_evaluated_against_the_base_loaded_beside_it(make_user, settings, tiny_model_dir):
     user_id, *_ = make_user("full-ft")
     dataset_id = _dataset(user_id, "brand-full.csv", "copy", [(t,) for t in BRAND_COPY])
-    adapter_id = _train(settings, dataset_id, "text", {"text_columns": ["copy"]}, "brand full", technique="full",
-                        max_steps=15, learning_rate=1e-3)
+    adapter_id = _train(
+        settings, dataset_id, "text", {"text_columns": ["copy"]}, "brand full", technique="full", max_steps=15, learning_rate=1e-3
+    )
 
     summary = evaluate_adapter(adapter_id, max_rows=2)
 

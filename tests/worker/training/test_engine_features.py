@@ -4,11 +4,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.worker.training.test_training_loop import MEMO_ROWS, Recorder
 from worker.training.checkpoints import CHECKPOINT_FILE
 from worker.training.loop import run_training, train
 from worker.training.spec import TrainingSpec
-
-from tests.worker.training.test_training_loop import MEMO_ROWS, Recorder
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -34,9 +33,13 @@ class DiesAfter(Recorder):
 
 def _spec(model_dir, tmp_path, name, **params):
     return TrainingSpec(
-        base_model_dir=str(model_dir), technique="lora",
+        base_model_dir=str(model_dir),
+        technique="lora",
         params={"learning_rate": 3e-3, "epochs": 50, "batch_size": 4, "max_steps": 10, "dropout": 0.1, **params},
-        train_rows=MEMO_ROWS, validation_rows=MEMO_ROWS[:4], output_dir=str(tmp_path / name / "adapter"), seed=3,
+        train_rows=MEMO_ROWS,
+        validation_rows=MEMO_ROWS[:4],
+        output_dir=str(tmp_path / name / "adapter"),
+        seed=3,
         checkpoint_dir=str(tmp_path / name / "checkpoint"),
     )
 
@@ -70,8 +73,19 @@ def test_validation_loss_every_n_steps_and_early_stopping(tiny_model_dir, tmp_pa
     # With a learning rate of 0 the held-out loss never improves on the first check, so training
     # stops after `patience` more checks, whatever the libraries' numerics. (A diverging learning
     # rate of 0.5 stopped early until a dependency release made the tiny model recover from it.)
-    run = run_training(_spec(tiny_model_dir, tmp_path, "early", learning_rate=0.0, max_steps=40, eval_steps=2,
-                             early_stopping_patience=2, checkpoint_minutes=0), recorder)
+    run = run_training(
+        _spec(
+            tiny_model_dir,
+            tmp_path,
+            "early",
+            learning_rate=0.0,
+            max_steps=40,
+            eval_steps=2,
+            early_stopping_patience=2,
+            checkpoint_minutes=0,
+        ),
+        recorder,
+    )
     measured = [p.step for p in recorder.progress if p.validation_loss is not None]
     assert measured == [2, 4, 6]
     assert run.result.stopped_early and run.result.steps == 6

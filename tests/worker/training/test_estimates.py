@@ -46,14 +46,20 @@ def test_memory_and_adapter_size_estimates_are_within_30_percent(tiny_model_dir,
     raw = {"max_steps": 8, "epochs": 50, "checkpoint_minutes": 0, "max_length": 64}
     params = validate_params(CATALOGUE["lora"], raw)
     root = Path(__file__).resolve().parents[3]
-    done = subprocess.run([sys.executable, "-c", _FRESH_WORKER_RUN, str(tiny_model_dir), str(tmp_path / "adapter"), json.dumps(raw)],
-                          capture_output=True, text=True, cwd=root, timeout=300)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_WORKER_RUN, str(tiny_model_dir), str(tmp_path / "adapter"), json.dumps(raw)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=300,
+    )
+    line = next((out for out in done.stdout.splitlines() if out.startswith("RESULT ")), None)
     assert line, done.stderr[-2000:]
-    actual = json.loads(line[len("RESULT "):])
+    actual = json.loads(line[len("RESULT ") :])
     tokens_per_row = actual["tokens"] / (8 * 8)
-    estimate = estimate_job(config, "lora", params, task="instruction", n_rows=18, tokens_per_row=tokens_per_row,
-                            worker=WorkerClass("cpu", cores=2))
+    estimate = estimate_job(
+        config, "lora", params, task="instruction", n_rows=18, tokens_per_row=tokens_per_row, worker=WorkerClass("cpu", cores=2)
+    )
     adapter_bytes = (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size
     assert estimate.trainable_parameters == actual["trainable"]
     assert estimate.adapter_bytes == pytest.approx(adapter_bytes, rel=0.3)

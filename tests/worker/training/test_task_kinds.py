@@ -8,30 +8,44 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
+from tests.worker.training.test_training_loop import MEMO_ROWS, Recorder
 from worker.training.data import collate, render_prompt, tokenize_classification, tokenize_texts
 from worker.training.loop import run_training
 from worker.training.saving import LABELS_FILE
 from worker.training.spec import TrainingSpec
 
-from tests.worker.training.test_training_loop import MEMO_ROWS, Recorder
-
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
 _ITEMS = "jacket shirt coat dress sleeve collar pocket card".split()
 # The label follows from the words used, as in real tickets.
-CLASS_ROWS = [row for item in _ITEMS for row in (
-    (f"I want to return the {item} and get my money back.", "returns"),
-    (f"When will my {item} order arrive? It has not shipped yet.", "orders"),
-)]
+CLASS_ROWS = [
+    row
+    for item in _ITEMS
+    for row in (
+        (f"I want to return the {item} and get my money back.", "returns"),
+        (f"When will my {item} order arrive? It has not shipped yet.", "orders"),
+    )
+]
 
 
 def _train(model_dir, tmp_path, task, rows, technique="lora", **params):
     recorder = Recorder()
     spec = TrainingSpec(
-        base_model_dir=str(model_dir), technique=technique,
-        params={"learning_rate": 3e-3, "epochs": 50, "batch_size": 8, "max_steps": 15, "warmup_ratio": 0.0,
-                "checkpoint_minutes": 0, **params},
-        train_rows=rows, validation_rows=rows[:4], output_dir=str(tmp_path / "adapter"), task=task,
+        base_model_dir=str(model_dir),
+        technique=technique,
+        params={
+            "learning_rate": 3e-3,
+            "epochs": 50,
+            "batch_size": 8,
+            "max_steps": 15,
+            "warmup_ratio": 0.0,
+            "checkpoint_minutes": 0,
+            **params,
+        },
+        train_rows=rows,
+        validation_rows=rows[:4],
+        output_dir=str(tmp_path / "adapter"),
+        task=task,
     )
     run = run_training(spec, recorder)
     losses = [p.loss for p in recorder.progress]
@@ -86,9 +100,15 @@ def _assert_plain_reload_reproduces_logits(run, model_dir, out):
 
 
 def test_prefix_tuning_on_an_encoder_is_refused_in_plain_words(tiny_bert_dir, tmp_path):
-    spec = TrainingSpec(base_model_dir=str(tiny_bert_dir), technique="prefix_tuning", params={"max_steps": 1},
-                        train_rows=CLASS_ROWS, validation_rows=CLASS_ROWS[:2], output_dir=str(tmp_path / "a"),
-                        task="classification")
+    spec = TrainingSpec(
+        base_model_dir=str(tiny_bert_dir),
+        technique="prefix_tuning",
+        params={"max_steps": 1},
+        train_rows=CLASS_ROWS,
+        validation_rows=CLASS_ROWS[:2],
+        output_dir=str(tmp_path / "a"),
+        task="classification",
+    )
     with pytest.raises(ValueError, match="decoder"):
         run_training(spec, Recorder())
 
@@ -101,8 +121,9 @@ ENCODER_MATRIX = {"ia3": {"learning_rate": 1e-2}, "loha": {}, "lokr": {}, "dora"
 
 @pytest.mark.parametrize("technique", list(ENCODER_MATRIX))
 def test_encoder_classification_with_more_techniques(technique, tiny_bert_dir, tmp_path):
-    run = _train(tiny_bert_dir, tmp_path, "classification", CLASS_ROWS, technique=technique,
-                 **{"learning_rate": 1e-2, **ENCODER_MATRIX[technique]})
+    run = _train(
+        tiny_bert_dir, tmp_path, "classification", CLASS_ROWS, technique=technique, **{"learning_rate": 1e-2, **ENCODER_MATRIX[technique]}
+    )
     _assert_plain_reload_reproduces_logits(run, tiny_bert_dir, tmp_path / "adapter")
 
 

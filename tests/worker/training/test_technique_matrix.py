@@ -11,13 +11,12 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from app.domain.techniques import CATALOGUE, validate_params
+from tests.worker.training.test_training_loop import MEMO_ROWS, Recorder
 from worker.training.data import collate, tokenize_rows
 from worker.training.loading import load_base_model
 from worker.training.loop import run_training
 from worker.training.peft_factory import BUILDERS, FULL_FINE_TUNING, quantization_bits
 from worker.training.spec import TrainingSpec
-
-from tests.worker.training.test_training_loop import MEMO_ROWS, Recorder
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -59,13 +58,26 @@ def _logits(model, tokenizer):
 @pytest.mark.parametrize("row", list(MATRIX_OVERRIDES))
 def test_technique_trains_saves_and_reloads(row, tiny_model_dir, tmp_path):
     technique = row.split("-")[0]
-    raw = {"epochs": 50, "batch_size": 8, "max_steps": STEPS, "warmup_ratio": 0.0, "max_length": 64,
-           "checkpoint_minutes": 0, **MATRIX_OVERRIDES[row]}
+    raw = {
+        "epochs": 50,
+        "batch_size": 8,
+        "max_steps": STEPS,
+        "warmup_ratio": 0.0,
+        "max_length": 64,
+        "checkpoint_minutes": 0,
+        **MATRIX_OVERRIDES[row],
+    }
     params = validate_params(CATALOGUE[technique], raw)
     output_dir = tmp_path / "adapter"
     recorder = Recorder()
-    spec = TrainingSpec(base_model_dir=str(tiny_model_dir), technique=technique, params=params,
-                        train_rows=MEMO_ROWS, validation_rows=MEMO_ROWS[:4], output_dir=str(output_dir))
+    spec = TrainingSpec(
+        base_model_dir=str(tiny_model_dir),
+        technique=technique,
+        params=params,
+        train_rows=MEMO_ROWS,
+        validation_rows=MEMO_ROWS[:4],
+        output_dir=str(output_dir),
+    )
     run = run_training(spec, recorder)
 
     losses = [p.loss for p in recorder.progress]

@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from app.domain.task_kinds import PLAIN_PROMPT_FORMAT
 from worker.training.data import (
     IGNORE_INDEX,
     MIN_RESPONSE_TOKENS,
@@ -15,7 +16,6 @@ from worker.training.data import (
     render_row,
     tokenize_rows,
 )
-from app.domain.task_kinds import PLAIN_PROMPT_FORMAT
 
 ROWS = [
     ("Where is my parcel?", "It ships on Monday."),
@@ -24,9 +24,7 @@ ROWS = [
 
 
 def _prompt_ids(tokenizer, prompt, add_special_tokens):
-    return tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=add_special_tokens)[
-        "input_ids"
-    ]
+    return tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=add_special_tokens)["input_ids"]
 
 
 def test_labels_mask_exactly_the_prompt_and_response_ends_with_eos(tiny_tokenizer):
@@ -53,17 +51,13 @@ def test_chat_template_renders_the_prompt_without_doubled_special_tokens(tiny_ch
     tokenizer = tiny_chat_tokenizer
     prompt, response = ROWS[0]
     example = tokenize_rows(tokenizer, [ROWS[0]], max_length=256).examples[0]
-    expected_prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-    )
+    expected_prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
     rendered = render_row(tokenizer, prompt, response)
     assert rendered.prompt_text == expected_prompt
     assert rendered.response_text == response + "<|im_end|>"
     start_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert example.input_ids[0] == start_id and example.input_ids[1] != start_id
-    assert example.input_ids[-1] == tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids(
-        "<|im_end|>"
-    )
+    assert example.input_ids[-1] == tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     n_prompt = rendered.prompt_tokens
     assert example.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
     assert all(label != IGNORE_INDEX for label in example.labels[n_prompt:])

@@ -12,16 +12,10 @@ from worker.training.loop import run_training, train
 from worker.training.schedule import lr_factor, plan_steps
 from worker.training.spec import Progress, TrainingSpec, resolve_params
 
-WORDS = (
-    "jacket shirt coat dress parcel refund invoice card "
-    "sleeve collar button pocket fabric cotton wool linen"
-)
+WORDS = "jacket shirt coat dress parcel refund invoice card sleeve collar button pocket fabric cotton wool linen"
 DAYS = ["Monday", "Tuesday", "Friday", "Sunday"]
 # 16 distinct short pairs: memorisable by a tiny model in a few dozen steps.
-MEMO_ROWS = [
-    (f"What is code {i}?", f"Code {i} means the {word} ships on {DAYS[i % 4]}.")
-    for i, word in enumerate(WORDS.split())
-]
+MEMO_ROWS = [(f"What is code {i}?", f"Code {i} means the {word} ships on {DAYS[i % 4]}.") for i, word in enumerate(WORDS.split())]
 
 
 class Recorder:
@@ -143,7 +137,10 @@ def test_same_seed_gives_the_same_losses(tiny_model_dir, tmp_path):
 def test_chat_template_model_trains_with_accumulation(tiny_chat_model_dir, tmp_path):
     recorder = Recorder()
     spec = _spec(
-        tiny_chat_model_dir, tmp_path / "adapter", batch_size=4, gradient_accumulation_steps=2,
+        tiny_chat_model_dir,
+        tmp_path / "adapter",
+        batch_size=4,
+        gradient_accumulation_steps=2,
         max_steps=3,
     )
     result = train(spec, recorder)
@@ -180,9 +177,9 @@ def test_learning_rate_schedule_warms_up_and_decays_without_a_zero_step():
 
 def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(tiny_model_dir):
     from worker.training.loading import load_base_model
+    from worker.training.peft_factory import build_peft_model
     from worker.training.progress import LoopState
     from worker.training.steps import accumulate_gradients
-    from worker.training.peft_factory import build_peft_model
 
     base, tokenizer = load_base_model(tiny_model_dir)
     model = build_peft_model(base, "lora", {"dropout": 0.0})
@@ -221,14 +218,23 @@ def test_the_recipe_calls_the_technique_hooks(tiny_model_dir, tmp_path, monkeypa
         def close(self):
             closed.append(True)
 
-    hooked = peft_factory.Builder(peft_factory.build_lora_config, packs_examples=False, files=RecordingFiles,
-                                    after_optimizer_step=lambda model, step: calls.append(step))
+    hooked = peft_factory.Builder(
+        peft_factory.build_lora_config,
+        packs_examples=False,
+        files=RecordingFiles,
+        after_optimizer_step=lambda model, step: calls.append(step),
+    )
     monkeypatch.setitem(peft_factory.BUILDERS, "hooked", hooked)
     # The catalogue is the one source of a technique's defaults: the test technique is LoRA's entry under another key.
     monkeypatch.setitem(CATALOGUE, "hooked", dataclasses.replace(CATALOGUE["lora"], key="hooked"))
-    spec = TrainingSpec(base_model_dir=str(tiny_model_dir), technique="hooked",
-                        params={"epochs": 10, "max_steps": 3, "packing": "on", "checkpoint_minutes": 0},
-                        train_rows=MEMO_ROWS, validation_rows=[], output_dir=str(tmp_path / "adapter"))
+    spec = TrainingSpec(
+        base_model_dir=str(tiny_model_dir),
+        technique="hooked",
+        params={"epochs": 10, "max_steps": 3, "packing": "on", "checkpoint_minutes": 0},
+        train_rows=MEMO_ROWS,
+        validation_rows=[],
+        output_dir=str(tmp_path / "adapter"),
+    )
     recipe = TrainingRecipe(spec, Recorder())
     assert not recipe.packing_applies()
     run = recipe.run()

@@ -35,8 +35,17 @@ def test_full_card_has_front_matter_data_results_and_usage():
     assert 'base_model: "HuggingFaceTB/SmolLM2-135M-Instruct"' in front_matter
     assert 'tags: ["tailor", "lora"]' in front_matter
     assert "# LoRA adapter for HuggingFaceTB/SmolLM2-135M-Instruct" in card
-    for text in ("support.csv", "1,200", "ab" * 32, "1.2346", "1.5000", "150", "12 min 34 s",
-                 "4,884,480", "`target_modules` | `all-linear`"):
+    for text in (
+        "support.csv",
+        "1,200",
+        "ab" * 32,
+        "1.2346",
+        "1.5000",
+        "150",
+        "12 min 34 s",
+        "4,884,480",
+        "`target_modules` | `all-linear`",
+    ):
         assert text in card, text
     assert 'AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")' in card
     assert 'PeftModel.from_pretrained(base, "path/to/unzipped/adapter")' in card
@@ -56,9 +65,8 @@ def test_spec_and_model_card_import_without_torch():
 
 
 def test_classification_and_full_fine_tuning_cards_show_how_to_load_them():
-    card = render_model_card({"base_model": "minilm", "technique": "lora", "task": "classification",
-                              "label_names": ["orders", "returns"]})
-    assert "AutoModelForSequenceClassification.from_pretrained(\"minilm\", num_labels=2)" in card
+    card = render_model_card({"base_model": "minilm", "technique": "lora", "task": "classification", "label_names": ["orders", "returns"]})
+    assert 'AutoModelForSequenceClassification.from_pretrained("minilm", num_labels=2)' in card
     assert "tailor_labels.json" in card
     full = render_model_card({"base_model": "smollm2", "technique": "full"})
     assert 'AutoModelForCausalLM.from_pretrained("path/to/unzipped/model")' in full and "PeftModel.from_pretrained" not in full

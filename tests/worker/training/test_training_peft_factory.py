@@ -23,9 +23,7 @@ def test_lora_wraps_all_linear_layers_with_the_given_rank(tiny_model):
     # 4 layers x (q,k,v,o: 256->256, gate,up: 256->768, down: 768->256), each r*(in+out).
     per_layer = 4 * 4 * (256 + 256) + 3 * 4 * (256 + 768)
     assert trainable == 4 * per_layer
-    assert all(
-        not p.requires_grad for name, p in model.named_parameters() if "lora_" not in name
-    )
+    assert all(not p.requires_grad for name, p in model.named_parameters() if "lora_" not in name)
     assert total > trainable
 
 
@@ -54,8 +52,7 @@ def test_technique_differences_are_hooks_on_their_builder_entries():
 
     assert quantization_bits("qlora", {}) == 4 and quantization_bits("qlora", {"bits": "8"}) == 8
     assert quantization_bits("lora", {"bits": "8"}) == 0 and quantization_bits("magic", {}) == 0
-    assert {key for key, entry in BUILDERS.items() if not entry.packs_examples} == {
-        "prompt_tuning", "prefix_tuning", "p_tuning"}
+    assert {key for key, entry in BUILDERS.items() if not entry.packs_examples} == {"prompt_tuning", "prefix_tuning", "p_tuning"}
     assert [key for key, entry in BUILDERS.items() if entry.after_optimizer_step] == ["adalora"]
     assert [key for key, entry in BUILDERS.items() if entry.fp32_weights] == [FULL_FINE_TUNING]
     assert BUILDERS[FULL_FINE_TUNING].files is WholeModelFiles
