@@ -6,15 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.domain.task_kinds import ColumnRole, TaskKind, get_task_kind
+from app.domain.task_kinds import ColumnRole, get_task_kind
 from app.models import Dataset
 from app.services.label_counts import one_label_message
-
-
-def label_role(kind: TaskKind) -> ColumnRole | None:
-    """The role whose column holds the label (the last required role of a kind with labels, as
-    TaskKind.label_of reads the last cell of a row)."""
-    return kind.required_roles[-1] if kind.has_labels else None
 
 
 def empty_column_message(role: ColumnRole, column: str) -> str:
@@ -32,7 +26,7 @@ def column_problems(dataset: Dataset, task: str, mapping: dict[str, Any]) -> dic
         for column in value if isinstance(value, list) else [value] if value else []:
             if role.key not in problems and column in by_name and by_name[column]["filled"] == 0:
                 problems[role.key] = empty_column_message(role, column)
-    label = label_role(kind)
+    label = kind.label_role
     if label is not None and label.key not in problems and mapping.get(label.key) in by_name:
         profile = by_name[mapping[label.key]]
         if profile["top_values"] is not None and len(profile["top_values"]) == 1 and profile["distinct"] == 1:

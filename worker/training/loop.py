@@ -22,13 +22,13 @@ from worker.training.data import collate, label_names_of, pack_examples, pad_tok
 from worker.training.held_out import evaluate_accuracy, evaluate_loss
 from worker.training.loading import load_base_model, pick_device
 from worker.training.memory import peak_memory_bytes, reset_peak_memory, wants_gradient_checkpointing
-from worker.training.peft_factory import BuildContext, builder_for, technique_params
+from worker.training.peft_factory import BuildContext, builder_for
 from worker.training.precision import precision_for
 from worker.training.progress import LoopState, recent_train_loss, report_progress
 from worker.training.provenance import data_fingerprint, environment_record
 from worker.training.saving import AdapterFiles, save_adapter
 from worker.training.schedule import epoch_step_groups, lr_factor, plan_steps, seed_everything
-from worker.training.spec import TrainingCallbacks, TrainingResult, TrainingSpec
+from worker.training.spec import TrainingCallbacks, TrainingResult, TrainingSpec, resolve_params
 from worker.training.steps import accumulate_gradients, optimizer_step
 
 
@@ -60,7 +60,7 @@ class TrainingRecipe:
         self.spec = spec
         self.callbacks = callbacks
         self.builder = builder_for(spec.technique)
-        self.params = technique_params(spec.technique, spec.params)
+        self.params = resolve_params(spec.technique, spec.params)
         self.task_kind = get_task_kind(spec.task)
         self.state = LoopState()
         self.files: AdapterFiles | None = None  # the technique's writer, started once the model is built

@@ -326,11 +326,6 @@ def builder_for(technique: str) -> Builder:
         raise ValueError(f"Unknown technique {technique!r}; the training worker knows: {known}.") from None
 
 
-def technique_params(technique: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The parameters a technique trains with: defaults overlaid with `params`."""
-    return resolve_params(technique, params)
-
-
 def quantization_bits(technique: str, params: dict[str, Any]) -> int:
     entry = BUILDERS.get(technique)
     return entry.bits(params) if entry is not None else 0
@@ -341,7 +336,7 @@ def build_peft_config(model, technique: str, params: dict[str, Any], ctx: BuildC
     entry = builder_for(technique)
     if entry.configure is None:
         raise ValueError(f"Technique {technique!r} trains the model itself and has no PEFT config.")
-    return entry.configure(technique_params(technique, params), model, ctx or BuildContext())
+    return entry.configure(resolve_params(technique, params), model, ctx or BuildContext())
 
 
 def build_peft_model(model, technique: str, params: dict[str, Any], ctx: BuildContext | None = None):
@@ -349,4 +344,4 @@ def build_peft_model(model, technique: str, params: dict[str, Any], ctx: BuildCo
 
     Full fine-tuning returns the model itself with every weight trainable.
     """
-    return builder_for(technique).build_model(model, technique_params(technique, params), ctx or BuildContext())
+    return builder_for(technique).build_model(model, resolve_params(technique, params), ctx or BuildContext())
