@@ -89,6 +89,47 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `tailor serve` binds to.")
     port: int = Field(8000, description="Port `tailor serve` listens on.")
 
+    # --- sign-in, sessions and request limits (issue 16) ---
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        description=(
+            "Largest request body accepted on every route that is not an upload (default 1 MiB); a larger one is "
+            "refused with 413 before sign-in is checked or the body is read. Uploads keep TAILOR_MAX_UPLOAD_BYTES."
+        ),
+    )
+    sign_in_account_limits: str = Field(
+        "5/minute;20/hour;100/day",
+        description=(
+            "Failed sign-ins allowed per account (email) before further attempts are refused with 429, as "
+            "`limits` rate strings separated by ';': each window that fills locks the account for longer (backoff). "
+            "A successful sign-in clears the account's count."
+        ),
+    )
+    sign_in_address_limits: str = Field(
+        "30/minute;300/hour;1000/day",
+        description="Failed sign-ins allowed per client address (any account), as `limits` rate strings separated by ';'.",
+    )
+    oidc_issuer: str | None = Field(
+        None,
+        description=(
+            "OpenID Connect issuer URL (its /.well-known/openid-configuration is read), e.g. "
+            "https://login.example.com/realms/acme. Set with the client id and secret to offer 'Sign in with SSO'."
+        ),
+    )
+    oidc_client_id: str | None = Field(None, description="Client id of Tailor at the OpenID Connect provider.")
+    oidc_client_secret: str | None = Field(None, description="Client secret of Tailor at the OpenID Connect provider.")
+    oidc_allowed_domains: str = Field(
+        "",
+        description=(
+            "Comma-separated email domains whose people may sign in with SSO (e.g. 'acme.com,acme.de'); "
+            "empty = nobody is created or signed in by SSO."
+        ),
+    )
+    oidc_default_role: str = Field(
+        "member",
+        description="Role given to a person created by their first SSO sign-in (owner, member or viewer) in the workspace they join.",
+    )
+
     @model_validator(mode="after")
     def _refuse_short_secret(self) -> Settings:
         if self.secret_key == "":
@@ -100,6 +141,10 @@ class Settings(BaseSettings):
     def session_secret(self) -> str:
         """TAILOR_SECRET_KEY, or this install's own random key from DATA_DIR/secret_key (made on first use)."""
         return self.secret_key or load_or_create_secret_key(self.data_dir)
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id and self.oidc_client_secret)
 
     @property
     def resolved_database_url(self) -> str:

@@ -405,3 +405,27 @@ class ReviewPair(BaseModel):
 
 class VoteRecorded(BaseModel):
     recorded: str
+
+
+# --- sessions (issue 16) ---
+
+
+class SessionPublic(BaseModel):
+    """One of the signed-in person's browser sessions."""
+
+    id: int
+    created_at: datetime
+    last_seen_at: datetime
+    ip_address: str
+    user_agent: str
+    method: str = Field(..., description="How it signed in: 'password' or 'sso'.")
+    current: bool = Field(..., description="True for the session making this request.")
+
+
+class SessionsEnded(BaseModel):
+    ended: int
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field("", max_length=1000)
+    new_password: str = Field(..., max_length=1000)

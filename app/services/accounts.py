@@ -5,13 +5,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from functools import lru_cache
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import ApiToken, User, Workspace, utcnow
 
+# Argon2id with argon2-cffi's defaults (RFC 9106's low-memory profile); the parameters are stored
+# in each hash, so raising them later upgrades every password at its owner's next sign-in.
+_HASHER = PasswordHasher()
+# Hashes written before Argon2id: still verified, and replaced at the next successful sign-in.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+# The password hash of accounts that sign in only by SSO: no password matches it.
+NO_PASSWORD = "!no-password"
 
 
 class AccountError(ValueError):
@@ -19,20 +28,40 @@ class AccountError(ValueError):
 
 
 def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
-    return f"scrypt${salt.hex()}${digest.hex()}"
+    return _HASHER.hash(password)
 
 
-def verify_password(password: str, stored: str) -> bool:
+def _verify_scrypt(password: str, stored: str) -> bool:
     try:
         scheme, salt_hex, digest_hex = stored.split("$")
+        salt = bytes.fromhex(salt_hex)
     except ValueError:
         return False
     if scheme != "scrypt":
         return False
-    digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), **_SCRYPT)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
     return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+def verify_password(password: str, stored: str) -> bool:
+    if stored.startswith("scrypt$"):
+        return _verify_scrypt(password, stored)
+    if not stored.startswith("$argon2"):
+        return False
+    try:
+        return _HASHER.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(stored: str) -> bool:
+    """True for a hash from before Argon2id or with weaker parameters than today's."""
+    return stored.startswith("scrypt$") or (stored.startswith("$argon2") and _HASHER.check_needs_rehash(stored))
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 def normalise_email(email: str) -> str:
@@ -59,11 +88,30 @@ def create_user(db: Session, email: str, password: str, *, is_admin: bool = Fals
 
 
 def authenticate(db: Session, email: str, password: str) -> User | None:
+    """The user with this email and password, or None. A hash from before Argon2id (or with weaker
+    parameters) is replaced by a new one on success."""
     user = db.scalar(select(User).where(User.email == normalise_email(email)))
     if user is None:
-        hash_password(password)  # same work as a real check, so timing does not reveal accounts
+        verify_password(password, _dummy_hash())  # same work as a real check, so timing does not reveal accounts
         return None
-    return user if verify_password(password, user.password_hash) else None
+    if not verify_password(password, user.password_hash):
+        return None
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return user
+
+
+def change_password(db: Session, user: User, current: str, new: str) -> None:
+    """Set a new password after checking the current one (an SSO-only account has none to check).
+    The caller ends the user's other sessions."""
+    if user.password_hash != NO_PASSWORD and not verify_password(current, user.password_hash):
+        raise AccountError("The current password is not right.")
+    if len(new) < 8:
+        raise AccountError("Choose a password of at least 8 characters.")
+    if len(new) > 1000:
+        raise AccountError("Choose a password of at most 1000 characters.")
+    user.password_hash = hash_password(new)
+    db.flush()
 
 
 def count_users(db: Session) -> int:

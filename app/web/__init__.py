@@ -1,6 +1,6 @@
 """HTML pages (Jinja + htmx) over the services; what they share with the JSON API lives in app/http."""
 
-from app.web import adapters, compare, datasets, groups, home, jobs, playground, review, workers
+from app.web import account, adapters, compare, datasets, groups, home, jobs, playground, review, workers
 
 ROUTERS = (
     home.router,
@@ -12,4 +12,5 @@ ROUTERS = (
     playground.router,
     review.router,
     workers.router,
+    account.router,
 )
