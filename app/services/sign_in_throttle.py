@@ -81,7 +81,11 @@ def check_before_sign_in(email: str, address: str) -> Throttled | None:
         if full:
             return Throttled(_retry_after(limiter, tuple(full), address_key))
         account_key = _account_key(email)
-        refused = [item for item in account_items if not limiter.hit(item, account_key)]
+        # Attempts while locked out are not counted (the lockout does not grow by itself); of those
+        # let through, each takes its slot atomically, so a burst cannot overshoot a window.
+        refused = [item for item in account_items if not limiter.test(item, account_key)]
+        if not refused:
+            refused = [item for item in account_items if not limiter.hit(item, account_key)]
         if refused:
             return Throttled(_retry_after(limiter, tuple(refused), account_key))
     except Exception:  # noqa: BLE001 - Redis unreachable: sign-in still works (see the module doc)
