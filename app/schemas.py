@@ -234,6 +234,11 @@ class WorkerPublic(BaseModel):
     current_job_name: str | None
 
 
+class WorkersBoard(BaseModel):
+    counts: dict[str, int] = Field(..., description="Workers per state: busy, idle, offline, stopped.")
+    workers: list[WorkerPublic] = Field(..., description="Each worker's details; for instance administrators only (empty for others).")
+
+
 class AdapterUpdate(BaseModel):
     status: str = Field(..., description="draft, approved or archived")
 
