@@ -31,9 +31,7 @@ def start_session(db: Session, user_id: int, *, ip_address: str = "", user_agent
     """A new session for the user; returns the random id for the cookie (only its hash is stored)."""
     session_id = secrets.token_urlsafe(32)
     db.add(
-        UserSession(
-            id_hash=_digest(session_id), user_id=user_id, ip_address=ip_address[:64], user_agent=user_agent[:300], method=method
-        )
+        UserSession(id_hash=_digest(session_id), user_id=user_id, ip_address=ip_address[:64], user_agent=user_agent[:300], method=method)
     )
     db.flush()
     return session_id

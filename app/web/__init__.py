@@ -1,6 +1,6 @@
 """HTML pages (Jinja + htmx) over the services; what they share with the JSON API lives in app/http."""
 
-from app.web import account, adapters, compare, datasets, groups, home, jobs, playground, review, workers
+from app.web import account, adapters, compare, datasets, groups, home, jobs, playground, review, sso, workers
 
 ROUTERS = (
     home.router,
@@ -13,4 +13,5 @@ ROUTERS = (
     review.router,
     workers.router,
     account.router,
+    sso.router,
 )

@@ -48,9 +48,7 @@ def end_other_sessions(request: Request, user: CurrentUser, db: DbSession):
 
 
 @router.post("/account/password")
-def change_password(
-    request: Request, user: CurrentUser, db: DbSession, current_password: str = Form(""), new_password: str = Form("")
-):
+def change_password(request: Request, user: CurrentUser, db: DbSession, current_password: str = Form(""), new_password: str = Form("")):
     try:
         accounts.change_password(db, user, current_password, new_password)
     except accounts.AccountError as exc:

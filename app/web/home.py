@@ -56,7 +56,11 @@ def login(request: Request, db: DbSession, email: str = Form(""), password: str 
     throttled = sign_in_throttle.check_before_sign_in(email, address)  # before any password hash is computed
     if throttled is not None:
         return render(
-            request, "login.html", {**context, "error": throttled.message}, status_code=429, headers={"Retry-After": str(throttled.retry_after)}
+            request,
+            "login.html",
+            {**context, "error": throttled.message},
+            status_code=429,
+            headers={"Retry-After": str(throttled.retry_after)},
         )
     user = accounts.authenticate(db, email, password)
     sign_in_throttle.record_outcome(email, address, succeeded=user is not None)

@@ -190,7 +190,9 @@ def test_docs_are_served_from_vendored_files_without_inline_script(client, make_
 def test_the_worker_board_shows_details_to_administrators_only(client, make_user, db):
     from app.models import User, WorkerNode, utcnow
 
-    db.add(WorkerNode(name="gpu-box-secret-name", hostname="rack7.internal", pid=1, queues="gpu", device="cuda:0 H100", heartbeat_at=utcnow()))
+    db.add(
+        WorkerNode(name="gpu-box-secret-name", hostname="rack7.internal", pid=1, queues="gpu", device="cuda:0 H100", heartbeat_at=utcnow())
+    )
     db.commit()
     member, admin = make_user("member"), make_user("admin")
     db.get(User, admin.id).is_admin = True

@@ -102,7 +102,9 @@ def test_a_password_change_ends_the_other_sessions_and_keeps_this_one(make_user)
         wrong = mine.post("/account/password", data={"csrf_token": csrf, "current_password": "nope", "new_password": "a new password 1"})
         assert wrong.status_code == 400 and "current password is not right" in wrong.text
         assert stolen.get("/api/v1/datasets").status_code == 200
-        done = mine.post("/account/password", data={"csrf_token": csrf, "current_password": user.password, "new_password": "a new password 1"})
+        done = mine.post(
+            "/account/password", data={"csrf_token": csrf, "current_password": user.password, "new_password": "a new password 1"}
+        )
         assert done.status_code == 200 and "1 other session signed out" in done.text
         assert mine.get("/api/v1/datasets").status_code == 200
         assert stolen.get("/api/v1/datasets").status_code == 401
