@@ -53,6 +53,8 @@ SLOW = (
     "tests/worker/training/test_task_kinds.py",
     "tests/worker/training/test_technique_matrix.py",
     "tests/worker/training/test_training_loop.py",
+    # sessions, sign-in and SSO (issue 16): starts an OpenID Connect provider process
+    "tests/app/test_sso.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 
