@@ -23,9 +23,10 @@ document.addEventListener("securitypolicyviolation", function (e) {
 """
 
 
-def _job_with_a_loss_curve(dataset_id: int) -> int:
+def _job_with_a_loss_curve(dataset_id: int) -> tuple[int, int]:
+    """A finished job with a loss curve and its adapter (rows only: the pages need no files)."""
     from app.db import session_scope
-    from app.models import Dataset, Job, MetricPoint, utcnow
+    from app.models import Adapter, Dataset, Job, MetricPoint, utcnow
 
     with session_scope() as db:
         dataset = db.get(Dataset, dataset_id)
@@ -45,7 +46,18 @@ def _job_with_a_loss_curve(dataset_id: int) -> int:
         db.flush()
         for step in range(1, 6):
             db.add(MetricPoint(job_id=job.id, step=step, epoch=step / 5, loss=2.0 / step, created_at=utcnow() + timedelta(seconds=step)))
-        return job.id
+        adapter = Adapter(
+            workspace_id=dataset.workspace_id,
+            job_id=job.id,
+            name="CSP adapter",
+            technique="lora",
+            base_model=TINY_MODEL_KEY,
+            storage_key=f"adapters/csp-{job.id}",
+            metrics={"validation_loss": 0.5},
+        )
+        db.add(adapter)
+        db.flush()
+        return job.id, adapter.id
 
 
 def test_the_main_pages_run_without_a_csp_violation(page, make_user, tiny_model_dir, live_server):
@@ -55,7 +67,7 @@ def test_the_main_pages_run_without_a_csp_violation(page, make_user, tiny_model_
     dataset_id = httpx.post(
         f"{live_server}/api/v1/datasets", headers=bearer(user.token), files={"file": ("northwind.csv", SAMPLE_CSV.read_bytes(), "text/csv")}
     ).json()["id"]
-    job_id = _job_with_a_loss_curve(dataset_id)
+    job_id, adapter_id = _job_with_a_loss_curve(dataset_id)
     console: list[str] = []
     page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)
     page.add_init_script(COLLECT_VIOLATIONS)
@@ -68,7 +80,8 @@ def test_the_main_pages_run_without_a_csp_violation(page, make_user, tiny_model_
     expect(page.locator("h1")).to_have_text("Dashboard")
 
     visited = {}
-    for path in ("/", "/datasets/new", f"/datasets/{dataset_id}", f"/jobs/{job_id}", "/adapters", "/playground", "/workers", "/account"):
+    pages = ("/", "/datasets/new", f"/datasets/{dataset_id}", f"/jobs/{job_id}", "/adapters", f"/compare?ids={adapter_id}")
+    for path in (*pages, "/playground", "/workers", "/account"):
         page.goto(path)
         page.wait_for_load_state("networkidle")
         visited[path] = page.evaluate("window.__cspViolations")
@@ -84,6 +97,12 @@ def test_the_main_pages_run_without_a_csp_violation(page, make_user, tiny_model_
             page.click("text=Delete dataset")
             expect(page).to_have_url(re.compile(rf"/datasets/{dataset_id}$"))
             visited[path + " (htmx)"] = page.evaluate("window.__cspViolations")
+        if path == "/adapters":
+            # The status select submits its form when changed (data-submit-on-change, no onchange attribute).
+            with page.expect_navigation():  # the form is submitted; the page that comes back shows the stored value
+                page.select_option("tr:has-text('CSP adapter') select[name=status]", "approved")
+            expect(page.locator("tr:has-text('CSP adapter') select[name=status]")).to_have_value("approved")
+            visited[path + " (status)"] = page.evaluate("window.__cspViolations")
         if path == f"/jobs/{job_id}":
             expect(page.locator("canvas#loss-chart")).to_be_visible()
             assert page.evaluate("Chart.getChart(document.getElementById('loss-chart')) !== undefined")
