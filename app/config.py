@@ -7,7 +7,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.secret_key import MIN_KEY_LENGTH, load_or_create_secret_key
@@ -129,6 +129,17 @@ class Settings(BaseSettings):
         "member",
         description="Role given to a person created by their first SSO sign-in (owner, member or viewer) in the workspace they join.",
     )
+
+    @field_validator("sign_in_account_limits", "sign_in_address_limits")
+    @classmethod
+    def _valid_rate_limits(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value.replace(";", ",")) if value.strip() else None
+        except ValueError:
+            raise ValueError(f"{value!r} is not a list of rates such as '5/minute;20/hour'.") from None
+        return value
 
     @model_validator(mode="after")
     def _refuse_short_secret(self) -> Settings:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request, Response
+from typing import Annotated
+
+from fastapi import HTTPException, Path, Request, Response
 
 from app.api.common import api_router
 from app.config import get_settings
@@ -12,6 +14,7 @@ from app.schemas import PasswordChange, SessionPublic, SessionsEnded
 from app.services import accounts, user_sessions
 
 router = api_router()
+SessionId = Annotated[int, Path(ge=1, le=2**31 - 1, description="A session's id, as listed.")]
 
 
 @router.get("/account/sessions")
@@ -34,7 +37,7 @@ def list_sessions(request: Request, user: CurrentUser, db: DbSession) -> list[Se
 
 
 @router.delete("/account/sessions/{session_id}", status_code=204)
-def end_session(session_id: int, request: Request, user: CurrentUser, db: DbSession) -> Response:
+def end_session(session_id: SessionId, request: Request, user: CurrentUser, db: DbSession) -> Response:
     """Sign one of your browsers out at once."""
     if not user_sessions.end_session(db, user.id, session_id):
         raise HTTPException(404, "You have no active session with this id.")

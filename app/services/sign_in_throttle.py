@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
+from redis.exceptions import RedisError
 
 from app import queue
 from app.config import get_settings
@@ -52,6 +54,11 @@ def _limiter(url: str) -> MovingWindowRateLimiter:
 
 @lru_cache(maxsize=16)
 def _items(spec: str) -> tuple[RateLimitItem, ...]:
+    return parse_limits(spec)
+
+
+def parse_limits(spec: str) -> tuple[RateLimitItem, ...]:
+    """'5/minute;20/hour' → the `limits` items; raises ValueError for a malformed string."""
     return tuple(parse_many(spec.replace(";", ","))) if spec.strip() else ()
 
 
@@ -88,7 +95,7 @@ def check_before_sign_in(email: str, address: str) -> Throttled | None:
             refused = [item for item in account_items if not limiter.hit(item, account_key)]
         if refused:
             return Throttled(_retry_after(limiter, tuple(refused), account_key))
-    except Exception:  # noqa: BLE001 - Redis unreachable: sign-in still works (see the module doc)
+    except (RedisError, StorageError, OSError):  # Redis unreachable: sign-in still works (see the module doc)
         log.exception("Sign-in throttling is unavailable (Redis unreachable); letting the attempt through.")
     return None
 
@@ -104,5 +111,5 @@ def record_outcome(email: str, address: str, *, succeeded: bool) -> None:
         else:
             for item in _items(settings.sign_in_address_limits):
                 limiter.hit(item, _address_key(address))
-    except Exception:  # noqa: BLE001
+    except (RedisError, StorageError, OSError):
         log.exception("Sign-in throttling is unavailable (Redis unreachable).")

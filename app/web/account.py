@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse
 
 from app.config import get_settings
@@ -32,7 +34,7 @@ def account_page(request: Request, user: CurrentUser, db: DbSession):
 
 
 @router.post("/account/sessions/{session_id}/end")
-def end_session(session_id: int, request: Request, user: CurrentUser, db: DbSession):
+def end_session(session_id: Annotated[int, Path(ge=1, le=2**31 - 1)], request: Request, user: CurrentUser, db: DbSession):
     if not user_sessions.end_session(db, user.id, session_id):
         raise HTTPException(404, "You have no active session with this id.")
     if session_id == current_session_row_id(request):

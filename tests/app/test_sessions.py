@@ -211,3 +211,9 @@ def test_login_page_still_has_a_csrf_token_after_logout(client, make_user):
     csrf = sign_in(client, user.email, user.password)
     client.post("/logout", data={"csrf_token": csrf})
     assert csrf_from(client.get("/login").text)
+
+
+def test_an_out_of_range_session_id_is_a_plain_422(client, make_user):
+    user = make_user("range")
+    response = client.delete(f"/api/v1/account/sessions/{2**70}", headers={"Authorization": f"Bearer {user.token}"})
+    assert response.status_code == 422 and "detail" in response.json()
