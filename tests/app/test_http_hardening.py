@@ -213,3 +213,22 @@ def test_the_worker_board_shows_details_to_administrators_only(client, make_user
     sign_in(client, admin.email, admin.password)
     page = client.get("/workers").text
     assert "gpu-box-secret-name" in page and "rack7.internal" in page
+
+
+def test_a_server_error_page_carries_the_security_headers_too():
+    """Unhandled errors are answered outside the middleware stack; the handler adds the headers itself."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    fresh = create_app()
+
+    @fresh.get("/api/v1/boom")
+    def boom():
+        raise RuntimeError("boom")
+
+    with TestClient(fresh, raise_server_exceptions=False) as c:
+        response = c.get("/api/v1/boom")
+    assert response.status_code == 500 and "boom" not in response.text
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
