@@ -10,13 +10,16 @@ import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from app.models import UserSession, utcnow
 
 # last_seen_at is written at most this often per session, so reading a page stays one SELECT.
 TOUCH_EVERY = timedelta(seconds=60)
+# Ended or expired sessions are kept this long (shown nowhere, but useful to an administrator), then
+# removed when their user next signs in.
+KEEP_ENDED = timedelta(days=30)
 
 
 def _digest(session_id: str) -> str:
@@ -35,6 +38,17 @@ def start_session(db: Session, user_id: int, *, ip_address: str = "", user_agent
     )
     db.flush()
     return session_id
+
+
+def prune_sessions(db: Session, user_id: int, *, max_age_seconds: int) -> None:
+    """Remove the user's sessions that ended, or expired, more than KEEP_ENDED ago."""
+    now = utcnow()
+    db.execute(
+        delete(UserSession).where(
+            UserSession.user_id == user_id,
+            or_(UserSession.ended_at < now - KEEP_ENDED, UserSession.created_at < now - timedelta(seconds=max_age_seconds) - KEEP_ENDED),
+        )
+    )
 
 
 def session_for(db: Session, session_id: object, *, max_age_seconds: int) -> UserSession | None:

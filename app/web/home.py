@@ -36,7 +36,9 @@ def client_address(request: Request) -> str:
 
 
 def start_browser_session(request: Request, db, user_id: int, method: str) -> None:
-    """A fresh server-side session (and CSRF token) for this browser; the cookie carries only its id."""
+    """A fresh server-side session (and CSRF token) for this browser; the cookie carries only its id.
+    The user's long-ended sessions are cleared away on the way."""
+    user_sessions.prune_sessions(db, user_id, max_age_seconds=get_settings().session_max_age_seconds)
     request.session.clear()
     request.session[SESSION_ID_KEY] = user_sessions.start_session(
         db, user_id, ip_address=client_address(request), user_agent=request.headers.get("user-agent", ""), method=method

@@ -217,3 +217,23 @@ def test_an_out_of_range_session_id_is_a_plain_422(client, make_user):
     user = make_user("range")
     response = client.delete(f"/api/v1/account/sessions/{2**70}", headers={"Authorization": f"Bearer {user.token}"})
     assert response.status_code == 422 and "detail" in response.json()
+
+
+def test_long_ended_sessions_are_removed_at_the_next_sign_in(client, make_user, db):
+    from datetime import timedelta
+
+    from app.models import utcnow
+
+    user = make_user("tidy")
+    with TestClient(app) as old, TestClient(app) as recent:
+        sign_in(old, user.email, user.password)
+        sign_in(recent, user.email, user.password)
+    rows = db.scalars(select(UserSession).where(UserSession.user_id == user.id).order_by(UserSession.id)).all()
+    rows[0].ended_at = utcnow() - timedelta(days=31)
+    rows[1].ended_at = utcnow() - timedelta(days=1)
+    old_id, recent_id = rows[0].id, rows[1].id
+    db.commit()
+    sign_in(client, user.email, user.password)
+    db.expire_all()
+    left = db.scalars(select(UserSession.id).where(UserSession.user_id == user.id)).all()
+    assert old_id not in left and recent_id in left and len(left) == 2
