@@ -109,6 +109,11 @@ class Settings(BaseSettings):
         "30/minute;300/hour;1000/day",
         description="Failed sign-ins allowed per client address (any account), as `limits` rate strings separated by ';'.",
     )
+    password_hash_time_cost: int = Field(3, ge=1, le=100, description="Argon2id passes over memory per password hash.")
+    password_hash_memory_kib: int = Field(
+        65536, ge=8192, le=4 * 1024 * 1024, description="Argon2id memory per password hash, in KiB (default 64 MiB)."
+    )
+    password_hash_parallelism: int = Field(4, ge=1, le=64, description="Argon2id lanes (threads) per password hash.")
     oidc_issuer: str | None = Field(
         None,
         description=(

@@ -12,11 +12,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.models import ApiToken, User, Workspace, utcnow
 
-# Argon2id with argon2-cffi's defaults (RFC 9106's low-memory profile); the parameters are stored
-# in each hash, so raising them later upgrades every password at its owner's next sign-in.
-_HASHER = PasswordHasher()
 # Hashes written before Argon2id: still verified, and replaced at the next successful sign-in.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 # The password hash of accounts that sign in only by SSO: no password matches it.
@@ -27,8 +25,20 @@ class AccountError(ValueError):
     """A problem with an account request, worded for the person who made it."""
 
 
+@lru_cache(maxsize=4)
+def _hasher_with(time_cost: int, memory_kib: int, parallelism: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+
+
+def _hasher() -> PasswordHasher:
+    """Argon2id with the configured cost (default: argon2-cffi's, RFC 9106's low-memory profile). The
+    parameters are stored in each hash, so raising them upgrades every password at its owner's next sign-in."""
+    settings = get_settings()
+    return _hasher_with(settings.password_hash_time_cost, settings.password_hash_memory_kib, settings.password_hash_parallelism)
+
+
 def hash_password(password: str) -> str:
-    return _HASHER.hash(password)
+    return _hasher().hash(password)
 
 
 def _verify_scrypt(password: str, stored: str) -> bool:
@@ -49,19 +59,23 @@ def verify_password(password: str, stored: str) -> bool:
     if not stored.startswith("$argon2"):
         return False
     try:
-        return _HASHER.verify(stored, password)
+        return _hasher().verify(stored, password)
     except (VerificationError, InvalidHashError):
         return False
 
 
 def needs_rehash(stored: str) -> bool:
     """True for a hash from before Argon2id or with weaker parameters than today's."""
-    return stored.startswith("scrypt$") or (stored.startswith("$argon2") and _HASHER.check_needs_rehash(stored))
+    return stored.startswith("scrypt$") or (stored.startswith("$argon2") and _hasher().check_needs_rehash(stored))
 
 
-@lru_cache(maxsize=1)
 def _dummy_hash() -> str:
-    return _HASHER.hash(secrets.token_urlsafe(16))
+    return _dummy_hash_with(_hasher())
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash_with(hasher: PasswordHasher) -> str:
+    return hasher.hash(secrets.token_urlsafe(16))
 
 
 def normalise_email(email: str) -> str:

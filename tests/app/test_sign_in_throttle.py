@@ -177,3 +177,16 @@ def test_a_malformed_limit_setting_is_refused_at_start():
     with pytest.raises(ValidationError, match="is not a list of rates"):
         Settings(sign_in_account_limits="five per minute")
     assert Settings(sign_in_address_limits="").sign_in_address_limits == ""
+
+
+def test_the_hash_cost_follows_the_settings_and_defaults_to_rfc_9106_low_memory(settings, monkeypatch):
+    from app.config import Settings
+
+    names = ("password_hash_time_cost", "password_hash_memory_kib", "password_hash_parallelism")
+    defaults = {name: Settings.model_fields[name].default for name in names}
+    assert defaults == {"password_hash_time_cost": 3, "password_hash_memory_kib": 65536, "password_hash_parallelism": 4}
+    cheap = accounts.hash_password("a password here")
+    assert "m=16384,t=1,p=1" in cheap  # the test suite's setting (tests/conftest.py)
+    monkeypatch.setattr(settings, "password_hash_memory_kib", 32768)
+    assert accounts.needs_rehash(cheap)  # a raised cost upgrades old hashes at the next sign-in
+    assert "m=32768,t=1,p=1" in accounts.hash_password("a password here")
