@@ -172,6 +172,8 @@ def _outcome_ok(expected: str, response, path: str) -> bool:
 @pytest.mark.parametrize("method, path", ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
 def test_each_person_gets_what_the_rule_says(world, method, path):
     rule = rule_for(method, path)
+    if rule is None:
+        pytest.fail(f"{method} {path} has no access rule in app/http/access.py")
     has_params = "{" in path
     wrong = []
     for principal in PRINCIPALS:
