@@ -168,3 +168,21 @@ def test_the_members_page_invites_with_a_copyable_link_and_changes_roles(client,
     assert client.get(_path(link)).status_code == 410
     # Without the CSRF token, nothing happens.
     assert client.post("/settings/members/invite", data={"email": "x@example.com", "role": "member"}).status_code == 403
+
+
+def test_the_command_line_adds_people_with_a_role_and_records_tokens(make_user, monkeypatch, capsys, db):
+    import io
+
+    from app.cli import main
+    from app.models import AuditEvent
+
+    owner = make_user("owner")
+    email = f"cli-{owner.id}@example.com"
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["create-user", email, "--password-stdin", "--workspace-of", owner.email, "--role", "viewer"]) == 0
+    joined = db.query(User).filter_by(email=email).one()
+    assert (joined.role, joined.workspace_id) == ("viewer", db.get(User, owner.id).workspace_id)
+    assert main(["create-token", email, "--name", "laptop"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("tlr_")
+    event = db.query(AuditEvent).filter_by(user_id=joined.id, action="token_created").one()
+    assert (event.user_agent, event.details) == ("tailor command line", {"name": "laptop", "via": "command line"})
