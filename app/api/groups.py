@@ -42,7 +42,9 @@ def get_group(group_id: str, user: CurrentUser, db: DbSession, store: Store) -> 
 
 
 @router.post("/bakeoffs", status_code=201)
-def create_bakeoff(request: Request, body: BakeoffCreate, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store) -> BakeoffCreated:
+def create_bakeoff(
+    request: Request, body: BakeoffCreate, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store
+) -> BakeoffCreated:
     """Queue one job per technique on the same data; follow them at GET /groups/{group_id}."""
     dataset = dataset_in_workspace(db, body.dataset_id, user)
     validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None

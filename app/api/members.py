@@ -62,7 +62,10 @@ def create_invite(request: Request, body: InviteCreate, user: CurrentUser, db: D
         db.rollback()
         raise _refuse(exc) from None
     return InviteCreated(
-        **InvitePublic.model_validate(outcome.invite).model_dump(), link=outcome.link, emailed=outcome.emailed, email_error=outcome.email_error
+        **InvitePublic.model_validate(outcome.invite).model_dump(),
+        link=outcome.link,
+        emailed=outcome.emailed,
+        email_error=outcome.email_error,
     )
 
 

@@ -48,7 +48,9 @@ def revoke_invite(request: Request, db: Session, actor: User, invite: Invite) ->
     auditing.record(request, db, actor, "invite_revoked", target, details)
 
 
-def change_member(request: Request, db: Session, actor: User, member: User, *, role: str | None = None, disabled: bool | None = None) -> None:
+def change_member(
+    request: Request, db: Session, actor: User, member: User, *, role: str | None = None, disabled: bool | None = None
+) -> None:
     """Change a member's role and/or disable or enable them."""
     if role is not None and role != member.role:
         old = members.change_role(db, member, role)

@@ -132,7 +132,19 @@ def events_page(db: Session, f: AuditFilter, page: int, page_size: int) -> Audit
     return AuditPage(list(rows), page, page_size, total)
 
 
-CSV_HEADER = ["id", "time_utc", "workspace_id", "user_id", "user_email", "action", "target_type", "target_id", "details", "client_ip", "user_agent"]
+CSV_HEADER = [
+    "id",
+    "time_utc",
+    "workspace_id",
+    "user_id",
+    "user_email",
+    "action",
+    "target_type",
+    "target_id",
+    "details",
+    "client_ip",
+    "user_agent",
+]
 
 
 def _iso(value: datetime) -> str:

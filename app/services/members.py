@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.roles import ROLES, is_role
@@ -74,9 +74,8 @@ def create_invite(db: Session, workspace_id: int, inviter: User, email: str, rol
     _check_role(role)
     if get_user_by_email(db, email) is not None:
         raise MemberError(f"{email} already has an account on this Tailor.")
-    db.execute(
-        Invite.__table__.delete().where(Invite.workspace_id == workspace_id, Invite.email == email, Invite.accepted_at.is_(None))
-    )
+    earlier = delete(Invite).where(Invite.workspace_id == workspace_id, Invite.email == email, Invite.accepted_at.is_(None))
+    db.execute(earlier.execution_options(synchronize_session=False))
     token = "inv_" + secrets.token_urlsafe(32)
     invite = Invite(
         workspace_id=workspace_id,

@@ -28,7 +28,9 @@ def audit_filter(user: User, action: str, who: str, since: str, until: str) -> a
         end = date.fromisoformat(until) if until else None
     except ValueError:
         raise HTTPException(422, "Dates must look like 2026-01-31.") from None
-    return audit.AuditFilter(workspace_id=None if user.is_admin else user.workspace_id, action=action, user=who[:320], since=start, until=end)
+    return audit.AuditFilter(
+        workspace_id=None if user.is_admin else user.workspace_id, action=action, user=who[:320], since=start, until=end
+    )
 
 
 @router.get("/settings/audit")

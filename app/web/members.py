@@ -102,12 +102,16 @@ def accept_invite(request: Request, token: str, db: DbSession, password: str = F
     if invite is None:
         return render(request, "invite_accept.html", {"error": EXPIRED}, status_code=410)
     if password != password_again:
-        return render(request, "invite_accept.html", {"invite": invite, "token": token, "error": "The two passwords differ."}, status_code=422)
+        return render(
+            request, "invite_accept.html", {"invite": invite, "token": token, "error": "The two passwords differ."}, status_code=422
+        )
     try:
         user = members.accept_invite(db, token, password)
     except members.MemberError as exc:
         db.rollback()
-        context = {"error": str(exc)} if exc.status == 410 else {"invite": members.usable_invite(db, token), "token": token, "error": str(exc)}
+        context = (
+            {"error": str(exc)} if exc.status == 410 else {"invite": members.usable_invite(db, token), "token": token, "error": str(exc)}
+        )
         return render(request, "invite_accept.html", context, status_code=exc.status)
     auditing.record(request, db, user, "invite_accepted", ("invite", invite.id), {"role": user.role})
     notice = "Your account is ready. Sign in with your email and the password you chose."

@@ -111,9 +111,7 @@ def world():
         db.add_all([adapter, review])
         invite = members.create_invite(db, ws, owner, f"new-{tag}@a.example", "viewer", 1)
         db.flush()
-        token_id = db.execute(
-            __import__("sqlalchemy").text("SELECT id FROM api_tokens WHERE user_id = :u"), {"u": owner.id}
-        ).scalar_one()
+        token_id = db.execute(__import__("sqlalchemy").text("SELECT id FROM api_tokens WHERE user_id = :u"), {"u": owner.id}).scalar_one()
         ids = {
             "dataset_id": dataset.id,
             "job_id": job.id,

@@ -63,7 +63,9 @@ def test_an_expired_invite_is_refused(client, make_user, db):
     db.commit()
     path = _path(created["link"])
     assert client.get(path).status_code == 410
-    response = client.post(path, data={"password": PASSWORD, "password_again": PASSWORD, "csrf_token": csrf_from(client.get("/login").text)})
+    response = client.post(
+        path, data={"password": PASSWORD, "password_again": PASSWORD, "csrf_token": csrf_from(client.get("/login").text)}
+    )
     assert response.status_code == 410
     assert client.get("/api/v1/invites", headers=bearer(owner.token)).json() == []
 
