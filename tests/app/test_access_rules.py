@@ -72,13 +72,15 @@ def test_a_route_without_a_rule_is_refused():
 def world():
     """Workspace A with an owner, a member, a viewer and an administrator (role viewer, so only the
     flag lets them through), rows of A's, and workspace B with its owner."""
+    from sqlalchemy import select
+
     from app.db import session_scope
-    from app.models import Adapter, Dataset, Job, ReviewItem
+    from app.models import Adapter, ApiToken, Dataset, Job, ReviewItem
     from app.services import members
     from app.services.accounts import create_api_token, create_user
 
     tag = uuid.uuid4().hex[:8]
-    tokens, ids = {}, {}
+    tokens = {}
     with session_scope() as db:
         owner = create_user(db, f"owner-{tag}@a.example", "correct horse battery")
         workspace = owner.workspace
@@ -111,7 +113,7 @@ def world():
         db.add_all([adapter, review])
         invite = members.create_invite(db, ws, owner, f"new-{tag}@a.example", "viewer", 1)
         db.flush()
-        token_id = db.execute(__import__("sqlalchemy").text("SELECT id FROM api_tokens WHERE user_id = :u"), {"u": owner.id}).scalar_one()
+        token_id = db.scalar(select(ApiToken.id).where(ApiToken.user_id == owner.id))
         ids = {
             "dataset_id": dataset.id,
             "job_id": job.id,
