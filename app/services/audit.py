@@ -54,6 +54,13 @@ class RequestMeta:
 CLI = RequestMeta(client_ip=None, user_agent="tailor command line")
 
 
+def _text(value: Any, limit: int) -> str | None:
+    """Stored as typed by whoever sent it, but without NUL bytes (PostgreSQL refuses them) and cut to the column."""
+    if value is None or value == "":
+        return None
+    return str(value).replace("\x00", "")[:limit]
+
+
 def record(
     db: Session,
     meta: RequestMeta,
@@ -72,13 +79,13 @@ def record(
     event = AuditEvent(
         workspace_id=workspace_id if workspace_id is not None else (actor.workspace_id if actor else None),
         user_id=actor.id if actor else None,
-        user_email=(actor.email if actor else email or None),
+        user_email=_text(actor.email if actor else email, 320),
         action=action,
         target_type=target[0] if target else None,
-        target_id=str(target[1])[:80] if target and target[1] is not None else None,
+        target_id=_text(target[1], 80) if target else None,
         details=details or {},
-        client_ip=(meta.client_ip or None) and meta.client_ip[:64],
-        user_agent=(meta.user_agent or None) and meta.user_agent[:400],
+        client_ip=_text(meta.client_ip, 64),
+        user_agent=_text(meta.user_agent, 400),
     )
     db.add(event)
     db.flush()

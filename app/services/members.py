@@ -69,7 +69,7 @@ def create_invite(db: Session, workspace_id: int, inviter: User, email: str, rol
     """A one-time invite for this email with this role; an earlier unused invite for the same email
     in this workspace is replaced."""
     email = normalise_email(email)
-    if "@" not in email or len(email) > 320 or any(c.isspace() for c in email):
+    if "@" not in email or len(email) > 320 or any(c.isspace() or not c.isprintable() for c in email):
         raise MemberError("Give a valid email address.", 422)
     _check_role(role)
     if get_user_by_email(db, email) is not None:

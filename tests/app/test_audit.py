@@ -178,3 +178,11 @@ def test_nothing_in_the_app_can_change_or_delete_an_audit_event():
     tree = ast.parse((ROOT / "app/services/audit.py").read_text())
     calls = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
     assert not calls & {"delete", "update", "merge", "execute"}, calls & {"delete", "update", "merge", "execute"}
+
+
+def test_nul_bytes_and_long_values_are_stored_cut_and_clean(db):
+    from app.services import audit
+
+    event = audit.record(db, audit.RequestMeta("1.2.3.4", "x\x00" * 500), None, "sign_in_failed", email="a\x00b@example.com")
+    assert (event.user_email, len(event.user_agent), "\x00" in event.user_agent) == ("ab@example.com", 400, False)
+    db.rollback()

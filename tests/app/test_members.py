@@ -188,3 +188,18 @@ def test_the_command_line_adds_people_with_a_role_and_records_tokens(make_user, 
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("tlr_")
     event = db.query(AuditEvent).filter_by(user_id=joined.id, action="token_created").one()
     assert (event.user_agent, event.details) == ("tailor command line", {"name": "laptop", "via": "command line"})
+
+
+def test_odd_input_gets_a_plain_message(client, make_user):
+    owner = make_user("owner")
+    member_id, _ = _join(client, owner, "member")
+    odd = client.post("/api/v1/invites", headers=bearer(owner.token), json={"email": "a\x00b@example.com", "role": "viewer"})
+    assert odd.status_code == 422 and "valid email" in odd.json()["detail"]
+    bad_role = client.patch(f"/api/v1/members/{member_id}", headers=bearer(owner.token), json={"role": "root"})
+    assert bad_role.status_code == 422 and "There is no role" in bad_role.json()["detail"]
+    csrf = sign_in(client, owner.email, owner.password)
+    page = client.post(f"/settings/members/{member_id}/role", data={"role": "root", "csrf_token": csrf})
+    assert page.status_code == 422 and "There is no role" in page.text
+    assert client.post("/settings/members/abc/role", data={"role": "viewer", "csrf_token": csrf}).status_code == 422
+    assert client.get("/settings/audit", params={"page": "x"}).status_code == 422
+    assert client.get("/settings/audit", params={"action": "nope"}).status_code == 422
