@@ -203,3 +203,28 @@ def test_odd_input_gets_a_plain_message(client, make_user):
     assert client.post("/settings/members/abc/role", data={"role": "viewer", "csrf_token": csrf}).status_code == 422
     assert client.get("/settings/audit", params={"page": "x"}).status_code == 422
     assert client.get("/settings/audit", params={"action": "nope"}).status_code == 422
+
+
+def test_viewers_are_not_offered_what_they_may_not_do(client, make_user, db):
+    from app.models import Job
+    from tests.app.helpers import upload
+
+    owner = make_user("owner")
+    dataset = upload(client, owner.token, b"question,answer\nhi,hello\nbye,see you\n").json()
+    job = Job(
+        workspace_id=db.get(User, owner.id).workspace_id, dataset_id=dataset["id"], name="j", task="instruction",
+        column_mapping={}, base_model="tiny-llama", technique="lora", params={}, status="queued",
+    )  # fmt: skip
+    db.add(job)
+    db.commit()
+    sign_in(client, owner.email, owner.password)
+    offers = {f"/jobs/{job.id}": 'id="cancel-job"', f"/datasets/{dataset['id']}": 'id="start-training"', "/": "/datasets/new"}
+    for path, offered in offers.items():
+        assert offered in client.get(path).text, path
+    _, email = _join(client, owner, "viewer")
+    sign_in(client, email, PASSWORD)
+    assert 'id="cancel-job"' not in client.get(f"/jobs/{job.id}").text
+    dataset_page = client.get(f"/datasets/{dataset['id']}").text
+    assert 'id="start-training"' not in dataset_page and 'id="train-readonly"' in dataset_page and "Delete dataset" not in dataset_page
+    assert "/datasets/new" not in client.get("/").text and "/settings/members" not in client.get("/").text
+    assert 'id="playground-readonly"' in client.get("/playground").text
