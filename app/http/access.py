@@ -79,6 +79,7 @@ RULES: dict[tuple[str, str], str] = {
         "POST /api/v1/review/{token}",
         "GET /api/v1/workers",
         "GET /api/v1/tokens",
+        "GET /settings/tokens",
     ),
     # Changing the workspace's data: upload, train, cancel, delete, ship, export, the playground, tokens.
     **_rules(
@@ -110,6 +111,8 @@ RULES: dict[tuple[str, str], str] = {
         "POST /api/v1/playground",
         "POST /api/v1/tokens",
         "DELETE /api/v1/tokens/{token_id}",
+        "POST /settings/tokens",
+        "POST /settings/tokens/{token_id}/revoke",
     ),
     # People and the audit log.
     **_rules(

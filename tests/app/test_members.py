@@ -228,3 +228,23 @@ def test_viewers_are_not_offered_what_they_may_not_do(client, make_user, db):
     assert 'id="start-training"' not in dataset_page and 'id="train-readonly"' in dataset_page and "Delete dataset" not in dataset_page
     assert "/datasets/new" not in client.get("/").text and "/settings/members" not in client.get("/").text
     assert 'id="playground-readonly"' in client.get("/playground").text
+
+
+def test_tokens_are_made_and_revoked_in_the_browser(client, make_user):
+    owner = make_user("owner")
+    csrf = sign_in(client, owner.email, owner.password)
+    created = client.post("/settings/tokens", data={"name": "build server", "csrf_token": csrf})
+    assert created.status_code == 201 and "build server" in created.text
+    secret = re.search(r'id="token-value" value="([^"]+)"', created.text).group(1)
+    assert client.get("/api/v1/datasets", headers=bearer(secret)).status_code == 200
+    listed = client.get("/api/v1/tokens", headers=bearer(secret)).json()
+    made = next(t for t in listed if t["name"] == "build server")
+    assert secret not in client.get("/settings/tokens").text  # shown once
+    assert client.post(f"/settings/tokens/{made['id']}/revoke", data={"csrf_token": csrf}).status_code == 200
+    assert client.get("/api/v1/datasets", headers=bearer(secret)).status_code == 401
+    kept = next(t for t in listed if t["name"] != "build server")  # the owner's first token
+    other = make_user("other")
+    assert client.delete(f"/api/v1/tokens/{kept['id']}", headers=bearer(other.token)).status_code == 404
+    assert client.get("/api/v1/datasets", headers=bearer(owner.token)).status_code == 200
+    actions = [e["action"] for e in client.get("/api/v1/audit", headers=bearer(owner.token)).json()["events"]]
+    assert actions[:2] == ["token_revoked", "token_created"]
