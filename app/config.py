@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `tailor serve` binds to.")
     port: int = Field(8000, description="Port `tailor serve` listens on.")
 
+    # --- roles, invites and the audit log (issue 16) ---
+    invite_ttl_hours: float = Field(72.0, gt=0, description="How long an invite link can be used (it also works only once).")
+    audit_page_size: int = Field(50, ge=1, le=1000, description="Audit events per page on the audit log page and in the API.")
+    smtp_host: str | None = Field(
+        None, description="SMTP server that sends invite emails; unset: no mail is sent and the owner copies the link from the page."
+    )
+    smtp_port: int = Field(587, description="Port of the SMTP server.")
+    smtp_username: str | None = Field(None, description="SMTP user name (unset: no SMTP authentication).")
+    smtp_password: str | None = Field(None, description="SMTP password.")
+    smtp_from: str = Field("tailor@localhost", description="The From address of invite emails.")
+    smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS before sending (off for a local relay).")
+    smtp_timeout_seconds: float = Field(10.0, gt=0, description="Give up on the SMTP server after this many seconds.")
+
     @model_validator(mode="after")
     def _refuse_short_secret(self) -> Settings:
         if self.secret_key == "":

@@ -15,7 +15,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from app.api import ROUTERS as API_ROUTERS
 from app.config import get_settings
 from app.http.auth import CsrfFailed, LoginRequired
-from app.http.deps import SignedIn
+from app.http.deps import Authorized, SignedIn
 from app.web import ROUTERS as PAGE_ROUTERS
 from app.web.templating import render
 
@@ -36,6 +36,8 @@ def create_app() -> FastAPI:
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
+        # Every route's access rule (app/http/access.py), checked before the route runs.
+        dependencies=[Authorized],
     )
     app.add_middleware(
         SessionMiddleware,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy.orm import Session
 
+from app.domain.roles import allows
 from app.models import User
 from app.services.accounts import user_for_token
 
@@ -25,6 +26,11 @@ class Viewer:
     email: str
     workspace_id: int
     is_admin: bool
+    role: str = "viewer"  # roles (issue 16): viewer | member | owner (app/domain/roles.py)
+
+    def may(self, needed: str) -> bool:
+        """Whether this person passes a rule needing `needed` (a role, or "admin")."""
+        return allows(self.role, self.is_admin, needed)
 
 
 class LoginRequired(Exception):
@@ -60,10 +66,10 @@ def signed_in_user(request: Request, db: Session) -> User:
         user_id = request.session.get("user_id")
         user = db.get(User, user_id) if isinstance(user_id, int) else None
         request.state.auth_scheme = "session"
-    if user is None:
+    if user is None or user.disabled_at is not None:  # roles (issue 16): disabled users are refused
         raise LoginRequired()
     # A plain snapshot for templates: error pages render after the session has been rolled back.
-    request.state.user = Viewer(id=user.id, email=user.email, workspace_id=user.workspace_id, is_admin=user.is_admin)
+    request.state.user = Viewer(id=user.id, email=user.email, workspace_id=user.workspace_id, is_admin=user.is_admin, role=user.role)
     return user
 
 

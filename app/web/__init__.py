@@ -1,6 +1,6 @@
 """HTML pages (Jinja + htmx) over the services; what they share with the JSON API lives in app/http."""
 
-from app.web import adapters, compare, datasets, groups, home, jobs, playground, review, workers
+from app.web import adapters, audit, compare, datasets, groups, home, jobs, members, playground, review, tokens, workers
 
 ROUTERS = (
     home.router,
@@ -12,4 +12,7 @@ ROUTERS = (
     playground.router,
     review.router,
     workers.router,
+    members.router,
+    audit.router,
+    tokens.router,
 )

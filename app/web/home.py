@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
+from app.http import auditing
 from app.http.deps import Csrf, CurrentUser, DbSession
 from app.services import accounts, adapters, dataset_ingest, jobs
 from app.web.templating import render
@@ -27,6 +28,7 @@ def login(request: Request, db: DbSession, email: str = Form(""), password: str 
     user = accounts.authenticate(db, email, password)
     target = _safe_next(next)
     if user is None:
+        auditing.record(request, db, None, "sign_in_failed", email=accounts.normalise_email(email)[:320])
         return render(
             request,
             "login.html",
@@ -35,6 +37,7 @@ def login(request: Request, db: DbSession, email: str = Form(""), password: str 
         )
     request.session.clear()  # a fresh session (and CSRF token) at sign-in
     request.session["user_id"] = user.id
+    auditing.record(request, db, user, "sign_in", ("user", user.id))
     return RedirectResponse(target, status_code=303)
 
 
