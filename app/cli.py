@@ -52,7 +52,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
                     print(f"No user {args.workspace_of} to share a workspace with.", file=sys.stderr)
                     return 2
                 workspace = owner.workspace
-            user = create_user(db, args.email, password, is_admin=args.admin, workspace=workspace)
+            user = create_user(db, args.email, password, is_admin=args.admin, workspace=workspace, role=args.role)
             print(f"Created {'administrator' if user.is_admin else 'user'} {user.email} (workspace {user.workspace_id}).")
     except AccountError as exc:
         print(str(exc), file=sys.stderr)
@@ -62,6 +62,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 
 def cmd_create_token(args: argparse.Namespace) -> int:
     from app.db import session_scope
+    from app.services import audit
     from app.services.accounts import create_api_token, get_user_by_email
 
     with session_scope() as db:
@@ -70,6 +71,7 @@ def cmd_create_token(args: argparse.Namespace) -> int:
             print(f"No user with the email {args.email}. Create one with `tailor create-user`.", file=sys.stderr)
             return 2
         print(create_api_token(db, user, name=args.name))
+        audit.record(db, audit.CLI, user, "token_created", details={"name": args.name, "via": "command line"})
     return 0
 
 
@@ -337,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true", help="Read the password from standard input.")
     p.add_argument("--admin", action="store_true")
     p.add_argument("--workspace-of", metavar="EMAIL", help="Join the workspace of this existing user.")
+    p.add_argument(
+        "--role", choices=("viewer", "member", "owner"), help="Role in the workspace (default: owner of a new one, member of a joined one)."
+    )
     p.set_defaults(func=cmd_create_user)
 
     p = sub.add_parser("create-token", help="Create an API token for a user and print it.")

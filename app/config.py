@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `tailor serve` binds to.")
     port: int = Field(8000, description="Port `tailor serve` listens on.")
 
+    # --- roles, invites and the audit log (issue 16) ---
+    invite_ttl_hours: float = Field(72.0, gt=0, description="How long an invite link can be used (it also works only once).")
+    audit_page_size: int = Field(50, ge=1, le=1000, description="Audit events per page on the audit log page and in the API.")
+    smtp_host: str | None = Field(
+        None, description="SMTP server that sends invite emails; unset: no mail is sent and the owner copies the link from the page."
+    )
+    smtp_port: int = Field(587, description="Port of the SMTP server.")
+    smtp_username: str | None = Field(None, description="SMTP user name (unset: no SMTP authentication).")
+    smtp_password: str | None = Field(None, description="SMTP password.")
+    smtp_from: str = Field("tailor@localhost", description="The From address of invite emails.")
+    smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS before sending (off for a local relay).")
+    smtp_timeout_seconds: float = Field(10.0, gt=0, description="Give up on the SMTP server after this many seconds.")
+
     # --- sign-in, sessions and request limits (issue 16) ---
     max_body_bytes: int = Field(
         1024 * 1024,
@@ -134,6 +147,15 @@ class Settings(BaseSettings):
         "member",
         description="Role given to a person created by their first SSO sign-in (owner, member or viewer) in the workspace they join.",
     )
+
+    @field_validator("oidc_default_role")
+    @classmethod
+    def _known_role(cls, value: str) -> str:
+        from app.domain.roles import ROLES
+
+        if value not in ROLES:
+            raise ValueError(f"TAILOR_OIDC_DEFAULT_ROLE must be one of {', '.join(ROLES)}.")
+        return value
 
     @field_validator("sign_in_account_limits", "sign_in_address_limits")
     @classmethod

@@ -15,7 +15,7 @@ from app.api import ROUTERS as API_ROUTERS
 from app.config import get_settings
 from app.http.auth import CsrfFailed, LoginRequired
 from app.http.body_limit import BodyLimitMiddleware
-from app.http.deps import SignedIn
+from app.http.deps import Authorized, SignedIn
 from app.http.security_headers import SECURITY_HEADERS, SecurityHeadersMiddleware
 from app.web import ROUTERS as PAGE_ROUTERS
 from app.web.templating import render
@@ -37,6 +37,8 @@ def create_app() -> FastAPI:
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
+        # Every route's access rule (app/http/access.py), checked before the route runs.
+        dependencies=[Authorized],
     )
     app.add_middleware(
         SessionMiddleware,

@@ -53,6 +53,8 @@ SLOW = (
     "tests/worker/training/test_task_kinds.py",
     "tests/worker/training/test_technique_matrix.py",
     "tests/worker/training/test_training_loop.py",
+    # roles, invites and the audit log (issue 16): a real SMTP server process
+    "tests/app/test_invite_mail.py::test_an_invite_is_emailed_when_smtp_is_configured",
     # sessions, sign-in and SSO (issue 16): starts an OpenID Connect provider process
     "tests/app/test_sso.py",
 )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from fastapi.responses import Response
 
 from app.api.common import api_router
 from app.config import get_settings
+from app.http import auditing
 from app.http.deps import CurrentUser, DbSession, OwnedAdapter, Store
 from app.http.responses import adapter_zip_response, export_file_response
 from app.models import Adapter, User
@@ -31,19 +32,21 @@ def get_adapter(adapter: OwnedAdapter):
 
 
 @router.get("/adapters/{adapter_id}/download", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
-def download_adapter(adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
+def download_adapter(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
     """The adapter as a zip: adapter_config.json, adapter_model.safetensors and a README model card. Recorded (who, when)."""
     response = adapter_zip_response(adapter, store)
     adapters.record_download(db, adapter, user.id)
+    auditing.record(request, db, user, "adapter_downloaded", ("adapter", adapter.id), {"file": "zip"})
     return response
 
 
 @router.patch("/adapters/{adapter_id}", response_model=AdapterPublic)
-def update_adapter(body: AdapterUpdate, adapter: OwnedAdapter, db: DbSession):
+def update_adapter(request: Request, body: AdapterUpdate, adapter: OwnedAdapter, user: CurrentUser, db: DbSession):
     try:
         adapters.set_status(db, adapter, body.status)
     except adapters.AdapterError as exc:
         raise HTTPException(422, str(exc)) from None
+    auditing.record(request, db, user, "adapter_status_changed", ("adapter", adapter.id), {"status": body.status})
     return adapter_public(adapter)
 
 
@@ -61,32 +64,38 @@ def list_downloads(adapter: OwnedAdapter, db: DbSession) -> list[AdapterDownload
 
 
 @router.post("/adapters/{adapter_id}/export", status_code=202)
-def export_merged(adapter: OwnedAdapter, db: DbSession) -> MergedExportRequested:
+def export_merged(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession) -> MergedExportRequested:
     """Build a merged full model (LoRA family) in the background; download it from /adapters/{id}/merged."""
     try:
         exports.request_merged_export(db, adapter)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+    auditing.record(request, db, user, "export_requested", ("adapter", adapter.id), {"file": "merged"})
     return MergedExportRequested(adapter_id=adapter.id, merged_export_state=adapter.merged_export_state)
 
 
 @router.get("/adapters/{adapter_id}/merged", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
-def download_merged(adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
-    return export_file_response(db, adapter, user, store, "merged")
+def download_merged(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
+    response = export_file_response(db, adapter, user, store, "merged")
+    auditing.record(request, db, user, "adapter_downloaded", ("adapter", adapter.id), {"file": "merged"})
+    return response
 
 
 @router.post("/adapters/{adapter_id}/export-gguf", status_code=202)
-def export_gguf(adapter: OwnedAdapter, db: DbSession) -> GgufExportRequested:
+def export_gguf(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession) -> GgufExportRequested:
     """Write the adapter as a llama.cpp LoRA (GGUF) in the background; download it from /adapters/{id}/gguf.
     Plain LoRA adapters (LoRA, QLoRA, rsLoRA, PiSSA) on Llama-architecture bases only; 422 says why otherwise."""
     try:
         exports.request_gguf_export(db, get_settings(), adapter)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+    auditing.record(request, db, user, "export_requested", ("adapter", adapter.id), {"file": "gguf"})
     return GgufExportRequested(adapter_id=adapter.id, gguf_export_state=adapter.gguf_export_state)
 
 
 @router.get("/adapters/{adapter_id}/gguf", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
-def download_gguf(adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
+def download_gguf(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
     """The llama.cpp adapter: `llama-cli -m base.gguf --lora this.gguf`. Recorded (who, when)."""
-    return export_file_response(db, adapter, user, store, "gguf")
+    response = export_file_response(db, adapter, user, store, "gguf")
+    auditing.record(request, db, user, "adapter_downloaded", ("adapter", adapter.id), {"file": "gguf"})
+    return response

@@ -3,13 +3,14 @@ masking, label distribution, column guesses, delete."""
 
 from __future__ import annotations
 
-from fastapi import File, Form, HTTPException, Query, UploadFile
+from fastapi import File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from app.api.common import api_router
 from app.base_models import get_base_model
 from app.config import Settings
 from app.domain.task_kinds import TASK_KEY_PATTERN
+from app.http import auditing
 from app.http.deps import AppSettings, CurrentUser, DbSession, OwnedDataset, Store
 from app.http.lookups import dataset_in_workspace
 from app.http.upload import UploadRoute
@@ -53,6 +54,7 @@ def _dataset_detail(dataset: Dataset, store: ArtifactStore, settings: Settings, 
 
 
 def upload_dataset(
+    request: Request,
     user: CurrentUser,
     db: DbSession,
     settings: AppSettings,
@@ -76,6 +78,7 @@ def upload_dataset(
     except dataset_store.DatasetError as exc:
         db.rollback()
         raise HTTPException(exc.status, exc.message) from None
+    auditing.record(request, db, user, "dataset_uploaded", ("dataset", dataset.id), {"filename": file.filename, "existing": report is None})
     # The notes of ingestion (renamed headers, ragged rows, ...) are stored with the dataset.
     detail = _dataset_detail(dataset, store, settings, already_uploaded=report is None)
     if report is None:
@@ -227,9 +230,11 @@ def get_split_check(
 
 
 @router.delete("/datasets/{dataset_id}", status_code=204)
-def delete_dataset(dataset: OwnedDataset, db: DbSession, store: Store):
+def delete_dataset(request: Request, dataset: OwnedDataset, user: CurrentUser, db: DbSession, store: Store):
+    target, name = ("dataset", dataset.id), dataset.name
     try:
         dataset_ingest.delete_dataset(db, store, dataset)
     except dataset_store.DatasetError as exc:
         raise HTTPException(exc.status, exc.message) from None
+    auditing.record(request, db, user, "dataset_deleted", target, {"name": name})
     return Response(status_code=204)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 
 from app.api.common import api_router
+from app.http import auditing
 from app.http.deps import AppSettings, CurrentUser, DbSession, Store
 from app.http.lookups import dataset_in_workspace, group_or_404
 from app.schemas import BakeoffCreate, BakeoffCreated, BakeoffJobPublic, BakeoffPublic
@@ -41,7 +42,9 @@ def get_group(group_id: str, user: CurrentUser, db: DbSession, store: Store) -> 
 
 
 @router.post("/bakeoffs", status_code=201)
-def create_bakeoff(body: BakeoffCreate, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store) -> BakeoffCreated:
+def create_bakeoff(
+    request: Request, body: BakeoffCreate, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store
+) -> BakeoffCreated:
     """Queue one job per technique on the same data; follow them at GET /groups/{group_id}."""
     dataset = dataset_in_workspace(db, body.dataset_id, user)
     validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
@@ -67,4 +70,5 @@ def create_bakeoff(body: BakeoffCreate, user: CurrentUser, db: DbSession, settin
         raise HTTPException(422, {"message": "The bake-off was not started: " + str(exc), "errors": exc.errors}) from None
     for job in created:
         jobs.send_wakeup(db, job)
+    auditing.record(request, db, user, "bakeoff_started", ("group", group_id), {"job_ids": [j.id for j in created]})
     return BakeoffCreated(group_id=group_id, job_ids=[j.id for j in created], url=f"/groups/{group_id}")

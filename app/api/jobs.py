@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.api.common import api_router
+from app.http import auditing
 from app.http.deps import AppSettings, CurrentUser, DbSession, OwnedJob, Store
 from app.http.lookups import dataset_in_workspace
 from app.models import Job
@@ -24,7 +25,7 @@ def job_public(db: Session, job: Job, model=JobPublic, **extra):
 
 
 @router.post("/jobs", status_code=201, response_model=JobPublic, responses={404: {}, 422: {}})
-def create_job(body: JobCreate, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store):
+def create_job(request: Request, body: JobCreate, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store):
     dataset = dataset_in_workspace(db, body.dataset_id, user)
     validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
     try:
@@ -49,6 +50,7 @@ def create_job(body: JobCreate, user: CurrentUser, db: DbSession, settings: AppS
         db.rollback()
         raise HTTPException(422, {"message": "The job was not created: " + str(exc), "errors": exc.errors}) from None
     jobs.send_wakeup(db, job)
+    auditing.record(request, db, user, "job_started", ("job", job.id), {"technique": job.technique, "base_model": job.base_model})
     return job_public(db, job)
 
 
@@ -90,6 +92,7 @@ def get_job(job: OwnedJob, db: DbSession):
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job: OwnedJob, db: DbSession):
+def cancel_job(request: Request, job: OwnedJob, user: CurrentUser, db: DbSession):
     jobs.request_cancel(db, job)
+    auditing.record(request, db, user, "job_cancelled", ("job", job.id))
     return job_public(db, job)

@@ -10,6 +10,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.domain.roles import allows
 from app.models import User
 from app.services.accounts import user_for_token
 from app.services.user_sessions import session_for
@@ -29,6 +30,11 @@ class Viewer:
     email: str
     workspace_id: int
     is_admin: bool
+    role: str = "viewer"  # roles (issue 16): viewer | member | owner (app/domain/roles.py)
+
+    def may(self, needed: str) -> bool:
+        """Whether this person passes a rule needing `needed` (a role, or "admin")."""
+        return allows(self.role, self.is_admin, needed)
 
 
 class LoginRequired(Exception):
@@ -67,10 +73,10 @@ def signed_in_user(request: Request, db: Session) -> User:
         user = live.user if live is not None else None
         request.state.session_row_id = live.id if live is not None else None
         request.state.auth_scheme = "session"
-    if user is None:
+    if user is None or user.disabled_at is not None:  # roles (issue 16): disabled users are refused
         raise LoginRequired()
     # A plain snapshot for templates: error pages render after the session has been rolled back.
-    request.state.user = Viewer(id=user.id, email=user.email, workspace_id=user.workspace_id, is_admin=user.is_admin)
+    request.state.user = Viewer(id=user.id, email=user.email, workspace_id=user.workspace_id, is_admin=user.is_admin, role=user.role)
     return user
 
 

@@ -1,21 +1,23 @@
 """Request dependencies and their `Annotated` aliases, for routes of pages and API alike:
 `db: DbSession`, `user: CurrentUser`, `settings: AppSettings`, `store: Store`, and the owned
-objects `OwnedDataset`, `OwnedJob`, `OwnedAdapter` (404 when missing *or* in another workspace,
-so existence never leaks). `SignedIn` and `Csrf` are the sign-in and CSRF checks as router
-dependencies."""
+objects `OwnedDataset`, `OwnedJob`, `OwnedAdapter`, `WorkspaceMember` (404 when missing *or* in another
+workspace, so existence never leaks). `SignedIn` and `Csrf` are the sign-in and CSRF checks as
+router dependencies; `Authorized` the app-wide check of the access rules (app/http/access.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
 from app.db import session_scope
+from app.domain.roles import ADMIN, allows
+from app.http.access import PUBLIC, rule_for
 from app.http.auth import signed_in_user, verify_csrf
-from app.http.lookups import adapter_in_workspace, dataset_in_workspace, job_in_workspace
+from app.http.lookups import adapter_in_workspace, dataset_in_workspace, job_in_workspace, member_in_workspace_or_404
 from app.models import Adapter, Dataset, Job, User
 from app.services.artifacts import ArtifactStore, get_artifact_store
 
@@ -43,14 +45,37 @@ Store = Annotated[ArtifactStore, Depends(store_dep)]
 
 
 def current_user(request: Request, db: DbSession) -> User:
-    """The signed-in user from a Bearer token or the session cookie; raises LoginRequired."""
-    return signed_in_user(request, db)
+    """The signed-in user from a Bearer token or the session cookie; raises LoginRequired. Looked
+    up once per request (`authorize` and the route share it)."""
+    cached = getattr(request.state, "signed_in", None)
+    if cached is not None:
+        return cached
+    user = signed_in_user(request, db)
+    request.state.signed_in = user
+    return user
+
+
+def authorize(request: Request, db: DbSession) -> None:
+    """The app-wide access check (`FastAPI(dependencies=[Authorized])`): the route's rule from
+    app/http/access.py; sign-in for every rule but PUBLIC, then the role. Fails closed."""
+    route = request.scope.get("route")
+    needed = rule_for(request.method, getattr(route, "path", ""))
+    if needed is None:
+        raise HTTPException(403, "This address has no access rule, so nobody may use it.")
+    if needed == PUBLIC:
+        return
+    user = current_user(request, db)
+    if not allows(user.role, user.is_admin, needed):
+        what = "an instance administrator" if needed == ADMIN else f"the role {needed} or above"
+        raise HTTPException(403, f"This needs {what}; your role in this workspace is {user.role}. Ask an owner of the workspace.")
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
 # Router-level dependencies: `APIRouter(dependencies=[SignedIn, Csrf])`.
 SignedIn = Depends(current_user)
 Csrf = Depends(verify_csrf)
+# The app-wide access check: `FastAPI(dependencies=[Authorized])`.
+Authorized = Depends(authorize)
 
 
 def owned_dataset(dataset_id: int, user: CurrentUser, db: DbSession) -> Dataset:
@@ -68,3 +93,10 @@ def owned_adapter(adapter_id: int, user: CurrentUser, db: DbSession) -> Adapter:
 OwnedDataset = Annotated[Dataset, Depends(owned_dataset)]
 OwnedJob = Annotated[Job, Depends(owned_job)]
 OwnedAdapter = Annotated[Adapter, Depends(owned_adapter)]
+
+
+def workspace_member(user_id: int, user: CurrentUser, db: DbSession) -> User:
+    return member_in_workspace_or_404(db, user_id, user)
+
+
+WorkspaceMember = Annotated[User, Depends(workspace_member)]

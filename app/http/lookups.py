@@ -36,6 +36,11 @@ def adapter_in_workspace(db: Session, adapter_id: Any, user: User) -> Adapter:
     return _in_workspace(db, Adapter, adapter_id, user, "adapter")
 
 
+def member_in_workspace_or_404(db: Session, user_id: Any, user: User) -> User:
+    """A user of the asking user's workspace, else 404."""
+    return _in_workspace(db, User, user_id, user, "user")
+
+
 def parse_ids(ids: list[str]) -> list[int]:
     """?ids=1&ids=2 or ?ids=1,2 — both work (checkbox forms send the first, people type the second)."""
     try:

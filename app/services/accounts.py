@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.domain.roles import ROLES
 from app.models import ApiToken, User, Workspace, utcnow
 
 # Hashes written before Argon2id: still verified, and replaced at the next successful sign-in.
@@ -82,8 +83,11 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-def create_user(db: Session, email: str, password: str, *, is_admin: bool = False, workspace: Workspace | None = None) -> User:
-    """Create a user; without a workspace they get a workspace of their own."""
+def create_user(
+    db: Session, email: str, password: str, *, is_admin: bool = False, workspace: Workspace | None = None, role: str | None = None
+) -> User:
+    """Create a user; without a workspace they get a workspace of their own (and own it), else they
+    join it as `role` (default member)."""
     email = normalise_email(email)
     if "@" not in email or len(email) > 320:
         raise AccountError("Give a valid email address.")
@@ -91,11 +95,14 @@ def create_user(db: Session, email: str, password: str, *, is_admin: bool = Fals
         raise AccountError("Choose a password of at least 8 characters.")
     if db.scalar(select(User).where(User.email == email)):
         raise AccountError(f"A user with the email {email} already exists.")
+    role = role or ("owner" if workspace is None else "member")
+    if role not in ROLES:
+        raise AccountError(f"There is no role {role!r}; choose one of {', '.join(ROLES)}.")
     if workspace is None:
         workspace = Workspace(name=f"{email.split('@')[0]}'s workspace")
         db.add(workspace)
         db.flush()
-    user = User(email=email, password_hash=hash_password(password), is_admin=is_admin, workspace_id=workspace.id)
+    user = User(email=email, password_hash=hash_password(password), is_admin=is_admin, workspace_id=workspace.id, role=role)
     db.add(user)
     db.flush()
     return user
@@ -109,6 +116,8 @@ def authenticate(db: Session, email: str, password: str) -> User | None:
         verify_password(password, _dummy_hash())  # same work as a real check, so timing does not reveal accounts
         return None
     if not verify_password(password, user.password_hash):
+        return None
+    if user.disabled_at is not None:  # roles (issue 16): a disabled user cannot sign in
         return None
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)

@@ -8,8 +8,8 @@ user (the protocol itself is Authlib's, in app/web/sso.py).
   linked to it (the provider vouches for the address).
 - A new person joins the workspace of the earliest user with the same email domain (colleagues work
   together, and an administrator created as admin@acme.com receives acme.com's people); the first
-  person of a domain gets a new workspace named after the domain. They get no password (SSO only;
-  they can set one on their account page) and TAILOR_OIDC_DEFAULT_ROLE where users have roles."""
+  person of a domain gets a new workspace named after the domain, and owns it. Others join with
+  TAILOR_OIDC_DEFAULT_ROLE. They get no password (SSO only; they can set one on their account page)."""
 
 from __future__ import annotations
 
@@ -43,16 +43,17 @@ def _domain(email: str) -> str:
     return email.rpartition("@")[2]
 
 
-def _workspace_for_domain(db: Session, domain: str) -> Workspace:
+def _workspace_for_domain(db: Session, domain: str) -> tuple[Workspace, bool]:
+    """The workspace a new person of this domain joins, and whether it was just made for them."""
     colleague = db.scalar(
         select(User).where(User.email.endswith("@" + domain, autoescape=True)).order_by(User.created_at, User.id).limit(1)
     )
     if colleague is not None:
-        return colleague.workspace
+        return colleague.workspace, False
     workspace = Workspace(name=domain)
     db.add(workspace)
     db.flush()
-    return workspace
+    return workspace, True
 
 
 def sign_in(db: Session, claims: SsoClaims, *, allowed: set[str], default_role: str) -> User:
@@ -72,7 +73,7 @@ def sign_in(db: Session, claims: SsoClaims, *, allowed: set[str], default_role: 
         user = accounts.get_user_by_email(db, email) or _create(db, email, default_role)
         identity = SsoIdentity(user_id=user.id, issuer=claims.issuer, subject=claims.subject, email=email)
         db.add(identity)
-    if getattr(user, "disabled_at", None) is not None:  # user management's disabled accounts
+    if user.disabled_at is not None:
         raise SsoRefused("This account is disabled. Ask your administrator.")
     identity.email = email
     identity.last_sign_in_at = utcnow()
@@ -81,9 +82,8 @@ def sign_in(db: Session, claims: SsoClaims, *, allowed: set[str], default_role: 
 
 
 def _create(db: Session, email: str, default_role: str) -> User:
-    user = accounts.create_user(db, email, secrets.token_urlsafe(32), workspace=_workspace_for_domain(db, _domain(email)))
+    workspace, new = _workspace_for_domain(db, _domain(email))
+    user = accounts.create_user(db, email, secrets.token_urlsafe(32), workspace=workspace, role="owner" if new else default_role)
     user.password_hash = accounts.NO_PASSWORD  # signs in by SSO; may set a password later
-    if hasattr(user, "role"):  # roles within a workspace, where that feature is present
-        user.role = default_role
     db.flush()
     return user

@@ -1,6 +1,6 @@
 """HTML pages (Jinja + htmx) over the services; what they share with the JSON API lives in app/http."""
 
-from app.web import account, adapters, compare, datasets, groups, home, jobs, playground, review, sso, workers
+from app.web import account, adapters, audit, compare, datasets, groups, home, jobs, members, playground, review, sso, tokens, workers
 
 ROUTERS = (
     home.router,
@@ -12,6 +12,9 @@ ROUTERS = (
     playground.router,
     review.router,
     workers.router,
+    members.router,
+    audit.router,
+    tokens.router,
     account.router,
     sso.router,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Form, HTTPException, Request
 
 from app.config import get_settings
+from app.http import auditing
 from app.http.deps import Csrf, CurrentUser, DbSession, OwnedAdapter, Store
 from app.http.responses import adapter_zip_response, export_file_response, redirect
 from app.models import Adapter
@@ -44,44 +45,52 @@ def gguf_reasons(listed: list[Adapter]) -> dict[int, str]:
 
 
 @router.get("/adapters/{adapter_id}/download")
-def download_adapter(adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
+def download_adapter(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
     response = adapter_zip_response(adapter, store)
     adapters.record_download(db, adapter, user.id)
+    auditing.record(request, db, user, "adapter_downloaded", ("adapter", adapter.id), {"file": "zip"})
     return response
 
 
 @router.post("/adapters/{adapter_id}/status")
-def change_status(request: Request, adapter: OwnedAdapter, db: DbSession, status: str = Form("")):
+def change_status(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, status: str = Form("")):
     try:
         adapters.set_status(db, adapter, status)
     except adapters.AdapterError as exc:
         raise HTTPException(422, str(exc)) from None
+    auditing.record(request, db, user, "adapter_status_changed", ("adapter", adapter.id), {"status": status})
     return redirect(request, "/adapters")
 
 
 @router.post("/adapters/{adapter_id}/export")
-def export_merged(request: Request, adapter: OwnedAdapter, db: DbSession):
+def export_merged(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession):
     try:
         exports.request_merged_export(db, adapter)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+    auditing.record(request, db, user, "export_requested", ("adapter", adapter.id), {"file": "merged"})
     return redirect(request, "/adapters")
 
 
 @router.get("/adapters/{adapter_id}/merged")
-def download_merged(adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
-    return export_file_response(db, adapter, user, store, "merged")
+def download_merged(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
+    response = export_file_response(db, adapter, user, store, "merged")
+    auditing.record(request, db, user, "adapter_downloaded", ("adapter", adapter.id), {"file": "merged"})
+    return response
 
 
 @router.post("/adapters/{adapter_id}/export-gguf")
-def export_gguf(request: Request, adapter: OwnedAdapter, db: DbSession):
+def export_gguf(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession):
     try:
         exports.request_gguf_export(db, get_settings(), adapter)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+    auditing.record(request, db, user, "export_requested", ("adapter", adapter.id), {"file": "gguf"})
     return redirect(request, "/adapters")
 
 
 @router.get("/adapters/{adapter_id}/gguf")
-def download_gguf(adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
-    return export_file_response(db, adapter, user, store, "gguf")
+def download_gguf(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
+    response = export_file_response(db, adapter, user, store, "gguf")
+    auditing.record(request, db, user, "adapter_downloaded", ("adapter", adapter.id), {"file": "gguf"})
+    return response

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from app.base_models import get_base_model, list_base_models
 from app.config import Settings
+from app.http import auditing
 from app.http.deps import AppSettings, Csrf, CurrentUser, DbSession, OwnedDataset, Store
 from app.http.responses import is_htmx, redirect
 from app.http.upload import UploadRoute
@@ -65,6 +66,7 @@ def upload_dataset(
         return render(
             request, template, {"error": exc.message, "max_upload": settings.max_upload_bytes, "sheet": sheet}, status_code=exc.status
         )
+    auditing.record(request, db, user, "dataset_uploaded", ("dataset", dataset.id), {"filename": file.filename, "existing": report is None})
     suffix = "?existing=1" if report is None else ""
     return redirect(request, f"/datasets/{dataset.id}{suffix}")
 
@@ -164,8 +166,9 @@ async def mask_personal_data(request: Request, dataset: OwnedDataset, db: DbSess
 
 
 @router.get("/datasets/{dataset_id}/export.csv")
-def export_dataset(dataset: OwnedDataset, store: Store, training_copy: bool = False):
+def export_dataset(request: Request, dataset: OwnedDataset, user: CurrentUser, db: DbSession, store: Store, training_copy: bool = False):
     """The stored rows as CSV; cells a spreadsheet would run as formulas start with an apostrophe."""
+    auditing.record(request, db, user, "dataset_downloaded", ("dataset", dataset.id), {"training_copy": training_copy})
     name = f"{dataset.name}{'-masked' if training_copy and dataset.pii_masked else ''}.csv"
     return StreamingResponse(
         stored_rows.export_csv_lines(store, dataset, training_copy),
@@ -182,7 +185,8 @@ def dataset_labels(request: Request, column: str, dataset: OwnedDataset, store: 
 
 
 @router.post("/datasets/{dataset_id}/delete")
-def delete_dataset(request: Request, dataset: OwnedDataset, db: DbSession, settings: AppSettings, store: Store):
+def delete_dataset(request: Request, dataset: OwnedDataset, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store):
+    target, name = ("dataset", dataset.id), dataset.name
     try:
         dataset_ingest.delete_dataset(db, store, dataset)
     except dataset_store.DatasetError as exc:
@@ -192,4 +196,5 @@ def delete_dataset(request: Request, dataset: OwnedDataset, db: DbSession, setti
             dataset_context(request, dataset, settings, store, delete_error=exc.message),
             status_code=exc.status,
         )
+    auditing.record(request, db, user, "dataset_deleted", target, {"name": name})
     return redirect(request, "/")

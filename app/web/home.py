@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
 from app.config import get_settings
+from app.http import auditing
 from app.http.auth import SESSION_ID_KEY
 from app.http.deps import Csrf, CurrentUser, DbSession
 from app.services import accounts, adapters, dataset_ingest, jobs, sign_in_throttle, user_sessions
@@ -57,6 +58,7 @@ def login(request: Request, db: DbSession, email: str = Form(""), password: str 
     address = client_address(request)
     throttled = sign_in_throttle.check_before_sign_in(email, address)  # before any password hash is computed
     if throttled is not None:
+        auditing.record(request, db, None, "sign_in_failed", email=accounts.normalise_email(email)[:320], throttled=True)
         return render(
             request,
             "login.html",
@@ -67,8 +69,10 @@ def login(request: Request, db: DbSession, email: str = Form(""), password: str 
     user = accounts.authenticate(db, email, password)
     sign_in_throttle.record_outcome(email, address, succeeded=user is not None)
     if user is None:
+        auditing.record(request, db, None, "sign_in_failed", email=accounts.normalise_email(email)[:320])
         return render(request, "login.html", {**context, "error": "That email and password do not match an account."}, status_code=401)
     start_browser_session(request, db, user.id, "password")
+    auditing.record(request, db, user, "sign_in", ("user", user.id))
     return RedirectResponse(target, status_code=303)
 
 

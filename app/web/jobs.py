@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
+from app.http import auditing
 from app.http.deps import AppSettings, Csrf, CurrentUser, DbSession, OwnedJob, Store
 from app.http.responses import is_htmx, redirect
 from app.models import Dataset, Job
@@ -59,6 +60,7 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
             )
             for job in created:
                 jobs.send_wakeup(db, job)
+            auditing.record(request, db, user, "bakeoff_started", ("group", group_id), {"job_ids": [j.id for j in created]})
             return redirect(request, f"/groups/{group_id}")
         job = jobs.submit_job(
             db,
@@ -92,6 +94,7 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
             request, "dataset_detail.html", dataset_context(request, dataset, settings, store, train_form=form_ctx), status_code=422
         )
     jobs.send_wakeup(db, job)
+    auditing.record(request, db, user, "job_started", ("job", job.id), {"technique": job.technique, "base_model": job.base_model})
     return redirect(request, f"/jobs/{job.id}")
 
 
@@ -217,8 +220,9 @@ def job_page(request: Request, job: OwnedJob, db: DbSession):
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(request: Request, job: OwnedJob, db: DbSession):
+def cancel_job(request: Request, job: OwnedJob, user: CurrentUser, db: DbSession):
     jobs.request_cancel(db, job)
+    auditing.record(request, db, user, "job_cancelled", ("job", job.id))
     if is_htmx(request):
         return render(request, "_job_status.html", job_context(db, job), headers={"Vary": "HX-Request"})
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)

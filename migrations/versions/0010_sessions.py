@@ -2,14 +2,14 @@
 the users' accounts at an OpenID Connect provider (sso_identities)
 
 Revision ID: 0010
-Revises: 0009
+Revises: 0011
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0009"
+down_revision = "0011"  # after roles and the audit log (already on main), so a database at 0011 upgrades
 branch_labels = None
 depends_on = None
 

@@ -139,3 +139,26 @@ def test_postgresql_upgrade_from_empty_and_downgrade_back():
 def test_postgresql_workflow_states_move_to_columns_and_back():
     with _fresh_postgres_database() as url:
         _workflow_states_carried_over(url)
+
+
+def test_sqlite_existing_users_become_owners_of_their_workspace(tmp_path):
+    """Roles (issue 16): the users already there own their workspace, and none is disabled."""
+    url = f"sqlite:///{tmp_path / 'roles.db'}"
+    upgrade_database(url, "0009")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO workspaces (id, name, created_at) VALUES (1, 'w', CURRENT_TIMESTAMP)"))
+        conn.execute(
+            text(
+                "INSERT INTO users (id, email, password_hash, is_admin, workspace_id, created_at) "
+                "VALUES (1, 'a@example.com', 'x', 0, 1, CURRENT_TIMESTAMP), (2, 'b@example.com', 'x', 1, 1, CURRENT_TIMESTAMP)"
+            )
+        )
+    upgrade_database(url, "head")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT email, role, disabled_at FROM users ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [("a@example.com", "owner", None), ("b@example.com", "owner", None)]
+    downgrade_database(url, "0009")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM users")).scalar_one() == 2
+    engine.dispose()
