@@ -58,7 +58,7 @@ def login(request: Request, db: DbSession, email: str = Form(""), password: str 
     address = client_address(request)
     throttled = sign_in_throttle.check_before_sign_in(email, address)  # before any password hash is computed
     if throttled is not None:
-        auditing.record(request, db, None, "sign_in_failed", email=accounts.normalise_email(email)[:320], throttled=True)
+        auditing.record(request, db, None, "sign_in_failed", None, {"throttled": True}, email=accounts.normalise_email(email)[:320])
         return render(
             request,
             "login.html",

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings, get_settings
 from app.db import session_scope
+from app.http import auditing
 from app.services import sso
 from app.web.home import _safe_next, start_browser_session
 from app.web.templating import render
@@ -82,15 +83,22 @@ async def sso_callback(request: Request):
     )
     target = _safe_next(request.session.get(NEXT_KEY, "/"))
 
-    def sign_in() -> None:
-        with session_scope() as db:  # the boundary that commits, as a request's would
-            user = sso.sign_in(
-                db, claims, allowed=sso.allowed_domains(settings.oidc_allowed_domains), default_role=settings.oidc_default_role
-            )
-            start_browser_session(request, db, user.id, "sso")
+    allowed = sso.allowed_domains(settings.oidc_allowed_domains)
 
-    try:
-        await run_in_threadpool(sign_in)
-    except sso.SsoRefused as exc:
-        return _refuse(request, str(exc), 403)
+    def sign_in() -> str | None:
+        """Sign the person in (or refuse them), each recorded in the audit log; the refusal's message or None."""
+        with session_scope() as db:  # the boundary that commits, as a request's would
+            try:
+                with db.begin_nested():  # a refused person leaves nothing half-made behind
+                    user = sso.sign_in(db, claims, allowed=allowed, default_role=settings.oidc_default_role)
+            except sso.SsoRefused as exc:
+                auditing.record(request, db, None, "sign_in_failed", None, {"method": "sso"}, email=claims.email[:320])
+                return str(exc)
+            start_browser_session(request, db, user.id, "sso")
+            auditing.record(request, db, user, "sign_in", ("user", user.id), {"method": "sso"})
+            return None
+
+    refused = await run_in_threadpool(sign_in)
+    if refused is not None:
+        return _refuse(request, refused, 403)
     return RedirectResponse(target, status_code=303)

@@ -215,11 +215,14 @@ def test_the_worker_board_shows_details_to_administrators_only(client, make_user
     assert "gpu-box-secret-name" in page and "rack7.internal" in page
 
 
-def test_a_server_error_page_carries_the_security_headers_too():
+def test_a_server_error_page_carries_the_security_headers_too(monkeypatch):
     """Unhandled errors are answered outside the middleware stack; the handler adds the headers itself."""
     from fastapi.testclient import TestClient
 
+    from app.http import access
     from app.main import create_app
+
+    monkeypatch.setitem(access.RULES, ("GET", "/api/v1/boom"), access.PUBLIC)
 
     fresh = create_app()
 

@@ -237,3 +237,27 @@ def test_long_ended_sessions_are_removed_at_the_next_sign_in(client, make_user, 
     db.expire_all()
     left = db.scalars(select(UserSession.id).where(UserSession.user_id == user.id)).all()
     assert old_id not in left and recent_id in left and len(left) == 2
+
+
+def test_disabling_a_user_signs_their_browsers_out_at_once(client, make_user, db):
+    """The owner disables a colleague through the members API: the colleague's kept cookie is refused
+    (not only their sign-in), and their session rows are ended."""
+    from app.models import User
+
+    owner, colleague = make_user("owner"), make_user("colleague")
+    member = db.get(User, colleague.id)
+    member.workspace_id = db.get(User, owner.id).workspace_id
+    member.role = "member"
+    db.commit()
+    with TestClient(app) as browser:
+        sign_in(browser, colleague.email, colleague.password)
+        kept = _cookie(browser)
+        assert browser.get("/api/v1/datasets").status_code == 200
+        response = client.patch(
+            f"/api/v1/members/{colleague.id}", headers={"Authorization": f"Bearer {owner.token}"}, json={"disabled": True}
+        )
+        assert response.status_code == 200, response.text
+        assert browser.get("/api/v1/datasets").status_code == 401
+    assert _replay(kept).status_code == 401
+    db.expire_all()
+    assert all(row.ended_at is not None for row in db.scalars(select(UserSession).where(UserSession.user_id == colleague.id)))

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.main import app
-from app.models import SsoIdentity, User, UserSession
+from app.models import AuditEvent, SsoIdentity, User, UserSession, Workspace, utcnow
 from app.services import accounts
 from tests.conftest import _free_port
 
@@ -114,6 +114,9 @@ def test_a_first_sso_sign_in_creates_the_user_in_their_domains_workspace(sso_set
         assert _sso(browser, sub).status_code == 303
     assert len(db.scalars(select(User).where(User.email == email)).all()) == 1
     assert db.scalar(select(UserSession).where(UserSession.user_id == user.id, UserSession.method == "sso")) is not None
+    assert user.role == "owner" and colleague.role == "member"  # the first of a domain owns its new workspace
+    signed_in = db.scalars(select(AuditEvent).where(AuditEvent.user_id == user.id, AuditEvent.action == "sign_in")).all()
+    assert len(signed_in) == 2 and all(e.details == {"method": "sso"} for e in signed_in)
 
 
 def test_a_disallowed_domain_is_refused_plainly_and_nobody_is_created(sso_settings, provider, db):
@@ -124,6 +127,9 @@ def test_a_disallowed_domain_is_refused_plainly_and_nobody_is_created(sso_settin
         assert "Accounts of evil.test may not sign in to Tailor with SSO" in refused.text
         assert browser.get("/api/v1/datasets").status_code == 401
     assert db.scalar(select(User).where(User.email == email)) is None
+    assert db.scalar(select(Workspace).where(Workspace.name == "evil.test")) is None
+    event = db.scalar(select(AuditEvent).where(AuditEvent.user_email == email))
+    assert event.action == "sign_in_failed" and event.details == {"method": "sso"}
 
 
 def test_an_unverified_email_is_refused(sso_settings, provider, db):
@@ -170,3 +176,26 @@ def test_a_denied_sign_in_at_the_provider_comes_back_as_a_plain_message(sso_sett
         denied = httpx.post(start.headers["location"], data={"action": "deny"}, follow_redirects=False)
         back = browser.get(denied.headers["location"], follow_redirects=False)
     assert back.status_code == 400 and "did not complete" in back.text
+
+
+def test_a_disabled_user_cannot_sign_in_by_sso(sso_settings, provider, db):
+    from app.db import session_scope
+
+    sub, email = _person(provider)
+    with TestClient(app) as browser:
+        assert _sso(browser, sub).status_code == 303
+    with session_scope() as s:
+        s.scalar(select(User).where(User.email == email)).disabled_at = utcnow()
+    with TestClient(app) as browser:
+        refused = _sso(browser, sub)
+        assert refused.status_code == 403 and "disabled" in refused.text
+        assert browser.get("/api/v1/datasets").status_code == 401
+
+
+def test_an_unknown_default_role_is_refused_at_start():
+    from pydantic import ValidationError
+
+    from app.config import Settings
+
+    with pytest.raises(ValidationError, match="must be one of viewer, member, owner"):
+        Settings(oidc_default_role="superuser")
