@@ -7,7 +7,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.secret_key import MIN_KEY_LENGTH, load_or_create_secret_key
@@ -102,6 +102,72 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS before sending (off for a local relay).")
     smtp_timeout_seconds: float = Field(10.0, gt=0, description="Give up on the SMTP server after this many seconds.")
 
+    # --- sign-in, sessions and request limits (issue 16) ---
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        description=(
+            "Largest request body accepted on every route that is not an upload (default 1 MiB); a larger one is "
+            "refused with 413 before sign-in is checked or the body is read. Uploads keep TAILOR_MAX_UPLOAD_BYTES."
+        ),
+    )
+    sign_in_account_limits: str = Field(
+        "5/minute;20/hour;100/day",
+        description=(
+            "Failed sign-ins allowed per account (email) before further attempts are refused with 429, as "
+            "`limits` rate strings separated by ';': each window that fills locks the account for longer (backoff). "
+            "A successful sign-in clears the account's count."
+        ),
+    )
+    sign_in_address_limits: str = Field(
+        "30/minute;300/hour;1000/day",
+        description="Failed sign-ins allowed per client address (any account), as `limits` rate strings separated by ';'.",
+    )
+    password_hash_time_cost: int = Field(3, ge=1, le=100, description="Argon2id passes over memory per password hash.")
+    password_hash_memory_kib: int = Field(
+        65536, ge=8192, le=4 * 1024 * 1024, description="Argon2id memory per password hash, in KiB (default 64 MiB)."
+    )
+    password_hash_parallelism: int = Field(4, ge=1, le=64, description="Argon2id lanes (threads) per password hash.")
+    oidc_issuer: str | None = Field(
+        None,
+        description=(
+            "OpenID Connect issuer URL (its /.well-known/openid-configuration is read), e.g. "
+            "https://login.example.com/realms/acme. Set with the client id and secret to offer 'Sign in with SSO'."
+        ),
+    )
+    oidc_client_id: str | None = Field(None, description="Client id of Tailor at the OpenID Connect provider.")
+    oidc_client_secret: str | None = Field(None, description="Client secret of Tailor at the OpenID Connect provider.")
+    oidc_allowed_domains: str = Field(
+        "",
+        description=(
+            "Comma-separated email domains whose people may sign in with SSO (e.g. 'acme.com,acme.de'); "
+            "empty = nobody is created or signed in by SSO."
+        ),
+    )
+    oidc_default_role: str = Field(
+        "member",
+        description="Role given to a person created by their first SSO sign-in (owner, member or viewer) in the workspace they join.",
+    )
+
+    @field_validator("oidc_default_role")
+    @classmethod
+    def _known_role(cls, value: str) -> str:
+        from app.domain.roles import ROLES
+
+        if value not in ROLES:
+            raise ValueError(f"TAILOR_OIDC_DEFAULT_ROLE must be one of {', '.join(ROLES)}.")
+        return value
+
+    @field_validator("sign_in_account_limits", "sign_in_address_limits")
+    @classmethod
+    def _valid_rate_limits(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value.replace(";", ",")) if value.strip() else None
+        except ValueError:
+            raise ValueError(f"{value!r} is not a list of rates such as '5/minute;20/hour'.") from None
+        return value
+
     @model_validator(mode="after")
     def _refuse_short_secret(self) -> Settings:
         if self.secret_key == "":
@@ -113,6 +179,10 @@ class Settings(BaseSettings):
     def session_secret(self) -> str:
         """TAILOR_SECRET_KEY, or this install's own random key from DATA_DIR/secret_key (made on first use)."""
         return self.secret_key or load_or_create_secret_key(self.data_dir)
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id and self.oidc_client_secret)
 
     @property
     def resolved_database_url(self) -> str:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
@@ -15,7 +14,9 @@ from starlette.middleware.sessions import SessionMiddleware
 from app.api import ROUTERS as API_ROUTERS
 from app.config import get_settings
 from app.http.auth import CsrfFailed, LoginRequired
+from app.http.body_limit import BodyLimitMiddleware
 from app.http.deps import Authorized, SignedIn
+from app.http.security_headers import SECURITY_HEADERS, SecurityHeadersMiddleware
 from app.web import ROUTERS as PAGE_ROUTERS
 from app.web.templating import render
 
@@ -47,6 +48,10 @@ def create_app() -> FastAPI:
         same_site="lax",
         https_only=settings.environment != "development",
     )
+    # Added last = run first: a body over the limit is refused before sessions, sign-in or routing,
+    # and every answer (the refusal included) carries the security headers.
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for router in (*PAGE_ROUTERS, *API_ROUTERS):
         app.include_router(router)
@@ -70,8 +75,10 @@ def create_app() -> FastAPI:
         return JSONResponse(app.openapi())
 
     @app.get("/docs", include_in_schema=False, dependencies=[SignedIn])
-    def docs():
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Tailor API")
+    def docs(request: Request):
+        """Swagger UI, vendored in static/vendor and started by static/swagger-init.js (FastAPI's
+        get_swagger_ui_html writes an inline script, which the Content-Security-Policy refuses)."""
+        return render(request, "docs.html")
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired):
@@ -114,9 +121,10 @@ def create_app() -> FastAPI:
     async def unexpected_error(request: Request, exc: Exception):
         log.exception("Unhandled error on %s %s", request.method, request.url.path)
         message = "Something went wrong on our side. The error has been logged; try again, and tell your administrator if it persists."
+        # This handler answers outside the middleware stack, so it adds the security headers itself.
         if _wants_json(request):
-            return JSONResponse({"detail": message}, status_code=500)
-        return render(request, "error.html", {"status": 500, "message": message}, status_code=500)
+            return JSONResponse({"detail": message}, status_code=500, headers=SECURITY_HEADERS)
+        return render(request, "error.html", {"status": 500, "message": message}, status_code=500, headers=SECURITY_HEADERS)
 
     return app
 

@@ -56,11 +56,16 @@ def send_generate(request_id: str) -> None:
     get_producer().send_task(GENERATE_TASK, args=[request_id], queue=INFERENCE_QUEUE)
 
 
-def redis_client():
-    """A redis-py client on the broker's Redis (kombu's redis+socket:// becomes unix://)."""
-    import redis
-
+def redis_url() -> str:
+    """The broker's Redis as a redis-py URL (kombu's redis+socket:// becomes unix://)."""
     url = get_settings().broker_url
     if url.startswith("redis+socket://"):
         url = "unix://" + url[len("redis+socket://") :]
-    return redis.Redis.from_url(url, decode_responses=True)
+    return url
+
+
+def redis_client():
+    """A redis-py client on the broker's Redis."""
+    import redis
+
+    return redis.Redis.from_url(redis_url(), decode_responses=True)

@@ -234,6 +234,11 @@ class WorkerPublic(BaseModel):
     current_job_name: str | None
 
 
+class WorkersBoard(BaseModel):
+    counts: dict[str, int] = Field(..., description="Workers per state: busy, idle, offline, stopped.")
+    workers: list[WorkerPublic] = Field(..., description="Each worker's details; for instance administrators only (empty for others).")
+
+
 class AdapterUpdate(BaseModel):
     status: str = Field(..., description="draft, approved or archived")
 
@@ -405,3 +410,27 @@ class ReviewPair(BaseModel):
 
 class VoteRecorded(BaseModel):
     recorded: str
+
+
+# --- sessions (issue 16) ---
+
+
+class SessionPublic(BaseModel):
+    """One of the signed-in person's browser sessions."""
+
+    id: int
+    created_at: datetime
+    last_seen_at: datetime
+    ip_address: str
+    user_agent: str
+    method: str = Field(..., description="How it signed in: 'password' or 'sso'.")
+    current: bool = Field(..., description="True for the session making this request.")
+
+
+class SessionsEnded(BaseModel):
+    ended: int
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field("", max_length=1000)
+    new_password: str = Field(..., max_length=1000)

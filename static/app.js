@@ -100,6 +100,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     drawLossCharts(document);
+    sizeBars(document);
     const form = document.getElementById("train-form");
     if (form) {
       applyAvailability(form);
@@ -117,7 +118,27 @@
     }
   });
 
-  document.addEventListener("htmx:afterSwap", function (e) { drawLossCharts(e.detail.target.parentNode || document); });
+  document.addEventListener("htmx:afterSwap", function (e) {
+    drawLossCharts(e.detail.target.parentNode || document);
+    sizeBars(e.detail.target.parentNode || document);
+  });
+
+  // Bar sizes come as data-width / data-height (percent): inline style attributes are refused by the
+  // Content-Security-Policy, while setting element.style from a script file is allowed.
+  function sizeBars(root) {
+    root.querySelectorAll("[data-width]").forEach(function (el) { el.style.width = el.dataset.width + "%"; });
+    root.querySelectorAll("[data-height]").forEach(function (el) { el.style.height = el.dataset.height + "%"; });
+  }
+
+  // Behaviour that used to sit in on*= attributes (refused by the CSP): a select that submits its
+  // form when changed, and a form that asks before it is sent.
+  document.addEventListener("change", function (e) {
+    if (e.target.matches && e.target.matches("select[data-submit-on-change]") && e.target.form) e.target.form.submit();
+  });
+  document.addEventListener("submit", function (e) {
+    const message = e.target.dataset ? e.target.dataset.confirm : null;
+    if (message && !window.confirm(message)) e.preventDefault();
+  });
 
   // Upload progress for the htmx-powered upload form.
   document.addEventListener("htmx:xhr:progress", function (e) {

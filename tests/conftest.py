@@ -55,6 +55,8 @@ SLOW = (
     "tests/worker/training/test_training_loop.py",
     # roles, invites and the audit log (issue 16): a real SMTP server process
     "tests/app/test_invite_mail.py::test_an_invite_is_emailed_when_smtp_is_configured",
+    # sessions, sign-in and SSO (issue 16): starts an OpenID Connect provider process
+    "tests/app/test_sso.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 
@@ -159,6 +161,10 @@ def pytest_configure(config):
             # Tests score adapters when they mean to; a backlog of automatic evaluations would only slow
             # the shared worker down (bake-offs are still scored: tests/worker/evaluation/test_bakeoff.py).
             "TAILOR_AUTO_EVALUATE": "false",
+            # Cheaper Argon2id for the many users tests create (the default costs 64 MiB and ~70 ms each).
+            "TAILOR_PASSWORD_HASH_TIME_COST": "1",
+            "TAILOR_PASSWORD_HASH_MEMORY_KIB": "16384",
+            "TAILOR_PASSWORD_HASH_PARALLELISM": "1",
         }
     )
     os.environ.pop("TAILOR_DATABASE_URL", None)

@@ -81,6 +81,20 @@ RULES: dict[tuple[str, str], str] = {
         "GET /api/v1/tokens",
         "GET /settings/tokens",
     ),
+    # Sessions and SSO (issue 16): the provider sends the browser back without a Tailor session.
+    **_rules(PUBLIC, "GET /login/sso", "GET /login/sso/callback"),
+    # Everyone's own account: their sessions and their password.
+    **_rules(
+        VIEWER,
+        "GET /account",
+        "POST /account/sessions/{session_id}/end",
+        "POST /account/sessions/end-others",
+        "POST /account/password",
+        "GET /api/v1/account/sessions",
+        "DELETE /api/v1/account/sessions/{session_id}",
+        "POST /api/v1/account/sessions/end-others",
+        "POST /api/v1/account/password",
+    ),
     # Changing the workspace's data: upload, train, cancel, delete, ship, export, the playground, tokens.
     **_rules(
         MEMBER,

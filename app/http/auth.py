@@ -9,13 +9,17 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.domain.roles import allows
 from app.models import User
 from app.services.accounts import user_for_token
+from app.services.user_sessions import session_for
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+# The key in the signed cookie that holds the server-side session's random id (app/services/user_sessions.py).
+SESSION_ID_KEY = "sid"
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,11 @@ def signed_in_user(request: Request, db: Session) -> User:
         user = user_for_token(db, token)
         request.state.auth_scheme = "bearer"
     else:
-        user_id = request.session.get("user_id")
-        user = db.get(User, user_id) if isinstance(user_id, int) else None
+        # One indexed lookup of the cookie's session id: ended (signed out, password changed, user
+        # disabled) or unknown sessions are refused even though the cookie's signature is good.
+        live = session_for(db, request.session.get(SESSION_ID_KEY), max_age_seconds=get_settings().session_max_age_seconds)
+        user = live.user if live is not None else None
+        request.state.session_row_id = live.id if live is not None else None
         request.state.auth_scheme = "session"
     if user is None or user.disabled_at is not None:  # roles (issue 16): disabled users are refused
         raise LoginRequired()
@@ -87,3 +94,8 @@ async def verify_csrf(request: Request) -> None:
         sent = value if isinstance(value, str) else None
     if not expected or not sent or not hmac.compare_digest(expected, sent):
         raise CsrfFailed()
+
+
+def current_session_row_id(request: Request) -> int | None:
+    """The row id of the server-side session that authenticated this request (None for a Bearer token)."""
+    return getattr(request.state, "session_row_id", None)

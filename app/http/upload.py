@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -17,7 +19,20 @@ class UploadRoute(APIRoute):
     """An upload route that refuses a body over the upload limit before reading it (by its
     Content-Length), or as soon as the stream passes the limit, with the plain upload-limit
     message. The limit is read at request time, so a changed setting applies at once. The early
-    refusal is JSON; pages subclass it and override `too_large_response` to show the form."""
+    refusal is JSON; pages subclass it and override `too_large_response` to show the form.
+
+    Every upload route's path pattern and methods are kept in `ROUTES`, so the body-limit middleware
+    (app/http/body_limit.py), which runs before routing, lets uploads past the small body limit."""
+
+    ROUTES: list[tuple[re.Pattern[str], frozenset[str]]] = []
+
+    def __init__(self, path: str, endpoint, **kwargs) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        UploadRoute.ROUTES.append((self.path_regex, frozenset(self.methods or ())))
+
+    @classmethod
+    def serves(cls, method: str, path: str) -> bool:
+        return any(method in methods and pattern.match(path) for pattern, methods in cls.ROUTES)
 
     @classmethod
     def too_large_response(cls, request: Request, message: str, max_upload: int, headers: dict[str, str]) -> Response:

@@ -5,35 +5,78 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from functools import lru_cache
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.domain.roles import ROLES
 from app.models import ApiToken, User, Workspace, utcnow
 
+# Hashes written before Argon2id: still verified, and replaced at the next successful sign-in.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+# The password hash of accounts that sign in only by SSO: no password matches it.
+NO_PASSWORD = "!no-password"
 
 
 class AccountError(ValueError):
     """A problem with an account request, worded for the person who made it."""
 
 
+@lru_cache(maxsize=4)
+def _hasher_with(time_cost: int, memory_kib: int, parallelism: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+
+
+def _hasher() -> PasswordHasher:
+    """Argon2id with the configured cost (default: argon2-cffi's, RFC 9106's low-memory profile). The
+    parameters are stored in each hash, so raising them upgrades every password at its owner's next sign-in."""
+    settings = get_settings()
+    return _hasher_with(settings.password_hash_time_cost, settings.password_hash_memory_kib, settings.password_hash_parallelism)
+
+
 def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
-    return f"scrypt${salt.hex()}${digest.hex()}"
+    return _hasher().hash(password)
 
 
-def verify_password(password: str, stored: str) -> bool:
+def _verify_scrypt(password: str, stored: str) -> bool:
     try:
         scheme, salt_hex, digest_hex = stored.split("$")
+        salt = bytes.fromhex(salt_hex)
     except ValueError:
         return False
     if scheme != "scrypt":
         return False
-    digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), **_SCRYPT)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
     return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+def verify_password(password: str, stored: str) -> bool:
+    if stored.startswith("scrypt$"):
+        return _verify_scrypt(password, stored)
+    if not stored.startswith("$argon2"):
+        return False
+    try:
+        return _hasher().verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(stored: str) -> bool:
+    """True for a hash from before Argon2id or with weaker parameters than today's."""
+    return stored.startswith("scrypt$") or (stored.startswith("$argon2") and _hasher().check_needs_rehash(stored))
+
+
+def _dummy_hash() -> str:
+    return _dummy_hash_with(_hasher())
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash_with(hasher: PasswordHasher) -> str:
+    return hasher.hash(secrets.token_urlsafe(16))
 
 
 def normalise_email(email: str) -> str:
@@ -66,13 +109,32 @@ def create_user(
 
 
 def authenticate(db: Session, email: str, password: str) -> User | None:
+    """The user with this email and password, or None. A hash from before Argon2id (or with weaker
+    parameters) is replaced by a new one on success."""
     user = db.scalar(select(User).where(User.email == normalise_email(email)))
     if user is None:
-        hash_password(password)  # same work as a real check, so timing does not reveal accounts
+        verify_password(password, _dummy_hash())  # same work as a real check, so timing does not reveal accounts
         return None
     if not verify_password(password, user.password_hash):
         return None
-    return user if user.disabled_at is None else None  # roles (issue 16): a disabled user cannot sign in
+    if user.disabled_at is not None:  # roles (issue 16): a disabled user cannot sign in
+        return None
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return user
+
+
+def change_password(db: Session, user: User, current: str, new: str) -> None:
+    """Set a new password after checking the current one (an SSO-only account has none to check).
+    The caller ends the user's other sessions."""
+    if user.password_hash != NO_PASSWORD and not verify_password(current, user.password_hash):
+        raise AccountError("The current password is not right.")
+    if len(new) < 8:
+        raise AccountError("Choose a password of at least 8 characters.")
+    if len(new) > 1000:
+        raise AccountError("Choose a password of at most 1000 characters.")
+    user.password_hash = hash_password(new)
+    db.flush()
 
 
 def count_users(db: Session) -> int:

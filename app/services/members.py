@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.domain.roles import ROLES, is_role
 from app.models import Invite, User, Workspace, utcnow
 from app.services.accounts import AccountError, create_user, get_user_by_email, normalise_email
+from app.services.user_sessions import end_sessions
 
 
 class MemberError(ValueError):
@@ -152,6 +153,7 @@ def set_disabled(db: Session, actor: User, member: User, disabled: bool) -> None
     if disabled and member.disabled_at is None:
         _keeps_an_owner(db, member, "disable them")
         member.disabled_at = utcnow()
+        end_sessions(db, member.id)  # every browser of theirs is signed out at once
     elif not disabled:
         member.disabled_at = None
     db.flush()

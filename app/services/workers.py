@@ -90,6 +90,15 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+WORKER_STATES = ("busy", "idle", "offline", "stopped")
+
+
+def worker_counts(board: list[WorkerStatus]) -> dict[str, int]:
+    """How many workers are in each state: what people who are not administrators see of the board
+    (machine names, devices and who is busy with what are for administrators only)."""
+    return {state: sum(1 for w in board if w.state == state) for state in WORKER_STATES}
+
+
 def worker_board(db: Session, viewer_workspace_id: int, stale_after_seconds: float = 3 * HEARTBEAT_SECONDS) -> list[WorkerStatus]:
     """Every known worker, newest first. A job of another workspace shows as busy without its name."""
     running = {job.worker_name: job for job in db.scalars(select(Job).where(Job.status == JobStatus.running))}

@@ -1,6 +1,6 @@
 """HTML pages (Jinja + htmx) over the services; what they share with the JSON API lives in app/http."""
 
-from app.web import adapters, audit, compare, datasets, groups, home, jobs, members, playground, review, tokens, workers
+from app.web import account, adapters, audit, compare, datasets, groups, home, jobs, members, playground, review, sso, tokens, workers
 
 ROUTERS = (
     home.router,
@@ -15,4 +15,6 @@ ROUTERS = (
     members.router,
     audit.router,
     tokens.router,
+    account.router,
+    sso.router,
 )

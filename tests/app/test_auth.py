@@ -10,7 +10,15 @@ from app.main import app
 from tests.app.helpers import SAMPLE_CSV, bearer, upload
 from tests.conftest import csrf_from, sign_in
 
-PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/health"), ("GET", "/invite/{token}"), ("POST", "/invite/{token}")}
+PUBLIC = {
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("GET", "/health"),
+    ("GET", "/invite/{token}"),
+    ("POST", "/invite/{token}"),
+    ("GET", "/login/sso"),
+    ("GET", "/login/sso/callback"),
+}
 
 
 def _protected_routes():

@@ -34,11 +34,16 @@ def _dashboard_with_cookie(client, cookie: str):
 
 
 def test_a_cookie_forged_with_the_former_built_in_key_is_refused(client, make_user, settings):
+    from app.db import session_scope
+    from app.services.user_sessions import start_session
+
     user = make_user()
-    forged = _dashboard_with_cookie(client, _session_cookie(FORMER_BUILT_IN_KEY, {"user_id": user[0]}))
+    with session_scope() as db:  # a live server-side session: the cookie carries its id
+        session_id = start_session(db, user.id)
+    forged = _dashboard_with_cookie(client, _session_cookie(FORMER_BUILT_IN_KEY, {"sid": session_id}))
     assert forged.status_code == 303 and forged.headers["location"].startswith("/login")
     # The same cookie signed with the install's own key is accepted: the refusal above is the key's doing.
-    genuine = _dashboard_with_cookie(client, _session_cookie(settings.session_secret(), {"user_id": user[0]}))
+    genuine = _dashboard_with_cookie(client, _session_cookie(settings.session_secret(), {"sid": session_id}))
     assert genuine.status_code == 200
 
 
