@@ -1,7 +1,7 @@
 """The JSON API under /api/v1: every page's data, for scripts. Bearer tokens
 (`tailor create-token`) or the browser session (with the X-CSRF-Token header for writes)."""
 
-from app.api import adapters, catalogue, compare, datasets, groups, jobs, playground, review, workers
+from app.api import adapters, catalogue, compare, datasets, groups, jobs, playground, review, tokens, usage, workers
 
 ROUTERS = (
     datasets.router,
@@ -13,4 +13,6 @@ ROUTERS = (
     playground.router,
     review.router,
     workers.router,
+    tokens.router,
+    usage.router,
 )

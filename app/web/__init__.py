@@ -1,6 +1,6 @@
 """HTML pages (Jinja + htmx) over the services; what they share with the JSON API lives in app/http."""
 
-from app.web import adapters, compare, datasets, groups, home, jobs, playground, review, workers
+from app.web import adapters, compare, datasets, groups, home, jobs, playground, review, serving, tokens, workers
 
 ROUTERS = (
     home.router,
@@ -12,4 +12,6 @@ ROUTERS = (
     playground.router,
     review.router,
     workers.router,
+    serving.router,
+    tokens.router,
 )
