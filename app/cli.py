@@ -62,14 +62,20 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 
 def cmd_create_token(args: argparse.Namespace) -> int:
     from app.db import session_scope
-    from app.services.accounts import create_api_token, get_user_by_email
+    from app.services.accounts import get_user_by_email
+    from app.services.api_tokens import TokenError, create_token
 
     with session_scope() as db:
         user = get_user_by_email(db, args.email)
         if user is None:
             print(f"No user with the email {args.email}. Create one with `tailor create-user`.", file=sys.stderr)
             return 2
-        print(create_api_token(db, user, name=args.name))
+        try:
+            created = create_token(db, user, args.name, args.scope or ["serve", "manage"], args.expires_days)
+        except TokenError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        print(created.secret)
     return 0
 
 
@@ -342,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create-token", help="Create an API token for a user and print it.")
     p.add_argument("email")
     p.add_argument("--name", default="cli")
+    p.add_argument(
+        "--scope", action="append", choices=["serve", "manage"], help="serve (/v1) or manage (/api/v1); repeat for both (the default)"
+    )
+    p.add_argument("--expires-days", type=int, default=None, help="days until the token stops working (default: never)")
     p.set_defaults(func=cmd_create_token)
 
     p = sub.add_parser("provision-demo", help="Convert the bundled SmolLM2 demo model into DATA_DIR/models.")
