@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # status -> OpenAI's error type
 ERROR_TYPES = {
@@ -12,6 +14,7 @@ ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
+    405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
@@ -45,3 +48,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError):
         return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def routing_error(request: Request, exc: StarletteHTTPException):
+        """Starlette's own 404/405 (no such route, wrong method): OpenAI's body under /v1, FastAPI's elsewhere."""
+        if request.url.path.startswith("/v1/"):
+            message = "There is no such endpoint under /v1." if exc.status_code == 404 else str(exc.detail)
+            return OpenAIError(exc.status_code, message).response()
+        return await http_exception_handler(request, exc)
