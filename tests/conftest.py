@@ -56,6 +56,7 @@ SLOW = (
     # --- serving engine (issue 12): load the tiny Llama, start `tailor engine` ---
     "tests/worker/serving/test_engine_protocol.py",
     "tests/worker/serving/test_engine_process.py",
+    "tests/worker/serving/test_batching.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 
