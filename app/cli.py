@@ -118,6 +118,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_engine(args: argparse.Namespace) -> int:
+    from app.base_models import DEMO_MODEL_KEY
+    from worker.serving.main import serve
+
+    return serve(args.base_model or DEMO_MODEL_KEY, args.name)
+
+
 def cmd_provision_demo(_args: argparse.Namespace) -> int:
     return 0 if provision_demo_model(verbose=True) else 1
 
@@ -279,6 +286,18 @@ def cmd_up(args: argparse.Namespace) -> int:
                     start_new_session=True,
                 )
             )
+            # The serving engine for /v1 (one long-running process holding the demo model).
+            from app.base_models import DEMO_MODEL_KEY, get_base_model
+
+            demo = get_base_model(settings, DEMO_MODEL_KEY)
+            if demo is not None and demo.available:
+                children.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "app.cli", "engine", "--base-model", DEMO_MODEL_KEY],
+                        env=os.environ.copy(),
+                        start_new_session=True,
+                    )
+                )
         args.workers = 1
         return cmd_serve(args)
     finally:
@@ -333,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beat", action="store_true", help="Also run the periodic reconciler (one per deployment).")
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("engine", help="Run a serving engine: one base model, its adapters, the /v1 requests for it.")
+    p.add_argument("--base-model", help="Catalogue key of the base model to serve (default: the demo model).")
+    p.add_argument("--name", help="Engine name in the heartbeat set (default: engine-MODEL-HOST-PID).")
+    p.set_defaults(func=cmd_engine)
 
     p = sub.add_parser("migrate", help="Apply database migrations.")
     p.add_argument("--downgrade", metavar="REVISION", help="Roll back to REVISION (e.g. base).")

@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     admin_email: str = Field("admin@tailor.local", description="Email of the administrator created on the first `tailor up`.")
     host: str = Field("127.0.0.1", description="Address `tailor serve` binds to.")
     port: int = Field(8000, description="Port `tailor serve` listens on.")
+    # --- serving engine (`tailor engine`, worker/serving) ---
+    serve_max_batch: int = Field(32, ge=1, le=1024, description="Most requests one serving engine decodes together in its running batch.")
+    serve_max_adapters: int = Field(
+        16, ge=1, le=10_000, description="Most adapters a serving engine keeps loaded beside its base model (least recently used evicted)."
+    )
+    serve_adapter_memory_mb: int = Field(
+        1024, ge=1, description="Memory budget in MB for the adapters a serving engine keeps loaded (least recently used evicted)."
+    )
+    serve_stop_grace_seconds: float = Field(
+        15.0, ge=0, description="On SIGTERM, how long a serving engine keeps decoding its running requests before failing them with a 503."
+    )
 
     # --- serving (the OpenAI-compatible /v1 endpoint) ---
     serving_backend: str = Field(

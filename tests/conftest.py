@@ -53,6 +53,10 @@ SLOW = (
     "tests/worker/training/test_task_kinds.py",
     "tests/worker/training/test_technique_matrix.py",
     "tests/worker/training/test_training_loop.py",
+    # --- serving engine (issue 12): load the tiny Llama, start `tailor engine` ---
+    "tests/worker/serving/test_engine_protocol.py",
+    "tests/worker/serving/test_engine_process.py",
+    "tests/worker/serving/test_batching.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 
