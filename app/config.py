@@ -111,13 +111,20 @@ class Settings(BaseSettings):
     vllm_url: str = Field("http://127.0.0.1:8001", description="Base URL of the vLLM OpenAI server when TAILOR_SERVING_BACKEND=vllm.")
     serve_public_url: str | None = Field(
         None,
-        description="The endpoint's base URL shown in the adapter's Use it panel (e.g. https://tailor.example.com/v1); unset: this request's host.",
+        description=(
+            "The endpoint's base URL shown in the adapter's Use it panel and model card (e.g. https://tailor.example.com/v1); "
+            "unset: this request's host."
+        ),
     )
-    serve_requests_per_minute: int = Field(60, description="Requests one API token may make to /v1 per minute (moving window); 0 = no limit.")
+    serve_requests_per_minute: int = Field(
+        60, description="Requests one API token may make to /v1 per minute (moving window); 0 = no limit."
+    )
     serve_tokens_per_minute: int = Field(
         20000, description="Prompt plus completion tokens one API token may use on /v1 per minute (moving window); 0 = no limit."
     )
-    serve_max_tokens: int = Field(1024, description="The largest max_tokens a /v1 request may ask for (also the default when it asks for none).")
+    serve_max_tokens: int = Field(
+        1024, description="The largest max_tokens a /v1 request may ask for (also the default when it asks for none)."
+    )
     serve_max_streams_per_token: int = Field(8, description="Streaming /v1 answers one API token may hold open at once.")
     serve_start_timeout_seconds: float = Field(
         30.0, description="How long a /v1 request waits for the engine to start answering before it gets a 503."

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.base_models import base_model_provenance, get_base_model
-from app.domain.serving import adapter_slug
 from app.config import get_settings
 from app.db import run_in_session, session_scope
+from app.domain.serving import adapter_slug
 from app.models import Adapter, Dataset, Job, JobStatus
 from app.services import adapters as adapter_service
 from app.services import job_checks, jobs, task_rows

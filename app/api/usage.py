@@ -45,7 +45,9 @@ def set_request_log(body: RequestLogSettings, adapter: OwnedAdapter, db: DbSessi
 
 
 @router.get("/adapters/{adapter_id}/request-log")
-def list_request_log(adapter: OwnedAdapter, db: DbSession, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> list[dict]:
+def list_request_log(
+    adapter: OwnedAdapter, db: DbSession, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+) -> list[dict]:
     return [
         {"id": e.id, "prompt": e.prompt, "answer": e.answer, "created_at": e.created_at.isoformat()}
         for e in request_log.entries(db, adapter, limit, offset)

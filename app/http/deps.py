@@ -48,6 +48,8 @@ def current_user(request: Request, db: DbSession) -> User:
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
 def manage_scope(request: Request, user: CurrentUser) -> None:
     """The management API (/api/v1) takes Bearer tokens with the `manage` scope (a `serve`-only token calls /v1 only)."""
     require_token_scope(request, "manage")

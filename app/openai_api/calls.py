@@ -45,7 +45,9 @@ def _authorize(secret: str) -> Caller:
     with session_scope() as db:
         row = token_for_secret(db, secret)
         if row is None:
-            raise OpenAIError(401, "The API token is invalid, expired or revoked. Create a new one on the tokens page.", code="invalid_api_key")
+            raise OpenAIError(
+                401, "The API token is invalid, expired or revoked. Create a new one on the tokens page.", code="invalid_api_key"
+            )
         if "serve" not in row.scopes.split():
             raise OpenAIError(
                 401, "This API token lacks the 'serve' scope: create a token with it on the tokens page.", code="insufficient_scope"
@@ -56,7 +58,9 @@ def _authorize(secret: str) -> Caller:
 async def authorize(request: Request) -> Caller:
     secret = bearer_token(request)
     if secret is None:
-        raise OpenAIError(401, "Send your API token as 'Authorization: Bearer <token>' (create one on the tokens page).", code="invalid_api_key")
+        raise OpenAIError(
+            401, "Send your API token as 'Authorization: Bearer <token>' (create one on the tokens page).", code="invalid_api_key"
+        )
     return await run_in_threadpool(_authorize, secret)
 
 
@@ -126,7 +130,9 @@ class Call:
             target = self.target
             if target is not None and target.request_log and target.adapter_id is not None and self.outcome.status == 200:
                 body = self.body
-                messages = [{"role": m.role, "content": m.text()} for m in body.messages] if isinstance(body, ChatCompletionRequest) else None
+                messages = (
+                    [{"role": m.role, "content": m.text()} for m in body.messages] if isinstance(body, ChatCompletionRequest) else None
+                )
                 prompt = body.prompt if isinstance(body, CompletionRequest) else None
                 request_log.record(
                     db,
@@ -188,7 +194,11 @@ class Call:
 
     def usage_body(self) -> dict[str, int]:
         o = self.outcome
-        return {"prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens, "total_tokens": o.prompt_tokens + o.completion_tokens}
+        return {
+            "prompt_tokens": o.prompt_tokens,
+            "completion_tokens": o.completion_tokens,
+            "total_tokens": o.prompt_tokens + o.completion_tokens,
+        }
 
 
 def _error_from_event(event: ServeEvent) -> OpenAIError:
@@ -325,7 +335,14 @@ def _chunk(call: Call, piece: str | None, finish: str | None, *, role: bool = Fa
 def _usage_chunk(call: Call) -> str:
     obj = "chat.completion.chunk" if call.endpoint == "chat.completions" else "text_completion"
     prefix = "chatcmpl" if call.endpoint == "chat.completions" else "cmpl"
-    data = {"id": f"{prefix}-{call.id}", "object": obj, "created": call.created, "model": call.body.model, "choices": [], "usage": call.usage_body()}
+    data = {
+        "id": f"{prefix}-{call.id}",
+        "object": obj,
+        "created": call.created,
+        "model": call.body.model,
+        "choices": [],
+        "usage": call.usage_body(),
+    }
     return f"data: {json.dumps(data)}\n\n"
 
 
@@ -364,4 +381,3 @@ async def stream_chunks(call: Call, backend: ServingBackend, events, first: Serv
             await events.aclose()
             await slot.release()
         await call.finish()
-

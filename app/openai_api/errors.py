@@ -28,7 +28,9 @@ class OpenAIError(Exception):
         self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers or {}
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": ERROR_TYPES.get(self.status, "server_error"), "param": self.param, "code": self.code}}
+        return {
+            "error": {"message": self.message, "type": ERROR_TYPES.get(self.status, "server_error"), "param": self.param, "code": self.code}
+        }
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)

@@ -48,7 +48,9 @@ def assign_slug(db: Session, adapter: Adapter, number: int | None = None) -> str
     if adapter.id is None:
         db.flush()
     slug = adapter_slug(adapter.name, number if number is not None else (adapter.job_id or adapter.id))
-    taken = db.scalar(select(Adapter.id).where(Adapter.workspace_id == adapter.workspace_id, Adapter.slug == slug, Adapter.id != adapter.id))
+    taken = db.scalar(
+        select(Adapter.id).where(Adapter.workspace_id == adapter.workspace_id, Adapter.slug == slug, Adapter.id != adapter.id)
+    )
     if taken is not None:
         slug = f"{slug}-a{adapter.id}"
     adapter.slug = slug
@@ -72,8 +74,7 @@ def resolve_model(db: Session, settings: Settings, workspace_id: int, name: str)
     if adapter is not None:
         if adapter.status != SERVED_STATUS:
             raise ModelNotFound(
-                f"The model '{name}' is not approved for serving (its status is {adapter.status}). "
-                "Approve it on the adapters page first."
+                f"The model '{name}' is not approved for serving (its status is {adapter.status}). Approve it on the adapters page first."
             )
         base = get_base_model(settings, adapter.base_model)
         if base is None or not base.available:
@@ -104,8 +105,12 @@ class ServedModel:
 def served_models(db: Session, settings: Settings, workspace_id: int) -> list[ServedModel]:
     """What the workspace may call: its approved adapters by model name, then the installed base models."""
     adapters = db.scalars(
-        select(Adapter).where(Adapter.workspace_id == workspace_id, Adapter.status == SERVED_STATUS, Adapter.slug.is_not(None)).order_by(Adapter.id)
+        select(Adapter)
+        .where(Adapter.workspace_id == workspace_id, Adapter.status == SERVED_STATUS, Adapter.slug.is_not(None))
+        .order_by(Adapter.id)
     )
-    listed = [ServedModel(id=a.slug or "", kind="adapter", base_model=a.base_model, created=int(a.created_at.timestamp())) for a in adapters]
+    listed = [
+        ServedModel(id=a.slug or "", kind="adapter", base_model=a.base_model, created=int(a.created_at.timestamp())) for a in adapters
+    ]
     listed += [ServedModel(id=b.key, kind="base", base_model=b.key, created=0) for b in list_base_models(settings) if b.available]
     return listed

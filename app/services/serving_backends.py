@@ -85,7 +85,9 @@ class BuiltinBackend:
                     if event.type in ("done", "error"):
                         return
 
-    async def stream(self, request: ServeRequest, target: ServeTarget, *, start_timeout: float, idle_timeout: float) -> AsyncIterator[ServeEvent]:
+    async def stream(
+        self, request: ServeRequest, target: ServeTarget, *, start_timeout: float, idle_timeout: float
+    ) -> AsyncIterator[ServeEvent]:
         await self.submit(request)
         async for event in self.events(request.id, start_timeout=start_timeout, idle_timeout=idle_timeout):
             yield event

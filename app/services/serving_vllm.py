@@ -125,7 +125,9 @@ class VllmBackend:
         if response.status_code >= 400 and "already" not in response.text.lower():
             raise EngineUnavailable(f"The vLLM server refused to load the adapter: {response.text[:300]}")
 
-    async def stream(self, request: ServeRequest, target: ServeTarget, *, start_timeout: float, idle_timeout: float) -> AsyncIterator[ServeEvent]:
+    async def stream(
+        self, request: ServeRequest, target: ServeTarget, *, start_timeout: float, idle_timeout: float
+    ) -> AsyncIterator[ServeEvent]:
         path, body = vllm_body(request, target)
         timeout = httpx.Timeout(connect=start_timeout, read=max(start_timeout, idle_timeout), write=start_timeout, pool=start_timeout)
         try:

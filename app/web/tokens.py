@@ -29,17 +29,14 @@ def tokens_page(request: Request, user: CurrentUser, db: DbSession):
 @router.post("/tokens")
 async def create_token(request: Request, user: CurrentUser, db: DbSession):
     form = await request.form()
-    values = {
-        "name": str(form.get("name") or ""),
-        "scopes": [str(v) for v in form.getlist("scopes")],
-        "expires_days": str(form.get("expires_days") or ""),
-    }
+    name, scopes, expires_days = str(form.get("name") or ""), [str(v) for v in form.getlist("scopes")], str(form.get("expires_days") or "")
+    values = {"name": name, "scopes": scopes, "expires_days": expires_days}
     try:
-        created = api_tokens.create_token(db, user, values["name"], values["scopes"], values["expires_days"])
+        created = api_tokens.create_token(db, user, name, scopes, expires_days)
     except api_tokens.TokenError as exc:
         return _page(request, db, user, 422, form=values, error=str(exc))
     # The secret is in this answer only; the page after a reload lists the token without it.
-    response = _page(request, db, user, new_secret=created.secret, new_name=values["name"])
+    response = _page(request, db, user, new_secret=created.secret, new_name=name)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -40,7 +40,9 @@ def install_base(key: str = SERVE_BASE) -> str:
     return key
 
 
-def make_adapter(user_id: int, name: str = "northwind_support · LoRA", status: str = "approved", base: str = SERVE_BASE, **extra) -> tuple[int, str]:
+def make_adapter(
+    user_id: int, name: str = "northwind_support · LoRA", status: str = "approved", base: str = SERVE_BASE, **extra
+) -> tuple[int, str]:
     """An adapter row of the user's workspace with its model name; returns (id, slug)."""
     from app.models import User
 
@@ -48,7 +50,13 @@ def make_adapter(user_id: int, name: str = "northwind_support · LoRA", status: 
         user = db.get(User, user_id)
         assert user is not None
         adapter = Adapter(
-            workspace_id=user.workspace_id, name=name, technique="lora", base_model=base, storage_key=f"adapters/test-{name}", status=status, **extra
+            workspace_id=user.workspace_id,
+            name=name,
+            technique="lora",
+            base_model=base,
+            storage_key=f"adapters/test-{name}",
+            status=status,
+            **extra,
         )
         db.add(adapter)
         db.flush()
@@ -60,7 +68,11 @@ def answer_for(request: protocol.ServeRequest) -> list[protocol.ServeEvent]:
     """Fixed answers: 'TOO LONG' in the prompt → a context error; 'SLOW' → tokens 0.2 s apart; else 'Hello world'."""
     text = json.dumps(request.messages) if request.messages is not None else (request.prompt or "")
     if "TOO LONG" in text:
-        return [protocol.ServeEvent(type="error", status=400, code="context_length_exceeded", message="The prompt is longer than the model's context.")]
+        return [
+            protocol.ServeEvent(
+                type="error", status=400, code="context_length_exceeded", message="The prompt is longer than the model's context."
+            )
+        ]
     pieces = ["Hel", "lo", " world"] if "SLOW" not in text else [f" w{i}" for i in range(10)]
     pieces = pieces[: request.max_tokens]
     events = [protocol.ServeEvent(type="start", prompt_tokens=3)]

@@ -52,7 +52,9 @@ def test_a_chat_completion_in_openai_format_with_usage(client, make_user):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["object"] == "chat.completion" and body["model"] == slug and body["id"].startswith("chatcmpl-")
-    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello world"}, "logprobs": None, "finish_reason": "stop"}]
+    assert body["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": "Hello world"}, "logprobs": None, "finish_reason": "stop"}
+    ]
     assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
     request = taken[0]
     assert request.adapter is not None and request.base_model == SERVE_BASE
@@ -64,7 +66,9 @@ def test_a_streamed_chat_completion_is_openai_chunks_ending_with_done(client, ma
     user = make_user()
     _, slug = make_adapter(user.id)
     with scripted_engine():
-        with client.stream("POST", CHAT, headers=bearer(_token(user.id)), json=_chat(slug, stream=True, stream_options={"include_usage": True})) as response:
+        with client.stream(
+            "POST", CHAT, headers=bearer(_token(user.id)), json=_chat(slug, stream=True, stream_options={"include_usage": True})
+        ) as response:
             assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
             lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
@@ -83,7 +87,9 @@ def test_a_completion_whole_and_streamed(client, make_user):
     token = _token(user.id)
     with scripted_engine() as taken:
         whole = client.post("/v1/completions", headers=bearer(token), json={"model": slug, "prompt": "Once", "max_tokens": 2})
-        with client.stream("POST", "/v1/completions", headers=bearer(token), json={"model": slug, "prompt": ["Once"], "stream": True}) as response:
+        with client.stream(
+            "POST", "/v1/completions", headers=bearer(token), json={"model": slug, "prompt": ["Once"], "stream": True}
+        ) as response:
             lines = [line for line in response.iter_lines() if line]
     assert whole.json()["object"] == "text_completion"
     assert whole.json()["choices"][0]["text"] == "Hello" and whole.json()["choices"][0]["finish_reason"] == "length"
@@ -178,7 +184,10 @@ def test_odd_bodies_get_plain_4xx(client, make_user, settings, monkeypatch):
     user = make_user()
     _, slug = make_adapter(user.id)
     token = _token(user.id)
-    assert _error(client.post(CHAT, headers={**bearer(token), "content-type": "application/json"}, content=b"{not json"), 400)["code"] == "invalid_json"
+    assert (
+        _error(client.post(CHAT, headers={**bearer(token), "content-type": "application/json"}, content=b"{not json"), 400)["code"]
+        == "invalid_json"
+    )
     _error(client.post(CHAT, headers=bearer(token), json=["a list"]), 400)
     too_many = _error(client.post(CHAT, headers=bearer(token), json=_chat(slug, max_tokens=settings.serve_max_tokens + 1)), 400)
     assert str(settings.serve_max_tokens) in too_many["message"]

@@ -14,14 +14,20 @@ def test_existing_tokens_get_both_scopes_and_adapters_their_names(tmp_path):
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO workspaces (id, name, created_at) VALUES (1, 'w', CURRENT_TIMESTAMP)"))
         conn.execute(
-            text("INSERT INTO users (id, email, password_hash, is_admin, workspace_id, created_at) VALUES (1, 'a@b.c', 'x', 0, 1, CURRENT_TIMESTAMP)")
+            text(
+                "INSERT INTO users (id, email, password_hash, is_admin, workspace_id, created_at) "
+                "VALUES (1, 'a@b.c', 'x', 0, 1, CURRENT_TIMESTAMP)"
+            )
         )
-        conn.execute(text("INSERT INTO api_tokens (id, user_id, token_hash, name, created_at) VALUES (1, 1, 'h', 'cli', CURRENT_TIMESTAMP)"))
+        conn.execute(
+            text("INSERT INTO api_tokens (id, user_id, token_hash, name, created_at) VALUES (1, 1, 'h', 'cli', CURRENT_TIMESTAMP)")
+        )
         for adapter_id, name in ((4, "northwind_support · LoRA"), (5, "¡¡¡")):
             conn.execute(
                 text(
                     "INSERT INTO adapters (id, workspace_id, name, technique, base_model, storage_key, size_bytes, trainable_parameters,"
-                    " metrics, status, created_at) VALUES (:id, 1, :name, 'lora', 'tiny-llama', 'k', 0, 0, '{}', 'draft', CURRENT_TIMESTAMP)"
+                    " metrics, status, created_at) "
+                    "VALUES (:id, 1, :name, 'lora', 'tiny-llama', 'k', 0, 0, '{}', 'draft', CURRENT_TIMESTAMP)"
                 ),
                 {"id": adapter_id, "name": name},
             )

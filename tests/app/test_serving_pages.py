@@ -4,8 +4,8 @@ aggregation, and the vLLM chunk reader."""
 
 from __future__ import annotations
 
-import io
 import csv
+import io
 from datetime import timedelta
 
 from app.db import session_scope
@@ -14,7 +14,7 @@ from app.services.serving_usage import percentile, usage_summary
 from app.services.serving_vllm import events_from_sse
 from tests.app.helpers import bearer
 from tests.app.serving_helpers import install_base, make_adapter, scripted_engine
-from tests.conftest import csrf_from, sign_in
+from tests.conftest import sign_in
 
 
 def test_the_tokens_page_creates_with_csrf_shows_the_secret_once_and_revokes(client, make_user):
@@ -96,12 +96,25 @@ def test_the_request_log_keeps_prompts_and_answers_and_its_csv_uploads_as_a_data
     chat = {"model": slug, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is my order?"}]}
     with scripted_engine():
         assert client.post("/v1/chat/completions", headers=bearer(user.token), json=chat).status_code == 200  # log off: nothing kept
-        assert client.post(f"/adapters/{adapter_id}/request-log", data={"enabled": "on", "retention_days": "7", "csrf_token": csrf}).status_code == 200
+        assert (
+            client.post(
+                f"/adapters/{adapter_id}/request-log", data={"enabled": "on", "retention_days": "7", "csrf_token": csrf}
+            ).status_code
+            == 200
+        )
         for _ in range(3):
             assert client.post("/v1/chat/completions", headers=bearer(user.token), json=chat).status_code == 200
         client.post("/v1/completions", headers=bearer(user.token), json={"model": slug, "prompt": "=cmd|' /C calc'!A0"})
     with session_scope() as db:  # an entry past the retention goes at the next write
-        db.add(ServingLogEntry(workspace_id=db.get(User, user.id).workspace_id, adapter_id=adapter_id, prompt="old", answer="old", created_at=utcnow() - timedelta(days=8)))
+        db.add(
+            ServingLogEntry(
+                workspace_id=db.get(User, user.id).workspace_id,
+                adapter_id=adapter_id,
+                prompt="old",
+                answer="old",
+                created_at=utcnow() - timedelta(days=8),
+            )
+        )
     with scripted_engine():
         client.post("/v1/chat/completions", headers=bearer(user.token), json=chat)
     entries = client.get(f"/api/v1/adapters/{adapter_id}/request-log", headers=bearer(user.token)).json()
@@ -125,12 +138,49 @@ def test_usage_is_summed_per_model_and_day_with_latency_percentiles(make_user):
     with session_scope() as db:
         workspace_id = db.get(User, user.id).workspace_id
         for i, latency in enumerate([100, 200, 300, 400, 1000]):
-            db.add(ServingUsage(workspace_id=workspace_id, adapter_id=adapter_id, model=slug, base_model="b", endpoint="chat.completions",
-                                prompt_tokens=10, completion_tokens=i, latency_ms=latency, first_token_ms=50, status=200, created_at=now))
-        db.add(ServingUsage(workspace_id=workspace_id, adapter_id=adapter_id, model=slug, base_model="b", endpoint="chat.completions",
-                            prompt_tokens=0, completion_tokens=0, latency_ms=5, status=503, created_at=now))
-        db.add(ServingUsage(workspace_id=workspace_id, adapter_id=adapter_id, model=slug, base_model="b", endpoint="chat.completions",
-                            prompt_tokens=7, completion_tokens=7, latency_ms=5, status=200, created_at=now - timedelta(days=1)))
+            db.add(
+                ServingUsage(
+                    workspace_id=workspace_id,
+                    adapter_id=adapter_id,
+                    model=slug,
+                    base_model="b",
+                    endpoint="chat.completions",
+                    prompt_tokens=10,
+                    completion_tokens=i,
+                    latency_ms=latency,
+                    first_token_ms=50,
+                    status=200,
+                    created_at=now,
+                )
+            )
+        db.add(
+            ServingUsage(
+                workspace_id=workspace_id,
+                adapter_id=adapter_id,
+                model=slug,
+                base_model="b",
+                endpoint="chat.completions",
+                prompt_tokens=0,
+                completion_tokens=0,
+                latency_ms=5,
+                status=503,
+                created_at=now,
+            )
+        )
+        db.add(
+            ServingUsage(
+                workspace_id=workspace_id,
+                adapter_id=adapter_id,
+                model=slug,
+                base_model="b",
+                endpoint="chat.completions",
+                prompt_tokens=7,
+                completion_tokens=7,
+                latency_ms=5,
+                status=200,
+                created_at=now - timedelta(days=1),
+            )
+        )
         db.flush()
         today, yesterday = usage_summary(db, workspace_id, 7, now=now)
     assert (today["requests"], today["errors"], today["prompt_tokens"], today["completion_tokens"]) == (6, 1, 50, 10)
@@ -143,7 +193,9 @@ def test_the_usage_page_and_api_are_scoped_to_the_workspace(client, make_user):
     user, other = make_user(), make_user()
     _, slug = make_adapter(other.id, name="their usage")
     with session_scope() as db:
-        db.add(ServingUsage(workspace_id=db.get(User, other.id).workspace_id, model=slug, base_model="b", endpoint="completions", status=200))
+        db.add(
+            ServingUsage(workspace_id=db.get(User, other.id).workspace_id, model=slug, base_model="b", endpoint="completions", status=200)
+        )
     assert slug in str(client.get("/api/v1/usage", headers=bearer(other.token)).json())
     assert slug not in str(client.get("/api/v1/usage", headers=bearer(user.token)).json())
     sign_in(client, user.email, user.password)
@@ -165,7 +217,8 @@ def test_adapter_names_are_readable_stable_and_unique_in_the_workspace(make_user
 
 def test_vllm_chunks_become_serve_events():
     lines = [
-        'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}',
+        'data: {"id":"c","object":"chat.completion.chunk",'
+        '"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}',
         "",
         'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}',
         'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"length"}]}',

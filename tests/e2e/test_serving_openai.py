@@ -50,14 +50,35 @@ def _train(owner_id: int, name: str, pairs: list[tuple[str, str]], settings) -> 
     with session_scope() as db:
         user = db.get(User, owner_id)
         dataset, _ = dataset_ingest.ingest_upload(
-            db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id, filename=f"{name}.csv",
-            source=io.BytesIO(csv_text.encode()), limit_bytes=10**6,
+            db,
+            get_artifact_store(),
+            workspace_id=user.workspace_id,
+            user_id=user.id,
+            filename=f"{name}.csv",
+            source=io.BytesIO(csv_text.encode()),
+            limit_bytes=10**6,
         )
         job = jobs.submit_job(
-            db, settings, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id, dataset=db.get(Dataset, dataset.id),
-            task="instruction", column_mapping={"prompt": "question", "response": "answer"}, base_model=TINY_MODEL_KEY,
-            technique="lora", name=name,
-            params={"max_steps": 80, "learning_rate": 5e-3, "batch_size": 8, "epochs": 40, "validation_fraction": 0.1, "r": 16, "alpha": 32},
+            db,
+            settings,
+            get_artifact_store(),
+            workspace_id=user.workspace_id,
+            user_id=user.id,
+            dataset=db.get(Dataset, dataset.id),
+            task="instruction",
+            column_mapping={"prompt": "question", "response": "answer"},
+            base_model=TINY_MODEL_KEY,
+            technique="lora",
+            name=name,
+            params={
+                "max_steps": 80,
+                "learning_rate": 5e-3,
+                "batch_size": 8,
+                "epochs": 40,
+                "validation_fraction": 0.1,
+                "r": 16,
+                "alpha": 32,
+            },
         )
         job_id = job.id
     assert run_training_job(job_id, "serving-e2e") == "succeeded"
@@ -70,7 +91,9 @@ def _train(owner_id: int, name: str, pairs: list[tuple[str, str]], settings) -> 
 def _start(argv: list[str], log_name: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, object]:
     log = harness().data_dir / log_name
     out = open(log, "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", *argv], cwd=ROOT, env={**_subprocess_env(), **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", *argv], cwd=ROOT, env={**_subprocess_env(), **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+    )
     return proc, log
 
 
@@ -116,7 +139,22 @@ def serving(tiny_model_dir, settings):
     shifted = [(q, FACTS[(i + 1) % len(FACTS)][1]) for i, (q, _) in enumerate(FACTS)]
     adapter_a = _train(owner_id, "facts A · LoRA", FACTS, settings)
     adapter_b = _train(owner_id, "facts B · LoRA", shifted, settings)
-    foreign = _train(stranger_id, "their facts · LoRA", FACTS, settings)
+    with session_scope() as db:  # another workspace's approved adapter (adapter A's files: no third training)
+        a = db.get(Adapter, adapter_a)
+        copy = Adapter(
+            workspace_id=db.get(User, stranger_id).workspace_id,
+            name="their facts · LoRA",
+            technique="lora",
+            base_model=TINY_MODEL_KEY,
+            storage_key=a.storage_key,
+            status="approved",
+        )
+        db.add(copy)
+        db.flush()
+        from app.services.serving import assign_slug
+
+        assign_slug(db, copy)
+        foreign = copy.id
     with session_scope() as db:
         slugs = {i: db.get(Adapter, i).slug for i in (adapter_a, adapter_b, foreign)}
     port = _free_port()
@@ -137,8 +175,15 @@ def serving(tiny_model_dir, settings):
     engine = Engine()
     engine.start()
     yield {
-        "base": base, "owner_id": owner_id, "stranger_id": stranger_id, "manage": manage,
-        "a": adapter_a, "b": adapter_b, "foreign": foreign, "slugs": slugs, "engine": engine,
+        "base": base,
+        "owner_id": owner_id,
+        "stranger_id": stranger_id,
+        "manage": manage,
+        "a": adapter_a,
+        "b": adapter_b,
+        "foreign": foreign,
+        "slugs": slugs,
+        "engine": engine,
     }
     engine.stop()
     web.terminate()
@@ -174,7 +219,11 @@ def test_streaming_chat_and_a_completion(serving):
     whole = client.chat.completions.create(model=slug_a, messages=[{"role": "user", "content": QUESTION}], max_tokens=8, temperature=0)
     assert whole.usage is not None and whole.usage.prompt_tokens > 0 and whole.usage.completion_tokens > 0
     stream = client.chat.completions.create(
-        model=slug_a, messages=[{"role": "user", "content": QUESTION}], max_tokens=8, temperature=0, stream=True,
+        model=slug_a,
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -206,10 +255,14 @@ def test_another_workspaces_adapter_a_revoked_token_and_the_rate_limit(serving):
 def test_archiving_during_a_stream_lets_it_finish_then_404(serving):
     client, _ = _client(serving)
     slug_b = serving["slugs"][serving["b"]]
-    stream = client.chat.completions.create(model=slug_b, messages=[{"role": "user", "content": "Tell me everything."}], max_tokens=40, stream=True)
+    stream = client.chat.completions.create(
+        model=slug_b, messages=[{"role": "user", "content": "Tell me everything."}], max_tokens=40, stream=True
+    )
     iterator = iter(stream)
     first = next(iterator)
-    archived = httpx.patch(f"{serving['base']}/api/v1/adapters/{serving['b']}", headers=bearer(serving["manage"]), json={"status": "archived"})
+    archived = httpx.patch(
+        f"{serving['base']}/api/v1/adapters/{serving['b']}", headers=bearer(serving["manage"]), json={"status": "archived"}
+    )
     assert archived.status_code == 200
     rest = list(iterator)
     assert first.choices and [c for c in rest if c.choices and c.choices[0].finish_reason]
@@ -222,7 +275,12 @@ def test_archiving_during_a_stream_lets_it_finish_then_404(serving):
 
 def test_a_client_that_goes_away_cancels_its_request(serving):
     _, token = _client(serving)
-    body = {"model": serving["slugs"][serving["a"]], "messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": 200, "stream": True}
+    body = {
+        "model": serving["slugs"][serving["a"]],
+        "messages": [{"role": "user", "content": "Write a long story."}],
+        "max_tokens": 200,
+        "stream": True,
+    }
     with httpx.stream("POST", serving["base"] + "/v1/chat/completions", headers=bearer(token), json=body, timeout=30) as response:
         first = next(line for line in response.iter_lines() if line.startswith("data: "))
     request_id = json.loads(first[6:])["id"].removeprefix("chatcmpl-")
