@@ -318,3 +318,20 @@ def test_the_zip_names_the_public_base_and_the_model_card_the_endpoint(serving):
     assert config["base_model_name_or_path"] == TINY_MODEL_KEY  # the catalogue name: the tiny Llama has no public id
     assert "/tmp" not in json.dumps(config) and str(harness().data_dir) not in card
     assert f'model="{slug}"' in card and "/chat/completions" in card
+
+
+def test_the_unzipped_adapter_still_loads_on_its_base_with_peft(serving, tiny_model_dir, tmp_path):
+    """AutoPeftModel would fetch the base by the name in adapter_config.json (no hub here); loading the
+    base ourselves and the unzipped adapter on it is what `PeftModel.from_pretrained` users do."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    with session_scope() as db:
+        zip_path = get_artifact_store().path(f"{db.get(Adapter, serving['a']).storage_key}/adapter.zip")
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(tmp_path / "unzipped"))
+    assert model.peft_config["default"].base_model_name_or_path == TINY_MODEL_KEY
+    assert any("lora_A" in name for name, _ in model.named_parameters())
