@@ -16,18 +16,14 @@ from app.services import serving
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible serving"])
 
 
-@router.post(
-    "/chat/completions",
-    openapi_extra={"requestBody": {"content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema()}}}},
-)
+@router.post("/chat/completions")
 async def chat_completions(request: Request):
-    """Chat with an approved adapter (its model name) or a base model, in OpenAI's format; `stream` for server-sent chunks."""
+    """Chat with an approved adapter (its model name) or a base model, in OpenAI's format; `stream` for server-sent chunks.
+    The body (OpenAI's ChatCompletionRequest) is read by the route, so that bad parameters get OpenAI's 400 body."""
     return await run(request, "chat.completions", ChatCompletionRequest)
 
 
-@router.post(
-    "/completions", openapi_extra={"requestBody": {"content": {"application/json": {"schema": CompletionRequest.model_json_schema()}}}}
-)
+@router.post("/completions")
 async def completions(request: Request):
     """Continue a plain-text prompt with an approved adapter or a base model."""
     return await run(request, "completions", CompletionRequest)
