@@ -161,7 +161,7 @@ def serving(tiny_model_dir, settings):
     web, web_log = _start(
         ["serve", "--port", str(port)],
         "serving-web.log",
-        {"TAILOR_SERVE_REQUESTS_PER_MINUTE": str(REQUESTS_PER_MINUTE), "TAILOR_SERVE_START_TIMEOUT_SECONDS": "8"},
+        {"TAILOR_SERVE_REQUESTS_PER_MINUTE": str(REQUESTS_PER_MINUTE)},
     )
     base = f"http://127.0.0.1:{port}"
 
@@ -293,15 +293,14 @@ def test_a_killed_engine_is_a_quick_503_and_serving_resumes_after_a_restart(serv
     engine = serving["engine"]
     engine.kill()
     try:
+        # Within ENGINE_STALE_SECONDS of the kill a request still waits for the engine, at most
+        # TAILOR_SERVE_START_TIMEOUT_SECONDS (bounded: tests/app/test_openai_api.py); after it, at once:
+        time.sleep(protocol.ENGINE_STALE_SECONDS + 0.5)
         started = time.monotonic()
         with pytest.raises(openai.InternalServerError) as caught:  # the client's class for 5xx answers
             _ask(client, slug_a)
-        assert caught.value.status_code == 503 and time.monotonic() - started < 12  # the start timeout (8 s) at most
-        time.sleep(protocol.ENGINE_STALE_SECONDS + 0.5)
-        started = time.monotonic()
-        with pytest.raises(openai.InternalServerError) as caught:
-            _ask(client, slug_a)
-        assert time.monotonic() - started < 2 and "No serving engine is running" in str(caught.value)
+        assert caught.value.status_code == 503 and time.monotonic() - started < 3
+        assert "No serving engine is running for the base model" in str(caught.value)
     finally:
         engine.start()
     assert ANSWER_A in _ask(client, slug_a)
