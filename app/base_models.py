@@ -27,6 +27,14 @@ class BaseModel:
     location: str  # folder path, GGUF path or hub id
     parameters: str = ""
     description: str = ""
+    # The model's public id (a Hugging Face hub id) where it has one: what a downloaded adapter names as
+    # its base, never the folder on this server. A local folder gives it in tailor.json's "public_id".
+    public_id: str = ""
+
+    @property
+    def public_name(self) -> str:
+        """The name the base model travels under: its public id, else its catalogue key."""
+        return self.public_id or self.key
 
     @property
     def available(self) -> bool:
@@ -37,14 +45,19 @@ class BaseModel:
         return True
 
 
-def _folder_label(folder: Path) -> str:
+def _folder_meta(folder: Path) -> dict:
     meta = folder / "tailor.json"
     if meta.is_file():
         try:
-            return json.loads(meta.read_text()).get("label") or folder.name
+            loaded = json.loads(meta.read_text())
+            return loaded if isinstance(loaded, dict) else {}
         except (OSError, ValueError):
             pass
-    return folder.name
+    return {}
+
+
+def _folder_label(folder: Path) -> str:
+    return str(_folder_meta(folder).get("label") or folder.name)
 
 
 def list_base_models(settings: Settings) -> list[BaseModel]:
@@ -58,13 +71,18 @@ def list_base_models(settings: Settings) -> list[BaseModel]:
             location=str((models_dir / DEMO_MODEL_KEY).resolve()),
             parameters="135M",
             description="A small real chat model (Apache-2.0) that trains on a CPU in minutes. Provisioned by `tailor provision-demo`.",
+            public_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         )
     }
     if models_dir.is_dir():
         for folder in sorted(models_dir.iterdir()):
             if folder.name not in entries and (folder / "config.json").is_file():
                 entries[folder.name] = BaseModel(
-                    key=folder.name, label=_folder_label(folder), source="folder", location=str(folder.resolve())
+                    key=folder.name,
+                    label=_folder_label(folder),
+                    source="folder",
+                    location=str(folder.resolve()),
+                    public_id=str(_folder_meta(folder).get("public_id") or ""),
                 )
     return sorted(entries.values(), key=lambda m: (not m.available, m.label.lower()))
 

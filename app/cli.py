@@ -63,14 +63,20 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 def cmd_create_token(args: argparse.Namespace) -> int:
     from app.db import session_scope
     from app.services import audit
-    from app.services.accounts import create_api_token, get_user_by_email
+    from app.services.accounts import get_user_by_email
+    from app.services.api_tokens import TokenError, create_token
 
     with session_scope() as db:
         user = get_user_by_email(db, args.email)
         if user is None:
             print(f"No user with the email {args.email}. Create one with `tailor create-user`.", file=sys.stderr)
             return 2
-        print(create_api_token(db, user, name=args.name))
+        try:
+            created = create_token(db, user, args.name, args.scope or ["serve", "manage"], args.expires_days)
+        except TokenError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        print(created.secret)
         audit.record(db, audit.CLI, user, "token_created", details={"name": args.name, "via": "command line"})
     return 0
 
@@ -112,6 +118,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         argv += ["-B", "-s", str(settings.data_dir / "celerybeat-schedule")]
     celery_app.worker_main(argv)
     return 0
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    from app.base_models import DEMO_MODEL_KEY
+    from worker.serving.main import serve
+
+    return serve(args.base_model or DEMO_MODEL_KEY, args.name)
 
 
 def cmd_provision_demo(_args: argparse.Namespace) -> int:
@@ -275,6 +288,18 @@ def cmd_up(args: argparse.Namespace) -> int:
                     start_new_session=True,
                 )
             )
+            # The serving engine for /v1 (one long-running process holding the demo model).
+            from app.base_models import DEMO_MODEL_KEY, get_base_model
+
+            demo = get_base_model(settings, DEMO_MODEL_KEY)
+            if demo is not None and demo.available:
+                children.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "app.cli", "engine", "--base-model", DEMO_MODEL_KEY],
+                        env=os.environ.copy(),
+                        start_new_session=True,
+                    )
+                )
         args.workers = 1
         return cmd_serve(args)
     finally:
@@ -330,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=cmd_worker)
 
+    p = sub.add_parser("engine", help="Run a serving engine: one base model, its adapters, the /v1 requests for it.")
+    p.add_argument("--base-model", help="Catalogue key of the base model to serve (default: the demo model).")
+    p.add_argument("--name", help="Engine name in the heartbeat set (default: engine-MODEL-HOST-PID).")
+    p.set_defaults(func=cmd_engine)
+
     p = sub.add_parser("migrate", help="Apply database migrations.")
     p.add_argument("--downgrade", metavar="REVISION", help="Roll back to REVISION (e.g. base).")
     p.set_defaults(func=cmd_migrate)
@@ -347,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create-token", help="Create an API token for a user and print it.")
     p.add_argument("email")
     p.add_argument("--name", default="cli")
+    p.add_argument(
+        "--scope", action="append", choices=["serve", "manage"], help="serve (/v1) or manage (/api/v1); repeat for both (the default)"
+    )
+    p.add_argument("--expires-days", type=int, default=None, help="days until the token stops working (default: never)")
     p.set_defaults(func=cmd_create_token)
 
     p = sub.add_parser("provision-demo", help="Convert the bundled SmolLM2 demo model into DATA_DIR/models.")

@@ -88,6 +88,51 @@ class Settings(BaseSettings):
     admin_email: str = Field("admin@tailor.local", description="Email of the administrator created on the first `tailor up`.")
     host: str = Field("127.0.0.1", description="Address `tailor serve` binds to.")
     port: int = Field(8000, description="Port `tailor serve` listens on.")
+    # --- serving engine (`tailor engine`, worker/serving) ---
+    serve_max_batch: int = Field(32, ge=1, le=1024, description="Most requests one serving engine decodes together in its running batch.")
+    serve_max_adapters: int = Field(
+        16, ge=1, le=10_000, description="Most adapters a serving engine keeps loaded beside its base model (least recently used evicted)."
+    )
+    serve_adapter_memory_mb: int = Field(
+        1024, ge=1, description="Memory budget in MB for the adapters a serving engine keeps loaded (least recently used evicted)."
+    )
+    serve_stop_grace_seconds: float = Field(
+        15.0, ge=0, description="On SIGTERM, how long a serving engine keeps decoding its running requests before failing them with a 503."
+    )
+
+    # --- serving (the OpenAI-compatible /v1 endpoint) ---
+    serving_backend: str = Field(
+        "builtin",
+        description=(
+            "What answers /v1 requests: 'builtin' (Tailor's engine, `tailor engine`, over Redis) or 'vllm' (a vLLM "
+            "OpenAI server with LoRA enabled at TAILOR_VLLM_URL; Tailor registers approved adapters with it)."
+        ),
+    )
+    vllm_url: str = Field("http://127.0.0.1:8001", description="Base URL of the vLLM OpenAI server when TAILOR_SERVING_BACKEND=vllm.")
+    serve_public_url: str | None = Field(
+        None,
+        description=(
+            "The endpoint's base URL shown in the adapter's Use it panel and model card (e.g. https://tailor.example.com/v1); "
+            "unset: this request's host."
+        ),
+    )
+    serve_requests_per_minute: int = Field(
+        60, description="Requests one API token may make to /v1 per minute (moving window); 0 = no limit."
+    )
+    serve_tokens_per_minute: int = Field(
+        20000, description="Prompt plus completion tokens one API token may use on /v1 per minute (moving window); 0 = no limit."
+    )
+    serve_max_tokens: int = Field(
+        1024, description="The largest max_tokens a /v1 request may ask for (also the default when it asks for none)."
+    )
+    serve_max_streams_per_token: int = Field(8, description="Streaming /v1 answers one API token may hold open at once.")
+    serve_start_timeout_seconds: float = Field(
+        30.0, description="How long a /v1 request waits for the engine to start answering before it gets a 503."
+    )
+    serve_idle_timeout_seconds: float = Field(
+        30.0, description="How long a running answer may go without a new token before it ends with an error (a stalled engine)."
+    )
+    serve_max_body_bytes: int = Field(1024 * 1024, description="Largest /v1 request body accepted, in bytes.")
 
     # --- roles, invites and the audit log (issue 16) ---
     invite_ttl_hours: float = Field(72.0, gt=0, description="How long an invite link can be used (it also works only once).")

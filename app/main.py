@@ -13,10 +13,13 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.api import ROUTERS as API_ROUTERS
 from app.config import get_settings
-from app.http.auth import CsrfFailed, LoginRequired
+from app.http.auth import CsrfFailed, LoginRequired, ScopeMissing
 from app.http.body_limit import BodyLimitMiddleware
 from app.http.deps import Authorized, SignedIn
 from app.http.security_headers import SECURITY_HEADERS, SecurityHeadersMiddleware
+from app.openai_api import ROUTERS as OPENAI_ROUTERS
+from app.openai_api import install_error_handlers as install_openai_error_handlers
+from app.openai_api.errors import OpenAIError
 from app.web import ROUTERS as PAGE_ROUTERS
 from app.web.templating import render
 
@@ -53,8 +56,9 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for router in (*PAGE_ROUTERS, *API_ROUTERS):
+    for router in (*PAGE_ROUTERS, *API_ROUTERS, *OPENAI_ROUTERS):
         app.include_router(router)
+    install_openai_error_handlers(app)
 
     @app.get("/health", include_in_schema=False)
     def health():
@@ -100,8 +104,18 @@ def create_app() -> FastAPI:
             return JSONResponse({"detail": message}, status_code=403)
         return render(request, "error.html", {"status": 403, "message": message}, status_code=403)
 
+    @app.exception_handler(ScopeMissing)
+    async def scope_missing(request: Request, exc: ScopeMissing):
+        message = f"This API token lacks the '{exc}' scope. Create a token with it on the tokens page (/settings/tokens)."
+        if _wants_json(request):
+            return JSONResponse({"detail": message}, status_code=403)
+        return render(request, "error.html", {"status": 403, "message": message}, status_code=403)
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
+        if request.url.path.startswith("/v1/"):  # OpenAI clients read OpenAI's error body
+            detail = exc.detail if isinstance(exc.detail, str) else "The request could not be completed."
+            return OpenAIError(exc.status_code, "There is no such endpoint under /v1." if exc.status_code == 404 else detail).response()
         if _wants_json(request):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         message = exc.detail if isinstance(exc.detail, str) else "The request could not be completed."

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -75,6 +75,11 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     user: Mapped[User] = relationship()
+    # --- serving (migration 0012): what the token may do ("serve": /v1, "manage": /api/v1), space-separated;
+    # when it stops working (None: never) and when it was revoked.
+    scopes: Mapped[str] = mapped_column(String(100), default="serve manage", server_default="serve manage")
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Dataset(Base):
@@ -176,6 +181,7 @@ class MetricPoint(Base):
 
 class Adapter(Base):
     __tablename__ = "adapters"
+    __table_args__ = (UniqueConstraint("workspace_id", "slug", name="uq_adapters_workspace_slug"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, unique=True)
@@ -201,6 +207,11 @@ class Adapter(Base):
     gguf_export_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     gguf_export_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     job: Mapped[Job | None] = relationship()
+    # --- serving (migration 0012): the model name clients call it by on /v1 (unique in the workspace,
+    # never changed once given), and the optional request log with its retention in days.
+    slug: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    request_log_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    request_log_retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
 
     @property
     def metrics_with_states(self) -> dict[str, Any]:
@@ -334,3 +345,41 @@ class SsoIdentity(Base):
     email: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_sign_in_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# --- serving ---
+
+
+class ServingUsage(Base):
+    """One request to /v1: who (workspace, token), which model (an adapter or a base model alone),
+    tokens, latency, time to the first token and the HTTP status it ended with."""
+
+    __tablename__ = "serving_usage"
+    __table_args__ = (Index("ix_serving_usage_workspace_created", "workspace_id", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id", ondelete="SET NULL"), nullable=True, index=True)
+    adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id", ondelete="SET NULL"), nullable=True, index=True)
+    model: Mapped[str] = mapped_column(String(300))  # the name the client called
+    base_model: Mapped[str] = mapped_column(String(300))
+    endpoint: Mapped[str] = mapped_column(String(40))  # "chat.completions" | "completions"
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    first_token_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    streamed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ServingLogEntry(Base):
+    """A prompt and its answer, kept for an adapter whose request log is on (for its retention period)."""
+
+    __tablename__ = "serving_request_log"
+    __table_args__ = (Index("ix_serving_request_log_adapter_created", "adapter_id", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"))
+    prompt: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -220,6 +220,7 @@ class AdapterPublic(BaseModel):
     status: str
     created_at: datetime
     download_url: str = ""
+    slug: str | None = Field(None, description="The adapter's model name on the /v1 serving endpoint (served once approved).")
 
 
 class WorkerPublic(BaseModel):

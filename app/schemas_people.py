@@ -44,22 +44,6 @@ class InviteCreated(InvitePublic):
     email_error: str | None = None
 
 
-class TokenCreate(BaseModel):
-    name: str = Field("api", max_length=200)
-
-
-class TokenPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-    id: int
-    name: str
-    created_at: datetime
-    last_used_at: datetime | None = None
-
-
-class TokenCreated(TokenPublic):
-    token: str = Field(..., description="Send as 'Authorization: Bearer <token>'; shown once.")
-
-
 class AuditEventPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int

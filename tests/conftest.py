@@ -57,6 +57,10 @@ SLOW = (
     "tests/app/test_invite_mail.py::test_an_invite_is_emailed_when_smtp_is_configured",
     # sessions, sign-in and SSO (issue 16): starts an OpenID Connect provider process
     "tests/app/test_sso.py",
+    # --- serving engine (issue 12): load the tiny Llama, start `tailor engine` ---
+    "tests/worker/serving/test_engine_protocol.py",
+    "tests/worker/serving/test_engine_process.py",
+    "tests/worker/serving/test_batching.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 

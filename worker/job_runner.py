@@ -17,6 +17,7 @@ from pathlib import Path
 from app.base_models import base_model_provenance, get_base_model
 from app.config import get_settings
 from app.db import run_in_session, session_scope
+from app.domain.serving import adapter_slug
 from app.models import Adapter, Dataset, Job, JobStatus
 from app.services import adapters as adapter_service
 from app.services import job_checks, jobs, task_rows
@@ -192,6 +193,10 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             base_location = get_base_model(get_settings(), job.base_model)
             if base_location is None:  # build_spec found it; only a catalogue change in between gets here
                 raise JobInputError(f"The base model {job.base_model!r} is not installed on this worker.")
+            # The zip travels: it names the base model by its public id, and the /v1 model name it will answer to.
+            card["base_model"] = base_location.public_name
+            card["serving_model"] = adapter_slug(job.name, job.id)
+            card["serving_url"] = get_settings().serve_public_url or f"http://{get_settings().host}:{get_settings().port}/v1"
             in_bakeoff = job.group_id is not None  # a bake-off's recommendation needs every adapter scored
             estimate = (job.result or {}).get("estimate")
             recipe = {

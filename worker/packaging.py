@@ -20,11 +20,24 @@ def write_adapter_package(adapter_dir: Path, zip_path: Path, card_info: dict) ->
         missing = []
     if missing:
         raise FileNotFoundError(f"The adapter is incomplete: {', '.join(missing)} missing.")
+    if card_info.get("base_model"):
+        name_base_model(adapter_dir, str(card_info["base_model"]))
     card = render_model_card(card_info) + model_card_extras(
         str(card_info.get("technique") or ""), str(card_info.get("base_model") or ""), generates_text=_generates_text(adapter_dir)
     )
     (adapter_dir / "README.md").write_text(card, encoding="utf-8")
     return zip_folder(adapter_dir, zip_path)
+
+
+def name_base_model(adapter_dir: Path, base_model: str) -> None:
+    """adapter_config.json names the base model by its public id (or catalogue name), never this
+    server's folder: PEFT writes the path it loaded from, which means nothing where the zip travels."""
+    config_path = adapter_dir / "adapter_config.json"
+    if not config_path.is_file():
+        return  # a full fine-tune ships the whole model
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base_model
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def zip_folder(adapter_dir: Path, zip_path: Path) -> int:

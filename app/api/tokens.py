@@ -1,39 +1,49 @@
-"""Your own API tokens: list, create (shown once), revoke. Creating and revoking are recorded in the audit log."""
+"""API tokens in the API: create (the secret in this answer only), list, revoke."""
 
 from __future__ import annotations
 
 from fastapi import HTTPException, Request
-from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from app.api.common import api_router
 from app.http import auditing
 from app.http.deps import CurrentUser, DbSession
-from app.schemas_people import TokenCreate, TokenCreated, TokenPublic
-from app.services import accounts, api_tokens
+from app.services import api_tokens
 
 router = api_router()
 
 
-@router.get("/tokens", response_model=list[TokenPublic])
-def list_tokens(user: CurrentUser, db: DbSession):
-    """Your tokens (names and dates; the secrets themselves are never stored)."""
-    return api_tokens.tokens_of(db, user)
+class TokenCreate(BaseModel):
+    name: str = Field(max_length=200)
+    scopes: list[str] = Field(default_factory=lambda: ["serve"])
+    expires_in_days: int | None = Field(None, description="Days until the token stops working; null for never.")
+
+
+@router.get("/tokens")
+def list_tokens(user: CurrentUser, db: DbSession) -> list[dict]:
+    """Your tokens with their scopes, expiry, last use and state (never their secrets)."""
+    return [api_tokens.token_public(t) for t in api_tokens.tokens_of(db, user)]
 
 
 @router.post("/tokens", status_code=201)
-def create_token(request: Request, body: TokenCreate, user: CurrentUser, db: DbSession) -> TokenCreated:
-    secret = accounts.create_api_token(db, user, name=body.name)
-    row = api_tokens.tokens_of(db, user)[-1]
-    auditing.record(request, db, user, "token_created", ("token", row.id), {"name": row.name})
-    return TokenCreated(**TokenPublic.model_validate(row).model_dump(), token=secret)
+def create_token(request: Request, body: TokenCreate, user: CurrentUser, db: DbSession) -> dict:
+    """A new token; `secret` is in this answer only (Tailor keeps its hash)."""
+    try:
+        created = api_tokens.create_token(db, user, body.name, body.scopes, body.expires_in_days)
+    except api_tokens.TokenError as exc:
+        raise HTTPException(422, str(exc)) from None
+    token = api_tokens.token_of(db, user, created.id)
+    assert token is not None
+    auditing.record(request, db, user, "token_created", ("token", created.id), {"name": token.name, "scopes": body.scopes})
+    return {**api_tokens.token_public(token), "secret": created.secret}
 
 
-@router.delete("/tokens/{token_id}", status_code=204, responses={404: {}})
-def revoke_token(request: Request, token_id: int, user: CurrentUser, db: DbSession):
-    row = api_tokens.own_token(db, user, token_id)
-    if row is None:
-        raise HTTPException(404, "You have no such token.")
-    details = {"name": row.name}
-    api_tokens.revoke(db, row)
-    auditing.record(request, db, user, "token_revoked", ("token", token_id), details)
-    return Response(status_code=204)
+@router.delete("/tokens/{token_id}")
+def revoke_token(request: Request, token_id: int, user: CurrentUser, db: DbSession) -> dict:
+    """Revoke a token: it stops working at once (kept in the list as revoked)."""
+    token = api_tokens.token_of(db, user, token_id)
+    if token is None:
+        raise HTTPException(404, "There is no such token among yours.")
+    api_tokens.revoke(db, token)
+    auditing.record(request, db, user, "token_revoked", ("token", token_id), {"name": token.name})
+    return api_tokens.token_public(token)

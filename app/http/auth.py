@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.domain.roles import allows
 from app.models import User
-from app.services.accounts import user_for_token
+from app.services.accounts import token_for_secret
 from app.services.user_sessions import session_for
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -64,8 +64,10 @@ def signed_in_user(request: Request, db: Session) -> User:
     """The signed-in user from a Bearer token or the session cookie; raises LoginRequired."""
     token = bearer_token(request)
     if token is not None:
-        user = user_for_token(db, token)
+        row = token_for_secret(db, token)
+        user = row.user if row is not None else None
         request.state.auth_scheme = "bearer"
+        request.state.token_scopes = set(row.scopes.split()) if row is not None else set()
     else:
         # One indexed lookup of the cookie's session id: ended (signed out, password changed, user
         # disabled) or unknown sessions are refused even though the cookie's signature is good.
@@ -78,6 +80,16 @@ def signed_in_user(request: Request, db: Session) -> User:
     # A plain snapshot for templates: error pages render after the session has been rolled back.
     request.state.user = Viewer(id=user.id, email=user.email, workspace_id=user.workspace_id, is_admin=user.is_admin, role=user.role)
     return user
+
+
+class ScopeMissing(Exception):
+    """Raised when a Bearer token lacks the scope a route needs (the API answers 403)."""
+
+
+def require_token_scope(request: Request, scope: str) -> None:
+    """A Bearer-authenticated request must carry a token with this scope; the browser session has them all."""
+    if getattr(request.state, "auth_scheme", None) == "bearer" and scope not in getattr(request.state, "token_scopes", set()):
+        raise ScopeMissing(scope)
 
 
 async def verify_csrf(request: Request) -> None:

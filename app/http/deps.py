@@ -16,7 +16,7 @@ from app.config import Settings, get_settings
 from app.db import session_scope
 from app.domain.roles import ADMIN, allows
 from app.http.access import PUBLIC, rule_for
-from app.http.auth import signed_in_user, verify_csrf
+from app.http.auth import require_token_scope, signed_in_user, verify_csrf
 from app.http.lookups import adapter_in_workspace, dataset_in_workspace, job_in_workspace, member_in_workspace_or_404
 from app.models import Adapter, Dataset, Job, User
 from app.services.artifacts import ArtifactStore, get_artifact_store
@@ -71,11 +71,19 @@ def authorize(request: Request, db: DbSession) -> None:
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def manage_scope(request: Request, user: CurrentUser) -> None:
+    """The management API (/api/v1) takes Bearer tokens with the `manage` scope (a `serve`-only token calls /v1 only)."""
+    require_token_scope(request, "manage")
+
+
 # Router-level dependencies: `APIRouter(dependencies=[SignedIn, Csrf])`.
 SignedIn = Depends(current_user)
 Csrf = Depends(verify_csrf)
 # The app-wide access check: `FastAPI(dependencies=[Authorized])`.
 Authorized = Depends(authorize)
+ManageScope = Depends(manage_scope)
 
 
 def owned_dataset(dataset_id: int, user: CurrentUser, db: DbSession) -> Dataset:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from argon2 import PasswordHasher
@@ -145,20 +146,37 @@ def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_api_token(db: Session, user: User, name: str = "cli") -> str:
+def create_api_token(
+    db: Session,
+    user: User,
+    name: str = "cli",
+    *,
+    scopes: tuple[str, ...] | list[str] = ("serve", "manage"),
+    expires_at: datetime | None = None,
+) -> str:
     """Create a token and return it; only its hash is stored, so it is shown once."""
     token = "tlr_" + secrets.token_urlsafe(32)
-    db.add(ApiToken(user_id=user.id, token_hash=_token_digest(token), name=name))
+    db.add(ApiToken(user_id=user.id, token_hash=_token_digest(token), name=name, scopes=" ".join(scopes), expires_at=expires_at))
     db.flush()
     return token
 
 
-def user_for_token(db: Session, token: str) -> User | None:
+def token_for_secret(db: Session, token: str) -> ApiToken | None:
+    """The live token with this secret (not revoked, not expired), its last use recorded; else None."""
     row = db.scalar(select(ApiToken).where(ApiToken.token_hash == _token_digest(token)))
-    if row is None:
+    if row is None or row.revoked_at is not None:
         return None
-    row.last_used_at = utcnow()
-    return row.user
+    now = utcnow()
+    expires = row.expires_at
+    if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) <= now:
+        return None
+    row.last_used_at = now
+    return row
+
+
+def user_for_token(db: Session, token: str) -> User | None:
+    row = token_for_secret(db, token)
+    return row.user if row is not None else None
 
 
 def get_user_by_email(db: Session, email: str) -> User | None:

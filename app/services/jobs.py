@@ -22,7 +22,7 @@ from app.domain.estimates import read_model_config
 from app.domain.task_kinds import DEFAULT_TASK, TaskKind, UnknownTaskKind, get_task_kind
 from app.domain.techniques import ParameterError, get_technique, preset_params, unavailable_reason, validate_params
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
-from app.services import attempts
+from app.services import attempts, serving
 from app.services.artifacts import ArtifactStore
 from app.services.job_checks import mapping_errors, rows_errors, validation_file_errors
 from app.services.job_estimates import estimate_for, preferred_worker
@@ -275,6 +275,7 @@ def record_adapter(db: Session, job: Job, *, storage_key: str, size_bytes: int, 
     adapter.trainable_parameters = trainable_parameters
     adapter.metrics = metrics
     db.flush()
+    serving.assign_slug(db, adapter, job.id)  # its /v1 model name, the one the model card names
     return adapter
 
 

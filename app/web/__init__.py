@@ -1,6 +1,6 @@
 """HTML pages (Jinja + htmx) over the services; what they share with the JSON API lives in app/http."""
 
-from app.web import account, adapters, audit, compare, datasets, groups, home, jobs, members, playground, review, sso, tokens, workers
+from app.web import account, adapters, audit, compare, datasets, groups, home, jobs, members, playground, review, serving, sso, tokens, workers
 
 ROUTERS = (
     home.router,
@@ -17,4 +17,5 @@ ROUTERS = (
     tokens.router,
     account.router,
     sso.router,
+    serving.router,
 )

@@ -168,3 +168,15 @@ def test_the_api_loads_without_jinja():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_openai_endpoint_is_a_sibling_of_pages_and_api():
+    """app/openai_api (/v1) imports http and services; it and the pages / management API never import each other."""
+    found = [
+        f"{m} imports {i}"
+        for m in MODULES
+        for i in imports_of(m)
+        if (_under(m, "app.openai_api") and _under(i, "app.web", "app.api", "jinja2", "fastapi.templating"))
+        or (_under(m, "app.web", "app.api", "app.http", "app.services") and _under(i, "app.openai_api"))
+    ]
+    assert found == []

@@ -233,9 +233,10 @@ def test_viewers_are_not_offered_what_they_may_not_do(client, make_user, db):
 def test_tokens_are_made_and_revoked_in_the_browser(client, make_user):
     owner = make_user("owner")
     csrf = sign_in(client, owner.email, owner.password)
-    created = client.post("/settings/tokens", data={"name": "build server", "csrf_token": csrf})
-    assert created.status_code == 201 and "build server" in created.text
-    secret = re.search(r'id="token-value" value="([^"]+)"', created.text).group(1)
+    form = {"name": "build server", "scopes": ["serve", "manage"], "expires_days": "", "csrf_token": csrf}
+    created = client.post("/settings/tokens", data=form)
+    assert created.status_code == 200 and "build server" in created.text
+    secret = re.search(r'id="new-token-secret">([^<]+)<', created.text).group(1)
     assert client.get("/api/v1/datasets", headers=bearer(secret)).status_code == 200
     listed = client.get("/api/v1/tokens", headers=bearer(secret)).json()
     made = next(t for t in listed if t["name"] == "build server")

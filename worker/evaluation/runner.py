@@ -117,7 +117,7 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
         if adapter is None:
             raise RowGone(Adapter, adapter_id)
         key, technique = adapter.storage_key, adapter.technique
-    _card_with_evaluation(store, key, technique, base_model_key, summary)
+    _card_with_evaluation(store, key, technique, base.public_name, summary)  # the zip names the public id
     log.info("adapter %s: evaluated on %d rows in %.1fs", adapter_id, summary["rows"], summary["seconds"])
     return summary
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.domain.serving import usage_snippets
 from app.domain.task_kinds import DEFAULT_TASK, PLAIN_PROMPT_FORMAT, TASK_KINDS
 
 _UNKNOWN = "not recorded"
@@ -138,7 +139,37 @@ def render_model_card(info: dict) -> str:
         "",
     ]
     lines += _usage(info, base_model)
+    lines += _serving(info)
     return "\n".join(lines)
+
+
+def _serving(info: dict) -> list[str]:
+    """Calling the adapter on Tailor's OpenAI-compatible endpoint (once it is approved there)."""
+    model, url = info.get("serving_model"), info.get("serving_url")
+    if not model or not url:
+        return []
+    snippets = usage_snippets(str(url), str(model))
+    return [
+        "## Calling it on Tailor",
+        "",
+        f"Once approved in Tailor, this adapter answers on Tailor's OpenAI-compatible endpoint `{url}` as the model "
+        f"`{model}` (an API token with the `serve` scope from Tailor's tokens page).",
+        "",
+        "```bash",
+        snippets["curl"],
+        "```",
+        "",
+        "```python",
+        snippets["python"],
+        "```",
+        "",
+        "Any OpenAI-compatible client:",
+        "",
+        "```",
+        snippets["any"],
+        "```",
+        "",
+    ]
 
 
 def _usage(info: dict, base_model: str) -> list[str]:

@@ -1,0 +1,60 @@
+"""Serving in the API: usage per model per day, an adapter's model name and request log."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from app.api.common import api_router
+from app.http.deps import CurrentUser, DbSession, OwnedAdapter
+from app.services import request_log, serving, serving_usage
+
+router = api_router()
+
+
+@router.get("/usage")
+def usage(user: CurrentUser, db: DbSession, days: int = Query(30, ge=1, le=serving_usage.MAX_DAYS)) -> list[dict]:
+    """Calls to /v1 per day and model: requests, errors, prompt and completion tokens, p50/p95 latency, p50 time to first token."""
+    return serving_usage.usage_summary(db, user.workspace_id, days)
+
+
+class RequestLogSettings(BaseModel):
+    enabled: bool
+    retention_days: int = Field(30, ge=1, le=request_log.MAX_RETENTION_DAYS)
+
+
+@router.get("/adapters/{adapter_id}/serving")
+def adapter_serving(adapter: OwnedAdapter, db: DbSession) -> dict:
+    """The adapter's model name on /v1, whether it is served now, and its request-log settings."""
+    serving.assign_slug(db, adapter)
+    return {
+        "model": adapter.slug,
+        "served": adapter.status == serving.SERVED_STATUS,
+        "request_log": {"enabled": adapter.request_log_enabled, "retention_days": adapter.request_log_retention_days},
+    }
+
+
+@router.put("/adapters/{adapter_id}/request-log")
+def set_request_log(body: RequestLogSettings, adapter: OwnedAdapter, db: DbSession) -> dict:
+    try:
+        request_log.configure(db, adapter, body.enabled, body.retention_days)
+    except request_log.RequestLogError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {"enabled": adapter.request_log_enabled, "retention_days": adapter.request_log_retention_days}
+
+
+@router.get("/adapters/{adapter_id}/request-log")
+def list_request_log(
+    adapter: OwnedAdapter, db: DbSession, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+) -> list[dict]:
+    return [
+        {"id": e.id, "prompt": e.prompt, "answer": e.answer, "created_at": e.created_at.isoformat()}
+        for e in request_log.entries(db, adapter, limit, offset)
+    ]
+
+
+@router.get("/adapters/{adapter_id}/request-log.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
+def request_log_csv(adapter: OwnedAdapter, db: DbSession):
+    """The log as CSV (prompt, answer), ready to upload back as a dataset."""
+    return Response(request_log.export_csv(db, adapter), media_type="text/csv; charset=utf-8")

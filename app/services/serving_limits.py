@@ -1,0 +1,123 @@
+"""Per-token limits on /v1: requests and tokens per minute (the `limits` library's moving window
+on the broker's Redis) and a cap on open streams. Asynchronous: the /v1 routes await them.
+
+Redis clients are bound to an event loop, so each loop gets its own (one per web process in
+production; the test client may run several)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import weakref
+from dataclasses import dataclass
+
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from app.config import Settings, get_settings
+from app.services.serving_protocol import PREFIX
+
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MovingWindowRateLimiter] = weakref.WeakKeyDictionary()
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = weakref.WeakKeyDictionary()
+
+
+class LimitExceeded(Exception):
+    """A limit was reached; `retry_after` seconds until it is not."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
+def redis_url(settings: Settings) -> str:
+    """The broker's Redis as a redis-py URL (kombu's redis+socket:// becomes unix://)."""
+    url = settings.broker_url
+    if url.startswith("redis+socket://"):
+        url = "unix://" + url[len("redis+socket://") :]
+    return url
+
+
+def async_redis():
+    """A redis.asyncio client on the broker's Redis, one per event loop."""
+    import redis.asyncio as aredis
+
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = aredis.Redis.from_url(redis_url(get_settings()), decode_responses=True)
+        _clients[loop] = client
+    return client
+
+
+def _limiter() -> MovingWindowRateLimiter:
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        url = redis_url(get_settings())
+        uri = "async+redis+unix://" + url[len("unix://") :] if url.startswith("unix://") else "async+" + url
+        limiter = MovingWindowRateLimiter(RedisStorage(uri, implementation="redispy", key_prefix=f"{PREFIX}:limits"))
+        _limiters[loop] = limiter
+    return limiter
+
+
+async def _retry_after(item: RateLimitItemPerMinute, *key: str) -> int:
+    stats = await _limiter().get_window_stats(item, *key)
+    return math.ceil(stats.reset_time - time.time())
+
+
+async def check_request(settings: Settings, token_id: int) -> None:
+    """Count this request against the token's requests per minute, and refuse it while the token's
+    tokens per minute are used up. LimitExceeded names the limit."""
+    limiter = _limiter()
+    if settings.serve_requests_per_minute > 0:
+        item = RateLimitItemPerMinute(settings.serve_requests_per_minute)
+        if not await limiter.hit(item, "requests", str(token_id)):
+            raise LimitExceeded(
+                f"Rate limit reached: {settings.serve_requests_per_minute} requests per minute for this token. Retry shortly.",
+                await _retry_after(item, "requests", str(token_id)),
+            )
+    if settings.serve_tokens_per_minute > 0:
+        item = RateLimitItemPerMinute(settings.serve_tokens_per_minute)
+        if not await limiter.test(item, "tokens", str(token_id)):
+            raise LimitExceeded(
+                f"Rate limit reached: {settings.serve_tokens_per_minute} tokens per minute for this token. Retry shortly.",
+                await _retry_after(item, "tokens", str(token_id)),
+            )
+
+
+async def record_tokens(settings: Settings, token_id: int, tokens: int) -> None:
+    """Count the tokens an answer used (prompt + completion) against the token's tokens per minute."""
+    if settings.serve_tokens_per_minute <= 0 or tokens <= 0:
+        return
+    item = RateLimitItemPerMinute(settings.serve_tokens_per_minute)
+    limiter = _limiter()
+    remaining = (await limiter.get_window_stats(item, "tokens", str(token_id))).remaining
+    if remaining > 0:  # a moving window refuses a hit larger than what is left: take what is left
+        await limiter.hit(item, "tokens", str(token_id), cost=min(tokens, remaining))
+
+
+@dataclass
+class StreamSlot:
+    key: str
+    released: bool = False
+
+    async def release(self) -> None:
+        if not self.released:
+            self.released = True
+            await async_redis().decr(self.key)
+
+
+async def open_stream(settings: Settings, token_id: int) -> StreamSlot:
+    """Take one of the token's open-stream slots; LimitExceeded when all are taken. Release it when the stream ends."""
+    key = f"{PREFIX}:streams:{token_id}"
+    client = async_redis()
+    count = await client.incr(key)
+    await client.expire(key, 3600)  # a web process killed mid-stream does not hold slots forever
+    if count > settings.serve_max_streams_per_token:
+        await client.decr(key)
+        raise LimitExceeded(
+            f"Too many open streams: this token may hold {settings.serve_max_streams_per_token} streaming answers open at once.", 5
+        )
+    return StreamSlot(key)
