@@ -30,6 +30,15 @@ RULES: dict[tuple[str, str], str] = {
         "GET /invite/{token}",
         "POST /invite/{token}",
     ),
+    # The OpenAI-compatible endpoint authenticates each call itself (a token with the `serve` scope,
+    # errors in OpenAI's body: app/openai_api/calls.py) and serves only the token's workspace.
+    **_rules(
+        PUBLIC,
+        "GET /v1/models",
+        "GET /v1/models/{model:path}",
+        "POST /v1/chat/completions",
+        "POST /v1/completions",
+    ),
     # Reading anything in the workspace, and the blind review (viewers vote too).
     **_rules(
         VIEWER,
@@ -43,6 +52,13 @@ RULES: dict[tuple[str, str], str] = {
         "GET /datasets/{dataset_id}/labels",
         "GET /jobs/{job_id}",
         "GET /adapters",
+        "GET /adapters/{adapter_id}",
+        "GET /adapters/{adapter_id}/request-log.csv",
+        "GET /usage",
+        "GET /api/v1/usage",
+        "GET /api/v1/adapters/{adapter_id}/serving",
+        "GET /api/v1/adapters/{adapter_id}/request-log",
+        "GET /api/v1/adapters/{adapter_id}/request-log.csv",
         "GET /adapters/{adapter_id}/download",
         "GET /adapters/{adapter_id}/merged",
         "GET /adapters/{adapter_id}/gguf",
@@ -125,6 +141,8 @@ RULES: dict[tuple[str, str], str] = {
         "POST /api/v1/playground",
         "POST /api/v1/tokens",
         "DELETE /api/v1/tokens/{token_id}",
+        "POST /adapters/{adapter_id}/request-log",
+        "PUT /api/v1/adapters/{adapter_id}/request-log",
         "POST /settings/tokens",
         "POST /settings/tokens/{token_id}/revoke",
     ),

@@ -164,7 +164,7 @@ def create_api_token(
 def token_for_secret(db: Session, token: str) -> ApiToken | None:
     """The live token with this secret (not revoked, not expired), its last use recorded; else None."""
     row = db.scalar(select(ApiToken).where(ApiToken.token_hash == _token_digest(token)))
-    if row is None or row.revoked_at is not None:
+    if row is None or row.revoked_at is not None or row.user.disabled_at is not None:
         return None
     now = utcnow()
     expires = row.expires_at
