@@ -88,8 +88,8 @@ def test_data_jobs_adapters_and_tokens_are_recorded(client, make_user, db, tiny_
     assert client.get(f"/api/v1/adapters/{adapter.id}/download", headers=bearer(owner.token)).status_code == 200
     assert client.get(f"/datasets/{dataset['id']}/export.csv", headers=bearer(owner.token)).status_code == 200
     created = client.post("/api/v1/tokens", headers=bearer(owner.token), json={"name": "ci"}).json()
-    assert client.delete(f"/api/v1/tokens/{created['id']}", headers=bearer(owner.token)).status_code == 204
-    assert client.get("/api/v1/datasets", headers=bearer(created["token"])).status_code == 401  # revoked
+    assert client.delete(f"/api/v1/tokens/{created['id']}", headers=bearer(owner.token)).json()["state"] == "revoked"
+    assert client.get("/api/v1/datasets", headers=bearer(created["secret"])).status_code == 401  # revoked
     second = upload(client, owner.token, b"q,a\n1,2\n3,4\n").json()
     assert client.delete(f"/api/v1/datasets/{second['id']}", headers=bearer(owner.token)).status_code == 204
 
@@ -101,7 +101,7 @@ def test_data_jobs_adapters_and_tokens_are_recorded(client, make_user, db, tiny_
         ("adapter_status_changed", "adapter", str(adapter.id), {"status": "approved"}),
         ("adapter_downloaded", "adapter", str(adapter.id), {"file": "zip"}),
         ("dataset_downloaded", "dataset", str(dataset["id"]), {"training_copy": False}),
-        ("token_created", "token", str(created["id"]), {"name": "ci"}),
+        ("token_created", "token", str(created["id"]), {"name": "ci", "scopes": ["serve"]}),
         ("token_revoked", "token", str(created["id"]), {"name": "ci"}),
         ("dataset_uploaded", "dataset", str(second["id"]), {"filename": "data.csv", "existing": False}),
         ("dataset_deleted", "dataset", str(second["id"]), {"name": "data"}),
