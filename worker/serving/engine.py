@@ -87,15 +87,12 @@ class Engine:
             while True:
                 if self.stopping and (not self.running or time.monotonic() >= self.stop_deadline):
                     break
-                try:
-                    self.iterate()
+                if self.tick():
                     failures = 0
-                except Exception as exc:  # noqa: BLE001 - fail this step's requests, keep serving
+                else:
                     failures += 1
-                    log.exception("engine step failed (%d in a row)", failures)
-                    self.fail_all(500, "engine_error", f"The serving engine failed on this request ({type(exc).__name__}).")
                     if failures >= MAX_CONSECUTIVE_FAILURES:
-                        raise
+                        raise RuntimeError(f"The serving engine failed {failures} steps in a row; stopping.")
         finally:
             self.shutdown()
 
@@ -120,6 +117,16 @@ class Engine:
         self.running, self.pending = [], []
         self.batch = RunningBatch(self)
         self.sink.flush()
+
+    def tick(self) -> bool:
+        """One iteration; if it fails, its requests get a 500 error event and serving goes on."""
+        try:
+            self.iterate()
+            return True
+        except Exception as exc:  # noqa: BLE001 - fail this step's requests, keep serving
+            log.exception("engine step failed")
+            self.fail_all(500, "engine_error", f"The serving engine failed on this request ({type(exc).__name__}); try again.")
+            return False
 
     # --- one iteration ---------------------------------------------------------------------------
 
