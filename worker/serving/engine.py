@@ -15,16 +15,18 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from app.services.serving_protocol import HEARTBEAT_SECONDS, ServeEvent, ServeRequest, cancel_key, engines_key, queue_key
-from worker.serving.adapters import AdapterCache
+from worker.serving.adapters import AdapterCache, adapter_name
 from worker.serving.batch import BASE, Row, RunningBatch
 from worker.serving.events import EventSink
 from worker.serving.jobs import Job
 from worker.serving.prompts import ServeError, bad_request, check_context, check_sampling, context_length, prompt_ids
 from worker.serving.sampling import make_generator, sample
+from worker.serving.solo import SoloLane
 from worker.serving.text import IncrementalDecoder, StopText
 
 log = logging.getLogger("tailor.engine")
@@ -47,8 +49,10 @@ def default_engine_name(base_model: str) -> str:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, model, tokenizer, client):
+    def __init__(self, config: EngineConfig, model, tokenizer, client, load_base: Callable[[], Any] | None = None):
         self.config = config
+        self.load_base = load_base  # a fresh copy of the base model, for the solo lane (None: solo adapters refused)
+        self.solo: SoloLane | None = None
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.client = client
@@ -103,6 +107,8 @@ class Engine:
             self.client.zrem(engines_key(self.config.base_model), self.config.name)
         except Exception:  # noqa: BLE001 - Redis gone: the heartbeat goes stale on its own
             log.exception("engine shutdown could not reach Redis")
+        if self.solo is not None:
+            self.solo.stop()
         self.adapters.shutdown()
         log.info("engine %s stopped", self.config.name)
 
@@ -216,12 +222,18 @@ class Engine:
                 job.adapter = self.adapters.latest[ref.id]
             elif state == "solo":
                 self.pending.remove(job)
-                self.sink.add(job.id, self.solo_refusal(job))
+                self.to_solo(job, ref)
 
-    def solo_refusal(self, job: Job) -> ServeEvent:
-        return ServeError(
-            400, "unsupported_adapter", "This adapter's technique cannot be served by the built-in engine; download it instead."
-        ).event()
+    def to_solo(self, job: Job, ref) -> None:
+        """A technique PEFT cannot mix in a batch: the solo lane serves it, one request at a time."""
+        if self.load_base is None:
+            self.sink.add(job.id, ServeError(400, "unsupported_adapter", "This engine serves LoRA adapters only.").event())
+            return
+        if self.solo is None:
+            self.solo = SoloLane(self.load_base, self.client, self.eos_ids, self.pad_id)
+        name = adapter_name(ref)
+        job.adapter = name
+        self.solo.submit(job, name, self.adapters.solo[name].folder)
 
     def admit(self) -> None:
         room = self.config.max_batch - len(self.running)
