@@ -112,10 +112,13 @@ def run_engine_clients(client, base_model: str, plan, tokens: int) -> dict:
         sent = time.monotonic()
         client.rpush(queue_key(base_model), request.to_json())
         last_id, first, previous, mine = "0-0", None, None, []
+        give_up = sent + 300
         while True:
-            reply = client.xread({events_key(rid): last_id}, block=30_000)
+            reply = client.xread({events_key(rid): last_id}, block=2_000)  # under redis-py's 5 s socket timeout
             if not reply:
-                raise RuntimeError("no answer within 30 s")
+                if time.monotonic() > give_up:
+                    raise RuntimeError("no answer within 300 s")
+                continue
             for entry_id, fields in reply[0][1]:
                 last_id = entry_id
                 event = ServeEvent.from_fields(fields)
@@ -224,7 +227,8 @@ def main() -> int:
     from worker.training.loading import load_base_model
 
     print(
-        f"model {model_dir.name}, {args.adapters} adapters (LoRA r={args.rank}), {args.clients} clients, {args.tokens} tokens each, torch threads {torch.get_num_threads()}",
+        f"model {model_dir.name}, {args.adapters} adapters (LoRA r={args.rank}), {args.clients} clients, "
+        f"{args.tokens} tokens each, torch threads {torch.get_num_threads()}",
         flush=True,
     )
     refs = make_adapters(model_dir, args.adapters, args.rank)

@@ -66,7 +66,7 @@ def make_adapter(tiny_model_dir) -> Callable[..., AdapterRef]:
         base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
         model = get_peft_model(base, config)
         with torch.no_grad():  # move the adapter away from its identity initialisation
-            for name, param in model.named_parameters():
+            for param in model.parameters():
                 if param.requires_grad:
                     param.add_(torch.randn_like(param) * 0.5)
         key = f"serve-tests/adapter-{seed}-{uuid.uuid4().hex[:6]}"
