@@ -209,6 +209,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 on a busy shared CPU)")
     args = parser.parse_args()
 
     model_dir = args.model or Path(os.environ.get("TAILOR_DATA_DIR", ROOT / "var")) / "models" / "smollm2-135m-instruct"
@@ -222,10 +223,14 @@ def main() -> int:
 
     import torch
 
+    from app.logs import configure_logging
     from app.queue import redis_client
     from worker.serving.engine import Engine, EngineConfig
     from worker.training.loading import load_base_model
 
+    configure_logging("WARNING")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(
         f"model {model_dir.name}, {args.adapters} adapters (LoRA r={args.rank}), {args.clients} clients, "
         f"{args.tokens} tokens each, torch threads {torch.get_num_threads()}",

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from worker.serving.text import IncrementalDecoder, StopText
 log = logging.getLogger("tailor.engine")
 
 MAX_CONSECUTIVE_FAILURES = 5
+PROGRESS_TIMEOUT_SECONDS = 60.0  # a loop that made no progress this long stops beating (the web then answers 503)
 
 
 @dataclass
@@ -67,7 +69,9 @@ class Engine:
         self.device = next(model.parameters()).device
         self.stopping = False
         self.stop_deadline = 0.0
-        self.last_beat = 0.0
+        self.last_progress = time.monotonic()
+        self.heart: threading.Thread | None = None
+        self.heart_stop = threading.Event()
         self.steps = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -102,6 +106,9 @@ class Engine:
 
     def shutdown(self) -> None:
         """Fail what is running, give back what was not started, remove the heartbeat."""
+        self.heart_stop.set()
+        if self.heart is not None:
+            self.heart.join(timeout=10)
         try:
             self.fail_all(503, "engine_stopped", "The serving engine stopped before finishing this request; try again.", requeue=True)
             self.client.zrem(engines_key(self.config.base_model), self.config.name)
@@ -149,10 +156,23 @@ class Engine:
         self.sink.flush()
 
     def beat(self) -> None:
-        now = time.time()
-        if now - self.last_beat >= HEARTBEAT_SECONDS / 2:
-            self.client.zadd(engines_key(self.config.base_model), {self.config.name: now})
-            self.last_beat = now
+        """Note progress; the heartbeat thread beats while the loop keeps making progress."""
+        self.last_progress = time.monotonic()
+        if self.heart is None:
+            self.heart = threading.Thread(target=self._heartbeat, name="engine-heartbeat", daemon=True)
+            self.heart.start()
+
+    def _heartbeat(self) -> None:
+        """Beat every HEARTBEAT_SECONDS from a thread of its own, so a long prefill on a busy CPU does
+        not look like a dead engine; a loop stuck for PROGRESS_TIMEOUT_SECONDS stops the beats."""
+        key = engines_key(self.config.base_model)
+        while not self.heart_stop.is_set():
+            if time.monotonic() - self.last_progress < PROGRESS_TIMEOUT_SECONDS:
+                try:
+                    self.client.zadd(key, {self.config.name: time.time()})
+                except Exception:  # noqa: BLE001 - Redis away for a moment: the next beat retries
+                    log.warning("heartbeat failed", exc_info=True)
+            self.heart_stop.wait(HEARTBEAT_SECONDS)
 
     def intake(self) -> None:
         room = self.config.max_batch - len(self.running) - len(self.pending)

@@ -98,6 +98,7 @@ def engine_factory(tiny_model_dir, serve_client):
 
     yield make
     for engine in made:
+        engine.heart_stop.set()
         if engine.solo is not None:
             engine.solo.stop()
         engine.adapters.shutdown()
