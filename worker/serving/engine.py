@@ -44,6 +44,7 @@ class EngineConfig:
     max_adapters: int = 16
     adapter_memory_bytes: int = 1 << 30
     stop_grace_seconds: float = 15.0
+    progress_timeout_seconds: float = PROGRESS_TIMEOUT_SECONDS  # a loop stuck this long stops beating
 
 
 def default_engine_name(base_model: str) -> str:
@@ -167,7 +168,7 @@ class Engine:
         not look like a dead engine; a loop stuck for PROGRESS_TIMEOUT_SECONDS stops the beats."""
         key = engines_key(self.config.base_model)
         while not self.heart_stop.is_set():
-            if time.monotonic() - self.last_progress < PROGRESS_TIMEOUT_SECONDS:
+            if time.monotonic() - self.last_progress < self.config.progress_timeout_seconds:
                 try:
                     self.client.zadd(key, {self.config.name: time.time()})
                 except Exception:  # noqa: BLE001 - Redis away for a moment: the next beat retries

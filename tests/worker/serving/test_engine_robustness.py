@@ -56,3 +56,21 @@ def test_stopping_with_a_grace_period_finishes_running_requests(engine_factory, 
     engine.run()
     _, done = answer(serve_client, rid)
     assert (done.type, done.completion_tokens) == ("done", 30)
+
+
+def test_the_heartbeat_goes_on_during_a_long_step_and_stops_when_the_loop_is_stuck(engine_factory, serve_client):
+    import time
+
+    engine = engine_factory(progress_timeout_seconds=3.0)
+    key = engines_key(engine.config.base_model)
+    engine.iterate()
+    first = serve_client.zscore(key, engine.config.name)
+    time.sleep(2.0)  # a long step: no iteration, but the loop is not stuck yet
+    during = serve_client.zscore(key, engine.config.name)
+    assert during > first
+    time.sleep(3.5)  # now stuck past the timeout: the beats stop, the web will see a stale engine
+    stale = serve_client.zscore(key, engine.config.name)
+    assert time.time() - stale > 1.5
+    engine.iterate()
+    time.sleep(1.2)
+    assert serve_client.zscore(key, engine.config.name) > stale
