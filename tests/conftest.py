@@ -61,6 +61,9 @@ SLOW = (
     "tests/worker/serving/test_engine_protocol.py",
     "tests/worker/serving/test_engine_process.py",
     "tests/worker/serving/test_batching.py",
+    "tests/worker/serving/test_adapter_cache.py",
+    "tests/worker/serving/test_engine_robustness.py",
+    "tests/worker/serving/test_solo.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 

@@ -14,22 +14,26 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from app.services.serving_protocol import HEARTBEAT_SECONDS, ServeEvent, ServeRequest, cancel_key, engines_key, queue_key
-from worker.serving.adapters import AdapterCache
+from worker.serving.adapters import AdapterCache, adapter_name
 from worker.serving.batch import BASE, Row, RunningBatch
 from worker.serving.events import EventSink
 from worker.serving.jobs import Job
 from worker.serving.prompts import ServeError, bad_request, check_context, check_sampling, context_length, prompt_ids
 from worker.serving.sampling import make_generator, sample
+from worker.serving.solo import SoloLane
 from worker.serving.text import IncrementalDecoder, StopText
 
 log = logging.getLogger("tailor.engine")
 
 MAX_CONSECUTIVE_FAILURES = 5
+PROGRESS_TIMEOUT_SECONDS = 60.0  # a loop that made no progress this long stops beating (the web then answers 503)
 
 
 @dataclass
@@ -40,6 +44,7 @@ class EngineConfig:
     max_adapters: int = 16
     adapter_memory_bytes: int = 1 << 30
     stop_grace_seconds: float = 15.0
+    progress_timeout_seconds: float = PROGRESS_TIMEOUT_SECONDS  # a loop stuck this long stops beating
 
 
 def default_engine_name(base_model: str) -> str:
@@ -47,8 +52,10 @@ def default_engine_name(base_model: str) -> str:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, model, tokenizer, client):
+    def __init__(self, config: EngineConfig, model, tokenizer, client, load_base: Callable[[], Any] | None = None):
         self.config = config
+        self.load_base = load_base  # a fresh copy of the base model, for the solo lane (None: solo adapters refused)
+        self.solo: SoloLane | None = None
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.client = client
@@ -63,7 +70,9 @@ class Engine:
         self.device = next(model.parameters()).device
         self.stopping = False
         self.stop_deadline = 0.0
-        self.last_beat = 0.0
+        self.last_progress = time.monotonic()
+        self.heart: threading.Thread | None = None
+        self.heart_stop = threading.Event()
         self.steps = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -87,25 +96,27 @@ class Engine:
             while True:
                 if self.stopping and (not self.running or time.monotonic() >= self.stop_deadline):
                     break
-                try:
-                    self.iterate()
+                if self.tick():
                     failures = 0
-                except Exception as exc:  # noqa: BLE001 - fail this step's requests, keep serving
+                else:
                     failures += 1
-                    log.exception("engine step failed (%d in a row)", failures)
-                    self.fail_all(500, "engine_error", f"The serving engine failed on this request ({type(exc).__name__}).")
                     if failures >= MAX_CONSECUTIVE_FAILURES:
-                        raise
+                        raise RuntimeError(f"The serving engine failed {failures} steps in a row; stopping.")
         finally:
             self.shutdown()
 
     def shutdown(self) -> None:
         """Fail what is running, give back what was not started, remove the heartbeat."""
+        self.heart_stop.set()
+        if self.heart is not None:
+            self.heart.join(timeout=10)
         try:
             self.fail_all(503, "engine_stopped", "The serving engine stopped before finishing this request; try again.", requeue=True)
             self.client.zrem(engines_key(self.config.base_model), self.config.name)
         except Exception:  # noqa: BLE001 - Redis gone: the heartbeat goes stale on its own
             log.exception("engine shutdown could not reach Redis")
+        if self.solo is not None:
+            self.solo.stop()
         self.adapters.shutdown()
         log.info("engine %s stopped", self.config.name)
 
@@ -120,6 +131,16 @@ class Engine:
         self.running, self.pending = [], []
         self.batch = RunningBatch(self)
         self.sink.flush()
+
+    def tick(self) -> bool:
+        """One iteration; if it fails, its requests get a 500 error event and serving goes on."""
+        try:
+            self.iterate()
+            return True
+        except Exception as exc:  # noqa: BLE001 - fail this step's requests, keep serving
+            log.exception("engine step failed")
+            self.fail_all(500, "engine_error", f"The serving engine failed on this request ({type(exc).__name__}); try again.")
+            return False
 
     # --- one iteration ---------------------------------------------------------------------------
 
@@ -136,10 +157,23 @@ class Engine:
         self.sink.flush()
 
     def beat(self) -> None:
-        now = time.time()
-        if now - self.last_beat >= HEARTBEAT_SECONDS / 2:
-            self.client.zadd(engines_key(self.config.base_model), {self.config.name: now})
-            self.last_beat = now
+        """Note progress; the heartbeat thread beats while the loop keeps making progress."""
+        self.last_progress = time.monotonic()
+        if self.heart is None:
+            self.heart = threading.Thread(target=self._heartbeat, name="engine-heartbeat", daemon=True)
+            self.heart.start()
+
+    def _heartbeat(self) -> None:
+        """Beat every HEARTBEAT_SECONDS from a thread of its own, so a long prefill on a busy CPU does
+        not look like a dead engine; a loop stuck for PROGRESS_TIMEOUT_SECONDS stops the beats."""
+        key = engines_key(self.config.base_model)
+        while not self.heart_stop.is_set():
+            if time.monotonic() - self.last_progress < self.config.progress_timeout_seconds:
+                try:
+                    self.client.zadd(key, {self.config.name: time.time()})
+                except Exception:  # noqa: BLE001 - Redis away for a moment: the next beat retries
+                    log.warning("heartbeat failed", exc_info=True)
+            self.heart_stop.wait(HEARTBEAT_SECONDS)
 
     def intake(self) -> None:
         room = self.config.max_batch - len(self.running) - len(self.pending)
@@ -209,12 +243,18 @@ class Engine:
                 job.adapter = self.adapters.latest[ref.id]
             elif state == "solo":
                 self.pending.remove(job)
-                self.sink.add(job.id, self.solo_refusal(job))
+                self.to_solo(job, ref)
 
-    def solo_refusal(self, job: Job) -> ServeEvent:
-        return ServeError(
-            400, "unsupported_adapter", "This adapter's technique cannot be served by the built-in engine; download it instead."
-        ).event()
+    def to_solo(self, job: Job, ref) -> None:
+        """A technique PEFT cannot mix in a batch: the solo lane serves it, one request at a time."""
+        if self.load_base is None:
+            self.sink.add(job.id, ServeError(400, "unsupported_adapter", "This engine serves LoRA adapters only.").event())
+            return
+        if self.solo is None:
+            self.solo = SoloLane(self.load_base, self.client, self.eos_ids, self.pad_id)
+        name = adapter_name(ref)
+        job.adapter = name
+        self.solo.submit(job, name, self.adapters.solo[name].folder)
 
     def admit(self) -> None:
         room = self.config.max_batch - len(self.running)

@@ -30,7 +30,11 @@ def load_engine(base_model: str, name: str | None = None, client=None) -> Engine
         adapter_memory_bytes=settings.serve_adapter_memory_mb * 1024 * 1024,
         stop_grace_seconds=settings.serve_stop_grace_seconds,
     )
-    return Engine(config, model, tokenizer, client or redis_client())
+
+    def load_base():
+        return load_base_model(entry.location, device, dtype=training_dtype("auto", device))[0].eval()
+
+    return Engine(config, model, tokenizer, client or redis_client(), load_base=load_base)
 
 
 def serve(base_model: str, name: str | None = None) -> int:

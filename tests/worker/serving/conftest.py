@@ -51,6 +51,31 @@ def make_lora(tiny_model_dir) -> Callable[..., AdapterRef]:
     return make
 
 
+@pytest.fixture(scope="session")
+def make_adapter(tiny_model_dir) -> Callable[..., AdapterRef]:
+    """Any PEFT config on the tiny Llama (e.g. IA3, prompt tuning), saved in the artifact store."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from app.services.artifacts import get_artifact_store
+
+    def make(config) -> AdapterRef:
+        seed = next(_adapter_seeds)
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+        model = get_peft_model(base, config)
+        with torch.no_grad():  # move the adapter away from its identity initialisation
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.add_(torch.randn_like(param) * 0.5)
+        key = f"serve-tests/adapter-{seed}-{uuid.uuid4().hex[:6]}"
+        model.save_pretrained(str(get_artifact_store().path(key)), safe_serialization=True)
+        return AdapterRef(id=1000 + seed, storage_key=key, version="v1")
+
+    return make
+
+
 @pytest.fixture
 def engine_factory(tiny_model_dir, serve_client):
     """Build an in-process Engine on a fresh copy of the tiny Llama with a queue of its own."""
@@ -64,12 +89,18 @@ def engine_factory(tiny_model_dir, serve_client):
         config = EngineConfig(base_model=f"tiny-{uuid.uuid4().hex[:8]}", name=f"test-engine-{uuid.uuid4().hex[:6]}")
         for key, value in overrides.items():
             setattr(config, key, value)
-        engine = Engine(config, model, tokenizer, serve_client)
+        torch = __import__("torch")
+        engine = Engine(
+            config, model, tokenizer, serve_client, load_base=lambda: load_base_model(tiny_model_dir, dtype=torch.float32)[0].eval()
+        )
         made.append(engine)
         return engine
 
     yield make
     for engine in made:
+        engine.heart_stop.set()
+        if engine.solo is not None:
+            engine.solo.stop()
         engine.adapters.shutdown()
 
 
