@@ -70,6 +70,9 @@ _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
 def _is_xlsx(path: Path) -> bool:
+    from app.services.xlsx_reader import check_part_count  # it builds on this module's Table and TableError
+
+    check_part_count(path)  # before zipfile loads the whole directory
     try:
         with zipfile.ZipFile(path) as archive:
             return "xl/workbook.xml" in archive.namelist()

@@ -62,9 +62,34 @@ def _size(n: float) -> str:
     return f"{n:,.1f} GB"  # pragma: no cover - the loop returns
 
 
+def declared_part_count(path: Path) -> int | None:
+    """The number of parts an archive's end record declares, read without loading its directory
+    (a directory of millions of entries would take gigabytes as ZipInfo objects); None when the
+    file has no readable end record."""
+    try:
+        with open(path, "rb") as f:
+            end = zipfile._EndRecData(f)  # type: ignore[attr-defined] # the stdlib's own reader of that record
+    except OSError:
+        return None
+    return None if end is None else int(end[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
+
+
+def check_part_count(path: Path, limits: XlsxLimits | None = None) -> None:
+    """Refuse an archive that declares more parts than the limit, before anything reads its directory."""
+    limits = limits or XlsxLimits.from_settings()
+    count = declared_part_count(path)
+    if count is not None and count > limits.max_parts:
+        raise TableError(
+            f"This workbook holds {count:,} parts; Tailor opens workbooks of at most {limits.max_parts:,} parts. "
+            f"{_EXPORT_AS_CSV} TAILOR_XLSX_MAX_PARTS.",
+            413,
+        )
+
+
 def check_archive(path: Path, limits: XlsxLimits) -> None:
     """Refuse a workbook whose archive would unpack to too much, from its directory alone (nothing
     is inflated): too many parts, a part or all parts too large unpacked, a part packed too tightly."""
+    check_part_count(path, limits)
     try:
         with zipfile.ZipFile(path) as archive:
             parts = archive.infolist()
@@ -74,12 +99,6 @@ def check_archive(path: Path, limits: XlsxLimits) -> None:
             "Open it in Excel or LibreOffice, save it again, and upload that.",
             415,
         ) from None
-    if len(parts) > limits.max_parts:
-        raise TableError(
-            f"This workbook holds {len(parts):,} parts; Tailor opens workbooks of at most {limits.max_parts:,} parts. "
-            f"{_EXPORT_AS_CSV} TAILOR_XLSX_MAX_PARTS.",
-            413,
-        )
     total = 0
     for part in parts:
         if part.file_size > limits.max_part_bytes:

@@ -177,3 +177,16 @@ def test_a_workbook_without_data_anywhere_is_still_called_empty(client, make_use
     data = _book(("Cover", []), ("Blank", [[None]]))
     response = client.post("/api/v1/datasets", headers=bearer(token), files={"file": ("export.xlsx", data, XLSX)})
     assert response.status_code == 422 and "The file is empty" in response.json()["detail"]
+
+
+def test_an_archive_of_65535_parts_is_refused_before_its_directory_is_read(client, make_user, tmp_path):
+    # The end record of a ZIP archive declaring 65,535 entries (zip64 allows billions); zipfile would build a ZipInfo per entry.
+    import struct
+
+    path = tmp_path / "many.xlsx"
+    path.write_bytes(b"PK\x03\x04" + b"\x00" * 26 + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 65535, 65535, 0, 30, 0))
+    error = _read_all(path)[2]
+    assert error is not None and error.status == 413 and "holds 65,535 parts" in error.message
+    _, _, _, token = make_user()
+    response = _upload(client, token, path, "many.csv")
+    assert response.status_code == 413 and "at most 10,000 parts" in response.json()["detail"]
