@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from contextlib import nullcontext
 from pathlib import Path
 from typing import BinaryIO
@@ -75,6 +76,13 @@ def ingest_upload(
             scanner.close()
 
 
+def clean_filename(filename: str | None) -> str:
+    """The upload's own name without folders or control characters (a NUL, which PostgreSQL
+    cannot store, line breaks, escapes), at most 300 characters; "upload.csv" when nothing is left."""
+    printable = "".join(ch for ch in filename or "" if unicodedata.category(ch) != "Cc")
+    return Path(printable).name[:300].strip() or "upload.csv"
+
+
 def _size_of(source: BinaryIO) -> int | None:
     """The bytes left in a seekable upload (a spooled temporary file), else None."""
     try:
@@ -124,7 +132,7 @@ def ingest_received(
     """ingest_upload for an upload already written to raw (a temporary path of the store, which
     this moves into place or removes). A large plain CSV is scanned in a child process (scanner,
     when one was started already)."""
-    filename = Path(filename or "upload.csv").name[:300] or "upload.csv"
+    filename = clean_filename(filename)
     sheet = (sheet or "").strip() or None
     normalised = store.temp_path(".csv")
     try:

@@ -334,6 +334,13 @@ def _json_cell(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _too_deep(number: int) -> TableError:
+    return TableError(
+        f"Line {number:,} nests its values too deeply (lists or objects inside each other hundreds of times deep). "
+        'Each line of a .jsonl file should be one flat object, like {"question": "...", "answer": "..."}.'
+    )
+
+
 def read_jsonl(path: Path) -> Table:
     """JSON Lines: one object per line; the columns are every key seen, in order of appearance."""
     encoding = detect_encoding(path)
@@ -355,6 +362,8 @@ def read_jsonl(path: Path) -> Table:
                     continue
                 try:
                     value = json.loads(line)
+                except RecursionError:
+                    raise _too_deep(number) from None
                 except ValueError as exc:
                     raise TableError(
                         f"Line {number:,} is not valid JSON ({exc.args[0].split(':')[0]}). Each line of a .jsonl file must "
@@ -381,7 +390,10 @@ def read_jsonl(path: Path) -> Table:
     def rows() -> Iterator[tuple[int, list[str]]]:
         yield 0, header
         for number, obj in objects():
-            yield number, [_json_cell(obj.get(key)) for key in header]
+            try:
+                yield number, [_json_cell(obj.get(key)) for key in header]
+            except RecursionError:  # written back as JSON text, a value nested near the limit can still overflow
+                raise _too_deep(number) from None
 
     return Table(format="jsonl", header=[], rows=rows(), encoding=encoding.replace("utf-8-sig", "utf-8"), delimiter="")
 

@@ -8,6 +8,7 @@ import time
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
+from app.domain.numbers import finite_float, record_id, whole_number
 from app.http.deps import Csrf, CurrentUser, DbSession
 from app.services import adapters, playground
 from app.web.templating import render
@@ -18,7 +19,7 @@ STREAM_SECONDS = 600
 
 @router.get("/playground")
 def playground_page(request: Request, user: CurrentUser, db: DbSession):
-    chosen = {int(v) for v in request.query_params.getlist("ids") if v.isdigit()}
+    chosen = {i for v in request.query_params.getlist("ids") if (i := record_id(v)) is not None}
     return render(
         request,
         "playground.html",
@@ -43,17 +44,23 @@ async def start(request: Request, user: CurrentUser, db: DbSession):
             db,
             user.workspace_id,
             prompt=values["prompt"],
-            adapter_ids=[int(v) for v in form.getlist("ids") if isinstance(v, str) and v.isdigit()],
+            adapter_ids=[i for v in form.getlist("ids") if (i := record_id(v)) is not None],
             include_base=form.get("include_base") is not None,
-            max_new_tokens=int(float(values["max_new_tokens"])),
-            temperature=float(values["temperature"]),
+            max_new_tokens=_form_number(whole_number, values["max_new_tokens"], "Maximum new tokens must be a whole number"),
+            temperature=_form_number(finite_float, values["temperature"], "Temperature must be a number"),
         )
-    except (playground.PlaygroundError, ValueError) as exc:
-        message = str(exc) if isinstance(exc, playground.PlaygroundError) else "Maximum new tokens and temperature must be numbers."
-        return render(request, "_playground_answers.html", {"error": message}, status_code=422)
+    except playground.PlaygroundError as exc:
+        return render(request, "_playground_answers.html", {"error": str(exc)}, status_code=422)
     names = {a.id: a.name for a in adapters.adapters_for(db, user.workspace_id)}
     panels = [{"target": t, "title": "Base model" if t == "base" else names.get(int(t.split(":")[1]), t)} for t in run.targets]
     return render(request, "_playground_answers.html", {"run": run, "panels": panels})
+
+
+def _form_number(parse, raw: str, message: str):
+    try:
+        return parse(raw)
+    except ValueError:
+        raise playground.PlaygroundError(f"{message} (not {raw[:20]!r}).") from None
 
 
 def event_stream(request_id: str):
