@@ -56,11 +56,24 @@ def send_generate(request_id: str) -> None:
     get_producer().send_task(GENERATE_TASK, args=[request_id], queue=INFERENCE_QUEUE)
 
 
+def _redis_url() -> str:
+    url = get_settings().broker_url
+    if url.startswith("redis+socket://"):  # kombu's name for a unix socket
+        url = "unix://" + url[len("redis+socket://") :]
+    return url
+
+
 def redis_client():
     """A redis-py client on the broker's Redis (kombu's redis+socket:// becomes unix://)."""
     import redis
 
-    url = get_settings().broker_url
-    if url.startswith("redis+socket://"):
-        url = "unix://" + url[len("redis+socket://") :]
-    return redis.Redis.from_url(url, decode_responses=True)
+    return redis.Redis.from_url(_redis_url(), decode_responses=True)
+
+
+def async_redis_client():
+    """An asyncio redis-py client on the broker's Redis, for code that waits without a thread
+    (the playground's event streams). The caller closes it (`await client.aclose()`)."""
+    import redis.asyncio
+
+    # Blocking reads (XREAD BLOCK) wait up to a few seconds; redis-py's default socket timeout is 5 s.
+    return redis.asyncio.Redis.from_url(_redis_url(), decode_responses=True, socket_timeout=30)

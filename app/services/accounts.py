@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import UTC, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import ApiToken, User, Workspace, utcnow
 
+# A token's last use is recorded at most this often (a write per request would serialise requests on SQLite).
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
 
@@ -86,7 +89,11 @@ def user_for_token(db: Session, token: str) -> User | None:
     row = db.scalar(select(ApiToken).where(ApiToken.token_hash == _token_digest(token)))
     if row is None:
         return None
-    row.last_used_at = utcnow()
+    now, last = utcnow(), row.last_used_at
+    if last is not None and last.tzinfo is None:  # SQLite hands back naive UTC
+        last = last.replace(tzinfo=UTC)
+    if last is None or now - last > TOKEN_TOUCH_INTERVAL:  # not a write per request: concurrent requests would queue on it
+        row.last_used_at = now
     return row.user
 
 

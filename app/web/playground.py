@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from app.config import get_settings
 from app.domain.numbers import finite_float, record_id, whole_number
 from app.http.deps import Csrf, CurrentUser, DbSession
-from app.services import adapters, playground
+from app.services import adapters, playground, playground_streams
 from app.web.templating import render
 
 router = APIRouter(dependencies=[Csrf])
@@ -63,21 +63,22 @@ def _form_number(parse, raw: str, message: str):
         raise playground.PlaygroundError(f"{message} (not {raw[:20]!r}).") from None
 
 
-def event_stream(request_id: str):
-    """Server-sent events: each generated piece as it arrives, then 'finished'."""
-    last, deadline = "0", time.monotonic() + STREAM_SECONDS
-    while time.monotonic() < deadline:
-        for event_id, event in playground.read_events(request_id, after=last, block_ms=1000):
-            last = event_id
-            yield f"data: {json.dumps(event)}\n\n"
-            if event.get("finished") or event.get("error"):
-                return
-        yield ": keep-alive\n\n"
-    yield f"data: {json.dumps({'error': 'No answer within 10 minutes; is an inference worker running?'})}\n\n"
+async def _sse(stream: playground_streams.EventStream):
+    """Server-sent events: each generated piece as it arrives, a keep-alive comment while waiting."""
+    async for event in stream.events(STREAM_SECONDS):
+        yield ": keep-alive\n\n" if event is None else f"data: {json.dumps(event)}\n\n"
 
 
 @router.get("/playground/{request_id}/events")
-def events(request_id: str, user: CurrentUser):
-    if playground.load_request(request_id, user.workspace_id) is None:
+async def events(request_id: str, user: CurrentUser):
+    """The answers as server-sent events. Async all the way (no thread per open stream); at most
+    TAILOR_PLAYGROUND_MAX_STREAMS_PER_USER open at once per user (429 beyond)."""
+    try:
+        stream = await playground_streams.EventStream.open(
+            request_id, user.workspace_id, user.id, get_settings().playground_max_streams_per_user
+        )
+    except playground_streams.TooManyStreams as exc:
+        return PlainTextResponse(str(exc), status_code=429, headers={"Retry-After": "10"})
+    if stream is None:
         raise HTTPException(404, "This playground request is unknown or has expired.")
-    return StreamingResponse(event_stream(request_id), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return StreamingResponse(_sse(stream), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
