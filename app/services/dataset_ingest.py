@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import unicodedata
 from contextlib import nullcontext
 from pathlib import Path
 from typing import BinaryIO
@@ -14,6 +13,7 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.domain.text import without_controls
 from app.models import Dataset, Job
 from app.services.artifacts import ArtifactStore
 from app.services.dataset_normalise import (
@@ -79,8 +79,7 @@ def ingest_upload(
 def clean_filename(filename: str | None) -> str:
     """The upload's own name without folders or control characters (a NUL, which PostgreSQL
     cannot store, line breaks, escapes), at most 300 characters; "upload.csv" when nothing is left."""
-    printable = "".join(ch for ch in filename or "" if unicodedata.category(ch) != "Cc")
-    return Path(printable).name[:300].strip() or "upload.csv"
+    return Path(without_controls(filename)).name[:300].strip() or "upload.csv"
 
 
 def _size_of(source: BinaryIO) -> int | None:

@@ -125,3 +125,20 @@ def test_ids_beyond_the_databases_range_are_not_found(raw_client, make_user, pat
     sign_in(raw_client, email, password)
     response = raw_client.get(path, headers=bearer(token))
     assert response.status_code in (200, 404, 422), (path, response.status_code, response.text[:300])
+
+
+def test_control_characters_in_a_job_name_are_dropped(raw_client, make_user, tiny_model_dir):
+    # A NUL in a name is a server error on PostgreSQL ("A string literal cannot contain NUL").
+    _, _, _, token = make_user()
+    dataset = upload(raw_client, token, SAMPLE_CSV.read_bytes()).json()
+    body = {
+        "dataset_id": dataset["id"],
+        "base_model": "tiny-llama",
+        "technique": "lora",
+        "column_mapping": {"prompt": "question", "response": "answer"},
+    }
+    named = raw_client.post("/api/v1/jobs", headers=bearer(token), json={**body, "name": "night\x00ly\x1b[2J run\n"})
+    assert named.status_code == 201, named.text[:300]
+    assert named.json()["name"] == "nightly[2J run"
+    unnamed = raw_client.post("/api/v1/jobs", headers=bearer(token), json={**body, "name": "\x00\t"})
+    assert unnamed.status_code == 201 and unnamed.json()["name"].endswith("· LoRA")
