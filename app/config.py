@@ -213,6 +213,24 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a list of rates such as '5/minute;20/hour'.") from None
         return value
 
+    # --- input limits: spreadsheets (zip bombs) and playground event streams ---
+    xlsx_max_parts: int = Field(10_000, description="An .xlsx workbook with more parts (ZIP entries) than this is refused unopened.")
+    xlsx_max_part_bytes: int = Field(
+        256 * 1024**2, description="Largest unpacked size of one part of an .xlsx workbook (a sheet, the shared strings), in bytes."
+    )
+    xlsx_max_unpacked_bytes: int = Field(1024**3, description="Largest unpacked size of all parts of an .xlsx workbook together, in bytes.")
+    xlsx_max_compression_ratio: float = Field(
+        100.0,
+        description="A part of an .xlsx workbook (of 1 MiB or more unpacked) packed more tightly than this is refused as a zip bomb.",
+    )
+    xlsx_max_rows: int = Field(1_048_576, description="Most rows read from one sheet of a workbook (Excel's own limit by default).")
+    xlsx_max_text_bytes: int = Field(
+        1024**3, description="Most text (as CSV bytes: cells, commas, line breaks) read from one sheet of a workbook."
+    )
+    playground_max_streams_per_user: int = Field(
+        8, description="Playground event streams one user may hold open at once; beyond it a new stream is refused with 429."
+    )
+
     @model_validator(mode="after")
     def _refuse_short_secret(self) -> Settings:
         if self.secret_key == "":

@@ -16,12 +16,22 @@ from sqlalchemy.sql.dml import UpdateBase
 
 from app.config import get_settings
 
+# Connections one process may hold (pool_size + max_overflow), for SQLite and PostgreSQL alike.
+POOL_SIZE, POOL_OVERFLOW = 10, 20
+# Requests of one web process that hold a database session at once (app.http.deps.DbSession): well
+# under the pool, so a request's thread never waits for a connection. Otherwise, with more requests
+# in flight than the web's 40 threads, threads blocked on the pool and requests holding a
+# connection while they wait for a thread stall each other until the pool's 30 s timeout.
+WEB_SESSIONS = 15
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # The web's threadpool and the worker share one file: WAL lets readers run beside a
         # writer, and busy_timeout makes a writer wait instead of failing with "locked".
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -37,7 +47,9 @@ def make_engine(url: str) -> Engine:
     connect_args = {}
     if url.startswith("postgresql"):
         connect_args = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=30, connect_args=connect_args)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_timeout=30, connect_args=connect_args
+    )
 
 
 @lru_cache

@@ -69,3 +69,12 @@ def redis_client():
     import redis
 
     return redis.Redis.from_url(redis_url(), decode_responses=True)
+
+
+def async_redis_client():
+    """An asyncio redis-py client on the broker's Redis, for code that waits without a thread
+    (the playground's event streams). The caller closes it (`await client.aclose()`)."""
+    import redis.asyncio
+
+    # Blocking reads (XREAD BLOCK) wait up to a few seconds; redis-py's default socket timeout is 5 s.
+    return redis.asyncio.Redis.from_url(redis_url(), decode_responses=True, socket_timeout=30)

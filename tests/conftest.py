@@ -64,6 +64,9 @@ SLOW = (
     "tests/worker/serving/test_adapter_cache.py",
     "tests/worker/serving/test_engine_robustness.py",
     "tests/worker/serving/test_solo.py",
+    # --- input limits and event streams (issue 16) ---
+    "tests/app/test_playground_streams.py::test_200_open_streams_leave_other_pages_under_200_ms",
+    "tests/app/test_api_fuzz.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from app.domain.numbers import finite_float, whole_number
 from app.domain.task_kinds import TASK_KEYS, TASK_KINDS
 
 
@@ -31,13 +32,9 @@ class Param:
             return self.default
         try:
             if self.kind == "int":
-                value: Any = int(float(raw)) if not isinstance(raw, bool) else None
-                if value is None or float(raw) != value:
-                    raise ValueError
+                value: Any = whole_number(raw)
             elif self.kind == "float":
-                value = float(raw)
-                if value != value or value in (float("inf"), float("-inf")):
-                    raise ValueError
+                value = finite_float(raw)
             elif self.kind == "choice":
                 value = str(raw)
                 if value not in self.choices:

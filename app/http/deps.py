@@ -13,7 +13,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
-from app.db import session_scope
+from app.db import WEB_SESSIONS, session_scope
 from app.domain.roles import ADMIN, allows
 from app.http.access import PUBLIC, rule_for
 from app.http.auth import require_token_scope, signed_in_user, verify_csrf
@@ -39,7 +39,9 @@ def store_dep() -> ArtifactStore:
 # Function scope: the request boundary commits when the route returns, before the response is sent
 # (a failed commit is then an error answer, not a lost write after a 200), and wake-ups registered
 # with app.services.wakeups go out right after that commit.
-DbSession = Annotated[Session, Depends(get_db, scope="function")]
+# max_concurrency: requests beyond WEB_SESSIONS wait for a session on the event loop, not in a thread
+# (see app.db.WEB_SESSIONS: without it, many concurrent requests deadlock on the pool for 30 s).
+DbSession = Annotated[Session, Depends(get_db, scope="function", max_concurrency=WEB_SESSIONS)]
 AppSettings = Annotated[Settings, Depends(settings_dep)]
 Store = Annotated[ArtifactStore, Depends(store_dep)]
 

@@ -8,16 +8,15 @@ from typing import Any
 from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
+from app.domain.numbers import record_id
 from app.models import Adapter, Dataset, Job, User
 from app.services import bakeoff, compare
 from app.services.artifacts import ArtifactStore
 
 
 def _in_workspace(db: Session, model: type, object_id: Any, user: User, what: str):
-    try:
-        found = db.get(model, int(object_id))
-    except (TypeError, ValueError):
-        found = None
+    key = record_id(object_id)  # an id beyond the database's range is no row (not a database error)
+    found = db.get(model, key) if key is not None else None
     if found is None or found.workspace_id != user.workspace_id:
         raise HTTPException(404, f"There is no such {what} in your workspace.")
     return found
@@ -43,10 +42,10 @@ def member_in_workspace_or_404(db: Session, user_id: Any, user: User) -> User:
 
 def parse_ids(ids: list[str]) -> list[int]:
     """?ids=1&ids=2 or ?ids=1,2 — both work (checkbox forms send the first, people type the second)."""
-    try:
-        return [int(part) for value in ids for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise HTTPException(422, "Adapter ids must be whole numbers, e.g. /compare?ids=1,2.") from None
+    parts = [part.strip() for value in ids for part in value.split(",") if part.strip()]
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        raise HTTPException(422, "Adapter ids must be whole numbers, e.g. /compare?ids=1,2.")
+    return [record_id(part) or 0 for part in parts]  # 0 (beyond the range): no such adapter, a 404
 
 
 def comparison_or_404(db: Session, store: ArtifactStore, user: User, ids: list[str]) -> dict:

@@ -45,7 +45,7 @@ class UploadRoute(APIRoute):
             settings = get_settings()
             limit = settings.max_upload_bytes + MULTIPART_SLACK
             declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
+            if declared.isascii() and declared.isdigit() and int(declared) > limit:
                 # The client is still sending; do not keep this connection.
                 return self.too_large_response(
                     request, upload_too_large_message(settings.max_upload_bytes), settings.max_upload_bytes, {"Connection": "close"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from argon2 import PasswordHasher
@@ -16,6 +16,9 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.domain.roles import ROLES
 from app.models import ApiToken, User, Workspace, utcnow
+
+# A token's last use is recorded at most this often (a write per request would serialise requests on SQLite).
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
 
 # Hashes written before Argon2id: still verified, and replaced at the next successful sign-in.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
@@ -166,11 +169,14 @@ def token_for_secret(db: Session, token: str) -> ApiToken | None:
     row = db.scalar(select(ApiToken).where(ApiToken.token_hash == _token_digest(token)))
     if row is None or row.revoked_at is not None or row.user.disabled_at is not None:
         return None
-    now = utcnow()
+    now, last = utcnow(), row.last_used_at
     expires = row.expires_at
     if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) <= now:
         return None
-    row.last_used_at = now
+    if last is not None and last.tzinfo is None:  # SQLite hands back naive UTC
+        last = last.replace(tzinfo=UTC)
+    if last is None or now - last > TOKEN_TOUCH_INTERVAL:  # not a write per request: concurrent requests would queue on it
+        row.last_used_at = now
     return row
 
 

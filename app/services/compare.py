@@ -17,6 +17,7 @@ from app.domain.stats import LOWER_IS_BETTER_METRICS, METRIC_NAMES, compare_in_w
 from app.models import Adapter, Job, MetricPoint
 from app.services.artifacts import ArtifactStore
 from app.services.evaluations import load_evaluation
+from app.services.tabular_formats import neutralise_formula
 
 # Higher is better for every evaluation metric; lower for losses and costs.
 LOWER_IS_BETTER = {"validation_loss", "perplexity", "size_bytes", "train_seconds", "peak_memory_bytes", "trainable_parameters"}
@@ -240,9 +241,8 @@ def comparison_csv(comparison: dict[str, Any]) -> str:
         "perplexity",
     ]
     confusion = any(r.get("confusion") for r in comparison["adapters"])
-    writer.writerow(
-        head + [f"{m}{suffix}" for m in metrics for suffix in ("", "_low", "_high")] + (["confusion_matrix"] if confusion else [])
-    )
+    names = head + [f"{m}{suffix}" for m in metrics for suffix in ("", "_low", "_high")] + (["confusion_matrix"] if confusion else [])
+    writer.writerow([neutralise_formula(name) for name in names])
     for row in comparison["adapters"]:
         cells = [row[h] for h in head]
         for m in metrics:
@@ -250,5 +250,5 @@ def comparison_csv(comparison: dict[str, Any]) -> str:
             cells += [value["value"], value["low"], value["high"]] if value else ["", "", ""]
         if confusion:  # {"labels": [...], "matrix": [[true label i predicted as j]]} as JSON
             cells.append(json.dumps(row["confusion"], ensure_ascii=False) if row.get("confusion") else "")
-        writer.writerow(["'" + c if isinstance(c, str) and c[:1] in ("=", "+", "-", "@") else c for c in cells])
+        writer.writerow([neutralise_formula(c) if isinstance(c, str) else c for c in cells])
     return out.getvalue()

@@ -13,6 +13,7 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.domain.text import without_controls
 from app.models import Dataset, Job
 from app.services.artifacts import ArtifactStore
 from app.services.dataset_normalise import (
@@ -75,6 +76,12 @@ def ingest_upload(
             scanner.close()
 
 
+def clean_filename(filename: str | None) -> str:
+    """The upload's own name without folders or control characters (a NUL, which PostgreSQL
+    cannot store, line breaks, escapes), at most 300 characters; "upload.csv" when nothing is left."""
+    return Path(without_controls(filename)).name[:300].strip() or "upload.csv"
+
+
 def _size_of(source: BinaryIO) -> int | None:
     """The bytes left in a seekable upload (a spooled temporary file), else None."""
     try:
@@ -124,7 +131,7 @@ def ingest_received(
     """ingest_upload for an upload already written to raw (a temporary path of the store, which
     this moves into place or removes). A large plain CSV is scanned in a child process (scanner,
     when one was started already)."""
-    filename = Path(filename or "upload.csv").name[:300] or "upload.csv"
+    filename = clean_filename(filename)
     sheet = (sheet or "").strip() or None
     normalised = store.temp_path(".csv")
     try:

@@ -62,6 +62,21 @@ def gguf_unavailable_reason(settings: Settings, adapter: Adapter) -> str | None:
     return None
 
 
+def gguf_unavailable_reasons(settings: Settings, adapters: list[Adapter]) -> dict[int, str]:
+    """gguf_unavailable_reason for a list of adapters (id -> reason, only those without a GGUF
+    export), worked out once per technique and base model: the answer depends on nothing else, and
+    each look costs a scan of the models folder and of the import path (the adapters page lists 50)."""
+    by_kind: dict[tuple[str, str], str | None] = {}
+    reasons: dict[int, str] = {}
+    for adapter in adapters:
+        kind = (adapter.technique, adapter.base_model)
+        if kind not in by_kind:
+            by_kind[kind] = gguf_unavailable_reason(settings, adapter)
+        if reason := by_kind[kind]:
+            reasons[adapter.id] = reason
+    return reasons
+
+
 def request_gguf_export(db: Session, settings: Settings, adapter: Adapter) -> bool:
     """Queue the GGUF export (a worker is woken once this commits); False while one is pending."""
     reason = gguf_unavailable_reason(settings, adapter)

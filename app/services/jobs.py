@@ -21,6 +21,7 @@ from app.db import rows_matched
 from app.domain.estimates import read_model_config
 from app.domain.task_kinds import DEFAULT_TASK, TaskKind, UnknownTaskKind, get_task_kind
 from app.domain.techniques import ParameterError, get_technique, preset_params, unavailable_reason, validate_params
+from app.domain.text import without_controls
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
 from app.services import attempts, serving
 from app.services.artifacts import ArtifactStore
@@ -137,7 +138,7 @@ def submit_job(
         dataset_id=dataset.id,
         created_by_id=user_id,
         validation_dataset_id=validation_dataset.id if validation_dataset is not None else None,
-        name=(name or f"{dataset.name} · {get_technique(technique).name}")[:300],
+        name=(without_controls(name).strip() or f"{dataset.name} · {get_technique(technique).name}")[:300],
         task=task,
         column_mapping=column_mapping,
         base_model=base_model,

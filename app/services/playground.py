@@ -2,7 +2,8 @@
 
 The web validates the request and stores it in Redis; a worker on the `inference` queue keeps the
 base model loaded with the adapters plugged in, and appends each answer's text to a Redis stream
-as it is generated; the page reads that stream (server-sent events). Requests expire after an hour.
+as it is generated; the page reads that stream (server-sent events, asynchronously:
+playground_streams). Requests expire after an hour.
 """
 
 from __future__ import annotations
@@ -110,9 +111,11 @@ def load_request(request_id: str, workspace_id: int | None = None) -> Playground
     return request
 
 
-def read_events(request_id: str, after: str = "0", block_ms: int | None = None, count: int = 200) -> list[tuple[str, dict[str, Any]]]:
-    """Events after the given stream id: {'target', 'text'} pieces, {'target', 'done'} and {'finished'} or {'error'}."""
-    entries = queue.redis_client().xread({stream_key(request_id): after}, count=count, block=block_ms)
+def read_events(request_id: str, after: str = "0", count: int = 200) -> list[tuple[str, dict[str, Any]]]:
+    """Events after the given stream id, without waiting: {'target', 'text'} pieces,
+    {'target', 'done'} and {'finished'} or {'error'}. (The page's live stream waits for them
+    without a thread: playground_streams.)"""
+    entries = queue.redis_client().xread({stream_key(request_id): after}, count=count)
     return [(event_id, fields) for _, items in entries for event_id, fields in items]
 
 

@@ -155,13 +155,13 @@ def page_rows(store: ArtifactStore, dataset: Dataset, page: int = 1, query: str 
 
 
 def export_csv_lines(store: ArtifactStore, dataset: Dataset, training_copy: bool = False) -> Iterator[str]:
-    """The dataset as CSV text for download, formula-like cells made inert."""
+    """The dataset as CSV text for download, formula-like cells and column names made inert."""
     key = training_key(dataset) if training_copy else dataset.storage_key
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     with open(store.path(key), encoding="utf-8", newline="") as f:
-        for number, cells in enumerate(csv.reader(f)):
-            writer.writerow(cells if number == 0 else [neutralise_formula(c) for c in cells])
+        for cells in csv.reader(f):
+            writer.writerow([neutralise_formula(c) for c in cells])  # the header's names too: a spreadsheet runs them alike
             if buffer.tell() > 256 * 1024:
                 yield buffer.getvalue()
                 buffer.seek(0)

@@ -70,6 +70,9 @@ _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
 def _is_xlsx(path: Path) -> bool:
+    from app.services.xlsx_reader import check_part_count  # it builds on this module's Table and TableError
+
+    check_part_count(path)  # before zipfile loads the whole directory
     try:
         with zipfile.ZipFile(path) as archive:
             return "xl/workbook.xml" in archive.namelist()
@@ -305,7 +308,8 @@ def read_csv(path: Path) -> Table:
     return Table(format="csv", header=[], rows=rows(), encoding=encoding, delimiter=delimiter, notes=notes)
 
 
-def _excel_cell(value) -> str:
+def excel_cell(value) -> str:
+    """One spreadsheet value as the text a CSV export would hold."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -318,66 +322,6 @@ def _excel_cell(value) -> str:
     return str(value)
 
 
-def read_xlsx(path: Path, sheet: str | None) -> Table:
-    try:
-        from openpyxl import load_workbook
-    except ImportError:  # pragma: no cover - openpyxl is a dependency
-        raise TableError("This server cannot read Excel files (openpyxl is missing). Export the sheet as CSV.", 415) from None
-    try:
-        # A file object, not the path: openpyxl judges paths by their extension, and uploads wait
-        # under a temporary name.
-        handle = open(path, "rb")
-        workbook = load_workbook(handle, read_only=True, data_only=True)
-    except Exception:  # noqa: BLE001 - openpyxl raises many kinds on damaged files
-        handle.close()
-        raise TableError(
-            "This .xlsx file could not be opened as an Excel workbook (it may be damaged or password-protected). "
-            "Open it in Excel or LibreOffice, save it again, and upload that.",
-            415,
-        ) from None
-    names = list(workbook.sheetnames)
-    notes = []
-    if sheet:
-        if sheet not in names:
-            workbook.close()
-            handle.close()
-            raise TableError(f"The workbook has no sheet named {sheet!r}. Its sheets are: {', '.join(names)}.")
-        chosen = sheet
-    else:
-        if not names:
-            workbook.close()
-            handle.close()
-            raise TableError("The workbook has no sheets.")
-        chosen = names[0]
-        if len(names) > 1:
-            notes.append(
-                f"The workbook has {len(names)} sheets ({', '.join(names)}); the first, {chosen!r}, was used. "
-                "To use another, upload the file again and name the sheet."
-            )
-    worksheet = workbook[chosen]
-
-    def rows() -> Iterator[tuple[int, list[str]]]:
-        try:
-            for number, values in enumerate(worksheet.iter_rows(values_only=True), start=1):
-                cells = [_excel_cell(v) for v in values]
-                while cells and cells[-1] == "":
-                    cells.pop()
-                yield number, cells
-        except TableError:
-            raise
-        except Exception:  # noqa: BLE001 - a damaged sheet fails in many ways part-way through
-            raise TableError(
-                f"Sheet {chosen!r} could not be read to the end (the workbook may be damaged). "
-                "Save it again in Excel or LibreOffice, or export it as CSV.",
-                415,
-            ) from None
-        finally:
-            workbook.close()
-            handle.close()
-
-    return Table(format="xlsx", header=[], rows=rows(), encoding="xlsx", delimiter="", sheet=chosen, notes=notes, row_word="row")
-
-
 def _json_cell(value) -> str:
     if value is None:
         return ""
@@ -388,6 +332,13 @@ def _json_cell(value) -> str:
     if isinstance(value, (int, float)):
         return json.dumps(value)
     return json.dumps(value, ensure_ascii=False)
+
+
+def _too_deep(number: int) -> TableError:
+    return TableError(
+        f"Line {number:,} nests its values too deeply (lists or objects inside each other hundreds of times deep). "
+        'Each line of a .jsonl file should be one flat object, like {"question": "...", "answer": "..."}.'
+    )
 
 
 def read_jsonl(path: Path) -> Table:
@@ -411,6 +362,8 @@ def read_jsonl(path: Path) -> Table:
                     continue
                 try:
                     value = json.loads(line)
+                except RecursionError:
+                    raise _too_deep(number) from None
                 except ValueError as exc:
                     raise TableError(
                         f"Line {number:,} is not valid JSON ({exc.args[0].split(':')[0]}). Each line of a .jsonl file must "
@@ -437,7 +390,10 @@ def read_jsonl(path: Path) -> Table:
     def rows() -> Iterator[tuple[int, list[str]]]:
         yield 0, header
         for number, obj in objects():
-            yield number, [_json_cell(obj.get(key)) for key in header]
+            try:
+                yield number, [_json_cell(obj.get(key)) for key in header]
+            except RecursionError:  # written back as JSON text, a value nested near the limit can still overflow
+                raise _too_deep(number) from None
 
     return Table(format="jsonl", header=[], rows=rows(), encoding=encoding.replace("utf-8-sig", "utf-8"), delimiter="")
 
@@ -445,6 +401,8 @@ def read_jsonl(path: Path) -> Table:
 def open_table(path: Path, filename: str, sheet: str | None = None) -> Table:
     kind = detect_format(path, filename)
     if kind == "xlsx":
+        from app.services.xlsx_reader import read_xlsx  # it builds on this module's Table and TableError
+
         return read_xlsx(path, sheet)
     if sheet:
         raise TableError("A sheet can only be chosen for an Excel (.xlsx) file. Leave the sheet field empty for CSV and JSON Lines.")

@@ -40,8 +40,7 @@ def adapters_page(request: Request, user: CurrentUser, db: DbSession, archived: 
 
 def gguf_reasons(listed: list[Adapter]) -> dict[int, str]:
     """Why no llama.cpp (GGUF) export is offered, for each adapter that gets none."""
-    reasons = {a.id: exports.gguf_unavailable_reason(get_settings(), a) for a in listed}
-    return {k: v for k, v in reasons.items() if v}
+    return exports.gguf_unavailable_reasons(get_settings(), listed)
 
 
 @router.get("/adapters/{adapter_id}/download")

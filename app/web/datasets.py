@@ -152,10 +152,10 @@ def dataset_token_lengths(request: Request, dataset: OwnedDataset, settings: App
             )
         except dataset_store.DatasetError as exc:
             error = exc.message
-    ctx = {"dataset": dataset, "token_report": report, "token_error": error, **form}
+    found = {"token_report": report, "token_error": error, **form}
     if is_htmx(request):
-        return render(request, "_token_lengths.html", ctx)
-    return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store, **ctx))
+        return render(request, "_token_lengths.html", {"dataset": dataset, **found})
+    return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store, **found))
 
 
 @router.post("/datasets/{dataset_id}/personal-data")

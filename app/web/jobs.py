@@ -115,7 +115,8 @@ async def estimate_partial(request: Request, user: CurrentUser, db: DbSession, s
         worker=job_estimates.preferred_worker(db),
         validation_rows=int(validation.row_count or 0) if validation is not None else None,
     )
-    return render(request, "_train_estimate.html", {"estimate": estimate}, headers={"Vary": "HX-Request"})
+    status = 422 if estimate.get("invalid") else 200
+    return render(request, "_train_estimate.html", {"estimate": estimate}, status_code=status, headers={"Vary": "HX-Request"})
 
 
 def preview_context(

@@ -46,7 +46,8 @@ def form_estimate(
     worker: WorkerClass | None = None,
     validation_rows: int | None = None,
 ) -> dict:
-    """The pre-launch estimate shown on the form ({"error": ...} when it cannot be made)."""
+    """The pre-launch estimate shown on the form ({"error": ...} when it cannot be made; with
+    "invalid": True when the submitted settings are at fault)."""
     model = next((m for m in list_base_models(settings) if m.key == base_model), None)
     config = read_model_config(model.location) if model is not None and model.available else None
     entry = CATALOGUE.get(technique)
@@ -55,7 +56,7 @@ def form_estimate(
     try:
         clean = validate_params(entry, params)
     except ParameterError as exc:
-        return {"error": "Fix the settings to see an estimate: " + str(exc)}
+        return {"error": "Fix the settings to see an estimate: " + str(exc), "invalid": True}
     return job_estimates.estimate_for(dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows)
 
 
