@@ -1,7 +1,22 @@
 """The JSON API under /api/v1: every page's data, for scripts. Bearer tokens
 (`tailor create-token`) or the browser session (with the X-CSRF-Token header for writes)."""
 
-from app.api import account, adapters, audit, catalogue, compare, datasets, groups, jobs, members, playground, review, tokens, usage, workers
+from app.api import (
+    account,
+    adapters,
+    audit,
+    catalogue,
+    compare,
+    datasets,
+    groups,
+    jobs,
+    members,
+    playground,
+    review,
+    tokens,
+    usage,
+    workers,
+)
 
 ROUTERS = (
     datasets.router,

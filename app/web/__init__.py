@@ -1,6 +1,22 @@
 """HTML pages (Jinja + htmx) over the services; what they share with the JSON API lives in app/http."""
 
-from app.web import account, adapters, audit, compare, datasets, groups, home, jobs, members, playground, review, serving, sso, tokens, workers
+from app.web import (
+    account,
+    adapters,
+    audit,
+    compare,
+    datasets,
+    groups,
+    home,
+    jobs,
+    members,
+    playground,
+    review,
+    serving,
+    sso,
+    tokens,
+    workers,
+)
 
 ROUTERS = (
     home.router,
