@@ -308,9 +308,9 @@ def preference_metrics(held: HeldOut, examples: Sequence[Any], pairs: bool, loss
     Pairs: accuracy = share of pairs whose chosen answer gets the higher reward (TRL's
     rewards/accuracies); margin = mean chosen − rejected reward. Feedback: accuracy = share of
     answers whose reward has the sign of their mark (good > 0, bad < 0); margin = mean reward of
-    good answers − mean reward of bad ones. `start_accuracy`: how often the reference already
-    preferred the chosen answer (its log-probability higher), next to `preference_accuracy`, the
-    same for the trained model.
+    good answers − mean reward of bad ones. Before the first step every reward is 0 (the model is
+    its reference), so accuracy and margin start at 0; an interval whose low end is above 0.5 says
+    the preference was learnt beyond chance.
     """
     metrics: dict[str, Any] = {"preference_loss": loss, "held_out_examples": len(examples)}
     if not examples:
@@ -318,8 +318,6 @@ def preference_metrics(held: HeldOut, examples: Sequence[Any], pairs: bool, loss
     if pairs:
         hits = [1.0 if c > r else 0.0 for c, r in zip(held.chosen_rewards, held.rejected_rewards)]
         margins = [c - r for c, r in zip(held.chosen_rewards, held.rejected_rewards)]
-        metrics["start_accuracy"] = sum(1.0 for e in examples if e.ref_chosen > e.ref_rejected) / len(examples)
-        metrics["preference_accuracy"] = sum(1.0 for c, r in zip(held.chosen_logps, held.rejected_logps) if c > r) / len(examples)
         margin = bootstrap_mean(margins)
     else:
         hits = [1.0 if r > 0 else 0.0 for r in held.chosen_rewards] + [1.0 if r < 0 else 0.0 for r in held.rejected_rewards]
