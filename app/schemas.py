@@ -420,3 +420,35 @@ class ReviewPair(BaseModel):
 
 class VoteRecorded(BaseModel):
     recorded: str
+
+
+# --- preference tuning ---
+
+
+class VoteCounts(BaseModel):
+    votes: int = Field(..., description="Voted blind pairs in scope.")
+    pairs: int = Field(..., description="Rows a preference dataset from them would have (winner chosen, loser rejected).")
+    ties: int
+    left_out: int = Field(..., description="Votes that yield no pair: ties, and pairs whose two answers are the same text.")
+
+
+class VotesDatasetCreate(BaseModel):
+    adapter_ids: list[int] = Field(default_factory=list, description="Votes involving these adapters; empty = the whole workspace.")
+    comparison: bool = Field(False, description="Only pairs whose both sides are among adapter_ids or the base model.")
+
+
+class CorrectionCreate(BaseModel):
+    prompt: str
+    answer: str = Field(..., description="The model's answer (becomes the rejected one).")
+    correction: str = Field(..., description="The better answer (becomes the chosen one).")
+    target: str = Field("base", description="Who answered: 'base' or 'adapter:<id>', as in the playground.")
+
+
+class CorrectionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    target: str
+    prompt: str
+    answer: str
+    correction: str
+    created_at: datetime

@@ -28,6 +28,28 @@
     });
   }
 
+  // Preference tuning: the chosen and rejected answers' log-probabilities by step.
+  function drawLogpsCharts(root) {
+    root.querySelectorAll("script.logps-data").forEach(function (node) {
+      const canvas = document.getElementById(node.dataset.chart);
+      if (!canvas || typeof Chart === "undefined" || !window.TailorCharts) return;
+      const points = JSON.parse(node.textContent || "[]");
+      const chosen = TailorCharts.points(points, "chosen_logps");
+      const rejected = TailorCharts.points(points, "rejected_logps");
+      const chart = charts[canvas.id];
+      if (chart && chart.canvas === canvas) {
+        chart.data.datasets[0].data = chosen;
+        chart.data.datasets[1].data = rejected;
+        chart.update("none");
+        return;
+      }
+      charts[canvas.id] = TailorCharts.lossChart(canvas, [
+        TailorCharts.series("chosen (good)", chosen, TailorCharts.COLOURS[2], false),
+        TailorCharts.series("rejected (bad)", rejected, TailorCharts.COLOURS[1], false),
+      ], "log-probability");
+    });
+  }
+
   function readJson(id) {
     const node = document.getElementById(id);
     try { return node ? JSON.parse(node.textContent || "{}") : {}; } catch (e) { return {}; }
@@ -100,6 +122,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     drawLossCharts(document);
+    drawLogpsCharts(document);
     const form = document.getElementById("train-form");
     if (form) {
       applyAvailability(form);
@@ -117,7 +140,10 @@
     }
   });
 
-  document.addEventListener("htmx:afterSwap", function (e) { drawLossCharts(e.detail.target.parentNode || document); });
+  document.addEventListener("htmx:afterSwap", function (e) {
+    drawLossCharts(e.detail.target.parentNode || document);
+    drawLogpsCharts(e.detail.target.parentNode || document);
+  });
 
   // Upload progress for the htmx-powered upload form.
   document.addEventListener("htmx:xhr:progress", function (e) {

@@ -29,8 +29,7 @@ PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
         PreferenceLoss(
             "dpo",
             "DPO",
-            "Direct preference optimisation: raise the chosen answer's likelihood over the rejected one, "
-            "relative to the starting model.",
+            "Direct preference optimisation: raise the chosen answer's likelihood over the rejected one, relative to the starting model.",
             PAIRS,
             True,
             "trl DPOTrainer (loss_type='sigmoid')",
@@ -38,8 +37,7 @@ PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
         PreferenceLoss(
             "orpo",
             "ORPO",
-            "Odds-ratio preference optimisation: learns the chosen answers and the preference in one loss, "
-            "without a reference model.",
+            "Odds-ratio preference optimisation: learns the chosen answers and the preference in one loss, without a reference model.",
             PAIRS,
             False,
             "trl ORPOTrainer.odds_ratio_loss",

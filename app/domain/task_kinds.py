@@ -307,7 +307,9 @@ CLASSIFICATION = TaskKind(
 
 PREFERENCE_TECHNIQUES = ("lora", "qlora", "dora", "rslora")  # the LoRA family: the reference is the adapter switched off
 GOOD_WORDS = frozenset({"good", "yes", "y", "1", "true", "up", "thumbs up", "👍", "positive", "accept", "accepted", "desirable", "+1", "+"})
-BAD_WORDS = frozenset({"bad", "no", "n", "0", "false", "down", "thumbs down", "👎", "negative", "reject", "rejected", "undesirable", "-1", "-"})
+BAD_WORDS = frozenset(
+    {"bad", "no", "n", "0", "false", "down", "thumbs down", "👎", "negative", "reject", "rejected", "undesirable", "-1", "-"}
+)
 
 
 def feedback_value(cell: Any) -> str | None:

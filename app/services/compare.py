@@ -17,6 +17,7 @@ from app.domain.stats import LOWER_IS_BETTER_METRICS, METRIC_NAMES, compare_in_w
 from app.models import Adapter, Job, MetricPoint
 from app.services.artifacts import ArtifactStore
 from app.services.evaluations import load_evaluation
+from app.services.preference_compare import preference_rows, preference_verdicts
 
 # Higher is better for every evaluation metric; lower for losses and costs.
 LOWER_IS_BETTER = {"validation_loss", "perplexity", "size_bytes", "train_seconds", "peak_memory_bytes", "trainable_parameters"}
@@ -188,6 +189,7 @@ def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: 
         raise CompareError("These adapters were trained for different tasks; compare adapters of one task at a time.")
     evaluations = {a.id: load_evaluation(store, a.id) for a in adapters}
     rows = [_row(a, jobs[a.id], evaluations[a.id]) for a in adapters]
+    preference = preference_rows(adapters, jobs)
     base_metrics: dict[str, Any] = next((e["summary"]["base"] for e in evaluations.values() if e), {})
     side_by_side = []
     first = next((e for e in evaluations.values() if e), None)
@@ -215,9 +217,10 @@ def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: 
         "parameter_diff": _param_diff([jobs[a.id] for a in adapters]),
         "loss_curves": _loss_curves(db, jobs, adapters),
         "side_by_side": side_by_side,
-        "verdicts": _verdicts(rows, {k: v for k, v in evaluations.items() if v}),
+        "verdicts": _verdicts(rows, {k: v for k, v in evaluations.items() if v}) + preference_verdicts(preference),
         "blind_review": _named_win_rates(db, workspace_id, rows),
         "metric_names": METRIC_NAMES,
+        "preference": preference,  # reward accuracy and margin of preference-tuned adapters
     }
 
 

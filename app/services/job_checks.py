@@ -146,7 +146,9 @@ def parent_adapter_errors(kind: TaskKind | None, technique: str, base_model: str
     if kind is None or kind.techniques is None:
         return {"parent_adapter_id": "Continuing from an adapter is offered for preference and feedback tasks."}
     if parent.base_model != base_model:
-        return {"parent_adapter_id": f"The adapter {parent.name!r} was trained on {parent.base_model}; choose that base model to continue from it."}
+        return {
+            "parent_adapter_id": f"The adapter {parent.name!r} was trained on {parent.base_model}; choose that base model to continue from it."
+        }
     if not kind.allows_technique(parent.technique):
         return {
             "parent_adapter_id": (
@@ -155,5 +157,7 @@ def parent_adapter_errors(kind: TaskKind | None, technique: str, base_model: str
             )
         }
     if parent.technique != technique:
-        return {"parent_adapter_id": f"The adapter {parent.name!r} is a {parent.technique} adapter; choose {parent.technique} to continue it."}
+        return {
+            "parent_adapter_id": f"The adapter {parent.name!r} is a {parent.technique} adapter; choose {parent.technique} to continue it."
+        }
     return {}

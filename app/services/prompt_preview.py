@@ -372,7 +372,9 @@ def _preview_classification_rows(
 
 # The preview function of each task kind (app/domain/task_kinds.py), by its key, mirroring the
 # worker's TOKENIZERS: (tokenizer, rows, max_length, label names or None) -> examples.
-def preview_answers(tok: PreviewTokenizer, task: str, row: Sequence[str], max_length: int, answers: Sequence[tuple[int, str]]) -> PreviewExample:
+def preview_answers(
+    tok: PreviewTokenizer, task: str, row: Sequence[str], max_length: int, answers: Sequence[tuple[int, str]]
+) -> PreviewExample:
     """A prompt with each of its answers (preference: chosen and rejected; feedback: the rated answer),
     each joined the instruction way, as worker/training/preference.py tokenizes them; a pair whose
     answer cannot fit is left out whole."""

@@ -1,6 +1,6 @@
 """HTML pages (Jinja + htmx) over the services; what they share with the JSON API lives in app/http."""
 
-from app.web import adapters, compare, datasets, groups, home, jobs, playground, review, workers
+from app.web import adapters, compare, datasets, groups, home, jobs, playground, preference, review, workers
 
 ROUTERS = (
     home.router,
@@ -11,5 +11,6 @@ ROUTERS = (
     groups.router,
     playground.router,
     review.router,
+    preference.router,
     workers.router,
 )

@@ -205,6 +205,8 @@ def job_context(db: Session, job: Job) -> dict:
             for p in points
             if p.loss is not None or p.validation_loss is not None
         ],
+        # preference tuning: the chosen and rejected answers' log-probabilities by step
+        "logps_points": [{"step": p.step, **p.extra} for p in points if p.extra and "chosen_logps" in p.extra],
         "last_point": points[-1] if points else None,
         "adapter": adapter,
         "estimate_rows": estimate_vs_actual(job, adapter) if job.is_finished else [],

@@ -104,7 +104,10 @@ class TrainingRecipe:
 
         seed_everything(spec.seed)  # adapter initialisation does not depend on how loading went
         context = BuildContext(
-            task=spec.task, total_steps=self.plan.total_steps, tokenizer_dir=str(spec.base_model_dir), parent_adapter_dir=spec.parent_adapter_dir
+            task=spec.task,
+            total_steps=self.plan.total_steps,
+            tokenizer_dir=str(spec.base_model_dir),
+            parent_adapter_dir=spec.parent_adapter_dir,
         )
         self.model = self.builder.build_model(base_model, params, context)
         self.files = self.builder.files(self.model)

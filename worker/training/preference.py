@@ -23,7 +23,15 @@ import torch
 
 from app.domain.preference_losses import resolve_loss
 from app.domain.stats import Estimate, bootstrap_mean
-from worker.training.data import TokenizedExample, _assemble, _prompt_adds_special_tokens, collate, eos_token_id, pad_token_id, render_prompt
+from worker.training.data import (
+    TokenizedExample,
+    _assemble,
+    _prompt_adds_special_tokens,
+    collate,
+    eos_token_id,
+    pad_token_id,
+    render_prompt,
+)
 from worker.training.loop import TrainingRecipe
 from worker.training.preference_losses import LOSS_FUNCTIONS, PreferenceBatch, SequenceLogps, answer_logps
 from worker.training.spec import Progress, TrainingCallbacks, TrainingSpec
@@ -90,11 +98,7 @@ def tokenize_feedback(tokenizer, rows: Sequence[tuple], max_length: int) -> list
     shifted = [(row[0], rows[(i + 1) % len(rows)][1], row[2], *row[3:]) for i, row in enumerate(rows)]
     own = _encode(tokenizer, rows, (1,), max_length)
     other = _encode(tokenizer, shifted, (1,), max_length)
-    return [
-        FeedbackExample(a[0], row[2] == "good", m[0])
-        for row, a, m in zip(rows, own, other)
-        if a[0] is not None and m[0] is not None
-    ]
+    return [FeedbackExample(a[0], row[2] == "good", m[0]) for row, a, m in zip(rows, own, other) if a[0] is not None and m[0] is not None]
 
 
 class _WithExtras:
