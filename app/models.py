@@ -201,7 +201,7 @@ class Adapter(Base):
     gguf_export_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
     gguf_export_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     gguf_export_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    job: Mapped[Job | None] = relationship()
+    job: Mapped[Job | None] = relationship(foreign_keys=[job_id])  # (jobs.parent_adapter_id points back: name the key)
 
     @property
     def metrics_with_states(self) -> dict[str, Any]:

@@ -53,6 +53,10 @@ SLOW = (
     "tests/worker/training/test_task_kinds.py",
     "tests/worker/training/test_technique_matrix.py",
     "tests/worker/training/test_training_loop.py",
+    # preference tuning (issue 14): trains the tiny Llama; the TRL equality tests load TRL's trainers
+    "tests/worker/training/test_preference_training.py",
+    "tests/worker/training/test_preference_losses.py",
+    "tests/worker/test_preference_job.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 

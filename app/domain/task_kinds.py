@@ -358,7 +358,11 @@ def _feedback_skip(record: Mapping[str, Any], mapping: Mapping[str, Any]) -> str
 def _feedback_row(record: Mapping[str, Any], mapping: Mapping[str, Any]) -> tuple | None:
     if _feedback_skip(record, mapping) is not None:
         return None
-    row = (_cell(record, mapping.get("prompt")), _cell(record, mapping.get("answer")), feedback_value(record.get(mapping.get("feedback"))))
+    row = (
+        _cell(record, mapping.get("prompt")),
+        _cell(record, mapping.get("answer")),
+        feedback_value(record.get(mapping.get("feedback") or "")),
+    )
     extra = _extra(record, mapping)
     return (*row, extra) if extra else row
 

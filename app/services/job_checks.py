@@ -147,7 +147,9 @@ def parent_adapter_errors(kind: TaskKind | None, technique: str, base_model: str
         return {"parent_adapter_id": "Continuing from an adapter is offered for preference and feedback tasks."}
     if parent.base_model != base_model:
         return {
-            "parent_adapter_id": f"The adapter {parent.name!r} was trained on {parent.base_model}; choose that base model to continue from it."
+            "parent_adapter_id": (
+                f"The adapter {parent.name!r} was trained on {parent.base_model}; choose that base model to continue from it."
+            )
         }
     if not kind.allows_technique(parent.technique):
         return {

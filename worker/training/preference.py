@@ -143,6 +143,10 @@ class PreferenceRecipe(TrainingRecipe):
         self.beta = float(self.params.get("preference_beta", 0.1))
         self.pairs = spec.task != "feedback"
         self.extra_metrics: dict[str, Any] = {}
+        # The examples as this recipe knows them (pairs or rated answers); the loop sees the same lists.
+        self.pref_train: list[Any] = []
+        self.pref_validation: list[Any] = []
+        self.last_held_out: tuple[int, HeldOut] | None = None  # (step, result) of the latest held-out check
 
     # --- setup ----------------------------------------------------------------------------------
 
@@ -152,11 +156,12 @@ class PreferenceRecipe(TrainingRecipe):
     def _tokenize(self) -> None:
         spec, max_length = self.spec, int(self.params["max_length"])
         tokenize = tokenize_pairs if self.pairs else tokenize_feedback
-        self.train_examples = tokenize(self.tokenizer, spec.train_rows, max_length)
-        self.validation_examples = tokenize(self.tokenizer, spec.validation_rows, max_length)
-        if not self.train_examples:
+        self.pref_train = list(tokenize(self.tokenizer, spec.train_rows, max_length))
+        self.pref_validation = list(tokenize(self.tokenizer, spec.validation_rows, max_length))
+        self.train_examples, self.validation_examples = self.pref_train, self.pref_validation
+        if not self.pref_train:
             raise ValueError(f"No training row fits in max_length={max_length} tokens; raise max_length or shorten the prompts.")
-        if not self.pairs and len({e.good for e in self.train_examples}) < 2:
+        if not self.pairs and len({e.good for e in self.pref_train}) < 2:
             raise ValueError('KTO needs training rows marked "good" and rows marked "bad"; these rows are all one kind.')
         self.pad_id = pad_token_id(self.tokenizer)
 
@@ -175,7 +180,7 @@ class PreferenceRecipe(TrainingRecipe):
         """Reference log-probabilities of every answer, once, before the first step."""
         was_training = self.model.training
         self.model.eval()
-        examples = list(self.train_examples) + list(self.validation_examples)
+        examples = self.pref_train + self.pref_validation
         batch_size = int(self.params["batch_size"])
         with self._reference_context():
             for start in range(0, len(examples), batch_size):
@@ -233,7 +238,7 @@ class PreferenceRecipe(TrainingRecipe):
         for indices in group:
             if self.callbacks.should_stop():
                 return None
-            examples = [self.train_examples[i] for i in indices]
+            examples = [self.pref_train[i] for i in indices]
             batch = self._batch(examples)
             loss = self.loss_fn(batch).float() * (len(indices) / n_examples)
             (self.precision.scaler.scale(loss) if self.precision.scaler is not None else loss).backward()
@@ -264,15 +269,15 @@ class PreferenceRecipe(TrainingRecipe):
     def held_out(self) -> HeldOut:
         """Rewards and log-probabilities of every held-out example, and the mean held-out loss."""
         result = HeldOut()
-        if not self.validation_examples:
+        if not self.pref_validation:
             return result
         was_training = self.model.training
         self.model.eval()
         rng_state = torch.random.get_rng_state()
         batch_size = int(self.params["batch_size"])
         losses: list[tuple[float, int]] = []
-        for start in range(0, len(self.validation_examples), batch_size):
-            examples = self.validation_examples[start : start + batch_size]
+        for start in range(0, len(self.pref_validation), batch_size):
+            examples = self.pref_validation[start : start + batch_size]
             batch = self._batch(examples)
             losses.append((float(self.loss_fn(batch)), len(examples)))
             if self.pairs:
@@ -293,12 +298,16 @@ class PreferenceRecipe(TrainingRecipe):
         return result
 
     def _validation_loss(self) -> float | None:
-        return self.held_out().loss
+        held = self.held_out()
+        self.last_held_out = (self.state.step, held)
+        return held.loss
 
     def save(self) -> None:
         super().save()
         if self.status == "completed":
-            self.extra_metrics = preference_metrics(self.held_out(), self.validation_examples, self.pairs, self.loss.key)
+            last = self.last_held_out
+            held = last[1] if last is not None and last[0] == self.state.step else self.held_out()  # measured at the last step already
+            self.extra_metrics = preference_metrics(held, self.pref_validation, self.pairs, self.loss.key)
 
     def result(self):
         result = super().result()
