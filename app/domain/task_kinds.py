@@ -10,7 +10,7 @@ app/services/prompt_preview.py's PREVIEWS, under the same key (a test checks all
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app.domain.preference_losses import resolve_loss
@@ -390,18 +390,17 @@ def _loss_problem(task: str) -> Callable[[Mapping[str, Any]], str | None]:
     return problem
 
 
-def _optional_roles(*keys: str) -> tuple[ColumnRole, ...]:
-    return tuple(r for r in INSTRUCTION.roles if r.key in keys)
+def _shared_roles(prefix: str, *keys: str) -> tuple[ColumnRole, ...]:
+    """Instruction's roles, under form fields of this kind's own (one form holds every kind's fieldset)."""
+    return tuple(replace(r, form_field=f"{prefix}_{r.form_field}") for r in INSTRUCTION.roles if r.key in keys)
 
-
-_PROMPT_ROLE = INSTRUCTION.role("prompt")
 
 PREFERENCE = TaskKind(
     key="preference",
     label="Preference pairs (prompt → chosen vs rejected)",
     legend="Map your columns: prompt → the better (chosen) and the worse (rejected) answer",
     roles=(
-        _PROMPT_ROLE,
+        *_shared_roles("preference", "prompt"),
         ColumnRole(
             "chosen",
             "Chosen answer column",
@@ -418,7 +417,7 @@ PREFERENCE = TaskKind(
             "rejected_column",
             name_words=("rejected", "worse", "loser", "bad", "dispreferred"),
         ),
-        *_optional_roles("system", "context"),
+        *_shared_roles("preference", "system", "context"),
     ),
     make_row=_preference_row,
     row_shape="(prompt, chosen, rejected) or (prompt, chosen, rejected, system-and-context)",
@@ -437,7 +436,7 @@ FEEDBACK = TaskKind(
     label="Feedback (prompt → answer marked good or bad)",
     legend="Map your columns: prompt → answer, and whether it was good or bad",
     roles=(
-        _PROMPT_ROLE,
+        *_shared_roles("feedback", "prompt"),
         ColumnRole(
             "answer",
             "Answer column",
@@ -454,7 +453,7 @@ FEEDBACK = TaskKind(
             "feedback_column",
             name_words=("feedback", "rating", "label", "thumb", "good", "vote", "desirable", "score"),
         ),
-        *_optional_roles("system", "context"),
+        *_shared_roles("feedback", "system", "context"),
     ),
     make_row=_feedback_row,
     row_shape="(prompt, answer, 'good' or 'bad') or (prompt, answer, 'good' or 'bad', system-and-context)",
