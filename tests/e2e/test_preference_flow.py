@@ -66,7 +66,7 @@ def test_votes_to_a_dpo_adapter_in_the_browser(page, facts_owner, train_adapter)
         assert db.get(Job, job_id).parent_adapter_id == parent
         child = db.query(Adapter).filter_by(job_id=job_id).one().id
     page.goto(f"/compare?ids={parent},{child}")
-    accuracy = page.locator("#reward-accuracy tr[data-adapter='%d'] .reward-accuracy" % child)
+    accuracy = page.locator(f"#reward-accuracy tr[data-adapter='{child}'] .reward-accuracy")
     expect(accuracy).to_contain_text(re.compile(r"\d+% \[\d+%, \d+%\]"))
     expect(page.locator("#verdicts")).to_contain_text("rewards the preferred answer on")
     assert errors == []
