@@ -25,15 +25,16 @@ class Recorder:
 
 def _spec(model_dir, out, task, rows, **params) -> TrainingSpec:
     base = {"max_steps": 6, "batch_size": 4, "learning_rate": 3e-3, "checkpoint_minutes": 0, "max_length": 48, "epochs": 5}
+    technique, parent = params.pop("technique", "lora"), params.pop("parent", None)
     return TrainingSpec(
         base_model_dir=str(model_dir),
-        technique=params.pop("technique", "lora"),
+        technique=technique,
         params={**base, **params},
         train_rows=rows[:24],
         validation_rows=rows[24:],
         output_dir=str(out),
         task=task,
-        parent_adapter_dir=params.pop("parent", None),
+        parent_adapter_dir=parent,
     )
 
 
@@ -98,3 +99,50 @@ def test_feedback_all_good_is_refused_with_a_plain_reason(tiny_model_dir, tmp_pa
     rows = [(p, a, "good") for p, a, _ in feedback_rows(20)]
     with pytest.raises(ValueError, match="good"):
         train(_spec(tiny_model_dir, tmp_path / "x", "feedback", rows), Recorder())
+
+
+class _DiesAfter(Recorder):
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+
+    def on_progress(self, progress: Progress) -> None:
+        super().on_progress(progress)
+        if progress.step == self.steps:
+            raise KeyboardInterrupt  # a killed worker
+
+
+def test_a_resumed_dpo_run_gives_the_uninterrupted_adapter(tiny_model_dir, tmp_path):
+    """The reference is computed from the starting point before the checkpoint is loaded, so a run
+    resumed after a crash ends where the uninterrupted one does."""
+    from safetensors.torch import load_file
+
+    rows = preference_rows(30, seed=5)
+
+    def spec(name, **extra):
+        s = _spec(tiny_model_dir, tmp_path / name / "adapter", "preference", rows, max_steps=5, dropout=0.0, **extra)
+        return TrainingSpec(**{**s.__dict__, "checkpoint_dir": str(tmp_path / name / "checkpoint")})
+
+    straight = Recorder()
+    train(spec("straight", checkpoint_minutes=0), straight)
+    with pytest.raises(KeyboardInterrupt):
+        train(spec("resumed", checkpoint_minutes=1e-9), _DiesAfter(3))
+    resumed = Recorder()
+    result = train(spec("resumed", checkpoint_minutes=1e-9), resumed)
+    assert result.status == "completed" and result.resumed_from_step == 2
+    assert [p.loss for p in resumed.progress] == pytest.approx([p.loss for p in straight.progress][2:], rel=1e-4)
+    a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+
+
+def test_cancel_stops_a_preference_run_unsaved(tiny_model_dir, tmp_path):
+    class StopsAtOnce(Recorder):
+        def should_stop(self) -> bool:
+            return bool(self.progress)
+
+    rows = preference_rows(30, seed=6)
+    result = train(_spec(tiny_model_dir, tmp_path / "cancel", "preference", rows, max_steps=5), StopsAtOnce())
+    assert result.status == "cancelled" and result.steps == 1
+    assert not (tmp_path / "cancel" / "adapter_model.safetensors").exists()
