@@ -100,6 +100,8 @@ class TaskKind:
     rows_problem: Callable[[Sequence[tuple]], str | None] | None = None
     # The techniques that can train it (None: every technique that lists it).
     techniques: tuple[str, ...] | None = None
+    # The held-out rows whose answer is a good reference for evaluation (feedback: those marked good); None: all.
+    reference_rows: Callable[[Sequence[tuple]], list[tuple]] | None = None
     # Why the job's parameters cannot train this kind (e.g. a pairs loss on feedback rows), or None.
     params_problem: Callable[[Mapping[str, Any]], str | None] | None = None
 
@@ -464,6 +466,7 @@ FEEDBACK = TaskKind(
     ),
     skip_reason=_feedback_skip,
     rows_problem=_feedback_rows_problem,
+    reference_rows=lambda rows: [row for row in rows if row[2] == "good"],
     techniques=PREFERENCE_TECHNIQUES,
     params_problem=_loss_problem("feedback"),
 )

@@ -106,7 +106,8 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
         texts, gold, predicted = predict_labels(model, tokenizer, spec.validation_rows, label_names, max_length)
         result = score_labels(texts, gold, predicted, [str(kind.label_of(r)) for r in spec.train_rows], label_names)
     else:
-        result = _evaluate_generations(model, base_view, tokenizer, store, task, base_model_key, spec.validation_rows, max_rows)
+        references = kind.reference_rows(spec.validation_rows) if kind.reference_rows else spec.validation_rows
+        result = _evaluate_generations(model, base_view, tokenizer, store, task, base_model_key, references, max_rows)
         add_parent_answers(result, model, tokenizer, spec.parent_adapter_dir, parent_id, MAX_NEW_TOKENS)
     _add_losses(result, model, base_view, tokenizer, task, spec.validation_rows, max_length, label_names, cache=(store, base_model_key))
     del model
