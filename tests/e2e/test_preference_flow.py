@@ -4,31 +4,76 @@ see the comparison page state its held-out reward accuracy with the interval and
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from playwright.sync_api import expect
 
+from app.db import session_scope
+from app.models import Adapter, Job, User
+from app.services.artifacts import get_artifact_store
+from app.services.evaluations import evaluation_key
 from tests.conftest import TINY_MODEL_KEY
 from tests.e2e.test_browser_flow import sign_in
-from tests.worker.evaluation.conftest import facts_owner, train_adapter  # noqa: F401 (fixtures)
-from worker.evaluation.runner import evaluate_adapter
 
 pytestmark = pytest.mark.usefixtures("worker_process")
 
+PROMPTS = ["Where is my parcel?", "Can I return boots?", "Do you ship to Norway?", "Is gift wrap free?"]
 
-def test_votes_to_a_dpo_adapter_in_the_browser(page, facts_owner, train_adapter):  # noqa: F811
-    _, email, password, _, dataset_id = facts_owner
-    parent = train_adapter(dataset_id, "facts sft", max_steps=12)
-    evaluate_adapter(parent, max_rows=4)
+
+def _reviewed_adapter(tiny_model_dir, workspace_id: int) -> int:
+    """An instruction adapter of the workspace (a LoRA saved by plain PEFT) with stored evaluation
+    answers to review: what a finished, evaluated job leaves (training one here would only be slow)."""
+    import tempfile
+    from pathlib import Path
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    store = get_artifact_store()
+    folder = Path(tempfile.mkdtemp(prefix="e2e-parent-")) / "adapter"
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
+    )
+    model.save_pretrained(str(folder))
+    with session_scope() as db:
+        adapter = Adapter(workspace_id=workspace_id, name="support sft", technique="lora", base_model=TINY_MODEL_KEY, storage_key="")
+        db.add(adapter)
+        db.flush()
+        adapter.storage_key = f"adapters/e2e-{adapter.id}"
+        adapter_id = adapter.id
+    store.put_file(f"adapters/e2e-{adapter_id}", folder)
+    rows = [
+        {
+            "prompt": p,
+            "reference": "ref",
+            "base": f"Sorry, no idea about that ({i}).",
+            "adapter": f"Happy to help: {p.lower()} Yes, today ({i}).",
+        }
+        for i, p in enumerate(PROMPTS)
+    ]
+    tmp = store.temp_path(".json")
+    tmp.write_text(
+        json.dumps({"summary": {"rows": len(rows), "adapter": {}, "base": {}}, "rows": rows, "scores": {"adapter": {}, "base": {}}})
+    )
+    store.put_file(evaluation_key(adapter_id), tmp)
+    return adapter_id
+
+
+def test_votes_to_a_dpo_adapter_in_the_browser(page, make_user, tiny_model_dir):
+    _, email, password, _ = user = make_user("pref-e2e")
+    with session_scope() as db:
+        workspace_id = db.get(User, user.id).workspace_id
+    parent = _reviewed_adapter(tiny_model_dir, workspace_id)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 
     sign_in(page, email, password)
-    for _ in range(8):  # the sides are anonymous; any decided vote makes a pair
+    for _ in range(8):  # the reviewer prefers the helpful answer, whichever side it is on
         page.goto(f"/review?ids={parent}")
-        left, right = page.locator("#answer-left").inner_text(), page.locator("#answer-right").inner_text()
-        page.click("button[value=left]" if len(left) >= len(right) else "button[value=right]")
+        left = page.locator("#answer-left").inner_text()
+        page.click("button[value=left]" if left.startswith("Happy") else "button[value=right]")
     page.goto(f"/review?ids={parent}")
     build = page.locator("#votes-dataset-here")
     expect(build).to_contain_text(re.compile(r"\d+ pairs?"))
@@ -49,7 +94,7 @@ def test_votes_to_a_dpo_adapter_in_the_browser(page, facts_owner, train_adapter)
     mapping.locator("select[name=parent_adapter_id]").select_option(str(parent))
     form = page.locator("fieldset.params[data-technique=lora]")
     page.select_option("#preset", "")
-    form.locator("input[name=param_epochs]").fill("3")
+    form.locator("input[name=param_epochs]").fill("2")
     form.locator("input[name=param_learning_rate]").fill("0.003")
     form.locator("input[name=param_batch_size]").fill("4")
     form.locator("input[name=param_validation_fraction]").fill("0.3")
@@ -58,9 +103,6 @@ def test_votes_to_a_dpo_adapter_in_the_browser(page, facts_owner, train_adapter)
     expect(page.locator("#job-state")).to_have_text("succeeded", timeout=480_000)
     expect(page.locator("#logps-card")).to_be_visible()
     job_id = int(page.url.rsplit("/", 1)[1])
-
-    from app.db import session_scope
-    from app.models import Adapter, Job
 
     with session_scope() as db:
         assert db.get(Job, job_id).parent_adapter_id == parent
