@@ -200,3 +200,25 @@ def test_the_comparison_shows_reward_accuracy_with_its_interval_and_verdict(clie
     assert 'id="reward-accuracy"' in page.text and "90%" in page.text and "[75%, 100%]" in page.text
     assert "After DPO, dpo-adapter rewards the preferred answer on 90% of 20 held-out examples" in page.text
     assert "clearly better than chance" in page.text
+
+
+def test_a_preference_adapter_compares_with_the_instruction_adapter_it_continued(client, make_user):
+    from app.models import Job
+
+    user = make_user("cmp2")
+    workspace = _workspace(user.id)
+    ids = []
+    with session_scope() as db:
+        for task in ("instruction", "preference"):
+            job = Job(
+                workspace_id=workspace, name=task, task=task, column_mapping={}, base_model=TINY_MODEL_KEY, technique="lora", params={}
+            )
+            db.add(job)
+            db.flush()
+            adapter = Adapter(
+                workspace_id=workspace, job_id=job.id, name=f"{task}-adapter", technique="lora", base_model=TINY_MODEL_KEY, storage_key="x"
+            )
+            db.add(adapter)
+            db.flush()
+            ids.append(adapter.id)
+    assert client.get(f"/api/v1/compare?ids={ids[0]},{ids[1]}", headers=bearer(user.token)).status_code == 200
