@@ -222,3 +222,26 @@ def test_a_preference_adapter_compares_with_the_instruction_adapter_it_continued
             db.flush()
             ids.append(adapter.id)
     assert client.get(f"/api/v1/compare?ids={ids[0]},{ids[1]}", headers=bearer(user.token)).status_code == 200
+
+
+def test_every_playground_answer_offers_write_a_better_answer(client, make_user, tiny_model_dir):
+    user = make_user("play")
+    adapter = _adapter(_workspace(user.id), "play-adapter")
+    csrf = sign_in(client, user.email, user.password)
+    page = client.post("/playground", data={"prompt": "Where is my parcel?", "include_base": "on", "ids": str(adapter), "csrf_token": csrf})
+    assert page.status_code == 200, page.text[:300]
+    assert "Write a better answer" in page.text and 'action="/corrections"' in page.text
+    assert 'name="prompt" value="Where is my parcel?"' in page.text and 'name="target" value="base"' in page.text
+    # the form's post saves a correction (htmx answers with a small confirmation)
+    saved = client.post(
+        "/corrections",
+        data={"prompt": "Where is my parcel?", "answer": "No idea.", "correction": "It ships today.", "target": "base", "csrf_token": csrf},
+        headers={"HX-Request": "true"},
+    )
+    assert saved.status_code == 200 and "Saved as a correction" in saved.text
+    same = client.post(
+        "/corrections",
+        data={"prompt": "Where is my parcel?", "answer": "No idea.", "correction": "No idea.", "target": "base", "csrf_token": csrf},
+        headers={"HX-Request": "true"},
+    )
+    assert same.status_code == 422 and "same as the model" in same.text
