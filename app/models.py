@@ -141,6 +141,9 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     dataset: Mapped[Dataset | None] = relationship(foreign_keys=[dataset_id])
     validation_dataset: Mapped[Dataset | None] = relationship(foreign_keys=[validation_dataset_id])
+    # preference tuning: continue from this adapter of the workspace (its weights start the new one
+    # and it is the reference); None = start from the base model.
+    parent_adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id", ondelete="SET NULL", use_alter=True), nullable=True)
 
     @property
     def is_finished(self) -> bool:
@@ -177,6 +180,8 @@ class MetricPoint(Base):
     grad_norm: Mapped[float | None] = mapped_column(Float, nullable=True)
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # preference tuning: a task kind's own numbers for the step (chosen_logps, rejected_logps)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Adapter(Base):
@@ -206,7 +211,7 @@ class Adapter(Base):
     gguf_export_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
     gguf_export_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     gguf_export_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    job: Mapped[Job | None] = relationship()
+    job: Mapped[Job | None] = relationship(foreign_keys=[job_id])  # (jobs.parent_adapter_id points back: name the key)
     # --- serving (migration 0012): the model name clients call it by on /v1 (unique in the workspace,
     # never changed once given), and the optional request log with its retention in days.
     slug: Mapped[str | None] = mapped_column(String(120), nullable=True)
@@ -382,4 +387,21 @@ class ServingLogEntry(Base):
     adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"))
     prompt: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
+
+
+# --- preference tuning ---
+
+
+class Correction(Base):
+    """A better answer written under a model's answer in the playground: the prompt, the model's
+    answer (rejected) and the correction (chosen), for a preference dataset."""
+
+    __tablename__ = "corrections"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    target: Mapped[str] = mapped_column(String(40))  # 'base' or 'adapter:<id>', as in the playground
+    prompt: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    correction: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

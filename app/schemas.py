@@ -111,12 +111,15 @@ class JobCreate(BaseModel):
     task: str = Field(
         "instruction",
         description="Task kind: 'instruction' (prompt -> response, optional system/context), "
-        "'text' (continued training) or 'classification' (text -> label).",
+        "'text' (continued training), 'classification' (text -> label), 'preference' (prompt -> chosen vs "
+        "rejected answer) or 'feedback' (prompt -> answer marked good or bad).",
     )
     column_mapping: dict[str, Any] = Field(
         ...,
         description="Role -> column name. instruction: {'prompt', 'response', optional 'system', "
-        "'context'}; text: {'text_columns': [...]}; classification: {'text', 'label'}.",
+        "'context'}; text: {'text_columns': [...]}; classification: {'text', 'label'}; preference: {'prompt', "
+        "'chosen', 'rejected', optional 'system', 'context'}; feedback: {'prompt', 'answer', 'feedback', optional "
+        "'system', 'context'}.",
     )
     base_model: str = Field(..., description="Key of a base model from GET /base-models.")
     technique: str = Field("lora", description="Key of a technique from GET /techniques.")
@@ -130,6 +133,11 @@ class JobCreate(BaseModel):
         None,
         description="Another dataset of the workspace with the same mapped columns to "
         "validate on; when absent, params.validation_fraction of the rows is held out.",
+    )
+    parent_adapter_id: int | None = Field(
+        None,
+        description="Preference and feedback tasks: continue from this adapter of the workspace (same base model and "
+        "technique); its weights start the new adapter and it is the reference the preferences are measured against.",
     )
 
 
@@ -153,6 +161,7 @@ class MetricPointPublic(BaseModel):
     validation_loss: float | None = None
     grad_norm: float | None = None
     memory_bytes: int | None = None
+    extra: dict[str, float] | None = Field(None, description="Preference tuning: the step's mean chosen_logps and rejected_logps.")
 
 
 class JobPublic(BaseModel):
@@ -181,6 +190,7 @@ class JobPublic(BaseModel):
     finished_at: datetime | None
     adapter_id: int | None = None
     validation_dataset_id: int | None = None
+    parent_adapter_id: int | None = None
     validation: dict[str, Any] | None = Field(
         None,
         description="Where the validation rows come from: source 'split' (fraction) or "
@@ -375,7 +385,12 @@ class BakeoffPublic(BaseModel):
 
 class JobPreviewPublic(BaseModel):
     max_length: int
-    examples: list[dict[str, Any]] = Field(..., description="Per row: task, truncated, dropped, note, label, class_id, tokens, parts.")
+    examples: list[dict[str, Any]] = Field(
+        ..., description="Per row: task, truncated, dropped, note, label, class_id, titles (chosen | rejected), tokens, parts."
+    )
+    skipped: dict[str, int] = Field(
+        default_factory=dict, description="Rows left out and why (preference: identical answers, one-sided rows, empty answers)."
+    )
 
 
 class PlaygroundCreate(BaseModel):
@@ -435,3 +450,35 @@ class SessionsEnded(BaseModel):
 class PasswordChange(BaseModel):
     current_password: str = Field("", max_length=1000)
     new_password: str = Field(..., max_length=1000)
+
+
+# --- preference tuning ---
+
+
+class VoteCounts(BaseModel):
+    votes: int = Field(..., description="Voted blind pairs in scope.")
+    pairs: int = Field(..., description="Rows a preference dataset from them would have (winner chosen, loser rejected).")
+    ties: int
+    left_out: int = Field(..., description="Votes that yield no pair: ties, and pairs whose two answers are the same text.")
+
+
+class VotesDatasetCreate(BaseModel):
+    adapter_ids: list[int] = Field(default_factory=list, description="Votes involving these adapters; empty = the whole workspace.")
+    comparison: bool = Field(False, description="Only pairs whose both sides are among adapter_ids or the base model.")
+
+
+class CorrectionCreate(BaseModel):
+    prompt: str
+    answer: str = Field(..., description="The model's answer (becomes the rejected one).")
+    correction: str = Field(..., description="The better answer (becomes the chosen one).")
+    target: str = Field("base", description="Who answered: 'base' or 'adapter:<id>', as in the playground.")
+
+
+class CorrectionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    target: str
+    prompt: str
+    answer: str
+    correction: str
+    created_at: datetime

@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.preference_throughput import from_train_throughput  # noqa: E402 - after the path
 
 DEFAULT_DATA = ROOT / "data" / "samples" / "northwind_support.csv"
 MODEL_CANDIDATES = [
@@ -262,7 +263,10 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--technique", help=argparse.SUPPRESS)
+    parser.add_argument("--preference", action="store_true", help="DPO against TRL's DPOTrainer (bench/preference_throughput.py)")
     args = parser.parse_args()
+    if args.preference:
+        sys.exit(subprocess.call([sys.executable, str(ROOT / "bench" / "preference_throughput.py"), *from_train_throughput(args)]))
     if args.child:
         _child(args)
         return

@@ -28,6 +28,28 @@
     });
   }
 
+  // Preference tuning: the chosen and rejected answers' log-probabilities by step.
+  function drawLogpsCharts(root) {
+    root.querySelectorAll("script.logps-data").forEach(function (node) {
+      const canvas = document.getElementById(node.dataset.chart);
+      if (!canvas || typeof Chart === "undefined" || !window.TailorCharts) return;
+      const points = JSON.parse(node.textContent || "[]");
+      const chosen = TailorCharts.points(points, "chosen_logps");
+      const rejected = TailorCharts.points(points, "rejected_logps");
+      const chart = charts[canvas.id];
+      if (chart && chart.canvas === canvas) {
+        chart.data.datasets[0].data = chosen;
+        chart.data.datasets[1].data = rejected;
+        chart.update("none");
+        return;
+      }
+      charts[canvas.id] = TailorCharts.lossChart(canvas, [
+        TailorCharts.series("chosen (good)", chosen, TailorCharts.COLOURS[2], false),
+        TailorCharts.series("rejected (bad)", rejected, TailorCharts.COLOURS[1], false),
+      ], "log-probability");
+    });
+  }
+
   function readJson(id) {
     const node = document.getElementById(id);
     try { return node ? JSON.parse(node.textContent || "{}") : {}; } catch (e) { return {}; }
@@ -101,6 +123,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     drawLossCharts(document);
     sizeBars(document);
+    drawLogpsCharts(document);
     const form = document.getElementById("train-form");
     if (form) {
       applyAvailability(form);
@@ -121,6 +144,7 @@
   document.addEventListener("htmx:afterSwap", function (e) {
     drawLossCharts(e.detail.target.parentNode || document);
     sizeBars(e.detail.target.parentNode || document);
+    drawLogpsCharts(e.detail.target.parentNode || document);
   });
 
   // Bar sizes come as data-width / data-height (percent): inline style attributes are refused by the

@@ -18,13 +18,13 @@
   }
 
   // Loss (y) by training step (x), one line per series.
-  function lossChart(canvas, datasets) {
+  function lossChart(canvas, datasets, yTitle) {
     return new Chart(canvas, {
       type: "line",
       data: { datasets: datasets },
       options: {
         animation: false, parsing: false, maintainAspectRatio: false,
-        scales: { x: { type: "linear", title: { display: true, text: "step" } }, y: { title: { display: true, text: "loss" } } },
+        scales: { x: { type: "linear", title: { display: true, text: "step" } }, y: { title: { display: true, text: yTitle || "loss" } } },
         plugins: { legend: { display: true } },
       },
     });

@@ -22,6 +22,9 @@
         panel.querySelector(".answer-state").textContent = "writing…";
       }
       if (event.done) panel.querySelector(".answer-state").textContent = "done";
+      // "Write a better answer" saves the model's answer as the rejected one: keep it in the form.
+      const answer = panel.querySelector('.correction input[name="answer"]');
+      if (answer) answer.value = panel.querySelector(".answer-text").textContent;
     };
   }
   document.addEventListener("htmx:afterSwap", function (e) { follow(e.detail.target); });

@@ -67,6 +67,10 @@ SLOW = (
     # --- input limits and event streams (issue 16) ---
     "tests/app/test_playground_streams.py::test_200_open_streams_leave_other_pages_under_200_ms",
     "tests/app/test_api_fuzz.py",
+    # preference tuning (issue 14): trains the tiny Llama; the TRL equality tests load TRL's trainers
+    "tests/worker/training/test_preference_training.py",
+    "tests/worker/training/test_preference_losses.py",
+    "tests/worker/test_preference_job.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 

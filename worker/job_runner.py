@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy.orm import object_session
+
 from app.base_models import base_model_provenance, get_base_model
 from app.config import get_settings
 from app.db import run_in_session, session_scope
@@ -91,6 +93,7 @@ class JobProgressTracker:
                 validation_loss=progress.validation_loss,
                 grad_norm=progress.grad_norm,
                 memory_bytes=progress.memory_bytes,
+                extra=progress.extras,
             )
         )
         self.cancel_requested = cancelled or self.cancel_requested
@@ -172,7 +175,20 @@ def build_spec(job: Job, dataset: Dataset | None, output_dir: Path, checkpoint_d
         task=task,
         checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
         validation_source=validation,
+        parent_adapter_dir=_parent_adapter_dir(job, store),
     )
+
+
+def _parent_adapter_dir(job: Job, store) -> str | None:
+    """The folder of the adapter a job continues from (preference tuning), None when it starts afresh."""
+    asked = job.parent_adapter_id is not None or (job.result or {}).get("parent_adapter_id") is not None
+    if not asked:
+        return None
+    db = object_session(job)
+    parent = db.get(Adapter, job.parent_adapter_id) if db is not None and job.parent_adapter_id is not None else None
+    if parent is None or not store.exists(parent.storage_key):
+        raise JobInputError("The adapter this job continues from was deleted. Start a new job from the base model or another adapter.")
+    return str(store.path(parent.storage_key))
 
 
 def run_training_job(job_id: int, worker_name: str) -> str:
@@ -222,7 +238,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             len(spec.train_rows),
             len(spec.validation_rows),
         )
-        from worker.training.loop import train  # torch is imported here, in the worker only
+        from worker.training.recipes import train  # torch is imported here, in the worker only
 
         with JobProgressTracker(job_id, on_checkpoint=lambda: store.mirror(checkpoint_key(job_id))) as tracker:
             result = train(spec, tracker)
@@ -243,6 +259,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
         metrics = {"validation_loss": result.validation_loss, "train_loss": result.train_loss, **provenance}
         if result.validation_accuracy is not None:
             metrics["validation_accuracy"] = result.validation_accuracy
+        metrics.update(result.extra_metrics)  # preference tuning: reward accuracy and margin with intervals
 
         def record_success(db) -> int:
             adapter = jobs.record_adapter(
@@ -320,6 +337,7 @@ def _result_dict(result, recipe: dict | None = None, estimate: dict | None = Non
         "resumed_from_step": result.resumed_from_step,
         "validation_accuracy": result.validation_accuracy,
         "label_names": result.label_names,
+        "preference": result.extra_metrics or None,
         # Everything needed to run the job again the same way.
         "reproducibility": {**(recipe or {}), "data_sha256": result.data_sha256, "environment": result.environment},
     }

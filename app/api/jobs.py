@@ -8,10 +8,10 @@ from sqlalchemy.orm import Session
 from app.api.common import api_router
 from app.http import auditing
 from app.http.deps import AppSettings, CurrentUser, DbSession, OwnedJob, Store
-from app.http.lookups import dataset_in_workspace
+from app.http.lookups import adapter_in_workspace, dataset_in_workspace
 from app.models import Job
 from app.schemas import JobAttemptPublic, JobCreate, JobDetail, JobPreviewPublic, JobPreviewRequest, JobPublic, MetricPointPublic
-from app.services import adapters, attempts, jobs, row_preview
+from app.services import adapters, attempts, jobs, row_preview, task_rows
 
 router = api_router()
 
@@ -28,6 +28,7 @@ def job_public(db: Session, job: Job, model=JobPublic, **extra):
 def create_job(request: Request, body: JobCreate, user: CurrentUser, db: DbSession, settings: AppSettings, store: Store):
     dataset = dataset_in_workspace(db, body.dataset_id, user)
     validation = dataset_in_workspace(db, body.validation_dataset_id, user) if body.validation_dataset_id is not None else None
+    parent = adapter_in_workspace(db, body.parent_adapter_id, user) if body.parent_adapter_id is not None else None
     try:
         job = jobs.submit_job(
             db,
@@ -45,6 +46,7 @@ def create_job(request: Request, body: JobCreate, user: CurrentUser, db: DbSessi
             name=body.name,
             preset=body.preset,
             validation_dataset=validation,
+            parent_adapter=parent,
         )
     except jobs.JobError as exc:
         db.rollback()
@@ -76,7 +78,8 @@ def preview_job_rows(body: JobPreviewRequest, user: CurrentUser, db: DbSession, 
         )
     except PreviewError as exc:
         raise HTTPException(422, {"message": str(exc)}) from None
-    return JobPreviewPublic(max_length=body.max_length, examples=[e.as_dict() for e in examples])
+    skipped = task_rows.skipped_rows(store, dataset, body.task, body.column_mapping)
+    return JobPreviewPublic(max_length=body.max_length, examples=[e.as_dict() for e in examples], skipped=skipped)
 
 
 @router.get("/jobs", response_model=list[JobPublic])

@@ -10,8 +10,10 @@ app/services/prompt_preview.py's PREVIEWS, under the same key (a test checks all
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from app.domain.preference_losses import resolve_loss
 
 # How a prompt is shown to a model whose tokenizer has no chat template (the answer follows). Used
 # by training, the web's preview, evaluation and the model card alike.
@@ -91,6 +93,20 @@ class TaskKind:
     chunked: bool = False
     # Pairs of roles that must name different columns, with the message when they do not.
     distinct: tuple[tuple[str, str, str], ...] = ()
+    # Why a record yields no row, in a few words (counted and shown with the mapping checks);
+    # None: only "a needed cell is empty".
+    skip_reason: Callable[[Mapping[str, Any], Mapping[str, Any]], str | None] | None = None
+    # Why the usable rows as a whole cannot train this kind (e.g. feedback that is all "good").
+    rows_problem: Callable[[Sequence[tuple]], str | None] | None = None
+    # The techniques that can train it (None: every technique that lists it).
+    techniques: tuple[str, ...] | None = None
+    # The held-out rows whose answer is a good reference for evaluation (feedback: those marked good); None: all.
+    reference_rows: Callable[[Sequence[tuple]], list[tuple]] | None = None
+    # Why the job's parameters cannot train this kind (e.g. a pairs loss on feedback rows), or None.
+    params_problem: Callable[[Mapping[str, Any]], str | None] | None = None
+
+    def allows_technique(self, technique: str) -> bool:
+        return self.techniques is None or technique in self.techniques
 
     @property
     def required_roles(self) -> tuple[ColumnRole, ...]:
@@ -289,7 +305,173 @@ CLASSIFICATION = TaskKind(
     distinct=(("text", "label", "The text and the label must be different columns."),),
 )
 
-TASK_KINDS: dict[str, TaskKind] = {kind.key: kind for kind in (INSTRUCTION, TEXT, CLASSIFICATION)}
+# --- preference tuning: pairs of answers, or answers marked good or bad ------------------------
+
+PREFERENCE_TECHNIQUES = ("lora", "qlora", "dora", "rslora")  # the LoRA family: the reference is the adapter switched off
+GOOD_WORDS = frozenset({"good", "yes", "y", "1", "true", "up", "thumbs up", "👍", "positive", "accept", "accepted", "desirable", "+1", "+"})
+BAD_WORDS = frozenset(
+    {"bad", "no", "n", "0", "false", "down", "thumbs down", "👎", "negative", "reject", "rejected", "undesirable", "-1", "-"}
+)
+
+
+def feedback_value(cell: Any) -> str | None:
+    """'good', 'bad' or None for a feedback label cell (good/bad, yes/no, 1/0, thumbs up/down...)."""
+    word = str(cell if cell is not None else "").strip().lower()
+    if word.endswith(".0"):  # a spreadsheet's 1.0 / 0.0
+        word = word[:-2]
+    return "good" if word in GOOD_WORDS else "bad" if word in BAD_WORDS else None
+
+
+def _extra(record: Mapping[str, Any], mapping: Mapping[str, Any]) -> str:
+    return "\n\n".join(v for v in (_cell(record, mapping.get("system")), _cell(record, mapping.get("context"))) if v)
+
+
+def _preference_skip(record: Mapping[str, Any], mapping: Mapping[str, Any]) -> str | None:
+    prompt, chosen, rejected = (_cell(record, mapping.get(k)) for k in ("prompt", "chosen", "rejected"))
+    if not prompt:
+        return "no prompt"
+    if not chosen and not rejected:
+        return "both answers empty"
+    if not chosen or not rejected:
+        return "one-sided (only one answer)"
+    if chosen == rejected:
+        return "chosen and rejected identical"
+    return None
+
+
+def _preference_row(record: Mapping[str, Any], mapping: Mapping[str, Any]) -> tuple | None:
+    if _preference_skip(record, mapping) is not None:
+        return None
+    row = tuple(_cell(record, mapping.get(k)) for k in ("prompt", "chosen", "rejected"))
+    extra = _extra(record, mapping)
+    return (*row, extra) if extra else row
+
+
+def _feedback_skip(record: Mapping[str, Any], mapping: Mapping[str, Any]) -> str | None:
+    if not _cell(record, mapping.get("prompt")):
+        return "no prompt"
+    if not _cell(record, mapping.get("answer")):
+        return "empty answer"
+    if feedback_value(record.get(mapping.get("feedback") or "")) is None:
+        return "feedback neither good nor bad"
+    return None
+
+
+def _feedback_row(record: Mapping[str, Any], mapping: Mapping[str, Any]) -> tuple | None:
+    if _feedback_skip(record, mapping) is not None:
+        return None
+    row = (
+        _cell(record, mapping.get("prompt")),
+        _cell(record, mapping.get("answer")),
+        feedback_value(record.get(mapping.get("feedback") or "")),
+    )
+    extra = _extra(record, mapping)
+    return (*row, extra) if extra else row
+
+
+def _feedback_rows_problem(rows: Sequence[tuple]) -> str | None:
+    values = {row[2] for row in rows}
+    if values == {"good"}:
+        return (
+            'Every usable row is marked "good". KTO learns by contrasting good answers with bad ones, so it needs some '
+            'rows marked "bad" too; add them, or train the good answers as an instruction task.'
+        )
+    if values == {"bad"}:
+        return 'Every usable row is marked "bad". KTO needs some rows marked "good" too, to learn what to do instead.'
+    return None
+
+
+def _loss_problem(task: str) -> Callable[[Mapping[str, Any]], str | None]:
+    def problem(params: Mapping[str, Any]) -> str | None:
+        try:
+            resolve_loss(task, params.get("preference_loss"))
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    return problem
+
+
+def _shared_roles(prefix: str, *keys: str) -> tuple[ColumnRole, ...]:
+    """Instruction's roles, under form fields of this kind's own (one form holds every kind's fieldset)."""
+    return tuple(replace(r, form_field=f"{prefix}_{r.form_field}") for r in INSTRUCTION.roles if r.key in keys)
+
+
+PREFERENCE = TaskKind(
+    key="preference",
+    label="Preference pairs (prompt → chosen vs rejected)",
+    legend="Map your columns: prompt → the better (chosen) and the worse (rejected) answer",
+    roles=(
+        *_shared_roles("preference", "prompt"),
+        ColumnRole(
+            "chosen",
+            "Chosen answer column",
+            "the answer people preferred",
+            "chosen answer",
+            "chosen_column",
+            name_words=("chosen", "preferred", "better", "winner", "good", "accepted", "correction"),
+        ),
+        ColumnRole(
+            "rejected",
+            "Rejected answer column",
+            "the answer people liked less",
+            "rejected answer",
+            "rejected_column",
+            name_words=("rejected", "worse", "loser", "bad", "dispreferred"),
+        ),
+        *_shared_roles("preference", "system", "context"),
+    ),
+    make_row=_preference_row,
+    row_shape="(prompt, chosen, rejected) or (prompt, chosen, rejected, system-and-context)",
+    prompted=True,
+    distinct=(
+        ("prompt", "chosen", "The prompt and the chosen answer must be different columns."),
+        ("chosen", "rejected", "The chosen and the rejected answer must be different columns."),
+    ),
+    skip_reason=_preference_skip,
+    techniques=PREFERENCE_TECHNIQUES,
+    params_problem=_loss_problem("preference"),
+)
+
+FEEDBACK = TaskKind(
+    key="feedback",
+    label="Feedback (prompt → answer marked good or bad)",
+    legend="Map your columns: prompt → answer, and whether it was good or bad",
+    roles=(
+        *_shared_roles("feedback", "prompt"),
+        ColumnRole(
+            "answer",
+            "Answer column",
+            "the answer that was rated",
+            "answer",
+            "answer_column",
+            name_words=("answer", "response", "completion", "output", "reply"),
+        ),
+        ColumnRole(
+            "feedback",
+            "Good/bad column",
+            "good or bad (also yes/no, 1/0, thumbs up/down)",
+            "good/bad rating",
+            "feedback_column",
+            name_words=("feedback", "rating", "label", "thumb", "good", "vote", "desirable", "score"),
+        ),
+        *_shared_roles("feedback", "system", "context"),
+    ),
+    make_row=_feedback_row,
+    row_shape="(prompt, answer, 'good' or 'bad') or (prompt, answer, 'good' or 'bad', system-and-context)",
+    prompted=True,
+    distinct=(
+        ("prompt", "answer", "The prompt and the answer must be different columns."),
+        ("answer", "feedback", "The answer and the good/bad rating must be different columns."),
+    ),
+    skip_reason=_feedback_skip,
+    rows_problem=_feedback_rows_problem,
+    reference_rows=lambda rows: [row for row in rows if row[2] == "good"],
+    techniques=PREFERENCE_TECHNIQUES,
+    params_problem=_loss_problem("feedback"),
+)
+
+TASK_KINDS: dict[str, TaskKind] = {kind.key: kind for kind in (INSTRUCTION, TEXT, CLASSIFICATION, PREFERENCE, FEEDBACK)}
 TASK_KEYS: tuple[str, ...] = tuple(TASK_KINDS)
 # A query-parameter pattern that accepts exactly the registered keys (the API's validation).
 TASK_KEY_PATTERN = "^(" + "|".join(TASK_KEYS) + ")$"

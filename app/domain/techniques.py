@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from app.domain.numbers import finite_float, whole_number
+from app.domain.preference_losses import LOSS_CHOICES
 from app.domain.task_kinds import TASK_KEYS, TASK_KINDS
 
 
@@ -223,6 +224,40 @@ _TARGETS = Param(
     choices=("all-linear", "attention"),
     advanced=True,
 )
+# Preference tuning (the preference and feedback task kinds; app/domain/preference_losses.py).
+_PREFERENCE_PARAMS = (
+    Param(
+        "preference_loss",
+        "Preference loss",
+        "choice",
+        "auto",
+        "Preference and feedback tasks only. 'auto': DPO for pairs of answers, KTO for answers marked good or bad. "
+        "ORPO and SimPO learn from pairs without comparing to the starting model.",
+        choices=LOSS_CHOICES,
+        advanced=True,
+    ),
+    Param(
+        "preference_beta",
+        "Preference strength (beta)",
+        "float",
+        0.1,
+        "Preference and feedback tasks only. How strongly preferences pull the model away from where it started "
+        "(DPO, KTO, SimPO) or weigh against learning the chosen answers (ORPO). 0.1 is the usual value.",
+        0.001,
+        20.0,
+        advanced=True,
+    ),
+    Param(
+        "simpo_gamma",
+        "SimPO margin (gamma ÷ beta)",
+        "float",
+        0.5,
+        "SimPO only: the margin the chosen answer must win by, as a share of beta.",
+        0.0,
+        10.0,
+        advanced=True,
+    ),
+)
 _LORA_PARAMS = (_RANK, _ALPHA, _DROPOUT, _TARGETS)
 _VIRTUAL_TOKENS = Param(
     "num_virtual_tokens",
@@ -250,7 +285,7 @@ CATALOGUE: dict[str, Technique] = {
                 "Pick it first unless you have a reason not to."
             ),
             task_kinds=TASK_KEYS,
-            params=_LORA_PARAMS,
+            params=(*_LORA_PARAMS, *_PREFERENCE_PARAMS),
             typical_adapter_size=_LORA_SIZE,
             memory_needs=_FULL_PRECISION_MEMORY,
         ),
@@ -275,6 +310,7 @@ CATALOGUE: dict[str, Technique] = {
                     choices=("4", "8"),
                 ),
                 *_LORA_PARAMS,
+                *_PREFERENCE_PARAMS,
             ),
             typical_adapter_size=_LORA_SIZE,
             memory_needs="About a quarter (4-bit) or half (8-bit) of the base model's full-precision size, plus the adapter.",
@@ -291,7 +327,7 @@ CATALOGUE: dict[str, Technique] = {
                 "(about 1.5–2×). Pick it when LoRA's quality falls short and time allows."
             ),
             task_kinds=TASK_KEYS,
-            params=_LORA_PARAMS,
+            params=(*_LORA_PARAMS, *_PREFERENCE_PARAMS),
             typical_adapter_size=_LORA_SIZE,
             memory_needs=_FULL_PRECISION_MEMORY + " Somewhat more than LoRA for activations.",
         ),
@@ -305,7 +341,7 @@ CATALOGUE: dict[str, Technique] = {
                 "Pick it when you want a rank of 32 or more."
             ),
             task_kinds=TASK_KEYS,
-            params=(replace(_RANK, default=16), _ALPHA, _DROPOUT, _TARGETS),
+            params=(replace(_RANK, default=16), _ALPHA, _DROPOUT, _TARGETS, *_PREFERENCE_PARAMS),
             typical_adapter_size=_LORA_SIZE,
             memory_needs=_FULL_PRECISION_MEMORY,
         ),
@@ -512,6 +548,13 @@ CATALOGUE: dict[str, Technique] = {
             training_defaults=(("learning_rate", 5e-5),),
         ),
     )
+}
+
+
+# A task kind limited to some techniques (preference tuning: the LoRA family) is left off the others.
+CATALOGUE = {
+    key: replace(t, task_kinds=tuple(task for task in t.task_kinds if TASK_KINDS[task].allows_technique(key)))
+    for key, t in CATALOGUE.items()
 }
 
 

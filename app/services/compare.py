@@ -14,10 +14,12 @@ from sqlalchemy.orm import Session
 
 from app.domain.label_metrics import macro_f1_difference
 from app.domain.stats import LOWER_IS_BETTER_METRICS, METRIC_NAMES, compare_in_words
+from app.domain.task_kinds import get_task_kind
 from app.models import Adapter, Job, MetricPoint
 from app.services.artifacts import ArtifactStore
 from app.services.evaluations import load_evaluation
 from app.services.tabular_formats import neutralise_formula
+from app.services.preference_compare import preference_rows, preference_verdicts
 
 # Higher is better for every evaluation metric; lower for losses and costs.
 LOWER_IS_BETTER = {"validation_loss", "perplexity", "size_bytes", "train_seconds", "peak_memory_bytes", "trainable_parameters"}
@@ -185,10 +187,13 @@ def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: 
     adapters = _owned_adapters(db, workspace_id, ids)
     jobs = {a.id: (db.get(Job, a.job_id) if a.job_id else None) for a in adapters}
     tasks = {j.task for j in jobs.values() if j}
-    if len(tasks) > 1:
+    # Prompted tasks (instruction, preference, feedback) all answer prompts: an adapter tuned on
+    # preferences compares with the instruction adapter it continued from.
+    if len({"prompted" if get_task_kind(t).prompted else t for t in tasks}) > 1:
         raise CompareError("These adapters were trained for different tasks; compare adapters of one task at a time.")
     evaluations = {a.id: load_evaluation(store, a.id) for a in adapters}
     rows = [_row(a, jobs[a.id], evaluations[a.id]) for a in adapters]
+    preference = preference_rows(adapters, jobs)
     base_metrics: dict[str, Any] = next((e["summary"]["base"] for e in evaluations.values() if e), {})
     side_by_side = []
     first = next((e for e in evaluations.values() if e), None)
@@ -211,14 +216,15 @@ def build_comparison(db: Session, store: ArtifactStore, workspace_id: int, ids: 
         "adapters": rows,
         "base_metrics": base_metrics,
         "base_label": base_label(first),
-        "task": next(iter(tasks), None),
+        "task": next(iter(sorted(tasks)), None),
         "best": _best(rows),
         "parameter_diff": _param_diff([jobs[a.id] for a in adapters]),
         "loss_curves": _loss_curves(db, jobs, adapters),
         "side_by_side": side_by_side,
-        "verdicts": _verdicts(rows, {k: v for k, v in evaluations.items() if v}),
+        "verdicts": _verdicts(rows, {k: v for k, v in evaluations.items() if v}) + preference_verdicts(preference),
         "blind_review": _named_win_rates(db, workspace_id, rows),
         "metric_names": METRIC_NAMES,
+        "preference": preference,  # reward accuracy and margin of preference-tuned adapters
     }
 
 

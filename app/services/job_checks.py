@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.domain.task_kinds import TaskKind, get_task_kind
-from app.models import Dataset
+from app.models import Adapter, Dataset
 from app.services import column_checks
 from app.services.artifacts import ArtifactStore
 from app.services.prompt_preview import PreviewError, load_preview_tokenizer, render_prompt
@@ -118,6 +118,8 @@ def rows_errors(
             )
         }
     errors: dict[str, str] = {}
+    if kind.rows_problem is not None and (problem := kind.rows_problem(rows)):
+        errors[kind.required_roles[-1].key] = problem
     if kind.prompted:
         errors.update(system_turn_error(model_location, rows, mapping))
     if kind.has_labels:
@@ -131,3 +133,33 @@ def rows_errors(
         elif validation_dataset is not None:
             errors.update(unseen_labels_error(store, validation_dataset, kind.key, mapping, labels))
     return errors
+
+
+def params_errors(kind: TaskKind, params: dict[str, Any]) -> dict[str, str]:
+    """Parameters this task kind cannot train with (a pairs loss on good/bad rows), as {param: message}."""
+    problem = kind.params_problem(params) if kind.params_problem is not None else None
+    return {"preference_loss": problem} if problem else {}
+
+
+def parent_adapter_errors(kind: TaskKind | None, technique: str, base_model: str, parent: Adapter) -> dict[str, str]:
+    """Why a job cannot continue from `parent` (already checked to be in the workspace), or {}."""
+    if kind is None or kind.techniques is None:
+        return {"parent_adapter_id": "Continuing from an adapter is offered for preference and feedback tasks."}
+    if parent.base_model != base_model:
+        return {
+            "parent_adapter_id": (
+                f"The adapter {parent.name!r} was trained on {parent.base_model}; choose that base model to continue from it."
+            )
+        }
+    if not kind.allows_technique(parent.technique):
+        return {
+            "parent_adapter_id": (
+                f"The adapter {parent.name!r} is a {parent.technique} adapter; preference tuning continues LoRA, QLoRA, DoRA "
+                "or rsLoRA adapters."
+            )
+        }
+    if parent.technique != technique:
+        return {
+            "parent_adapter_id": f"The adapter {parent.name!r} is a {parent.technique} adapter; choose {parent.technique} to continue it."
+        }
+    return {}

@@ -25,7 +25,7 @@ from app.domain.text import without_controls
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
 from app.services import attempts, serving
 from app.services.artifacts import ArtifactStore
-from app.services.job_checks import mapping_errors, rows_errors, validation_file_errors
+from app.services.job_checks import mapping_errors, params_errors, parent_adapter_errors, rows_errors, validation_file_errors
 from app.services.job_estimates import estimate_for, preferred_worker
 from app.services.task_rows import task_rows, train_validation_rows
 from app.services.wakeups import wake_after_commit
@@ -58,6 +58,7 @@ def submit_job(
     name: str | None = None,
     preset: str | None = None,
     validation_dataset: Dataset | None = None,
+    parent_adapter: Adapter | None = None,
 ) -> Job:
     """Validate a job request and add it as queued (flushed; the caller registers the wake-up and the boundary commits).
 
@@ -91,6 +92,10 @@ def submit_job(
         clean_params = validate_params(entry, params)
     except ParameterError as exc:
         errors.update(exc.errors)
+    if kind is not None and clean_params:
+        errors.update(params_errors(kind, clean_params))
+    if parent_adapter is not None:
+        errors.update(parent_adapter_errors(kind, technique, base_model, parent_adapter))
     if not errors and validation_dataset is not None:
         errors.update(validation_file_errors(store, dataset, validation_dataset, task, column_mapping))
     rows: list[tuple] = []
@@ -138,6 +143,7 @@ def submit_job(
         dataset_id=dataset.id,
         created_by_id=user_id,
         validation_dataset_id=validation_dataset.id if validation_dataset is not None else None,
+        parent_adapter_id=parent_adapter.id if parent_adapter is not None else None,
         name=(without_controls(name).strip() or f"{dataset.name} · {get_technique(technique).name}")[:300],
         task=task,
         column_mapping=column_mapping,
@@ -147,7 +153,8 @@ def submit_job(
         seed=seed,
         queue="gpu",
         status=JobStatus.queued,
-        result={"estimate": estimate, "validation": validation},
+        result={"estimate": estimate, "validation": validation}
+        | ({"parent_adapter_id": parent_adapter.id} if parent_adapter is not None else {}),
     )
     db.add(job)
     db.flush()
@@ -219,6 +226,7 @@ def record_progress(
     validation_loss: float | None = None,
     grad_norm: float | None = None,
     memory_bytes: int | None = None,
+    extra: dict[str, float] | None = None,
 ) -> bool:
     """Write one metric point and the job's progress; returns True if cancellation was requested."""
     db.add(
@@ -232,6 +240,7 @@ def record_progress(
             validation_loss=validation_loss,
             grad_norm=grad_norm,
             memory_bytes=memory_bytes,
+            extra=extra or None,
         )
     )
     db.execute(

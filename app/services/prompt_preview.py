@@ -67,6 +67,7 @@ class PreviewExample:
     note: str | None = None
     label: str | None = None
     class_id: int | None = None
+    titles: list[str] = field(default_factory=list)  # one per part, shown side by side (chosen | rejected)
 
     @property
     def n_tokens(self) -> int:
@@ -80,6 +81,7 @@ class PreviewExample:
             "note": self.note,
             "label": self.label,
             "class_id": self.class_id,
+            "titles": self.titles,
             "tokens": self.n_tokens,
             "parts": [
                 {
@@ -370,7 +372,32 @@ def _preview_classification_rows(
 
 # The preview function of each task kind (app/domain/task_kinds.py), by its key, mirroring the
 # worker's TOKENIZERS: (tokenizer, rows, max_length, label names or None) -> examples.
+def preview_answers(
+    tok: PreviewTokenizer, task: str, row: Sequence[str], max_length: int, answers: Sequence[tuple[int, str]]
+) -> PreviewExample:
+    """A prompt with each of its answers (preference: chosen and rejected; feedback: the rated answer),
+    each joined the instruction way, as worker/training/preference.py tokenizes them; a pair whose
+    answer cannot fit is left out whole."""
+    extra = row[3] if len(row) > 3 else None
+    shown = [preview_instruction(tok, (row[0], row[i], extra) if extra else (row[0], row[i]), max_length) for i, _ in answers]
+    notes = [f"{title}: {example.note}" for (_, title), example in zip(answers, shown) if example.note]
+    return PreviewExample(
+        task,
+        [example.parts[0] for example in shown],
+        truncated=any(e.truncated for e in shown),
+        dropped=any(e.dropped for e in shown),
+        note=" ".join(notes) or None,
+        titles=[title for _, title in answers],
+    )
+
+
 PREVIEWS: dict[str, Callable[..., list[PreviewExample]]] = {
+    "preference": lambda tok, rows, max_length, label_names: [
+        preview_answers(tok, "preference", row, max_length, ((1, "Chosen"), (2, "Rejected"))) for row in rows
+    ],
+    "feedback": lambda tok, rows, max_length, label_names: [
+        preview_answers(tok, "feedback", row, max_length, ((1, f"Answer marked {row[2]}"),)) for row in rows
+    ],
     "instruction": lambda tok, rows, max_length, label_names: [preview_instruction(tok, row, max_length) for row in rows],
     "text": lambda tok, rows, max_length, label_names: [
         preview_text(tok, row[0] if isinstance(row, (tuple, list)) else row, max_length) for row in rows

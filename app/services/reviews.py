@@ -25,14 +25,20 @@ class ReviewError(ValueError):
     """A review request that cannot be served, worded for the reviewer."""
 
 
-def _evaluated(db: Session, store: ArtifactStore, workspace_id: int, adapter_ids: list[int]) -> dict[str, list[dict]]:
-    """'adapter:<id>' -> its evaluation rows (prompt, reference, base, adapter), for evaluated adapters."""
+def _evaluated(
+    db: Session, store: ArtifactStore, workspace_id: int, adapter_ids: list[int], parents: dict[str, str] | None = None
+) -> dict[str, list[dict]]:
+    """'adapter:<id>' -> its evaluation rows (prompt, reference, base, adapter), for evaluated adapters.
+    `parents` receives 'adapter:<id>' -> 'adapter:<parent id>' for adapters whose rows also hold
+    their parent's answers on the same prompts (preference tuning continued from it)."""
     adapters = db.scalars(select(Adapter).where(Adapter.id.in_(adapter_ids), Adapter.workspace_id == workspace_id))
     rows = {}
     for adapter in adapters:
         evaluation = load_evaluation(store, adapter.id)
         if evaluation and evaluation["rows"]:
             rows[f"adapter:{adapter.id}"] = evaluation["rows"]
+            if parents is not None and evaluation.get("parent_adapter_id") is not None and "parent" in evaluation["rows"][0]:
+                parents[f"adapter:{adapter.id}"] = f"adapter:{evaluation['parent_adapter_id']}"
     return rows
 
 
@@ -48,7 +54,8 @@ def next_item(
     )
     if pending is not None:
         return pending
-    rows = _evaluated(db, store, workspace_id, adapter_ids)
+    parents: dict[str, str] = {}
+    rows = _evaluated(db, store, workspace_id, adapter_ids, parents)
     if not rows:
         raise ReviewError("None of these adapters has been evaluated yet. Evaluate them from the adapter list first.")
     adapters = list(rows)
@@ -60,13 +67,20 @@ def next_item(
         for b in adapters[i + 1 :]
         if [r["prompt"] for r in rows[a]] == [r["prompt"] for r in rows[b]]
     ]
+    # A preference-tuned adapter meets the adapter it continued from, on the same prompts.
+    pairs += [(a, parent) for a, parent in parents.items()]
     pair = list(rng.choice(pairs))
-    source = rows[pair[0]]  # always an adapter: its rows also hold the base model's answers
+    first = pair[0]
+    source = rows[first]  # always an adapter: its rows also hold the base model's (and its parent's) answers
     index = rng.randrange(len(source))
     rng.shuffle(pair)
 
     def answer(target: str) -> str:
-        return source[index]["base"] if target == "base" else rows[target][index]["adapter"]
+        if target == "base":
+            return source[index]["base"]
+        if target == parents.get(first):
+            return source[index]["parent"]
+        return rows[target][index]["adapter"]
 
     item = ReviewItem(
         token=secrets.token_urlsafe(24),

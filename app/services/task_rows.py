@@ -21,6 +21,20 @@ def iter_task_rows(store: ArtifactStore, dataset: Dataset, task: str, mapping: d
             yield row
 
 
+def skipped_rows(store: ArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> dict[str, int]:
+    """Why records yield no training row, counted ({'chosen and rejected identical': 3, ...}); only
+    for task kinds that name their reasons (TaskKind.skip_reason). Never raises on odd cells."""
+    kind = get_task_kind(task)
+    if kind.skip_reason is None:
+        return {}
+    counts: dict[str, int] = {}
+    for record in stored_rows.iter_training_rows(store, dataset):
+        reason = kind.skip_reason(record, mapping)
+        if reason is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
 def task_rows(store: ArtifactStore, dataset: Dataset, task: str, mapping: dict[str, Any]) -> list[tuple]:
     """The usable rows of a task from the dataset's training copy (rows missing a needed value are
     skipped), in the shape of the task kind's row_shape."""

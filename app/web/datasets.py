@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from app.base_models import get_base_model, list_base_models
 from app.config import Settings
 from app.http import auditing
+from app.domain.task_kinds import TASK_KINDS
 from app.http.deps import AppSettings, Csrf, CurrentUser, DbSession, OwnedDataset, Store
 from app.http.responses import is_htmx, redirect
 from app.http.upload import UploadRoute
@@ -119,8 +120,10 @@ def dataset_context(
 
 
 @router.get("/datasets/{dataset_id}")
-def dataset_page(request: Request, dataset: OwnedDataset, settings: AppSettings, store: Store):
-    return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store))
+def dataset_page(request: Request, dataset: OwnedDataset, settings: AppSettings, store: Store, task: str = ""):
+    # ?task=preference: the form opens on that task (a dataset just built from review votes)
+    form = train_form_context(dataset, settings, form={"task": task}) if task in TASK_KINDS else None
+    return render(request, "dataset_detail.html", dataset_context(request, dataset, settings, store, train_form=form))
 
 
 @router.get("/datasets/{dataset_id}/rows")

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.config import Settings
 from app.http import auditing
 from app.http.deps import AppSettings, Csrf, CurrentUser, DbSession, OwnedJob, Store
+from app.http.lookups import adapter_in_workspace
 from app.http.responses import is_htmx, redirect
 from app.models import Dataset, Job
 from app.services import adapters, attempts, bakeoff, job_estimates, jobs, row_preview, task_rows
@@ -77,6 +78,7 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
             seed=seed,
             name=str(form.get("name") or "") or None,
             validation_dataset=validation,
+            parent_adapter=adapter_in_workspace(db, form.get("parent_adapter_id"), user) if form.get("parent_adapter_id") else None,
         )
     except jobs.JobError as exc:
         db.rollback()
@@ -88,6 +90,7 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
             "params": params,
             "preset": str(form.get("preset") or ""),
             "validation_dataset_id": str(validation.id) if validation else "",
+            "parent_adapter_id": str(form.get("parent_adapter_id") or ""),
         }
         form_ctx = train_form_context(dataset, settings, form=form_state, guess=mapping, errors=exc.errors)
         return render(
@@ -146,7 +149,8 @@ def preview_context(
         )
     except PreviewError as exc:
         return {"examples": [], "preview_error": str(exc), "max_length": max_length}
-    return {"examples": examples, "preview_error": None, "max_length": max_length}
+    skipped = task_rows.skipped_rows(store, dataset, task, mapping)
+    return {"examples": examples, "preview_error": None, "max_length": max_length, "skipped": skipped}
 
 
 @router.post("/jobs/preview")
@@ -205,6 +209,8 @@ def job_context(db: Session, job: Job) -> dict:
             for p in points
             if p.loss is not None or p.validation_loss is not None
         ],
+        # preference tuning: the chosen and rejected answers' log-probabilities by step
+        "logps_points": [{"step": p.step, **p.extra} for p in points if p.extra and "chosen_logps" in p.extra],
         "last_point": points[-1] if points else None,
         "adapter": adapter,
         "estimate_rows": estimate_vs_actual(job, adapter) if job.is_finished else [],

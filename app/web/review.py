@@ -8,6 +8,7 @@ from app.http.deps import Csrf, CurrentUser, DbSession, Store
 from app.http.lookups import parse_ids
 from app.http.responses import redirect
 from app.services import reviews
+from app.web.compare import votes_context
 from app.web.templating import render
 
 router = APIRouter(dependencies=[Csrf])
@@ -19,7 +20,8 @@ def review_page(request: Request, user: CurrentUser, db: DbSession, store: Store
     try:
         item = reviews.next_item(db, store, workspace_id=user.workspace_id, reviewer_id=user.id, adapter_ids=adapter_ids)
     except reviews.ReviewError as exc:
-        return render(request, "review.html", {"error": str(exc), "ids": ",".join(map(str, adapter_ids))}, status_code=409)
+        votes = votes_context(db, user.workspace_id, tuple(adapter_ids), comparison=False)
+        return render(request, "review.html", {"error": str(exc), "ids": ",".join(map(str, adapter_ids)), "votes": votes}, status_code=409)
     # Only the prompt, the two answers and an opaque token reach the page: never their sources.
     return render(
         request,
@@ -30,6 +32,7 @@ def review_page(request: Request, user: CurrentUser, db: DbSession, store: Store
             "left": item.left_answer,
             "right": item.right_answer,
             "ids": ",".join(map(str, adapter_ids)),
+            "votes": votes_context(db, user.workspace_id, tuple(adapter_ids), comparison=False),
         },
     )
 

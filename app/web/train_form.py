@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session, object_session
 from app.base_models import DEMO_MODEL_KEY, list_base_models
 from app.config import Settings
 from app.domain.estimates import WorkerClass, read_model_config
-from app.domain.task_kinds import DEFAULT_TASK, TASK_KEYS, TASK_KINDS, UnknownTaskKind, get_task_kind, task_labels
+from app.domain.task_kinds import DEFAULT_TASK, PREFERENCE_TECHNIQUES, TASK_KEYS, TASK_KINDS, UnknownTaskKind, get_task_kind, task_labels
 from app.domain.techniques import CATALOGUE, PRESETS, ParameterError, preset_params, tasks_for_model, unavailable_reason, validate_params
 from app.http.lookups import dataset_in_workspace
 from app.models import Dataset, User
-from app.services import column_guess, dataset_ingest, job_estimates
+from app.services import adapters, column_guess, dataset_ingest, job_estimates
 
 
 def model_availability(models, techniques, worker_has_cuda: bool | None = None) -> dict:
@@ -99,6 +99,7 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
         "preset_names": PRESETS,
         "form": form,
         "validation_datasets": validation_choices(dataset),
+        "parent_choices": parent_choices(dataset),  # preference tuning: adapters a job may continue from
         "errors": {},
         "estimate": form_estimate(
             dataset,
@@ -113,6 +114,18 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
     }
     ctx.update(overrides)
     return ctx
+
+
+def parent_choices(dataset: Dataset) -> list[dict]:
+    """The workspace's adapters that preference tuning can continue (the LoRA family, not archived), newest first."""
+    db = object_session(dataset)
+    if db is None:
+        return []
+    return [
+        {"id": a.id, "name": a.name, "technique": a.technique, "base_model": a.base_model}
+        for a in adapters.adapters_for(db, dataset.workspace_id)
+        if a.technique in PREFERENCE_TECHNIQUES and a.status != "archived"
+    ]
 
 
 def validation_choices(dataset: Dataset) -> list[dict]:

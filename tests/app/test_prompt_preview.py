@@ -348,3 +348,27 @@ def test_a_chat_template_without_a_system_turn_is_refused_at_submit(client, make
     accepted = client.post("/api/v1/jobs", headers=bearer(token), json=body)
     assert accepted.status_code == 201, accepted.text
     client.post(f"/api/v1/jobs/{accepted.json()['id']}/cancel", headers=bearer(token))
+
+
+@pytest.mark.parametrize("kind", ["plain", "chat"])
+def test_preference_preview_shows_chosen_and_rejected_as_the_engine_tokenizes_them(tokenizer_folders, kind):
+    from worker.training.data import IGNORE_INDEX
+    from worker.training.preference import tokenize_feedback, tokenize_pairs
+
+    folder = tokenizer_folders[kind]
+    rows = [
+        ("Where is my parcel?", "It ships today with tracking.", "No idea.", "Be kind."),
+        ("Can I return boots?", "Yes, within 30 days.", "Maybe."),
+    ]
+    previews = preview_rows(load_preview_tokenizer(str(folder)), "preference", rows, MAX_LENGTH)
+    pairs = tokenize_pairs(_engine(folder), rows, MAX_LENGTH)
+    for preview, pair in zip(previews, pairs):
+        assert preview.titles == ["Chosen", "Rejected"]
+        for part, example in zip(preview.parts, (pair.chosen, pair.rejected)):
+            assert part.input_ids == example.input_ids
+            assert part.loss_mask == [label != IGNORE_INDEX for label in example.labels]
+    feedback = [("Where is my parcel?", "It ships today.", "good"), ("Boots?", "No.", "bad")]
+    shown = preview_rows(load_preview_tokenizer(str(folder)), "feedback", feedback, MAX_LENGTH)
+    engine = tokenize_feedback(_engine(folder), feedback, MAX_LENGTH)
+    assert [p.titles for p in shown] == [["Answer marked good"], ["Answer marked bad"]]
+    assert [p.parts[0].input_ids for p in shown] == [e.answer.input_ids for e in engine]

@@ -27,7 +27,7 @@ class Form(dict):
 
 
 def test_every_kind_is_keyed_by_its_key_and_labelled():
-    assert TASK_KEYS == ("instruction", "text", "classification")
+    assert TASK_KEYS == ("instruction", "text", "classification", "preference", "feedback")
     assert all(kind.key == key for key, kind in TASK_KINDS.items())
     assert task_labels() == {key: kind.label for key, kind in TASK_KINDS.items()}
     assert all(re.fullmatch(TASK_KEY_PATTERN, key) for key in TASK_KEYS)
@@ -35,7 +35,9 @@ def test_every_kind_is_keyed_by_its_key_and_labelled():
 
 
 def test_an_unknown_task_is_refused_in_plain_words():
-    with pytest.raises(UnknownTaskKind, match=r"Unknown task 'chat'\. Choose one of: instruction, text, classification\."):
+    with pytest.raises(
+        UnknownTaskKind, match=r"Unknown task 'chat'\. Choose one of: instruction, text, classification, preference, feedback\."
+    ):
         get_task_kind("chat")
     with pytest.raises(ValueError):
         get_task_kind(None)
@@ -68,7 +70,7 @@ def test_clean_mapping_keeps_only_the_kinds_roles():
 
 def test_mapping_errors_name_the_role_and_keep_the_messages():
     columns = ["question", "answer", "topic"]
-    instruction, text, classification = (get_task_kind(k) for k in TASK_KEYS)
+    instruction, text, classification = (get_task_kind(k) for k in TASK_KEYS[:3])
     assert instruction.mapping_errors(columns, {"prompt": "question"}) == {"response": "Choose the column that holds the response."}
     assert instruction.mapping_errors(columns, {"prompt": "question", "response": "reply"}) == {
         "response": "The dataset has no column named 'reply'. Its columns are: question, answer, topic."
@@ -88,7 +90,7 @@ def test_mapping_errors_name_the_role_and_keep_the_messages():
 
 def test_make_row_gives_each_kinds_row_shape_or_none():
     record = {"q": " How? ", "a": "Thus.", "s": "Be brief.", "c": "", "t1": "One", "t2": " ", "t3": "Two", "y": "billing"}
-    instruction, text, classification = (get_task_kind(k) for k in TASK_KEYS)
+    instruction, text, classification = (get_task_kind(k) for k in TASK_KEYS[:3])
     assert instruction.make_row(record, {"prompt": "q", "response": "a"}) == ("How?", "Thus.")
     assert instruction.make_row(record, {"prompt": "q", "response": "a", "system": "s", "context": "c"}) == ("How?", "Thus.", "Be brief.")
     assert instruction.make_row(record, {"prompt": "q", "response": "c"}) is None
@@ -100,7 +102,7 @@ def test_make_row_gives_each_kinds_row_shape_or_none():
 
 
 def test_needed_nouns_mapped_and_text_columns():
-    instruction, text, classification = (get_task_kind(k) for k in TASK_KEYS)
+    instruction, text, classification = (get_task_kind(k) for k in TASK_KEYS[:3])
     assert [k.needed_nouns for k in (instruction, text, classification)] == ["prompt and response", "text", "text and label"]
     mapping = {"prompt": "q", "response": "a", "context": "c"}
     assert instruction.mapped_columns(mapping) == [("prompt", "q"), ("response", "a"), ("context", "c")]

@@ -25,6 +25,7 @@ from app.services.adapter_workflows import EVALUATION
 from app.services.artifacts import ArtifactStore, get_artifact_store
 from app.services.evaluations import evaluation_key, record_summary
 from worker.evaluation.metrics import score_generations
+from worker.evaluation.parent_answers import add_parent_answers
 from worker.rows import RowGone
 
 log = logging.getLogger("tailor.evaluation")
@@ -84,6 +85,7 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
             raise ValueError(f"The base model {job.base_model!r} is not installed on this worker.")
         adapter_dir = store.path(adapter.storage_key)
         base_model_key = job.base_model
+        parent_id = job.parent_adapter_id  # preference tuning: also answered by the adapter it continued
     started = time.perf_counter()
 
     import torch
@@ -104,7 +106,9 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
         texts, gold, predicted = predict_labels(model, tokenizer, spec.validation_rows, label_names, max_length)
         result = score_labels(texts, gold, predicted, [str(kind.label_of(r)) for r in spec.train_rows], label_names)
     else:
-        result = _evaluate_generations(model, base_view, tokenizer, store, task, base_model_key, spec.validation_rows, max_rows)
+        references = kind.reference_rows(spec.validation_rows) if kind.reference_rows else spec.validation_rows
+        result = _evaluate_generations(model, base_view, tokenizer, store, task, base_model_key, references, max_rows)
+        add_parent_answers(result, model, tokenizer, spec.parent_adapter_dir, parent_id, MAX_NEW_TOKENS)
     _add_losses(result, model, base_view, tokenizer, task, spec.validation_rows, max_length, label_names, cache=(store, base_model_key))
     del model
     torch.set_grad_enabled(True)

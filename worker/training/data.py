@@ -218,6 +218,14 @@ TOKENIZERS: dict[str, Callable[..., TokenizedRows]] = {
     "classification": lambda tokenizer, rows, max_length, label_names: tokenize_classification(
         tokenizer, rows, max_length, label_names or label_names_of(rows)
     ),
+    # Preference tuning trains on pairs (worker/training/preference.py); measured as a language
+    # model (evaluation's held-out loss, estimates) it is the prompt with its chosen / good answer.
+    "preference": lambda tokenizer, rows, max_length, label_names: tokenize_rows(
+        tokenizer, [(r[0], r[1], *r[3:]) for r in rows], max_length
+    ),
+    "feedback": lambda tokenizer, rows, max_length, label_names: tokenize_rows(
+        tokenizer, [(r[0], r[1], *r[3:]) for r in rows if r[2] == "good"], max_length
+    ),
 }
 
 

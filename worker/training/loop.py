@@ -103,7 +103,12 @@ class TrainingRecipe:
         self.plan = plan_steps(len(self.train_examples), params)
 
         seed_everything(spec.seed)  # adapter initialisation does not depend on how loading went
-        context = BuildContext(task=spec.task, total_steps=self.plan.total_steps, tokenizer_dir=str(spec.base_model_dir))
+        context = BuildContext(
+            task=spec.task,
+            total_steps=self.plan.total_steps,
+            tokenizer_dir=str(spec.base_model_dir),
+            parent_adapter_dir=spec.parent_adapter_dir,
+        )
         self.model = self.builder.build_model(base_model, params, context)
         self.files = self.builder.files(self.model)
         if wants_gradient_checkpointing(params, self.device):
@@ -182,8 +187,7 @@ class TrainingRecipe:
     def _step(self, group: list[list[int]]) -> bool:
         """One optimizer step over `group`'s micro-batches; False when the caller cancelled."""
         state = self.state
-        batches = [collate([self.train_examples[i] for i in indices], self.pad_id) for indices in group]
-        step_loss = accumulate_gradients(self.model, batches, self.device, state, self.callbacks, self.precision)
+        step_loss = self._accumulate(group)
         if step_loss is None:
             return False
         learning_rate, grad_norm = optimizer_step(
@@ -208,6 +212,12 @@ class TrainingRecipe:
             eval_before=self.eval_before,
         )
         return True
+
+    def _accumulate(self, group: list[list[int]]) -> float | None:
+        """Forward/backward one step's micro-batches; its mean loss, None if cancelled (a task
+        kind's recipe, e.g. worker/training/preference.py, brings its own)."""
+        batches = [collate([self.train_examples[i] for i in indices], self.pad_id) for indices in group]
+        return accumulate_gradients(self.model, batches, self.device, self.state, self.callbacks, self.precision)
 
     def _after_optimizer_step(self):
         """The technique's hook, bound to this run (it sees the steps done before this one)."""

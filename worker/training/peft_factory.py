@@ -81,6 +81,7 @@ class BuildContext:
     task: str = "instruction"
     total_steps: int = 100  # AdaLoRA schedules its pruning over the run
     tokenizer_dir: str | None = None  # prompt tuning's text initialisation
+    parent_adapter_dir: str | None = None  # start from this saved adapter's weights (and its shape) instead of a new one
 
     @property
     def classifies(self) -> bool:
@@ -259,6 +260,10 @@ def _adapter_model(builder: Builder, model, params: dict[str, Any], ctx: BuildCo
             from peft import prepare_model_for_kbit_training
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if ctx.parent_adapter_dir:
+            from peft import PeftModel
+
+            return PeftModel.from_pretrained(model, ctx.parent_adapter_dir, is_trainable=True)
         return get_peft_model(model, config)
 
 

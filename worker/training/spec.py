@@ -35,6 +35,9 @@ class TrainingSpec:
     # Where validation_rows come from (split share or a validation file), their count and the
     # leakage check; recorded with the job's result, not used by the training itself.
     validation_source: dict = field(default_factory=dict)
+    # Continue from this adapter (a folder saved by save_pretrained): the new adapter starts as its
+    # weights, and preference tuning's reference is this adapter.
+    parent_adapter_dir: str | None = None
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Progress:
     grad_norm: float | None = None
     validation_loss: float | None = None  # set on the steps where the held-out rows were measured
     memory_bytes: int | None = None
+    extras: dict[str, float] = field(default_factory=dict)  # a task kind's own numbers (chosen/rejected log-probs)
 
 
 @dataclass
@@ -75,6 +79,7 @@ class TrainingResult:
     environment: dict = field(default_factory=dict)  # package versions, device, precision
     label_names: list | None = None  # classification: label id -> name
     validation_accuracy: float | None = None  # classification only
+    extra_metrics: dict = field(default_factory=dict)  # a task kind's own held-out metrics (reward accuracy, margin)
 
 
 class TrainingCallbacks(Protocol):
