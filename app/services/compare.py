@@ -18,8 +18,8 @@ from app.domain.task_kinds import get_task_kind
 from app.models import Adapter, Job, MetricPoint
 from app.services.artifacts import ArtifactStore
 from app.services.evaluations import load_evaluation
-from app.services.tabular_formats import neutralise_formula
 from app.services.preference_compare import preference_rows, preference_verdicts
+from app.services.tabular_formats import neutralise_formula
 
 # Higher is better for every evaluation metric; lower for losses and costs.
 LOWER_IS_BETTER = {"validation_loss", "perplexity", "size_bytes", "train_seconds", "peak_memory_bytes", "trainable_parameters"}

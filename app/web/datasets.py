@@ -10,8 +10,8 @@ from fastapi.responses import StreamingResponse
 
 from app.base_models import get_base_model, list_base_models
 from app.config import Settings
-from app.http import auditing
 from app.domain.task_kinds import TASK_KINDS
+from app.http import auditing
 from app.http.deps import AppSettings, Csrf, CurrentUser, DbSession, OwnedDataset, Store
 from app.http.responses import is_htmx, redirect
 from app.http.upload import UploadRoute
