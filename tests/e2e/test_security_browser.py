@@ -81,7 +81,7 @@ def test_the_main_pages_run_without_a_csp_violation(page, make_user, tiny_model_
 
     visited = {}
     pages = ("/", "/datasets/new", f"/datasets/{dataset_id}", f"/jobs/{job_id}", "/adapters", f"/compare?ids={adapter_id}")
-    for path in (*pages, "/playground", "/workers", "/account"):
+    for path in (*pages, "/playground", "/workers", "/account", "/settings/members", "/settings/audit", "/settings/tokens"):
         page.goto(path)
         page.wait_for_load_state("networkidle")
         visited[path] = page.evaluate("window.__cspViolations")
