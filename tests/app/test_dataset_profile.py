@@ -182,7 +182,7 @@ def test_deleting_asks_first_and_removes_rows_and_files(client, make_user, db, s
     assert (folder / "rows.csv").is_file() and (folder / "original.csv").is_file()
     csrf = sign_in(client, email, password)
     page = client.get(f"/datasets/{body['id']}").text
-    assert "return confirm('Delete this dataset and its files?" in page
+    assert 'data-confirm="Delete this dataset and its files?' in page
     client.post(f"/datasets/{body['id']}/delete", data={"csrf_token": csrf})
     assert db.scalar(select(Dataset).where(Dataset.id == body["id"])) is None
     assert not folder.exists()
