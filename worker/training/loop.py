@@ -111,6 +111,7 @@ class TrainingRecipe:
             if hasattr(self.model, "enable_input_require_grads"):
                 self.model.enable_input_require_grads()
         self.model.train()
+        self.distribute_model()
 
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=float(params["learning_rate"]), weight_decay=0.0)
@@ -182,8 +183,7 @@ class TrainingRecipe:
     def _step(self, group: list[list[int]]) -> bool:
         """One optimizer step over `group`'s micro-batches; False when the caller cancelled."""
         state = self.state
-        batches = [collate([self.train_examples[i] for i in indices], self.pad_id) for indices in group]
-        step_loss = accumulate_gradients(self.model, batches, self.device, state, self.callbacks, self.precision)
+        step_loss = self.accumulate(group)
         if step_loss is None:
             return False
         learning_rate, grad_norm = optimizer_step(
@@ -208,6 +208,14 @@ class TrainingRecipe:
             eval_before=self.eval_before,
         )
         return True
+
+    def distribute_model(self) -> None:
+        """Hook: spread the built model over a process group (worker/training/distributed.py)."""
+
+    def accumulate(self, group: list[list[int]]) -> float | None:
+        """Forward/backward one optimizer step's micro-batches; its mean token loss, None if stopped."""
+        batches = [collate([self.train_examples[i] for i in indices], self.pad_id) for indices in group]
+        return accumulate_gradients(self.model, batches, self.device, self.state, self.callbacks, self.precision)
 
     def _after_optimizer_step(self):
         """The technique's hook, bound to this run (it sees the steps done before this one)."""
@@ -266,6 +274,10 @@ class TrainingRecipe:
         measured = state.step_losses and self.final_validation_loss is not None and state.step >= self.plan.total_steps
         self.validation_loss = self.final_validation_loss if measured else self._validation_loss()
         self.accuracy = evaluate_accuracy(self.model, self.validation_examples, int(self.params["batch_size"]), self.pad_id, self.device)
+        self.write_adapter()
+
+    def write_adapter(self) -> None:
+        """Hook: write the adapter (a process group writes it once, from rank 0)."""
         save_adapter(self.model, self.spec.output_dir, self.files, tokenizer=self.tokenizer, label_names=self.label_names)
 
     def close(self) -> None:
