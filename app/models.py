@@ -132,6 +132,10 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     dataset: Mapped[Dataset | None] = relationship(foreign_keys=[dataset_id])
     validation_dataset: Mapped[Dataset | None] = relationship(foreign_keys=[validation_dataset_id])
+    # --- distributed (issue 13): the device layout planned at submit (app/domain/layouts.py) and
+    # every rank's last report ({rank: {host, pid, memory_bytes, step}}) while it runs.
+    layout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    ranks: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     @property
     def is_finished(self) -> bool:
@@ -227,6 +231,8 @@ class WorkerNode(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # --- distributed (issue 13): every device the worker offers ([{index, name, kind, memory_bytes}]).
+    devices: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class ReviewItem(Base):

@@ -40,7 +40,11 @@ class AttemptLost(RuntimeError):
     """A rank stopped without an error of its own: this attempt is lost, the job is re-queued."""
 
 
-class RankFailed(RuntimeError):
+class PlainFailure(RuntimeError):
+    """The attempt failed; the message is for people (the job page shows it as it is)."""
+
+
+class RankFailed(PlainFailure):
     """A rank raised: the job fails with its message."""
 
 
@@ -206,7 +210,7 @@ def run_process_group(
         )
     if relay.errors:
         rank = min(relay.errors)
-        raise RankFailed(f"rank {rank}: {relay.errors[rank]}")
+        raise RankFailed(f"Training failed on rank {rank} of {layout.world}: {relay.errors[rank]}")
     raise AttemptLost(f"The process group exited with code {proc.returncode}; the job was put back in the queue.")
 
 
@@ -250,4 +254,34 @@ def cancelled_result(last: Progress | None) -> TrainingResult:
         train_seconds=last.elapsed_seconds if last else 0.0,
         tokens_seen=0,
         peak_memory_bytes=int(last.memory_bytes or 0) if last else 0,
+    )
+
+
+def run_layout_for(job_layout: dict | None, settings) -> RunLayout:
+    """The attempt's layout from the job's plan and this worker: "all devices" means this worker's."""
+    layout = job_layout or {}
+    timeout = float(settings.distributed_timeout_seconds)
+    request = str(layout.get("request") or "1")
+    if request in ("", "1") or int(layout.get("world") or 1) <= 1 and request != "all":
+        return RunLayout(timeout_seconds=timeout)
+    from app.services.workers import detect_devices
+
+    devices = detect_devices(settings.worker_devices)
+    kind = str(devices[0].get("kind") or "cpu")
+    per_machine = len(devices) if request == "all" else int(layout.get("devices_per_machine") or 1)
+    machines = int(layout.get("machines") or 1)
+    strategy = str(layout.get("strategy") or "ddp")
+    if machines * per_machine == 1:
+        strategy = "single"
+    elif strategy == "single":
+        strategy = "ddp"
+    visible = tuple(str(d["index"]) for d in devices if d.get("kind") == "cuda")
+    return RunLayout(
+        machines=machines,
+        devices_per_machine=per_machine,
+        strategy=strategy,
+        cpu_offload=bool(layout.get("cpu_offload")),
+        timeout_seconds=timeout,
+        device_kind=kind,
+        visible_devices=visible if machines == 1 else (),
     )
