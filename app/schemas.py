@@ -131,6 +131,12 @@ class JobCreate(BaseModel):
         description="Another dataset of the workspace with the same mapped columns to "
         "validate on; when absent, params.validation_fraction of the rows is held out.",
     )
+    # --- distributed (issue 13) ---
+    devices: str = Field(
+        "1", description="'1' (one device), 'all' (every device of one machine) or 'KxM' (K machines x M devices; needs a Ray cluster)."
+    )
+    strategy: str = Field("auto", description="'auto' (DDP when the model fits one device, else FSDP; with its reason), 'ddp' or 'fsdp'.")
+    cpu_offload: bool = Field(False, description="FSDP on GPUs: keep sharded weights and optimiser state in host memory.")
 
 
 class JobPreviewRequest(BaseModel):
@@ -186,6 +192,10 @@ class JobPublic(BaseModel):
         description="Where the validation rows come from: source 'split' (fraction) or "
         "'file' (dataset_id, dataset_name); rows, train_rows, and the leakage check.",
     )
+    layout: dict[str, Any] | None = Field(
+        None, description="Device layout: machines, devices_per_machine, strategy and its reason, memory per device, time."
+    )
+    ranks: dict[str, Any] | None = Field(None, description="While running on several devices: each rank's host, memory_bytes and step.")
 
 
 class JobAttemptPublic(BaseModel):

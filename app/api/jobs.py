@@ -44,6 +44,9 @@ def create_job(body: JobCreate, user: CurrentUser, db: DbSession, settings: AppS
             name=body.name,
             preset=body.preset,
             validation_dataset=validation,
+            devices=body.devices,
+            strategy=body.strategy,
+            cpu_offload=body.cpu_offload,
         )
     except jobs.JobError as exc:
         db.rollback()

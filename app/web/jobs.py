@@ -18,6 +18,8 @@ from app.web.templating import render
 from app.web.train_form import (
     choices_from_form,
     datasets_from_form,
+    devices_form_state,
+    devices_from_form,
     form_estimate,
     mapping_from_form,
     max_length_of,
@@ -32,6 +34,7 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
     form = await request.form()
     dataset, validation = datasets_from_form(db, form, user)
     technique, task, params = choices_from_form(form)
+    devices, strategy, cpu_offload = devices_from_form(form)
     mapping = mapping_from_form(form, task)
     seed_raw = str(form.get("seed") or "0")
     try:
@@ -75,6 +78,9 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
             seed=seed,
             name=str(form.get("name") or "") or None,
             validation_dataset=validation,
+            devices=devices,
+            strategy=strategy,
+            cpu_offload=cpu_offload,
         )
     except jobs.JobError as exc:
         db.rollback()
@@ -86,6 +92,7 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
             "params": params,
             "preset": str(form.get("preset") or ""),
             "validation_dataset_id": str(validation.id) if validation else "",
+            **devices_form_state(form),
         }
         form_ctx = train_form_context(dataset, settings, form=form_state, guess=mapping, errors=exc.errors)
         return render(
@@ -111,6 +118,7 @@ async def estimate_partial(request: Request, user: CurrentUser, db: DbSession, s
         params=params,
         worker=job_estimates.preferred_worker(db),
         validation_rows=int(validation.row_count or 0) if validation is not None else None,
+        **dict(zip(("devices", "strategy", "cpu_offload"), devices_from_form(form), strict=True)),
     )
     return render(request, "_train_estimate.html", {"estimate": estimate}, headers={"Vary": "HX-Request"})
 
