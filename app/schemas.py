@@ -242,6 +242,7 @@ class WorkerPublic(BaseModel):
     heartbeat_at: datetime
     current_job_id: int | None
     current_job_name: str | None
+    devices: list[dict[str, Any]] | None = Field(None, description="Every device the worker offers: index, name, kind, memory_bytes.")
 
 
 class AdapterUpdate(BaseModel):
