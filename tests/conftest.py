@@ -53,6 +53,10 @@ SLOW = (
     "tests/worker/training/test_task_kinds.py",
     "tests/worker/training/test_technique_matrix.py",
     "tests/worker/training/test_training_loop.py",
+    # distributed training (issue 13): process groups, torchrun and a local Ray cluster
+    "tests/worker/training/test_distributed.py",
+    "tests/worker/test_distributed_jobs.py",
+    "tests/worker/test_ray_cluster.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 

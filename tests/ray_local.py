@@ -76,7 +76,11 @@ def two_node_cluster(cpus_per_node: int = 1):
             timeout=180,
         )
         subprocess.run(
-            ["nice", "-n", "10", str(RAY), "start", f"--address=127.0.0.1:{port}", *common], env=env, check=True, capture_output=True, timeout=180
+            ["nice", "-n", "10", str(RAY), "start", f"--address=127.0.0.1:{port}", *common],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=180,
         )
         yield f"127.0.0.1:{port}", temp
     finally:

@@ -259,9 +259,10 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             _queue_evaluation(adapter_id)
         return JobStatus.succeeded
     except AttemptLost as exc:  # a rank vanished: like a dead worker, the job goes back to the queue
-        log.warning("job %s: %s", job_id, exc)
+        lost = str(exc)
+        log.warning("job %s: %s", job_id, lost)
         keep_checkpoint = True
-        run_in_session(lambda db: job_layouts.release_lost_attempt(db, job_id, str(exc)))
+        run_in_session(lambda db: job_layouts.release_lost_attempt(db, job_id, lost))
         return JobStatus.queued
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
         log.exception("job %s: failed", job_id)

@@ -133,7 +133,9 @@ def plan_layout(
         raise LayoutError(f"Strategy must be one of {', '.join(STRATEGY_CHOICES)}.")
     machines = request.machines
     per_machine = request.per_machine if request.per_machine is not None else max(1, devices_on_machine)
-    base = LayoutPlan(machines, per_machine, "single", "One device: no process group.", device_kind, device_memory_bytes=device_memory_bytes)
+    base = LayoutPlan(
+        machines, per_machine, "single", "One device: no process group.", device_kind, device_memory_bytes=device_memory_bytes
+    )
     if machines > 1 and not cluster_configured:
         return replace(base, refusal=RAY_HELP)
     world = machines * per_machine
@@ -178,7 +180,13 @@ def plan_layout(
         kept = 0.0 if offload else (weights + state) / world
         per_device = per_device - weights - state + kept + _layer_bytes(shape, quantized_bits, device_kind)
     single_needs = whole.peak_memory_bytes
-    if strategy == "auto" and chosen == "ddp" and device_memory_bytes and single_needs > device_memory_bytes * HEADROOM and family == "lora":
+    if (
+        strategy == "auto"
+        and chosen == "ddp"
+        and device_memory_bytes
+        and single_needs > device_memory_bytes * HEADROOM
+        and family == "lora"
+    ):
         chosen = "qlora_fsdp" if quantized_bits == 4 and device_kind == "cuda" else "fsdp"
         return plan_layout(
             config,
@@ -216,7 +224,9 @@ def plan_layout(
             f"{device_memory_bytes * HEADROOM / GB:.1f} GB of the {device_memory_bytes / GB:.1f} GB each has. Use more devices, "  # type: ignore[operator]
             "FSDP with CPU offload, QLoRA, or a smaller batch size or maximum length."
         )
-    return LayoutPlan(machines, per_machine, chosen, reason, device_kind, offload, int(per_device), device_memory_bytes, seconds, fits, refusal)
+    return LayoutPlan(
+        machines, per_machine, chosen, reason, device_kind, offload, int(per_device), device_memory_bytes, seconds, fits, refusal
+    )
 
 
 def _choose(world: int, family: str, quantized_bits: int, device_kind: str, strategy: str) -> tuple[str | None, str]:

@@ -38,7 +38,9 @@ def largest_machine(db: Session | None) -> Machine:
         return Machine()
     best = Machine()
     for worker in live:
-        devices = worker.devices or [{"kind": "cuda" if worker.device.startswith("cuda") else "cpu", "memory_bytes": worker.device_memory_bytes}]
+        devices = worker.devices or [
+            {"kind": "cuda" if worker.device.startswith("cuda") else "cpu", "memory_bytes": worker.device_memory_bytes}
+        ]
         kind = str(devices[0].get("kind") or "cpu")
         memory = min((int(d["memory_bytes"]) for d in devices if d.get("memory_bytes")), default=None)
         candidate = Machine(kind, len(devices), memory)
@@ -108,7 +110,9 @@ def record_ranks(db: Session, job_id: int, ranks: dict[int, dict[str, Any]]) -> 
     db.execute(update(Job).where(Job.id == job_id).values(ranks={str(rank): dict(info) for rank, info in sorted(ranks.items())}))
 
 
-LOST_RANK = "A rank of this job stopped without an error (killed, out of memory or its machine was lost); the job was put back in the queue."
+LOST_RANK = (
+    "A rank of this job stopped without an error (killed, out of memory or its machine was lost); the job was put back in the queue."
+)
 
 
 def release_lost_attempt(db: Session, job_id: int, reason: str = LOST_RANK) -> bool:
@@ -148,7 +152,19 @@ def plan_or_errors(
     """The plan of a job being submitted, and the form's errors when it cannot run."""
     plan, error = None, None
     try:
-        plan = plan_for(db, settings, dataset, config, technique, clean_params, task, mapping, devices=devices, strategy=strategy, cpu_offload=cpu_offload)
+        plan = plan_for(
+            db,
+            settings,
+            dataset,
+            config,
+            technique,
+            clean_params,
+            task,
+            mapping,
+            devices=devices,
+            strategy=strategy,
+            cpu_offload=cpu_offload,
+        )
     except LayoutError as exc:
         error = exc
     return plan, layout_errors(plan, error)

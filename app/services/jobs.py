@@ -116,7 +116,17 @@ def submit_job(
         validation_rows=int(validation_dataset.row_count or 0) if validation_dataset is not None else None,
     )
     plan, layout_errors = job_layouts.plan_or_errors(  # devices: one, all of one machine, or K machines x M (issue 13)
-        db, settings, dataset, read_model_config(model.location), technique, clean_params, task, column_mapping, devices, strategy, cpu_offload
+        db,
+        settings,
+        dataset,
+        read_model_config(model.location),
+        technique,
+        clean_params,
+        task,
+        column_mapping,
+        devices,
+        strategy,
+        cpu_offload,
     )
     if layout_errors:
         raise JobError(layout_errors)

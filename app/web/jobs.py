@@ -108,6 +108,7 @@ async def estimate_partial(request: Request, user: CurrentUser, db: DbSession, s
     form = await request.form()
     dataset, validation = datasets_from_form(db, form, user)
     technique, task, params = choices_from_form(form)
+    devices, strategy, cpu_offload = devices_from_form(form)
     estimate = form_estimate(
         dataset,
         settings,
@@ -118,7 +119,9 @@ async def estimate_partial(request: Request, user: CurrentUser, db: DbSession, s
         params=params,
         worker=job_estimates.preferred_worker(db),
         validation_rows=int(validation.row_count or 0) if validation is not None else None,
-        **dict(zip(("devices", "strategy", "cpu_offload"), devices_from_form(form), strict=True)),
+        devices=devices,
+        strategy=strategy,
+        cpu_offload=cpu_offload,
     )
     return render(request, "_train_estimate.html", {"estimate": estimate}, headers={"Vary": "HX-Request"})
 

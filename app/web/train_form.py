@@ -65,7 +65,17 @@ def form_estimate(
     if devices != "1" and "error" not in estimate:
         try:
             plan = job_layouts.plan_for(
-                object_session(dataset), settings, dataset, config, technique, clean, task, mapping, devices=devices, strategy=strategy, cpu_offload=cpu_offload
+                object_session(dataset),
+                settings,
+                dataset,
+                config,
+                technique,
+                clean,
+                task,
+                mapping,
+                devices=devices,
+                strategy=strategy,
+                cpu_offload=cpu_offload,
             )
             estimate["layout"] = plan.as_dict()
         except LayoutError as exc:

@@ -23,7 +23,14 @@ BIG = {
     "num_key_value_heads": 8,
     "model_type": "llama",
 }
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 3000, "intermediate_size": 128, "num_attention_heads": 4, "model_type": "llama"}
+TINY = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "vocab_size": 3000,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "model_type": "llama",
+}
 PARAMS = {"batch_size": 8, "max_length": 512}
 
 
@@ -31,14 +38,19 @@ def _plan(config, devices, technique="lora", **kw):
     kw.setdefault("device_kind", "cuda")
     kw.setdefault("device_memory_bytes", 24 * GB)
     kw.setdefault("devices_on_machine", 8)
-    return plan_layout(
-        config, technique, PARAMS, task="instruction", n_rows=1000, tokens_per_row=200, request=parse_devices(devices), **kw
-    )
+    return plan_layout(config, technique, PARAMS, task="instruction", n_rows=1000, tokens_per_row=200, request=parse_devices(devices), **kw)
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1", DeviceRequest()), ("", DeviceRequest()), ("all", DeviceRequest(1, None)), ("4", DeviceRequest(1, 4)), ("2x4", DeviceRequest(2, 4)), ("3 × 2", DeviceRequest(3, 2))],
+    [
+        ("1", DeviceRequest()),
+        ("", DeviceRequest()),
+        ("all", DeviceRequest(1, None)),
+        ("4", DeviceRequest(1, 4)),
+        ("2x4", DeviceRequest(2, 4)),
+        ("3 × 2", DeviceRequest(3, 2)),
+    ],
 )
 def test_the_devices_field_reads_one_all_n_and_k_by_m(text, expected):
     assert parse_devices(text) == expected
@@ -128,7 +140,9 @@ def test_the_api_plans_refuses_and_shows_layouts(client, make_user, tiny_model_d
     for devices, message in (("2x2", "need a Ray cluster"), ("lots", "Devices must be")):
         refused = client.post("/api/v1/jobs", headers=bearer(token), json=_body(dataset["id"], devices=devices))
         assert refused.status_code == 422 and message in refused.json()["detail"]["errors"]["devices"]
-    refused = client.post("/api/v1/jobs", headers=bearer(token), json=_body(dataset["id"], devices="2", technique="prompt_tuning", strategy="fsdp"))
+    refused = client.post(
+        "/api/v1/jobs", headers=bearer(token), json=_body(dataset["id"], devices="2", technique="prompt_tuning", strategy="fsdp")
+    )
     assert refused.status_code == 422 and "LoRA-family" in refused.json()["detail"]["errors"]["devices"]
     accepted = client.post("/api/v1/jobs", headers=bearer(token), json=_body(dataset["id"], devices="2"))
     assert accepted.status_code == 201, accepted.text

@@ -66,7 +66,9 @@ def wait_for_rank(job_id: int, rank: str, min_step: int, timeout: float = 300) -
     raise AssertionError(f"rank {rank} of job {job_id} never reached step {min_step}")
 
 
-def test_a_killed_rank_requeues_the_job_and_attempt_two_finishes_from_its_checkpoint(sample_dataset, settings, tiny_model_dir, monkeypatch):
+def test_a_killed_rank_requeues_the_job_and_attempt_two_finishes_from_its_checkpoint(
+    sample_dataset, settings, tiny_model_dir, monkeypatch, capfd
+):
     monkeypatch.setattr(settings, "distributed_timeout_seconds", 30.0)
     monkeypatch.setattr(settings, "auto_evaluate", False)
     job_id = submit(*sample_dataset, settings, "2", max_steps=40, checkpoint_minutes=0.0001)
@@ -78,6 +80,8 @@ def test_a_killed_rank_requeues_the_job_and_attempt_two_finishes_from_its_checkp
     killed_at = time.monotonic()
     thread.join(timeout=120)
     assert outcome == ["queued"]
+    logs = capfd.readouterr().err
+    assert f"job={job_id} rank=0 training lora over 2 ranks (ddp)" in logs and f"job={job_id} rank=1 " in logs
     assert time.monotonic() - killed_at < settings.distributed_timeout_seconds  # rank 0 did not hang on the dead peer
     with session_scope() as db:
         job = db.get(Job, job_id)

@@ -42,7 +42,9 @@ def _adapter_weights(job_id: int) -> dict:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
-def test_a_two_machine_job_survives_a_killed_worker_and_equals_one_process(ray_cluster, sample_dataset, settings, tiny_model_dir, monkeypatch, tmp_path):  # noqa: F811
+def test_a_two_machine_job_survives_a_killed_worker_and_equals_one_process(
+    ray_cluster, sample_dataset, settings, tiny_model_dir, monkeypatch, tmp_path
+):  # noqa: F811
     address, _ = ray_cluster
     monkeypatch.setattr(settings, "auto_evaluate", False)
     monkeypatch.setattr(settings, "ray_address", address)
@@ -75,7 +77,9 @@ def test_a_two_machine_job_survives_a_killed_worker_and_equals_one_process(ray_c
         assert two[name].float().sub(single[name].float()).abs().max() <= 1e-5 + 1e-3 * single[name].float().abs().max(), name
 
 
-def test_a_cluster_too_small_refuses_the_job_with_a_plain_message(ray_cluster, sample_dataset, settings, tiny_model_dir, monkeypatch, tmp_path):  # noqa: F811
+def test_a_cluster_too_small_refuses_the_job_with_a_plain_message(
+    ray_cluster, sample_dataset, settings, tiny_model_dir, monkeypatch, tmp_path
+):  # noqa: F811
     address, _ = ray_cluster
     monkeypatch.setattr(settings, "auto_evaluate", False)
     monkeypatch.setattr(settings, "ray_address", address)

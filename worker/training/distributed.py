@@ -29,7 +29,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -162,7 +162,9 @@ class DistributedRecipe(TrainingRecipe):
             return
         from torch.nn.parallel import DistributedDataParallel
 
-        device_ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else None
+        device_ids = (
+            [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else None
+        )
         self.forward_model = DistributedDataParallel(self.model, device_ids=device_ids)
 
     def _fully_shard(self) -> None:
@@ -199,7 +201,7 @@ class DistributedRecipe(TrainingRecipe):
             sync = nullcontext() if last or self.sharded else self.forward_model.no_sync()
             with sync:
                 # DDP and FSDP average gradients over ranks: weigh by world / global tokens.
-                local_sum += micro_step(self.forward_model, to_device(batch, self.device), window / world, self.precision, self.device)
+                local_sum += micro_step(self.forward_model, to_device(batch, self.device), window / world, self.precision, self.device)  # type: ignore[arg-type]  # a share of the tokens
         total = torch.tensor([local_sum], dtype=torch.float64, device=self._collective_device())
         dist.all_reduce(total)
         return float(total.item()) / window
@@ -227,7 +229,9 @@ class DistributedRecipe(TrainingRecipe):
             weights, optimizer_state = get_state_dict(self.model, self.optimizer, options=options)
             if self.info.rank == 0:
                 by_index = _optimizer_by_index(optimizer_state, self._trainable_names())
-                model = _Captured({name: torch.nn.Parameter(value, requires_grad=True) for name, value in weights.items()})
+                model = _Captured(
+                    {name: torch.nn.Parameter(cast(torch.Tensor, value), requires_grad=True) for name, value in weights.items()}
+                )
                 save_checkpoint(checkpoint_dir, model, _Captured(optimizer_state=by_index), self.scheduler, self.state, self.precision)
         elif self.info.rank == 0:
             save_checkpoint(checkpoint_dir, self.model, self.optimizer, self.scheduler, self.state, self.precision)
@@ -292,7 +296,8 @@ def run_engine(
 ) -> TrainingRun:
     """Train `spec`: in this process for a world of one, else as this process's rank."""
     layout = layout or EngineLayout()
-    in_group = dist.is_available() and (dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    # A rank of torchrun or Ray (even a world of one, as the GPU smoke runs it) joins the group.
+    in_group = dist.is_available() and (dist.is_initialized() or ("RANK" in os.environ and layout.strategy != "single"))
     if not in_group:
         return run_training(spec, callbacks)
     info, created = init_process_group(layout)
@@ -301,3 +306,69 @@ def run_engine(
     finally:
         if created:
             dist.destroy_process_group()
+
+
+def gpu_smoke(workdir: str | None = None, steps: int = 8) -> dict[str, Any]:
+    """The device check of this module (scripts/gpu-check calls it): the tiny Llama trained by DDP
+    and by FSDP2 through the launcher as a torchrun process group over every visible GPU (a world of
+    one on a one-GPU machine still runs torchrun, NCCL and bf16), checked against one plain process."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from tests.tiny_model import build_tiny_llama  # the repository's locally built tiny model
+    from worker.launcher import RunLayout, run_process_group
+
+    if not torch.cuda.is_available():
+        return {"status": "skipped", "reason": "no CUDA device"}
+    root = Path(workdir or tempfile.mkdtemp(prefix="tailor-dist-smoke-"))
+    model_dir = build_tiny_llama(root / "model")
+    rows = [(f"What is code {i}?", f"Code {i} means the parcel ships on day {i % 7}.") for i in range(32)]
+    params = {"learning_rate": 3e-3, "batch_size": 8, "max_steps": steps, "dropout": 0.0, "precision": "bf16", "epochs": 50}
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+            self.ranks: dict = {}
+
+        def on_progress(self, progress) -> None:
+            self.losses.append(progress.loss)
+
+        def should_stop(self) -> bool:
+            return False
+
+        def on_ranks(self, ranks: dict) -> None:
+            self.ranks = dict(ranks)
+
+    def spec(name: str) -> TrainingSpec:
+        return TrainingSpec(str(model_dir), "lora", params, rows, rows[:4], str(root / name / "adapter"), seed=0)
+
+    report: dict[str, Any] = {"gpus": torch.cuda.device_count(), "device": torch.cuda.get_device_name(0), "backend": "nccl"}
+    one = Recorder()
+    started = time.perf_counter()
+    reference = run_training(spec("one"), one).result
+    report["one_process"] = {"losses": one.losses, "seconds": time.perf_counter() - started, "dtype": reference.environment.get("dtype")}
+    world = torch.cuda.device_count()
+    for strategy in ("ddp", "fsdp"):
+        recorder = Recorder()
+        started = time.perf_counter()
+        layout = RunLayout(devices_per_machine=world, strategy=strategy, device_kind="cuda")
+        try:
+            result = run_process_group(spec(strategy), recorder, layout, root / f"work-{strategy}", on_ranks=recorder.on_ranks)
+        except Exception as exc:  # noqa: BLE001 - reported, the other strategy still runs
+            report[strategy] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]}
+            continue
+        gaps = [abs(a - b) / max(abs(b), 1e-9) for a, b in zip(recorder.losses, one.losses, strict=False)]
+        report[strategy] = {
+            "status": result.status,
+            "world": world,
+            "steps": result.steps,
+            "seconds": time.perf_counter() - started,
+            "losses": recorder.losses,
+            "max_relative_loss_gap_vs_one_process": max(gaps) if gaps else None,
+            "dtype": result.environment.get("dtype"),
+            "peak_memory_bytes": result.peak_memory_bytes,
+            "ranks": recorder.ranks,
+            "adapter_files": sorted(p.name for p in (root / strategy / "adapter").glob("*")),
+        }
+    return report

@@ -278,6 +278,7 @@ class TrainingRecipe:
 
     def write_adapter(self) -> None:
         """Hook: write the adapter (a process group writes it once, from rank 0)."""
+        assert self.files is not None  # save() checked it
         save_adapter(self.model, self.spec.output_dir, self.files, tokenizer=self.tokenizer, label_names=self.label_names)
 
     def close(self) -> None:

@@ -145,7 +145,9 @@ def test_cancel_stops_both_ranks_and_a_world_of_one_resumes_their_checkpoint(str
     resumed = Recorder()
     run = run_engine(replace(_spec(tiny_model_dir, tmp_path / "b", checkpoint_dir)), resumed)
     start = run.result.resumed_from_step
-    assert run.result.status == "completed" and 2 <= start < STEPS and [p.step for p in resumed.progress] == list(range(start + 1, STEPS + 1))
+    assert (
+        run.result.status == "completed" and 2 <= start < STEPS and [p.step for p in resumed.progress] == list(range(start + 1, STEPS + 1))
+    )
     assert resumed.losses == pytest.approx(one.losses[start:], rel=REL)
     assert torch.allclose(_logits(tiny_model_dir, tmp_path / "b"), _logits(tiny_model_dir, one_adapter), atol=1e-4)
     assert Path(checkpoint_dir, "checkpoint.pt").is_file()
