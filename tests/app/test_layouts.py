@@ -9,6 +9,7 @@ from sqlalchemy import delete
 from app.db import session_scope
 from app.domain.layouts import GB, RAY_HELP, DeviceRequest, LayoutError, parse_devices, plan_layout
 from app.models import WorkerNode
+from app.services import job_layouts
 from app.services.workers import DeviceInfo, parse_gpu_list, record_worker_heartbeat
 from tests.app.helpers import SAMPLE_CSV, bearer, upload
 from tests.conftest import sign_in
@@ -193,3 +194,26 @@ def test_the_form_offers_devices_and_its_estimate_shows_the_layout(client, make_
     refused = client.post("/jobs", data={**form, "devices_mode": "machines", "machines": "2", "per_machine": "2"})
     assert refused.status_code == 422 and 'id="devices-error"' in refused.text and "need a Ray cluster" in refused.text
     assert '<option value="machines" selected>' in refused.text  # the form comes back as it was sent
+
+
+def test_the_job_page_shows_each_ranks_memory_to_its_workspace_only(client, make_user, tiny_model_dir):
+    _, email, password, token = make_user("rankpage")
+    dataset = upload(client, token, SAMPLE_CSV.read_bytes()).json()
+    job = client.post("/api/v1/jobs", headers=bearer(token), json=_body(dataset["id"], devices="2")).json()
+    ranks = {
+        0: {"host": "gpu-a", "pid": 11, "memory_bytes": 3 * GB, "step": 4},
+        1: {"host": "gpu-b", "pid": 12, "memory_bytes": 2 * GB, "step": 4},
+    }
+    with session_scope() as db:
+        job_layouts.record_ranks(db, job["id"], ranks)
+    try:
+        assert client.get(f"/api/v1/jobs/{job['id']}", headers=bearer(token)).json()["ranks"]["1"]["host"] == "gpu-b"
+        sign_in(client, email, password)
+        page = client.get(f"/jobs/{job['id']}").text
+        table = page.split('id="job-ranks"')[1].split("</table>")[0]
+        assert 'data-rank="0"' in table and "gpu-a" in table and "3.0 GB" in table and "gpu-b" in table
+        assert "DDP" in page and "Tokens/s counts every rank" in page
+        _, _, _, other = make_user("rankpage-other")
+        assert client.get(f"/api/v1/jobs/{job['id']}", headers=bearer(other)).status_code == 404
+    finally:
+        client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bearer(token))
