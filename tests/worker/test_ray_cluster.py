@@ -1,6 +1,7 @@
 """Multi-machine jobs through Ray Train (issue 13) on a two-node cluster started here (one CPU each):
 a K=2 job whose second worker process is killed mid-training is restarted by Ray from its last
-checkpoint and ends with exactly one adapter equal to the one-process adapter; a cluster too small
+checkpoint and ends with exactly one adapter equal to the one-process adapter; cancel tears every
+Ray worker of the job down; a cluster too small
 for the job refuses it with a plain message, nothing started.
 
 Tolerance as in tests/worker/training/test_distributed.py (same global batch, only floating-point
@@ -20,6 +21,7 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.models import Adapter, Job
+from app.services import jobs
 from app.services.artifacts import get_artifact_store
 from tests.ray_local import two_node_cluster
 from tests.worker.test_distributed_jobs import sample_dataset, submit, wait_for_rank  # noqa: F401 - fixture
@@ -93,3 +95,37 @@ def test_a_cluster_too_small_refuses_the_job_with_a_plain_message(
         assert "nothing was started" in job.error and job.step == 0 and not job.ranks
     assert time.monotonic() - started < 120
     assert not (tmp_path / "ray-storage").exists()  # no run was created
+
+
+def test_cancel_tears_down_every_ray_worker_of_the_job(ray_cluster, sample_dataset, settings, tiny_model_dir, monkeypatch, tmp_path):  # noqa: F811
+    address, _ = ray_cluster
+    monkeypatch.setattr(settings, "auto_evaluate", False)
+    monkeypatch.setattr(settings, "ray_address", address)
+    monkeypatch.setattr(settings, "ray_storage_path", str(tmp_path / "ray-storage"))
+    job_id = submit(*sample_dataset, settings, "2x1", max_steps=200, checkpoint_minutes=0)
+    outcome: list[str] = []
+    thread = threading.Thread(target=lambda: outcome.append(run_training_job(job_id, "driver")))
+    thread.start()
+    wait_for_rank(job_id, "1", min_step=2, timeout=400)
+    with session_scope() as db:
+        pids = [int(info["pid"]) for info in db.get(Job, job_id).ranks.values()]
+        jobs.request_cancel(db, db.get(Job, job_id))
+    asked = time.monotonic()
+    thread.join(timeout=120)
+    assert outcome == ["cancelled"] and time.monotonic() - asked < 60
+    deadline = time.monotonic() + 60  # Ray stops the actors of a driver that is gone
+    while time.monotonic() < deadline and not all(_gone(pid) for pid in pids):
+        time.sleep(0.5)
+    assert len(pids) == 2 and all(_gone(pid) for pid in pids)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] == "Z"
+    except OSError:
+        return True
