@@ -6,7 +6,7 @@ process; a rank started by `torch.distributed.run` (worker/launcher.py) or by Ra
 
 - distribute_model: DistributedDataParallel, or FSDP2 `fully_shard` on every decoder layer and the
   root (mixed precision per device kind, optional CPU offload of parameters and optimiser state).
-- accumulate: the optimizer step is the same global batch whatever the world size (the plan,
+- _accumulate: the optimizer step is the same global batch whatever the world size (the plan,
   the data order and the learning-rate curve do not depend on the layout); each rank takes every
   world-th example of each micro-batch and weighs its loss by the step's global token count, so
   the averaged gradient is exactly the one-process gradient. A rank whose share of a micro-batch
@@ -183,7 +183,7 @@ class DistributedRecipe(TrainingRecipe):
 
     # --- one optimizer step -------------------------------------------------------------------
 
-    def accumulate(self, group: list[list[int]]) -> float | None:
+    def _accumulate(self, group: list[list[int]]) -> float | None:
         rank, world = self.info.rank, self.info.world
         examples = self.train_examples
         full = [collate([examples[i] for i in indices], self.pad_id) for indices in group]

@@ -137,6 +137,9 @@ class TrainingRecipe:
         if self.packing_applies():
             self.train_examples = pack_examples(self.train_examples, max_length)
 
+    def distribute_model(self) -> None:
+        """Hook: spread the built model over a process group (worker/training/distributed.py)."""
+
     def packing_applies(self) -> bool:
         """Packing is asked for, and safe: causal tasks, techniques that add no virtual tokens or cache."""
         return str(self.params.get("packing", "off")) == "on" and not self.task_kind.has_labels and self.builder.packs_examples
@@ -183,7 +186,7 @@ class TrainingRecipe:
     def _step(self, group: list[list[int]]) -> bool:
         """One optimizer step over `group`'s micro-batches; False when the caller cancelled."""
         state = self.state
-        step_loss = self.accumulate(group)
+        step_loss = self._accumulate(group)
         if step_loss is None:
             return False
         learning_rate, grad_norm = optimizer_step(
@@ -209,11 +212,9 @@ class TrainingRecipe:
         )
         return True
 
-    def distribute_model(self) -> None:
-        """Hook: spread the built model over a process group (worker/training/distributed.py)."""
-
-    def accumulate(self, group: list[list[int]]) -> float | None:
-        """Forward/backward one optimizer step's micro-batches; its mean token loss, None if stopped."""
+    def _accumulate(self, group: list[list[int]]) -> float | None:
+        """Forward/backward one step's micro-batches; its mean loss, None if cancelled (a task
+        kind's recipe, e.g. worker/training/preference.py, brings its own)."""
         batches = [collate([self.train_examples[i] for i in indices], self.pad_id) for indices in group]
         return accumulate_gradients(self.model, batches, self.device, self.state, self.callbacks, self.precision)
 
