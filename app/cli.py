@@ -97,6 +97,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.celery_app import celery_app, default_worker_name
 
+    if getattr(args, "devices", None):  # the GPUs this worker offers; its training processes see only these
+        os.environ["TAILOR_WORKER_DEVICES"] = args.devices
+        get_settings.cache_clear()
     settings = get_settings()
     argv = [
         "worker",
@@ -352,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queues", help="Comma-separated queues (default: TAILOR_WORKER_QUEUES).")
     p.add_argument("--name", help="Worker name (default: tailor-HOST-PID).")
     p.add_argument("--beat", action="store_true", help="Also run the periodic reconciler (one per deployment).")
+    p.add_argument("--devices", help="GPUs this worker offers to a job, e.g. 0,1,2,3 (default: TAILOR_WORKER_DEVICES, else all visible).")
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=cmd_worker)
 

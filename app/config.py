@@ -231,6 +231,21 @@ class Settings(BaseSettings):
         8, description="Playground event streams one user may hold open at once; beyond it a new stream is refused with 429."
     )
 
+    # --- distributed training (issue 13): one job over several devices and machines ---
+    worker_devices: str = Field(
+        "", description="GPUs a worker offers, e.g. '0,1,2,3' (`tailor worker --devices`); empty = every visible GPU, or the CPU."
+    )
+    distributed_timeout_seconds: float = Field(
+        300.0, description="Every collective of a job's process group gives up after this, so a dead rank never hangs the others."
+    )
+    ray_address: str = Field(
+        "", description="Address of a Ray cluster (HEAD:6379) that runs multi-machine jobs; empty = single-machine jobs only."
+    )
+    ray_max_failures: int = Field(2, description="How often Ray Train restarts a multi-machine job's processes from the last checkpoint.")
+    ray_storage_path: str = Field(
+        "", description="Storage every Ray node reaches (shared folder or s3://…) for Ray Train's checkpoints; empty = DATA_DIR/ray."
+    )
+
     @model_validator(mode="after")
     def _refuse_short_secret(self) -> Settings:
         if self.secret_key == "":

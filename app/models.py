@@ -144,6 +144,10 @@ class Job(Base):
     # preference tuning: continue from this adapter of the workspace (its weights start the new one
     # and it is the reference); None = start from the base model.
     parent_adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id", ondelete="SET NULL", use_alter=True), nullable=True)
+    # --- distributed (issue 13): the device layout planned at submit (app/domain/layouts.py) and
+    # every rank's last report ({rank: {host, pid, memory_bytes, step}}) while it runs.
+    layout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    ranks: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     @property
     def is_finished(self) -> bool:
@@ -247,6 +251,8 @@ class WorkerNode(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # --- distributed (issue 13): every device the worker offers ([{index, name, kind, memory_bytes}]).
+    devices: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class ReviewItem(Base):

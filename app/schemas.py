@@ -139,6 +139,12 @@ class JobCreate(BaseModel):
         description="Preference and feedback tasks: continue from this adapter of the workspace (same base model and "
         "technique); its weights start the new adapter and it is the reference the preferences are measured against.",
     )
+    # --- distributed (issue 13) ---
+    devices: str = Field(
+        "1", description="'1' (one device), 'all' (every device of one machine) or 'KxM' (K machines x M devices; needs a Ray cluster)."
+    )
+    strategy: str = Field("auto", description="'auto' (DDP when the model fits one device, else FSDP; with its reason), 'ddp' or 'fsdp'.")
+    cpu_offload: bool = Field(False, description="FSDP on GPUs: keep sharded weights and optimiser state in host memory.")
 
 
 class JobPreviewRequest(BaseModel):
@@ -196,6 +202,10 @@ class JobPublic(BaseModel):
         description="Where the validation rows come from: source 'split' (fraction) or "
         "'file' (dataset_id, dataset_name); rows, train_rows, and the leakage check.",
     )
+    layout: dict[str, Any] | None = Field(
+        None, description="Device layout: machines, devices_per_machine, strategy and its reason, memory per device, time."
+    )
+    ranks: dict[str, Any] | None = Field(None, description="While running on several devices: each rank's host, memory_bytes and step.")
 
 
 class JobAttemptPublic(BaseModel):
@@ -243,6 +253,7 @@ class WorkerPublic(BaseModel):
     heartbeat_at: datetime
     current_job_id: int | None
     current_job_name: str | None
+    devices: list[dict[str, Any]] | None = Field(None, description="Every device the worker offers: index, name, kind, memory_bytes.")
 
 
 class WorkersBoard(BaseModel):

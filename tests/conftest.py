@@ -71,6 +71,10 @@ SLOW = (
     "tests/worker/training/test_preference_training.py",
     "tests/worker/training/test_preference_losses.py",
     "tests/worker/test_preference_job.py",
+    # distributed training (issue 13): process groups, torchrun and a local Ray cluster
+    "tests/worker/training/test_distributed.py",
+    "tests/worker/test_distributed_jobs.py",
+    "tests/worker/test_ray_cluster.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 

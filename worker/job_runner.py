@@ -22,8 +22,9 @@ from app.db import run_in_session, session_scope
 from app.domain.serving import adapter_slug
 from app.models import Adapter, Dataset, Job, JobStatus
 from app.services import adapters as adapter_service
-from app.services import job_checks, jobs, task_rows
+from app.services import job_checks, job_layouts, jobs, task_rows
 from app.services.artifacts import get_artifact_store
+from worker.launcher import AttemptLost, PlainFailure, launch_training, run_layout_for
 from worker.packaging import write_adapter_package
 from worker.rows import require_row
 from worker.training.spec import Progress, TrainingSpec
@@ -110,7 +111,7 @@ class JobProgressTracker:
 def describe_failure(exc: BaseException) -> str:
     """A plain sentence for the job page; the traceback goes to the worker's log."""
     name = type(exc).__name__
-    if isinstance(exc, JobInputError):
+    if isinstance(exc, JobInputError | PlainFailure):
         return str(exc)
     if isinstance(exc, MemoryError) or "OutOfMemoryError" in name or "can't allocate memory" in str(exc):
         return "The worker ran out of memory. Lower the batch size or the maximum length, or pick a smaller base model."
@@ -201,6 +202,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
     workdir = store.temp_path(f"-job-{job_id}")
     # Checkpoints outlive a dead worker: the next attempt of this job resumes from them.
     checkpoint_dir = store.refresh(checkpoint_key(job_id))
+    keep_checkpoint = False  # a lost rank leaves them for the next attempt too
     try:
         with session_scope() as db:
             job = require_row(db, Job, job_id)  # deleted since the claim: RowGone ends the job as failed
@@ -226,6 +228,7 @@ def run_training_job(job_id: int, worker_name: str) -> str:
                 "validation_dataset_sha256": spec.validation_source.get("dataset_sha256"),
             }
             card["validation_summary"] = task_rows.describe_validation(spec.validation_source)
+            layout = run_layout_for(job.layout, get_settings())
         # The base model's revision: a content fingerprint for local folders (hashed once, then cached).
         provenance = {f"base_model_{k}": v for k, v in base_model_provenance(base_location).items()}
         card.update(provenance)
@@ -238,10 +241,9 @@ def run_training_job(job_id: int, worker_name: str) -> str:
             len(spec.train_rows),
             len(spec.validation_rows),
         )
-        from worker.training.recipes import train  # torch is imported here, in the worker only
-
         with JobProgressTracker(job_id, on_checkpoint=lambda: store.mirror(checkpoint_key(job_id))) as tracker:
-            result = train(spec, tracker)
+            # A world of one trains in this process; more devices run as a process group (worker/launcher.py).
+            result = launch_training(spec, tracker, layout, workdir, job_id=job_id, on_ranks=lambda ranks: _record_ranks(job_id, ranks))
         if result.status == "cancelled":
             run_in_session(
                 lambda db: jobs.finish_job(
@@ -278,6 +280,12 @@ def run_training_job(job_id: int, worker_name: str) -> str:
         if get_settings().auto_evaluate or in_bakeoff:  # every task kind: generations, labels or loss
             _queue_evaluation(adapter_id)
         return JobStatus.succeeded
+    except AttemptLost as exc:  # a rank vanished: like a dead worker, the job goes back to the queue
+        lost = str(exc)
+        log.warning("job %s: %s", job_id, lost)
+        keep_checkpoint = True
+        run_in_session(lambda db: job_layouts.release_lost_attempt(db, job_id, lost))
+        return JobStatus.queued
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
         log.exception("job %s: failed", job_id)
         reason = describe_failure(exc)
@@ -288,9 +296,17 @@ def run_training_job(job_id: int, worker_name: str) -> str:
         # Reached only when this process finishes the job (any outcome); a killed worker
         # leaves the checkpoints for the next attempt.
         try:
-            store.delete(checkpoint_key(job_id))
+            if not keep_checkpoint:
+                store.delete(checkpoint_key(job_id))
         except Exception:  # noqa: BLE001 - an unreachable bucket leaves a stale checkpoint, not a failed job
             log.warning("job %s: could not delete its checkpoint", job_id, exc_info=True)
+
+
+def _record_ranks(job_id: int, ranks: dict[int, dict]) -> None:
+    try:
+        run_in_session(lambda db: job_layouts.record_ranks(db, job_id, ranks))
+    except Exception:  # noqa: BLE001 - the ranks' memory is shown when it can be written; training goes on
+        log.warning("job %s: could not record its ranks", job_id, exc_info=True)
 
 
 def _queue_evaluation(adapter_id: int) -> None:

@@ -8,7 +8,14 @@ import time
 
 from app.config import get_settings
 from app.db import session_scope
-from app.services.workers import HEARTBEAT_SECONDS, detect_device, record_worker_heartbeat, record_worker_stopped
+from app.services.workers import (
+    HEARTBEAT_SECONDS,
+    DeviceInfo,
+    detect_device,
+    detect_devices,
+    record_worker_heartbeat,
+    record_worker_stopped,
+)
 from worker.health import start_health_server
 
 log = logging.getLogger("tailor.worker")
@@ -16,7 +23,8 @@ _state: dict = {}
 
 
 def start_presence(name: str, queues: str) -> None:
-    device = detect_device()
+    first = detect_device()
+    device = DeviceInfo(first.device, first.memory_bytes, detect_devices(get_settings().worker_devices))
     stop = threading.Event()
 
     def beat() -> None:

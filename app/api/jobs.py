@@ -47,6 +47,9 @@ def create_job(request: Request, body: JobCreate, user: CurrentUser, db: DbSessi
             preset=body.preset,
             validation_dataset=validation,
             parent_adapter=parent,
+            devices=body.devices,
+            strategy=body.strategy,
+            cpu_offload=body.cpu_offload,
         )
     except jobs.JobError as exc:
         db.rollback()

@@ -104,6 +104,8 @@ class TaskKind:
     reference_rows: Callable[[Sequence[tuple]], list[tuple]] | None = None
     # Why the job's parameters cannot train this kind (e.g. a pairs loss on feedback rows), or None.
     params_problem: Callable[[Mapping[str, Any]], str | None] | None = None
+    # Whether one job may spread over several devices (DDP/FSDP); False: its recipe has no sharded step yet.
+    multi_device: bool = True
 
     def allows_technique(self, technique: str) -> bool:
         return self.techniques is None or technique in self.techniques
@@ -431,6 +433,7 @@ PREFERENCE = TaskKind(
     skip_reason=_preference_skip,
     techniques=PREFERENCE_TECHNIQUES,
     params_problem=_loss_problem("preference"),
+    multi_device=False,  # PreferenceRecipe's step is not sharded (worker/training/distributed.py): one device
 )
 
 FEEDBACK = TaskKind(
@@ -469,6 +472,7 @@ FEEDBACK = TaskKind(
     reference_rows=lambda rows: [row for row in rows if row[2] == "good"],
     techniques=PREFERENCE_TECHNIQUES,
     params_problem=_loss_problem("feedback"),
+    multi_device=False,  # PreferenceRecipe's step is not sharded (worker/training/distributed.py): one device
 )
 
 TASK_KINDS: dict[str, TaskKind] = {kind.key: kind for kind in (INSTRUCTION, TEXT, CLASSIFICATION, PREFERENCE, FEEDBACK)}

@@ -23,7 +23,7 @@ from app.domain.task_kinds import DEFAULT_TASK, TaskKind, UnknownTaskKind, get_t
 from app.domain.techniques import ParameterError, get_technique, preset_params, unavailable_reason, validate_params
 from app.domain.text import without_controls
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
-from app.services import attempts, serving
+from app.services import attempts, job_layouts, serving
 from app.services.artifacts import ArtifactStore
 from app.services.job_checks import mapping_errors, params_errors, parent_adapter_errors, rows_errors, validation_file_errors
 from app.services.job_estimates import estimate_for, preferred_worker
@@ -59,6 +59,9 @@ def submit_job(
     preset: str | None = None,
     validation_dataset: Dataset | None = None,
     parent_adapter: Adapter | None = None,
+    devices: str = "1",
+    strategy: str = "auto",
+    cpu_offload: bool = False,
 ) -> Job:
     """Validate a job request and add it as queued (flushed; the caller registers the wake-up and the boundary commits).
 
@@ -118,7 +121,24 @@ def submit_job(
         worker,
         validation_rows=int(validation_dataset.row_count or 0) if validation_dataset is not None else None,
     )
-    if estimate.get("fits") is False:
+    plan, layout_errors = job_layouts.plan_or_errors(  # devices: one, all of one machine, or K machines x M (issue 13)
+        db,
+        settings,
+        dataset,
+        read_model_config(model.location),
+        technique,
+        clean_params,
+        task,
+        column_mapping,
+        devices,
+        strategy,
+        cpu_offload,
+    )
+    if layout_errors:
+        raise JobError(layout_errors)
+    if plan is not None and plan.world > 1:
+        estimate["layout"] = plan.as_dict()
+    elif estimate.get("fits") is False:
         assert worker is not None and worker.memory_bytes is not None  # fits is known only for a worker of known memory
         raise JobError(
             {
@@ -155,6 +175,7 @@ def submit_job(
         status=JobStatus.queued,
         result={"estimate": estimate, "validation": validation}
         | ({"parent_adapter_id": parent_adapter.id} if parent_adapter is not None else {}),
+        layout={**plan.as_dict(), "request": devices} if plan is not None else None,
     )
     db.add(job)
     db.flush()

@@ -21,6 +21,7 @@ HEARTBEAT_SECONDS = 10.0
 class DeviceInfo:
     device: str
     memory_bytes: int | None
+    devices: tuple[dict, ...] = ()  # every device offered (distributed jobs): {index, name, kind, memory_bytes}
 
 
 def detect_device() -> DeviceInfo:
@@ -62,6 +63,7 @@ def record_worker_heartbeat(db: Session, *, name: str, queues: str, device: Devi
         )
         db.add(worker)
     worker.pid, worker.queues, worker.device, worker.device_memory_bytes = os.getpid(), queues, device.device, device.memory_bytes
+    worker.devices = [dict(d) for d in device.devices] or None
     worker.heartbeat_at = now
     worker.stopped_at = None
     db.flush()
@@ -84,6 +86,7 @@ class WorkerStatus:
     heartbeat_at: datetime
     current_job_id: int | None
     current_job_name: str | None
+    devices: list[dict] | None = None
 
 
 def _aware(value: datetime) -> datetime:
@@ -124,6 +127,49 @@ def worker_board(db: Session, viewer_workspace_id: int, stale_after_seconds: flo
                 heartbeat_at=worker.heartbeat_at,
                 current_job_id=job.id if job is not None and mine and state == "busy" else None,
                 current_job_name=(job.name if mine else "a job of another workspace") if job and state == "busy" else None,
+                devices=list(worker.devices or []) or None,
             )
         )
     return board
+
+
+# --- distributed (issue 13): every device a worker offers -------------------------------------
+
+
+def parse_gpu_list(csv_text: str, selection: str = "") -> list[dict]:
+    """`nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits` lines -> the
+    devices in `selection` ("0,1,2,3"; empty = all listed)."""
+    wanted = {part.strip() for part in selection.split(",") if part.strip()}
+    devices = []
+    for line in csv_text.strip().splitlines():
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) < 3 or (wanted and parts[0] not in wanted):
+            continue
+        try:
+            memory = int(float(parts[2])) * 1024 * 1024
+        except ValueError:
+            memory = None
+        devices.append({"index": parts[0], "name": parts[1], "kind": "cuda", "memory_bytes": memory})
+    return devices
+
+
+def detect_devices(selection: str = "") -> tuple[dict, ...]:
+    """The GPUs this worker offers (`--devices 0,1,2,3`, else CUDA_VISIBLE_DEVICES, else all),
+    or the CPU as one device; without importing torch."""
+    selection = selection or os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != "":
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout
+            gpus = parse_gpu_list(out, selection)
+            if gpus:
+                return tuple(gpus)
+        except (subprocess.SubprocessError, OSError):
+            pass
+    cpu = detect_device()
+    return ({"index": "cpu", "name": cpu.device, "kind": "cpu", "memory_bytes": cpu.memory_bytes},)

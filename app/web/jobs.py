@@ -20,6 +20,8 @@ from app.web.templating import render
 from app.web.train_form import (
     choices_from_form,
     datasets_from_form,
+    devices_form_state,
+    devices_from_form,
     form_estimate,
     mapping_from_form,
     max_length_of,
@@ -34,6 +36,7 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
     form = await request.form()
     dataset, validation = datasets_from_form(db, form, user)
     technique, task, params = choices_from_form(form)
+    devices, strategy, cpu_offload = devices_from_form(form)
     mapping = mapping_from_form(form, task)
     seed_raw = str(form.get("seed") or "0")
     try:
@@ -79,6 +82,9 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
             name=str(form.get("name") or "") or None,
             validation_dataset=validation,
             parent_adapter=adapter_in_workspace(db, form.get("parent_adapter_id"), user) if form.get("parent_adapter_id") else None,
+            devices=devices,
+            strategy=strategy,
+            cpu_offload=cpu_offload,
         )
     except jobs.JobError as exc:
         db.rollback()
@@ -91,6 +97,7 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
             "preset": str(form.get("preset") or ""),
             "validation_dataset_id": str(validation.id) if validation else "",
             "parent_adapter_id": str(form.get("parent_adapter_id") or ""),
+            **devices_form_state(form),
         }
         form_ctx = train_form_context(dataset, settings, form=form_state, guess=mapping, errors=exc.errors)
         return render(
@@ -107,6 +114,7 @@ async def estimate_partial(request: Request, user: CurrentUser, db: DbSession, s
     form = await request.form()
     dataset, validation = datasets_from_form(db, form, user)
     technique, task, params = choices_from_form(form)
+    devices, strategy, cpu_offload = devices_from_form(form)
     estimate = form_estimate(
         dataset,
         settings,
@@ -117,6 +125,9 @@ async def estimate_partial(request: Request, user: CurrentUser, db: DbSession, s
         params=params,
         worker=job_estimates.preferred_worker(db),
         validation_rows=int(validation.row_count or 0) if validation is not None else None,
+        devices=devices,
+        strategy=strategy,
+        cpu_offload=cpu_offload,
     )
     status = 422 if estimate.get("invalid") else 200
     return render(request, "_train_estimate.html", {"estimate": estimate}, status_code=status, headers={"Vary": "HX-Request"})

@@ -11,11 +11,12 @@ from sqlalchemy.orm import Session, object_session
 from app.base_models import DEMO_MODEL_KEY, list_base_models
 from app.config import Settings
 from app.domain.estimates import WorkerClass, read_model_config
+from app.domain.layouts import RAY_HELP, LayoutError
 from app.domain.task_kinds import DEFAULT_TASK, PREFERENCE_TECHNIQUES, TASK_KEYS, TASK_KINDS, UnknownTaskKind, get_task_kind, task_labels
 from app.domain.techniques import CATALOGUE, PRESETS, ParameterError, preset_params, tasks_for_model, unavailable_reason, validate_params
 from app.http.lookups import dataset_in_workspace
 from app.models import Dataset, User
-from app.services import adapters, column_guess, dataset_ingest, job_estimates
+from app.services import adapters, column_guess, dataset_ingest, job_estimates, job_layouts
 
 
 def model_availability(models, techniques, worker_has_cuda: bool | None = None) -> dict:
@@ -45,9 +46,13 @@ def form_estimate(
     params: dict,
     worker: WorkerClass | None = None,
     validation_rows: int | None = None,
+    devices: str = "1",
+    strategy: str = "auto",
+    cpu_offload: bool = False,
 ) -> dict:
     """The pre-launch estimate shown on the form ({"error": ...} when it cannot be made; with
-    "invalid": True when the submitted settings are at fault)."""
+    "invalid": True when the submitted settings are at fault); with more than one device also the
+    layout: strategy and reason, memory per device, time."""
     model = next((m for m in list_base_models(settings) if m.key == base_model), None)
     config = read_model_config(model.location) if model is not None and model.available else None
     entry = CATALOGUE.get(technique)
@@ -57,7 +62,43 @@ def form_estimate(
         clean = validate_params(entry, params)
     except ParameterError as exc:
         return {"error": "Fix the settings to see an estimate: " + str(exc), "invalid": True}
-    return job_estimates.estimate_for(dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows)
+    estimate = job_estimates.estimate_for(dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows)
+    if devices != "1" and "error" not in estimate:
+        try:
+            plan = job_layouts.plan_for(
+                object_session(dataset),
+                settings,
+                dataset,
+                config,
+                technique,
+                clean,
+                task,
+                mapping,
+                devices=devices,
+                strategy=strategy,
+                cpu_offload=cpu_offload,
+            )
+            estimate["layout"] = plan.as_dict()
+        except LayoutError as exc:
+            estimate["layout_error"] = str(exc)
+    return estimate
+
+
+def devices_from_form(form: Any) -> tuple[str, str, bool]:
+    """(devices as the job service reads them: "1", "all" or "KxM", strategy, CPU offload) from the Devices fieldset."""
+    mode = str(form.get("devices_mode") or "one")
+    if mode == "all":
+        devices = "all"
+    elif mode == "machines":
+        devices = f"{str(form.get('machines') or '').strip() or '?'}x{str(form.get('per_machine') or '').strip() or '?'}"
+    else:
+        devices = "1"
+    return devices, str(form.get("strategy") or "auto"), str(form.get("cpu_offload") or "") == "on"
+
+
+def devices_form_state(form: Any) -> dict:
+    """The Devices fieldset's values, to re-render a refused form as it was sent."""
+    return {key: str(form.get(key) or "") for key in ("devices_mode", "machines", "per_machine", "strategy", "cpu_offload")}
 
 
 def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dict:
@@ -79,6 +120,7 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
         "params": {},
         "preset": "balanced",
         "validation_dataset_id": "",
+        "devices_mode": "one",
     }
     form.update(overrides.pop("form", {}) or {})
     if "guess" in overrides:  # a re-rendered form keeps the columns the user chose
@@ -100,6 +142,8 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
         "form": form,
         "validation_datasets": validation_choices(dataset),
         "parent_choices": parent_choices(dataset),  # preference tuning: adapters a job may continue from
+        "ray_configured": bool(settings.ray_address),
+        "ray_help": RAY_HELP,
         "errors": {},
         "estimate": form_estimate(
             dataset,

@@ -116,6 +116,7 @@ class TrainingRecipe:
             if hasattr(self.model, "enable_input_require_grads"):
                 self.model.enable_input_require_grads()
         self.model.train()
+        self.distribute_model()
 
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=float(params["learning_rate"]), weight_decay=0.0)
@@ -140,6 +141,9 @@ class TrainingRecipe:
         self.pad_id = pad_token_id(self.tokenizer)
         if self.packing_applies():
             self.train_examples = pack_examples(self.train_examples, max_length)
+
+    def distribute_model(self) -> None:
+        """Hook: spread the built model over a process group (worker/training/distributed.py)."""
 
     def packing_applies(self) -> bool:
         """Packing is asked for, and safe: causal tasks, techniques that add no virtual tokens or cache."""
@@ -276,6 +280,11 @@ class TrainingRecipe:
         measured = state.step_losses and self.final_validation_loss is not None and state.step >= self.plan.total_steps
         self.validation_loss = self.final_validation_loss if measured else self._validation_loss()
         self.accuracy = evaluate_accuracy(self.model, self.validation_examples, int(self.params["batch_size"]), self.pad_id, self.device)
+        self.write_adapter()
+
+    def write_adapter(self) -> None:
+        """Hook: write the adapter (a process group writes it once, from rank 0)."""
+        assert self.files is not None  # save() checked it
         save_adapter(self.model, self.spec.output_dir, self.files, tokenizer=self.tokenizer, label_names=self.label_names)
 
     def close(self) -> None:
