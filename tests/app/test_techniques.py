@@ -141,7 +141,7 @@ def test_the_form_offers_tasks_presets_and_an_estimate(client, make_user, tiny_m
     assert 'name="task"' in page and 'id="label_column"' in page and 'id="text_columns"' in page
     assert 'id="preset"' in page and 'id="train-estimate"' in page and "Trainable parameters" in page
     availability = json.loads(page.split('id="train-availability">')[1].split("</script>")[0])
-    assert availability["tiny-llama"]["tasks"] == ["instruction", "text", "classification"]
+    assert availability["tiny-llama"]["tasks"] == ["instruction", "text", "classification", "preference", "feedback"]
     # The category column is guessed as the label.
     assert '<option value="category" selected>' in page.split('id="label_column"')[1].split("</select>")[0]
 
