@@ -102,6 +102,26 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS before sending (off for a local relay).")
     smtp_timeout_seconds: float = Field(10.0, gt=0, description="Give up on the SMTP server after this many seconds.")
 
+    # --- quotas and fair dispatch (issue 16): defaults for every workspace; an administrator overrides them per
+    # workspace at /admin/quotas. 0 = unlimited.
+    quota_max_queued_jobs: int = Field(
+        0, ge=0, description="Most jobs a workspace may have waiting in the queue; a new job beyond it is refused (0 = unlimited)."
+    )
+    quota_max_running_jobs: int = Field(
+        0, ge=0, description="Most jobs of one workspace that run at once; the others wait in the queue (0 = unlimited)."
+    )
+    quota_gpu_hours_per_month: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Worker hours a workspace's training jobs may use per calendar month (UTC), summed over their attempts; "
+            "new jobs are refused once it is used up (0 = unlimited)."
+        ),
+    )
+    quota_requests_per_minute: int = Field(
+        0, ge=0, description="Playground (and serving) requests per minute per workspace; more get 429 with Retry-After (0 = unlimited)."
+    )
+
     @model_validator(mode="after")
     def _refuse_short_secret(self) -> Settings:
         if self.secret_key == "":

@@ -16,6 +16,7 @@ from app.api import ROUTERS as API_ROUTERS
 from app.config import get_settings
 from app.http.auth import CsrfFailed, LoginRequired
 from app.http.deps import Authorized, SignedIn
+from app.services.quotas import QuotaExceeded
 from app.web import ROUTERS as PAGE_ROUTERS
 from app.web.templating import render
 
@@ -101,6 +102,14 @@ def create_app() -> FastAPI:
         if exc.status_code == 404 and message == "Not Found":
             message = "There is no page at this address."
         return render(request, "error.html", {"status": exc.status_code, "message": message}, status_code=exc.status_code)
+
+    @app.exception_handler(QuotaExceeded)
+    async def quota_exceeded(request: Request, exc: QuotaExceeded):
+        """Over a workspace quota (app/services/quotas.py): a plain refusal naming the limit; 429 with Retry-After for rates."""
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        if _wants_json(request):
+            return JSONResponse({"detail": str(exc), "limit": exc.limit}, status_code=exc.status, headers=headers)
+        return render(request, "error.html", {"status": exc.status, "message": str(exc)}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

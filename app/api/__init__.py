@@ -1,7 +1,7 @@
 """The JSON API under /api/v1: every page's data, for scripts. Bearer tokens
 (`tailor create-token`) or the browser session (with the X-CSRF-Token header for writes)."""
 
-from app.api import adapters, audit, catalogue, compare, datasets, groups, jobs, members, playground, review, tokens, workers
+from app.api import adapters, audit, catalogue, compare, datasets, groups, jobs, members, playground, quotas, review, tokens, workers
 
 ROUTERS = (
     datasets.router,
@@ -11,6 +11,7 @@ ROUTERS = (
     compare.router,
     groups.router,
     playground.router,
+    quotas.router,
     review.router,
     workers.router,
     members.router,

@@ -22,7 +22,7 @@ from app.domain.estimates import read_model_config
 from app.domain.task_kinds import DEFAULT_TASK, TaskKind, UnknownTaskKind, get_task_kind
 from app.domain.techniques import ParameterError, get_technique, preset_params, unavailable_reason, validate_params
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
-from app.services import attempts
+from app.services import attempts, quotas
 from app.services.artifacts import ArtifactStore
 from app.services.job_checks import mapping_errors, rows_errors, validation_file_errors
 from app.services.job_estimates import estimate_for, preferred_worker
@@ -101,6 +101,7 @@ def submit_job(
     if errors:
         raise JobError(errors)
     assert model is not None  # no errors: the base model is known and installed
+    quotas.check_new_jobs(db, settings, workspace_id)  # QuotaExceeded: a plain refusal naming the limit
     worker = preferred_worker(db)
     estimate = estimate_for(
         dataset,

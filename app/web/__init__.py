@@ -1,6 +1,6 @@
 """HTML pages (Jinja + htmx) over the services; what they share with the JSON API lives in app/http."""
 
-from app.web import adapters, audit, compare, datasets, groups, home, jobs, members, playground, review, tokens, workers
+from app.web import adapters, audit, compare, datasets, groups, home, jobs, members, playground, quotas, review, tokens, workers
 
 ROUTERS = (
     home.router,
@@ -10,6 +10,7 @@ ROUTERS = (
     compare.router,
     groups.router,
     playground.router,
+    quotas.router,
     review.router,
     workers.router,
     members.router,

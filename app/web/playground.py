@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from app.http.deps import Csrf, CurrentUser, DbSession
-from app.services import adapters, playground
+from app.services import adapters, playground, quotas
 from app.web.templating import render
 
 router = APIRouter(dependencies=[Csrf])
@@ -32,6 +32,11 @@ def playground_page(request: Request, user: CurrentUser, db: DbSession):
 
 @router.post("/playground")
 async def start(request: Request, user: CurrentUser, db: DbSession):
+    try:
+        quotas.check_request_quota(db, user.workspace_id)
+    except quotas.RateLimited as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return render(request, "_playground_answers.html", {"error": str(exc)}, status_code=429, headers=headers)
     form = await request.form()
     values = {
         "prompt": str(form.get("prompt") or ""),
