@@ -47,7 +47,9 @@ def fair_order(db: Session, settings: Settings, queue_name: str) -> list[int]:
         return []
     ids = list(heads)
     running = quotas.job_counts(db, ids, JobStatus.running)
-    last_start = dict(db.execute(select(Job.workspace_id, func.max(Job.started_at)).where(Job.workspace_id.in_(ids)).group_by(Job.workspace_id)))
+    last_start = dict(
+        db.execute(select(Job.workspace_id, func.max(Job.started_at)).where(Job.workspace_id.in_(ids)).group_by(Job.workspace_id)).all()
+    )
     limits = quotas.effective_limits_of(db, settings, ids)
 
     def below_limit(ws: int) -> bool:
