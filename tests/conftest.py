@@ -55,6 +55,8 @@ SLOW = (
     "tests/worker/training/test_training_loop.py",
     # roles, invites and the audit log (issue 16): a real SMTP server process
     "tests/app/test_invite_mail.py::test_an_invite_is_emailed_when_smtp_is_configured",
+    # quotas and fair dispatch (issue 16): two workspaces' tiny jobs on one real worker process
+    "tests/worker/test_fair_dispatch_worker.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 
