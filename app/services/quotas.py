@@ -289,7 +289,5 @@ def usage_of(db: Session, settings: Settings, workspace_ids: list[int] | None = 
             "gpu_hours_per_month": round(hours[w.id], 3),
             "requests_per_minute": requests_this_minute(settings, w.id, int(limits[w.id]["requests_per_minute"])),
         }
-        result.append(
-            QuotaUsage(w.id, w.name, limits[w.id], {k: getattr(row, k) if row is not None else None for k in LIMITS}, used)
-        )
+        result.append(QuotaUsage(w.id, w.name, limits[w.id], {k: getattr(row, k) if row is not None else None for k in LIMITS}, used))
     return result

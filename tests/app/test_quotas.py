@@ -13,7 +13,7 @@ from app.db import session_scope
 from app.models import Job, JobAttempt, JobStatus, User
 from app.services import quotas
 from tests.app.helpers import SAMPLE_CSV, bearer, upload
-from tests.conftest import csrf_from, sign_in
+from tests.conftest import sign_in
 
 JOB = {
     "column_mapping": {"prompt": "question", "response": "answer"},
@@ -124,9 +124,7 @@ def test_a_workspace_over_its_queued_jobs_quota_is_refused_naming_the_limit(clie
             assert db.query(Job).filter(Job.workspace_id == ws, Job.status == JobStatus.queued).count() == 2
         # The quota is this workspace's: another one still queues.
         other_dataset = upload(client, other.token, SAMPLE_CSV.read_bytes(), "northwind.csv").json()
-        assert (
-            client.post("/api/v1/jobs", headers=bearer(other.token), json={"dataset_id": other_dataset["id"], **JOB}).status_code == 201
-        )
+        assert client.post("/api/v1/jobs", headers=bearer(other.token), json={"dataset_id": other_dataset["id"], **JOB}).status_code == 201
     finally:
         _cancel_queued(ws)
         _cancel_queued(_workspace_of(other.id))
