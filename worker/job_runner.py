@@ -182,7 +182,7 @@ def run_next_training_job(woken_for: int, worker_name: str) -> str:
     necessarily `woken_for`, the job whose message this was) and run it. Returns its final status."""
     with session_scope() as db:
         queue_name = db.scalar(select(Job.queue).where(Job.id == woken_for)) or "gpu"
-        job_id = dispatch.claim_next_job(db, get_settings(), worker_name, queue_name)
+        job_id = dispatch.claim_next_job(db, get_settings(), worker_name, queue_name, woken_for=woken_for)
     if job_id is None:
         log.info("woken for job %s: no queued job may run now (taken, finished, cancelled or over a quota)", woken_for)
         return "not-claimed"

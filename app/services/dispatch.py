@@ -14,10 +14,12 @@ So one workspace's 50 queued jobs do not hold another's first job behind all of 
 
 The claim is the same conditional UPDATE as before (`jobs.claim_job`: queued -> running), so a job
 is never run twice; if another worker claimed the chosen job first, the next in order is tried.
-Nothing is lost either: every queued job has had a wake-up sent, each wake-up claims at most one
-job, so the messages still cover the queue; a wake-up that finds only jobs of workspaces at their
-running limit claims nothing, and those jobs are woken again by the reconciler (their wake-up is
-older than its grace), as lost messages are.
+Nothing is lost either: each wake-up claims at most one job, and one that took another job than
+its own sends its own job's wake-up again (after commit), so a waiting job always has a message
+out, even if the job taken had none (a row queued behind the broker's back). A wake-up that finds
+only jobs of workspaces at their running limit claims nothing; those jobs are woken again by the
+reconciler (their wake-up is older than its grace), as lost messages are. The cost is a few extra
+wake-ups that find nothing to do once the queue is empty.
 """
 
 from __future__ import annotations
@@ -64,14 +66,22 @@ def fair_order(db: Session, settings: Settings, queue_name: str) -> list[int]:
     return [heads[ws] for ws in sorted(filter(below_limit, ids), key=key)]
 
 
-def claim_next_job(db: Session, settings: Settings, worker_name: str, queue_name: str = "gpu", rounds: int = 5) -> int | None:
+def claim_next_job(
+    db: Session, settings: Settings, worker_name: str, queue_name: str = "gpu", woken_for: int | None = None, rounds: int = 5
+) -> int | None:
     """Claim the fairest queued job for this worker (flushed; the boundary commits). None when no
-    job may run now."""
+    job may run now. If the wake-up was for another job (`woken_for`) that still waits, its wake-up
+    is sent again once this commits: a wake-up is never used up while its job waits, whether or not
+    the job taken had a message of its own in this broker."""
     for _ in range(rounds):
         order = fair_order(db, settings, queue_name)
         if not order:
             return None
         for job_id in order:
             if jobs.claim_job(db, job_id, worker_name):
+                if woken_for is not None and woken_for != job_id:
+                    waiting = db.get(Job, woken_for, populate_existing=True)
+                    if waiting is not None and waiting.status == JobStatus.queued:
+                        jobs.send_wakeup(db, waiting)
                 return job_id
     return None

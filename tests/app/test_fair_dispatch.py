@@ -109,3 +109,30 @@ def test_workers_claiming_at_once_never_take_a_job_twice_and_leave_none(settings
     with session_scope() as db:
         assert {db.get(Job, i).status for i in ids} == {JobStatus.running}
         assert {db.get(Job, i).attempt for i in ids} == {1}
+
+
+def test_a_wake_up_that_took_another_job_is_sent_again_for_its_own(settings, queue_name, monkeypatch):
+    """A waiting job always has a wake-up out, even when the job taken had none of its own."""
+    from app import queue
+
+    sent: list[int] = []
+    real = queue.send_train
+    monkeypatch.setattr(queue, "send_train", lambda job_id, q: (sent.append(job_id), real(job_id, q)))
+    with session_scope() as db:
+        a, b = _workspace(db, "a"), _workspace(db, "b")
+        a_jobs = _queue_jobs(db, a, queue_name, 2)
+        b_jobs = _queue_jobs(db, b, queue_name, 1)
+    with session_scope() as db:
+        assert claim_next_job(db, settings, "w", queue_name, woken_for=a_jobs[0]) == a_jobs[0]
+    assert sent == []  # it took its own job
+    with session_scope() as db:
+        jobs.finish_job(db, a_jobs[0], JobStatus.succeeded)
+    with session_scope() as db:
+        assert claim_next_job(db, settings, "w", queue_name, woken_for=a_jobs[1]) == b_jobs[0]  # B's turn
+    assert sent == [a_jobs[1]]  # A's second job is woken again, after the commit
+    with session_scope() as db:
+        assert db.get(Job, a_jobs[1]).enqueued_at is not None
+        jobs.finish_job(db, b_jobs[0], JobStatus.succeeded)
+    with session_scope() as db:
+        assert claim_next_job(db, settings, "w", queue_name, woken_for=b_jobs[0]) == a_jobs[1]
+    assert sent == [a_jobs[1]]  # B's job is not waiting: nothing to send again
