@@ -246,6 +246,26 @@ class Settings(BaseSettings):
         "", description="Storage every Ray node reaches (shared folder or s3://…) for Ray Train's checkpoints; empty = DATA_DIR/ray."
     )
 
+    # --- quotas and fair dispatch (issue 16): defaults for every workspace; an administrator overrides them per
+    # workspace at /admin/quotas. 0 = unlimited.
+    quota_max_queued_jobs: int = Field(
+        0, ge=0, description="Most jobs a workspace may have waiting in the queue; a new job beyond it is refused (0 = unlimited)."
+    )
+    quota_max_running_jobs: int = Field(
+        0, ge=0, description="Most jobs of one workspace that run at once; the others wait in the queue (0 = unlimited)."
+    )
+    quota_gpu_hours_per_month: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Worker hours a workspace's training jobs may use per calendar month (UTC), summed over their attempts; "
+            "new jobs are refused once it is used up (0 = unlimited)."
+        ),
+    )
+    quota_requests_per_minute: int = Field(
+        0, ge=0, description="Playground (and serving) requests per minute per workspace; more get 429 with Retry-After (0 = unlimited)."
+    )
+
     @model_validator(mode="after")
     def _refuse_short_secret(self) -> Settings:
         if self.secret_key == "":

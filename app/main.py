@@ -20,6 +20,7 @@ from app.http.security_headers import SECURITY_HEADERS, SecurityHeadersMiddlewar
 from app.openai_api import ROUTERS as OPENAI_ROUTERS
 from app.openai_api import install_error_handlers as install_openai_error_handlers
 from app.openai_api.errors import OpenAIError
+from app.services.quotas import QuotaExceeded
 from app.web import ROUTERS as PAGE_ROUTERS
 from app.web.templating import render
 
@@ -122,6 +123,14 @@ def create_app() -> FastAPI:
         if exc.status_code == 404 and message == "Not Found":
             message = "There is no page at this address."
         return render(request, "error.html", {"status": exc.status_code, "message": message}, status_code=exc.status_code)
+
+    @app.exception_handler(QuotaExceeded)
+    async def quota_exceeded(request: Request, exc: QuotaExceeded):
+        """Over a workspace quota (app/services/quotas.py): a plain refusal naming the limit; 429 with Retry-After for rates."""
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        if _wants_json(request):
+            return JSONResponse({"detail": str(exc), "limit": exc.limit}, status_code=exc.status, headers=headers)
+        return render(request, "error.html", {"status": exc.status, "message": str(exc)}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

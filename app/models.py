@@ -412,3 +412,18 @@ class Correction(Base):
     answer: Mapped[str] = mapped_column(Text)
     correction: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- quotas (issue 16) ---
+class WorkspaceQuota(Base):
+    """An instance administrator's limits for one workspace. A NULL column means the default from
+    settings (TAILOR_QUOTA_*); 0 means unlimited. Enforced by app/services/quotas.py."""
+
+    __tablename__ = "workspace_quotas"
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    gpu_hours_per_month: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)

@@ -75,6 +75,8 @@ SLOW = (
     "tests/worker/training/test_distributed.py",
     "tests/worker/test_distributed_jobs.py",
     "tests/worker/test_ray_cluster.py",
+    # quotas and fair dispatch (issue 16): two workspaces' tiny jobs on one real worker process
+    "tests/worker/test_fair_dispatch_worker.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 

@@ -14,15 +14,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from app.base_models import base_model_provenance, get_base_model
 from app.config import get_settings
 from app.db import run_in_session, session_scope
 from app.domain.serving import adapter_slug
+from app.logs import job_log_context
 from app.models import Adapter, Dataset, Job, JobStatus
 from app.services import adapters as adapter_service
-from app.services import job_checks, job_layouts, jobs, task_rows
+from app.services import dispatch, job_checks, job_layouts, jobs, task_rows
 from app.services.artifacts import get_artifact_store
 from worker.launcher import AttemptLost, PlainFailure, launch_training, run_layout_for
 from worker.packaging import write_adapter_package
@@ -192,12 +194,32 @@ def _parent_adapter_dir(job: Job, store) -> str | None:
     return str(store.path(parent.storage_key))
 
 
+def run_next_training_job(woken_for: int, worker_name: str) -> str:
+    """A wake-up: claim the queued job that is fairest to run next (app/services/dispatch.py; not
+    necessarily `woken_for`, the job whose message this was) and run it. Returns its final status."""
+    with session_scope() as db:
+        queue_name = db.scalar(select(Job.queue).where(Job.id == woken_for)) or "gpu"
+        job_id = dispatch.claim_next_job(db, get_settings(), worker_name, queue_name, woken_for=woken_for)
+    if job_id is None:
+        log.info("woken for job %s: no queued job may run now (taken, finished, cancelled or over a quota)", woken_for)
+        return "not-claimed"
+    if job_id != woken_for:
+        log.info("woken for job %s: job %s is fairer to run first", woken_for, job_id)
+    with job_log_context(job_id):
+        return run_claimed_job(job_id)
+
+
 def run_training_job(job_id: int, worker_name: str) -> str:
-    """Claim, train, package and record one job. Returns the job's final status."""
+    """Claim this very job, train, package and record it. Returns the job's final status."""
     with session_scope() as db:
         if not jobs.claim_job(db, job_id, worker_name):
             log.info("job %s: not claimed (already taken, finished or cancelled)", job_id)
             return "not-claimed"
+    return run_claimed_job(job_id)
+
+
+def run_claimed_job(job_id: int) -> str:
+    """Train, package and record a job this worker has claimed (it is running)."""
     store = get_artifact_store()
     workdir = store.temp_path(f"-job-{job_id}")
     # Checkpoints outlive a dead worker: the next attempt of this job resumes from them.

@@ -8,11 +8,10 @@ from worker.celery_app import celery_app
 
 @celery_app.task(name=TRAIN_TASK, bind=True)
 def train(self, job_id: int) -> str:
-    from app.logs import job_log_context
-    from worker.job_runner import run_training_job
+    """A wake-up for `job_id`; the worker takes whichever queued job is fairest (app/services/dispatch.py)."""
+    from worker.job_runner import run_next_training_job
 
-    with job_log_context(job_id):
-        return run_training_job(job_id, worker_name=self.request.hostname or "worker")
+    return run_next_training_job(job_id, worker_name=self.request.hostname or "worker")
 
 
 @celery_app.task(name=RECONCILE_TASK)

@@ -7,15 +7,17 @@ from fastapi import HTTPException
 from app.api.common import api_router
 from app.http.deps import CurrentUser, DbSession
 from app.schemas import PlaygroundAnswers, PlaygroundCreate, PlaygroundStarted
-from app.services import playground
+from app.services import playground, quotas
 
 router = api_router()
 
 
-@router.post("/playground", status_code=202)
+@router.post("/playground", status_code=202, responses={429: {}})
 def start(body: PlaygroundCreate, user: CurrentUser, db: DbSession) -> PlaygroundStarted:
     """Queue the prompt for the base model and each adapter; read the answers from GET /playground/{id}
-    (or stream them from /playground/{id}/events as server-sent events)."""
+    (or stream them from /playground/{id}/events as server-sent events). 429 with Retry-After over
+    the workspace's requests per minute."""
+    quotas.check_request_quota(db, user.workspace_id)  # RateLimited: answered 429 by app/main.py
     try:
         run = playground.create_request(
             db,

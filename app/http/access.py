@@ -174,6 +174,17 @@ RULES: dict[tuple[str, str], str] = {
         "POST /api/v1/invites",
         "DELETE /api/v1/invites/{invite_id}",
         "GET /api/v1/audit",
+        # quotas (issue 16): the workspace's limits and usage
+        "GET /settings/quotas",
+        "GET /api/v1/quotas",
+    ),
+    # Instance administration: every workspace's quotas (issue 16).
+    **_rules(
+        ADMIN,
+        "GET /admin/quotas",
+        "POST /admin/quotas/{workspace_id}",
+        "GET /api/v1/admin/quotas",
+        "PUT /api/v1/admin/quotas/{workspace_id}",
     ),
 }
 

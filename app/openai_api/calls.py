@@ -25,7 +25,7 @@ from app.db import session_scope
 from app.http.auth import bearer_token
 from app.openai_api.errors import OpenAIError, bad_parameters
 from app.openai_api.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
-from app.services import request_log, serving, serving_limits, serving_usage
+from app.services import quotas, request_log, serving, serving_limits, serving_usage
 from app.services.accounts import token_for_secret
 from app.services.serving import ModelNotFound, ServeTarget
 from app.services.serving_backends import EngineUnavailable, ServingBackend, get_backend
@@ -62,6 +62,11 @@ async def authorize(request: Request) -> Caller:
             401, "Send your API token as 'Authorization: Bearer <token>' (create one on the tokens page).", code="invalid_api_key"
         )
     return await run_in_threadpool(_authorize, secret)
+
+
+def _count_workspace_request(settings: Settings, caller: Caller) -> None:
+    with session_scope() as db:
+        quotas.check_request_quota(db, caller.workspace_id, settings)
 
 
 def _resolve(settings: Settings, caller: Caller, model: str) -> ServeTarget:
@@ -226,7 +231,8 @@ async def run(request: Request, endpoint: str, schema: type[SamplingRequest]) ->
         raise await call.fail(OpenAIError(404, str(exc), code="model_not_found", param="model")) from None
     try:
         await serving_limits.check_request(settings, caller.token_id)
-    except serving_limits.LimitExceeded as exc:
+        await run_in_threadpool(_count_workspace_request, settings, caller)  # the workspace's quota (app/services/quotas.py)
+    except (serving_limits.LimitExceeded, quotas.RateLimited) as exc:
         raise await call.fail(
             OpenAIError(429, str(exc), code="rate_limit_exceeded", headers={"Retry-After": str(exc.retry_after)})
         ) from None

@@ -40,6 +40,7 @@ ACTIONS: dict[str, str] = {
     "member_disabled": "disabled a user",
     "member_enabled": "enabled a user again",
     "member_removed": "removed a user",
+    "quota_changed": "changed a workspace's quotas",  # quotas (issue 16)
 }
 
 

@@ -23,7 +23,7 @@ from app.domain.task_kinds import DEFAULT_TASK, TaskKind, UnknownTaskKind, get_t
 from app.domain.techniques import ParameterError, get_technique, preset_params, unavailable_reason, validate_params
 from app.domain.text import without_controls
 from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
-from app.services import attempts, job_layouts, serving
+from app.services import attempts, job_layouts, quotas, serving
 from app.services.artifacts import ArtifactStore
 from app.services.job_checks import mapping_errors, params_errors, parent_adapter_errors, rows_errors, validation_file_errors
 from app.services.job_estimates import estimate_for, preferred_worker
@@ -110,6 +110,7 @@ def submit_job(
     if errors:
         raise JobError(errors)
     assert model is not None  # no errors: the base model is known and installed
+    quotas.check_new_jobs(db, settings, workspace_id)  # QuotaExceeded: a plain refusal naming the limit
     worker = preferred_worker(db)
     estimate = estimate_for(
         dataset,

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from app.config import get_settings
 from app.domain.numbers import finite_float, record_id, whole_number
 from app.http.deps import Csrf, CurrentUser, DbSession
-from app.services import adapters, playground, playground_streams
+from app.services import adapters, playground, playground_streams, quotas
 from app.web.templating import render
 
 router = APIRouter(dependencies=[Csrf])
@@ -33,6 +33,11 @@ def playground_page(request: Request, user: CurrentUser, db: DbSession):
 
 @router.post("/playground")
 async def start(request: Request, user: CurrentUser, db: DbSession):
+    try:
+        quotas.check_request_quota(db, user.workspace_id)
+    except quotas.RateLimited as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return render(request, "_playground_answers.html", {"error": str(exc)}, status_code=429, headers=headers)
     form = await request.form()
     values = {
         "prompt": str(form.get("prompt") or ""),

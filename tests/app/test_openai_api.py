@@ -281,3 +281,15 @@ def test_each_call_is_recorded_as_usage(client, make_user):
 
 def test_the_endpoint_url_setting_is_read(settings):
     assert get_settings() is settings
+
+
+def test_the_workspace_request_quota_covers_every_token_of_the_workspace(client, make_user, settings, monkeypatch):
+    user = make_user()
+    _, slug = make_adapter(user.id)
+    monkeypatch.setattr(settings, "quota_requests_per_minute", 1)
+    with scripted_engine():
+        assert client.post(CHAT, headers=bearer(_token(user.id)), json=_chat(slug)).status_code == 200
+        refused = client.post(CHAT, headers=bearer(_token(user.id)), json=_chat(slug))  # another token, same workspace
+    error = _error(refused, 429)
+    assert error["code"] == "rate_limit_exceeded" and "quota of requests per minute is 1" in error["message"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
