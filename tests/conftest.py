@@ -53,6 +53,8 @@ SLOW = (
     "tests/worker/training/test_task_kinds.py",
     "tests/worker/training/test_technique_matrix.py",
     "tests/worker/training/test_training_loop.py",
+    # --- gpu-ready (issue 15) ---
+    "tests/worker/training/test_gpu_check.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 

@@ -115,3 +115,24 @@ def test_models_whose_logits_are_more_than_the_head_keep_the_plain_loss(tiny_mod
     model.config.final_logit_softcapping = 30.0
     with hidden_states_instead_of_logits(model) as head:
         assert head is None
+
+
+def test_held_out_losses_per_example_equal_the_plain_ones(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from worker.evaluation.losses import example_losses
+    from worker.training.data import TokenizedExample
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    g = torch.Generator().manual_seed(2)
+    examples = []
+    for n in (9, 14, 5):
+        ids = torch.randint(3, model.config.vocab_size, (n,), generator=g).tolist()
+        examples.append(TokenizedExample(input_ids=ids, attention_mask=[1] * n, labels=[IGNORE_INDEX] * 3 + ids[3:]))
+    got = example_losses(model, examples, pad_id=0, batch_size=2)
+    with torch.no_grad():
+        for (loss, count), example in zip(got, examples):
+            logits = model(input_ids=torch.tensor([example.input_ids])).logits[0, :-1]
+            want = F.cross_entropy(logits, torch.tensor(example.labels[1:]), ignore_index=IGNORE_INDEX, reduction="sum")
+            assert count == len(example.input_ids) - 3
+            assert abs(loss - float(want)) <= 1e-5 * float(want)
