@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `tailor serve` binds to.")
     port: int = Field(8000, description="Port `tailor serve` listens on.")
 
+    # --- throughput and estimates (issue 15) ---
+    worker_calibration: bool = Field(
+        True,
+        description=(
+            "At start a worker measures its own training speed (a few seconds of forward/backward on a small "
+            "calibration model, cached per device in DATA_DIR/calibration) and reports it; estimates use it."
+        ),
+    )
+
     @model_validator(mode="after")
     def _refuse_short_secret(self) -> Settings:
         if self.secret_key == "":

@@ -55,6 +55,7 @@ SLOW = (
     "tests/worker/training/test_training_loop.py",
     # --- gpu-ready (issue 15) ---
     "tests/worker/training/test_gpu_check.py",
+    "tests/worker/test_calibration.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 
@@ -159,6 +160,8 @@ def pytest_configure(config):
             # Tests score adapters when they mean to; a backlog of automatic evaluations would only slow
             # the shared worker down (bake-offs are still scored: tests/worker/evaluation/test_bakeoff.py).
             "TAILOR_AUTO_EVALUATE": "false",
+            # gpu-ready (issue 15): test workers skip the start-up speed measurement (tested on its own).
+            "TAILOR_WORKER_CALIBRATION": "false",
         }
     )
     os.environ.pop("TAILOR_DATABASE_URL", None)

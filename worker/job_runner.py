@@ -18,6 +18,7 @@ from app.base_models import base_model_provenance, get_base_model
 from app.config import get_settings
 from app.db import run_in_session, session_scope
 from app.models import Adapter, Dataset, Job, JobStatus
+from app.services.throughput import record_job_throughput
 from app.services import adapters as adapter_service
 from app.services import job_checks, jobs, task_rows
 from app.services.artifacts import get_artifact_store
@@ -249,6 +250,16 @@ def run_training_job(job_id: int, worker_name: str) -> str:
                 metrics=metrics,
             )
             jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result, recipe, estimate, spec.validation_source))
+            # This worker's measured speed for this base model and technique: later estimates use it.
+            record_job_throughput(
+                db,
+                require_row(db, Job, job_id),
+                worker_name,
+                tokens=result.tokens_seen,
+                train_seconds=result.train_seconds,
+                eval_seconds=result.eval_seconds,
+                peak_memory_bytes=result.peak_memory_bytes,
+            )
             return adapter.id
 
         adapter_id = run_in_session(record_success)

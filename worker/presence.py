@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 import time
 
 from app.config import get_settings
@@ -19,7 +20,12 @@ def start_presence(name: str, queues: str) -> None:
     device = detect_device()
     stop = threading.Event()
 
+    settings = get_settings()
+    calibrate = settings.worker_calibration and "gpu" in queues.split(",")
+
     def beat() -> None:
+        nonlocal device
+        first = True
         while True:
             try:
                 with session_scope() as db:
@@ -27,6 +33,13 @@ def start_presence(name: str, queues: str) -> None:
                 _state["last_beat"] = time.monotonic()
             except Exception:  # noqa: BLE001 - the database may be briefly away; try again next beat
                 log.warning("worker %s: presence heartbeat failed", name, exc_info=True)
+            if first and calibrate:  # after the first beat: the board shows the worker at once
+                from worker.calibration import calibrated_flops
+
+                device = replace(device, calibrated_flops=calibrated_flops(settings.data_dir, device.device))
+                first = False
+                continue
+            first = False
             if stop.wait(HEARTBEAT_SECONDS):
                 return
 
@@ -34,7 +47,6 @@ def start_presence(name: str, queues: str) -> None:
     _state.update(name=name, stop=stop, thread=thread, last_beat=None)
     thread.start()
     log.info("worker %s on %s consuming %s", name, device.device, queues)
-    settings = get_settings()
     if settings.worker_health_port:
         _state["health"] = start_health_server(
             settings.worker_health_port,

@@ -111,6 +111,7 @@ def submit_job(
         column_mapping,
         worker,
         validation_rows=int(validation_dataset.row_count or 0) if validation_dataset is not None else None,
+        base_model=base_model,
     )
     if estimate.get("fits") is False:
         assert worker is not None and worker.memory_bytes is not None  # fits is known only for a worker of known memory

@@ -21,6 +21,7 @@ HEARTBEAT_SECONDS = 10.0
 class DeviceInfo:
     device: str
     memory_bytes: int | None
+    calibrated_flops: float | None = None  # the worker's own measured speed (worker/calibration.py)
 
 
 def detect_device() -> DeviceInfo:
@@ -62,6 +63,8 @@ def record_worker_heartbeat(db: Session, *, name: str, queues: str, device: Devi
         )
         db.add(worker)
     worker.pid, worker.queues, worker.device, worker.device_memory_bytes = os.getpid(), queues, device.device, device.memory_bytes
+    if device.calibrated_flops is not None:
+        worker.calibrated_flops = device.calibrated_flops
     worker.heartbeat_at = now
     worker.stopped_at = None
     db.flush()
@@ -84,6 +87,7 @@ class WorkerStatus:
     heartbeat_at: datetime
     current_job_id: int | None
     current_job_name: str | None
+    calibrated_flops: float | None = None
 
 
 def _aware(value: datetime) -> datetime:
@@ -115,6 +119,7 @@ def worker_board(db: Session, viewer_workspace_id: int, stale_after_seconds: flo
                 heartbeat_at=worker.heartbeat_at,
                 current_job_id=job.id if job is not None and mine and state == "busy" else None,
                 current_job_name=(job.name if mine else "a job of another workspace") if job and state == "busy" else None,
+                calibrated_flops=worker.calibrated_flops,
             )
         )
     return board

@@ -56,7 +56,9 @@ def form_estimate(
         clean = validate_params(entry, params)
     except ParameterError as exc:
         return {"error": "Fix the settings to see an estimate: " + str(exc)}
-    return job_estimates.estimate_for(dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows)
+    return job_estimates.estimate_for(
+        dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows, base_model=base_model
+    )
 
 
 def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dict:
