@@ -18,10 +18,10 @@ from app.base_models import base_model_provenance, get_base_model
 from app.config import get_settings
 from app.db import run_in_session, session_scope
 from app.models import Adapter, Dataset, Job, JobStatus
-from app.services.throughput import record_job_throughput
 from app.services import adapters as adapter_service
 from app.services import job_checks, jobs, task_rows
 from app.services.artifacts import get_artifact_store
+from app.services.throughput import record_job_throughput
 from worker.packaging import write_adapter_package
 from worker.rows import require_row
 from worker.training.spec import Progress, TrainingSpec

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import replace
 import time
+from dataclasses import replace
 
 from app.config import get_settings
 from app.db import session_scope

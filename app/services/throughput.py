@@ -45,6 +45,4 @@ def measurements_of(db: Session, worker_name: str, limit: int = 200) -> tuple[Me
         .order_by(ThroughputMeasurement.created_at.desc(), ThroughputMeasurement.id.desc())
         .limit(limit)
     )
-    return tuple(
-        Measured(r.base_model, r.technique, r.tokens_per_second, r.peak_memory_bytes, r.batch_size, r.max_length) for r in rows
-    )
+    return tuple(Measured(r.base_model, r.technique, r.tokens_per_second, r.peak_memory_bytes, r.batch_size, r.max_length) for r in rows)

@@ -22,7 +22,9 @@ PARAMS = {"batch_size": 8, "max_length": 512, "epochs": 2, "r": 16}
 
 
 def _estimate(worker: WorkerClass, base_model: str | None = "demo"):
-    return estimate_job(SMOLLM_LIKE, "lora", PARAMS, task="instruction", n_rows=220, tokens_per_row=80, worker=worker, base_model=base_model)
+    return estimate_job(
+        SMOLLM_LIKE, "lora", PARAMS, task="instruction", n_rows=220, tokens_per_row=80, worker=worker, base_model=base_model
+    )
 
 
 def test_the_most_specific_figure_wins():
@@ -99,3 +101,36 @@ def test_estimate_source_is_shown_by_the_job_estimate_service(tmp_path: Path):
     got = estimate_for(dataset, SMOLLM_LIKE, "lora", PARAMS, "instruction", {"prompt": "q", "response": "a"}, worker, base_model="demo")  # type: ignore[arg-type]
     assert got["source"] == "measured"
     assert json.dumps(got)  # plain JSON for the form and the job's stored estimate
+
+
+def test_the_suggested_epochs_follow_the_workers_speed():
+    from app.domain.techniques import CATALOGUE, QUICK_START_SECONDS, preset_params
+
+    lora = CATALOGUE["lora"]
+    assert preset_params(lora, "instruction", 220, "balanced")["epochs"] == 3  # no worker known: by rows
+    assert preset_params(lora, "instruction", 220, "balanced", epoch_seconds=QUICK_START_SECONDS / 3)["epochs"] == 3
+    assert preset_params(lora, "instruction", 220, "balanced", epoch_seconds=QUICK_START_SECONDS / 2)["epochs"] == 2
+    assert preset_params(lora, "instruction", 220, "balanced", epoch_seconds=QUICK_START_SECONDS * 5)["epochs"] == 1
+    assert preset_params(lora, "instruction", 220, "thorough", epoch_seconds=QUICK_START_SECONDS * 5)["epochs"] == 6
+
+
+def test_the_form_suggests_fewer_epochs_for_a_slow_worker(client, make_user, tiny_model_dir):
+    from app.config import get_settings
+    from app.models import Dataset
+    from app.web.train_form import train_form_context
+    from tests.app.helpers import SAMPLE_CSV, upload
+
+    _, _, _, token = make_user("slowworker")
+    dataset_id = upload(client, token, SAMPLE_CSV.read_bytes()).json()["id"]
+    name = "slow-cpu@tests"
+    try:
+        with session_scope() as db:
+            dataset = db.get(Dataset, dataset_id)
+            fast = train_form_context(dataset, get_settings())["presets"]["lora"]["instruction"]["balanced"]["epochs"]
+            record_worker_heartbeat(db, name=name, queues="gpu", device=DeviceInfo("cpu (2 cores)", 8 * 2**30, calibrated_flops=1e6))
+            db.commit()
+            slow = train_form_context(dataset, get_settings())["presets"]["lora"]["instruction"]["balanced"]["epochs"]
+        assert slow == 1 and fast >= slow
+    finally:
+        with session_scope() as db:
+            db.execute(delete(WorkerNode).where(WorkerNode.name == name))

@@ -43,11 +43,17 @@ import torch
 
 # (name, LlamaConfig keyword arguments)
 MODELS: dict[str, dict] = {
-    "0.5b": dict(hidden_size=896, num_hidden_layers=24, intermediate_size=4864, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936),
-    "1.5b": dict(hidden_size=1536, num_hidden_layers=28, intermediate_size=8960, num_attention_heads=12, num_key_value_heads=2, vocab_size=151936),
+    "0.5b": dict(
+        hidden_size=896, num_hidden_layers=24, intermediate_size=4864, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936
+    ),
+    "1.5b": dict(
+        hidden_size=1536, num_hidden_layers=28, intermediate_size=8960, num_attention_heads=12, num_key_value_heads=2, vocab_size=151936
+    ),
 }
 SMOKE_MODELS: dict[str, dict] = {
-    "smoke": dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, vocab_size=1000),
+    "smoke": dict(
+        hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, vocab_size=1000
+    ),
 }
 # technique -> (catalogue key, extra parameters)
 TECHNIQUES: dict[str, tuple[str, dict]] = {
@@ -111,7 +117,12 @@ def synthetic_rows(n: int, vocab: int, max_length: int, seed: int = 0) -> list[t
     for _ in range(n):
         prompt = min(max_length // 2, max(4, int(rng.lognormvariate(math.log(max_length * 60 / 1024 + 4), 0.7))))
         answer = min(max_length - prompt - 16, max(4, int(rng.lognormvariate(math.log(max_length * 120 / 1024 + 4), 0.8))))
-        rows.append((" ".join(f"w{rng.randrange(vocab - 3)}" for _ in range(prompt)), " ".join(f"w{rng.randrange(vocab - 3)}" for _ in range(answer))))
+        rows.append(
+            (
+                " ".join(f"w{rng.randrange(vocab - 3)}" for _ in range(prompt)),
+                " ".join(f"w{rng.randrange(vocab - 3)}" for _ in range(answer)),
+            )
+        )
     return rows
 
 
@@ -360,7 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     report = check(plan, args.out_dir)
     for line in summary(report):
         print(line)
-    print(f"distributed smoke: {report['distributed']['status']}" + (f" ({report['distributed'].get('reason')})" if "reason" in report["distributed"] else ""))
+    print(
+        f"distributed smoke: {report['distributed']['status']}"
+        + (f" ({report['distributed'].get('reason')})" if "reason" in report["distributed"] else "")
+    )
     print(f"done in {report['seconds']:.0f} s; JSON in {args.out_dir / 'gpu_check.json'}")
     return 0
 

@@ -85,7 +85,9 @@ def test_a_tiny_llama_trains_on_the_same_loss_and_gradients_without_full_logits(
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     logits = model(input_ids=ids, attention_mask=mask).logits
-    plain = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    plain = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
     plain.backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)

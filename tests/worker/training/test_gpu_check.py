@@ -31,6 +31,9 @@ def test_gpu_check_smoke_reports_every_technique_for_both_systems(tmp_path):
     assert report["distributed"]["status"] in ("not available", "ran", "failed")
     assert "tailor/trainer" in done.stdout and "MFU" in done.stdout
     # The check imports no part of the web app's services, no Celery, no database driver.
-    probe = "import sys, worker.training.gpu_check as g; print(sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'sqlalchemy', 'redis') or m.startswith('app.services')))"
+    probe = (
+        "import sys, worker.training.gpu_check as g; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'sqlalchemy', 'redis') or m.startswith('app.services')))"
+    )
     imported = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
     assert imported.stdout.strip() == "[]", imported.stdout + imported.stderr
