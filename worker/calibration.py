@@ -16,10 +16,11 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("tailor.worker")
 
-CALIBRATION_SHAPE = dict(
+CALIBRATION_SHAPE: dict[str, Any] = dict(
     hidden_size=576, num_hidden_layers=4, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3, vocab_size=49152
 )
 BATCH, ROW_TOKENS = 8, 96  # rows of the demo data's length; the last 60% carry the loss
@@ -48,7 +49,8 @@ def measure_flops(seconds: float = MEASURE_SECONDS) -> float:
     _, precision = precision_for({"precision": "auto"}, device)
     torch.manual_seed(0)
     config = LlamaConfig(**CALIBRATION_SHAPE, tie_word_embeddings=True)
-    model = LlamaForCausalLM(config).to(device)
+    model: Any = LlamaForCausalLM(config)
+    model = model.to(device)
     model = build_peft_model(model, "lora", {"r": 16, "alpha": 32})
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,15 +47,15 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk, grads_wanted):  # type: ignore[override]
+    def forward(ctx, hidden, weight, bias, targets, chunk, grads_wanted):
         # forward() of an autograd.Function runs with gradients off: the caller says whether
         # gradients will be asked for (not under torch.no_grad, as in held-out checks).
         want_hidden = grads_wanted and ctx.needs_input_grad[0]
         want_weight = grads_wanted and ctx.needs_input_grad[1]
         want_bias = grads_wanted and bias is not None and ctx.needs_input_grad[2]
-        grad_hidden = torch.empty_like(hidden) if want_hidden else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
-        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if want_bias else None
+        grad_hidden: Any = torch.empty_like(hidden) if want_hidden else None
+        grad_weight: Any = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
+        grad_bias: Any = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if want_bias else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.size(0), chunk):
             h = hidden[start : start + chunk]
@@ -80,7 +81,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad_total):  # type: ignore[override]
+    def backward(ctx, grad_total):
         saved = iter(ctx.saved_tensors)
         grads = []
         for kept, dtype in zip(ctx.kept, ctx.dtypes):
@@ -114,7 +115,7 @@ def linear_cross_entropy_sum(
     if use_liger is None:
         use_liger = _liger_available(hidden.device)
     if use_liger:  # pragma: no cover - CUDA + liger-kernel only (run by scripts/gpu-check)
-        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy  # type: ignore[import-not-found]
 
         return liger_fused_linear_cross_entropy(hidden, weight, targets, bias, reduction="sum").float()
     chunk = chunk_tokens or chunk_tokens_for(weight.size(0))
@@ -165,11 +166,11 @@ def hidden_states_instead_of_logits(model) -> Iterator[torch.nn.Linear | None]:
         return
     had_own = "forward" in head.__dict__  # accelerate's hooks replace forward on the instance too
     previous = head.__dict__.get("forward")
-    head.forward = _identity  # type: ignore[method-assign]
+    setattr(head, "forward", _identity)  # noqa: B010 - an instance attribute shadows the class's forward
     try:
         yield head
     finally:
         if had_own:
-            head.forward = previous  # type: ignore[method-assign]
+            setattr(head, "forward", previous)  # noqa: B010
         else:
             del head.forward

@@ -38,6 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -101,7 +102,8 @@ def build_model_folder(folder: Path, shape: dict, device: torch.device) -> Path:
     config = LlamaConfig(**shape, max_position_embeddings=4096, tie_word_embeddings=True, eos_token_id=2, pad_token_id=1, bos_token_id=2)
     torch.manual_seed(0)
     with torch.device(device):  # initialising 1.5 B weights on the GPU takes a second, on the CPU a minute
-        model = LlamaForCausalLM(config).to(torch.bfloat16 if device.type == "cuda" else torch.float32)
+        model: Any = LlamaForCausalLM(config)
+        model = model.to(torch.bfloat16 if device.type == "cuda" else torch.float32)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     del model
@@ -283,7 +285,7 @@ def check(plan: Plan, out_dir: Path) -> dict:
                     continue
                 flops = model_flops(shape, lengths, loss_tokens, full=TECHNIQUES[technique][0] == "full")
                 for system, runner in (("tailor", run_engine), ("trainer", run_trainer)):
-                    row = {"model": name, "technique": technique, "system": system}
+                    row: dict[str, Any] = {"model": name, "technique": technique, "system": system}
                     try:
                         figures = runner(technique, folder, rows, plan, device)
                         row.update(figures, tokens_per_second=figures["tokens"] / figures["seconds"])
