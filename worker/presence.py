@@ -21,28 +21,28 @@ def start_presence(name: str, queues: str) -> None:
     stop = threading.Event()
 
     settings = get_settings()
-    calibrate = settings.worker_calibration and "gpu" in queues.split(",")
+    measured: dict = {}
+
+    def calibrate() -> None:
+        from worker.calibration import calibrated_flops
+
+        measured["flops"] = calibrated_flops(settings.data_dir, device.device)
 
     def beat() -> None:
-        nonlocal device
-        first = True
         while True:
             try:
                 with session_scope() as db:
-                    record_worker_heartbeat(db, name=name, queues=queues, device=device)
+                    current = replace(device, calibrated_flops=measured.get("flops"))
+                    record_worker_heartbeat(db, name=name, queues=queues, device=current)
                 _state["last_beat"] = time.monotonic()
             except Exception:  # noqa: BLE001 - the database may be briefly away; try again next beat
                 log.warning("worker %s: presence heartbeat failed", name, exc_info=True)
-            if first and calibrate:  # after the first beat: the board shows the worker at once
-                from worker.calibration import calibrated_flops
-
-                device = replace(device, calibrated_flops=calibrated_flops(settings.data_dir, device.device))
-                first = False
-                continue
-            first = False
             if stop.wait(HEARTBEAT_SECONDS):
                 return
 
+    if settings.worker_calibration and "gpu" in queues.split(","):
+        # Its own thread: the heartbeat (and /health) must not wait for the measurement.
+        threading.Thread(target=calibrate, name="tailor-calibration", daemon=True).start()
     thread = threading.Thread(target=beat, name="tailor-presence", daemon=True)
     _state.update(name=name, stop=stop, thread=thread, last_beat=None)
     thread.start()
