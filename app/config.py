@@ -266,6 +266,15 @@ class Settings(BaseSettings):
         0, ge=0, description="Playground (and serving) requests per minute per workspace; more get 429 with Retry-After (0 = unlimited)."
     )
 
+    # --- throughput and estimates (issue 15) ---
+    worker_calibration: bool = Field(
+        True,
+        description=(
+            "At start a worker measures its own training speed (a few seconds of forward/backward on a small "
+            "calibration model, cached per device in DATA_DIR/calibration) and reports it; estimates use it."
+        ),
+    )
+
     @model_validator(mode="after")
     def _refuse_short_secret(self) -> Settings:
         if self.secret_key == "":

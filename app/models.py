@@ -253,6 +253,9 @@ class WorkerNode(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # --- distributed (issue 13): every device the worker offers ([{index, name, kind, memory_bytes}]).
     devices: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # throughput (issue 15): the worker's own measured speed (useful FLOP/s of an adapter training
+    # step, app/domain/estimates.py's FLOP count), from worker/calibration.py at start; None until measured.
+    calibrated_flops: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ReviewItem(Base):
@@ -427,3 +430,26 @@ class WorkspaceQuota(Base):
     requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+
+
+# --- throughput (issue 15) ---
+
+
+class ThroughputMeasurement(Base):
+    """What one finished job measured on its worker: real tokens/s and peak memory, by worker,
+    base model and technique. Later estimates for the same combination use it (app/services/job_estimates.py)."""
+
+    __tablename__ = "throughput_measurements"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
+    worker_name: Mapped[str] = mapped_column(String(200), index=True)
+    device: Mapped[str] = mapped_column(String(200))
+    base_model: Mapped[str] = mapped_column(String(500))
+    technique: Mapped[str] = mapped_column(String(50))
+    batch_size: Mapped[int] = mapped_column(Integer)
+    max_length: Mapped[int] = mapped_column(Integer)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    train_seconds: Mapped[float] = mapped_column(Float)
+    tokens_per_second: Mapped[float] = mapped_column(Float)
+    peak_memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -1,7 +1,9 @@
-"""Training throughput: Tailor's engine against the plain script peers use.
+"""Training throughput: Tailor's engine against TRL's SFTTrainer and the plain script peers use.
 
-The baseline is what most fine-tuning tutorials do: transformers `Trainer` + PEFT, every example
-padded to `max_length`. Tailor's engine batches examples of similar length (padding only to the
+The main baseline is TRL's `SFTTrainer` with its defaults for prompt-completion data (padding to
+the longest row of each batch, loss on the completion only: the trainer LLaMA-Factory, axolotl
+and unsloth build on). The second is what most fine-tuning tutorials do: transformers `Trainer`
++ PEFT, every example padded to `max_length`. Tailor's engine batches examples of similar length (padding only to the
 longest in each batch) and runs its own loop. Both train the same technique on the same
 tokenized rows (loss on the answer tokens only), with the same batch size, learning rate, seed
 and number of optimizer steps; the held-out loss of both is measured by the same function.
@@ -207,11 +209,94 @@ def run_baseline(technique: str, args) -> dict:
     }
 
 
+def run_sft(technique: str, args) -> dict:
+    """The main baseline: TRL's SFTTrainer, its defaults for prompt-completion data (conversational
+    rows through the model's chat template, each batch padded to its longest row, loss on the
+    completion only), the same PEFT shape, batch, learning rate, schedule and steps. Precision and
+    gradient checkpointing are set as in the engine's run (TRL would default to bf16 and
+    checkpointing on), so the two differ in their data path and loop, not in their arithmetic."""
+    import tempfile
+
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from worker.training.data import tokenize_rows
+    from worker.training.held_out import evaluate_loss
+    from worker.training.loading import load_base_model, pick_device
+    from worker.training.peft_factory import BuildContext, builder_for, quantization_bits
+    from worker.training.schedule import seed_everything
+
+    key, params = _params(technique, args)
+    device = pick_device()
+    seed_everything(args.seed)
+    train_rows, validation_rows = split(load_rows(Path(args.data), args.prompt_column, args.response_column))
+    model, tokenizer = load_base_model(args.model, device, quantization_bits=quantization_bits(key, params))
+    validation = tokenize_rows(tokenizer, validation_rows, args.max_length).examples
+    data = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}]} for q, a in train_rows]
+    )
+    peft_config = builder_for(key).configure(params, model, BuildContext(total_steps=args.steps, tokenizer_dir=str(args.model)))
+    real_tokens = {"n": 0}
+    with tempfile.TemporaryDirectory() as out:
+        config = SFTConfig(
+            output_dir=out,
+            per_device_train_batch_size=args.batch_size,
+            max_steps=args.steps,
+            learning_rate=float(params["learning_rate"]),
+            warmup_steps=max(1, round(0.1 * args.steps)),
+            lr_scheduler_type="linear",
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            max_length=args.max_length,
+            logging_steps=10_000,
+            save_strategy="no",
+            report_to=[],
+            seed=args.seed,
+            dataloader_num_workers=0,
+            bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+            gradient_checkpointing=False,
+            use_cpu=device.type == "cpu",
+            disable_tqdm=True,
+        )
+        seed_everything(args.seed)
+        trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=peft_config)
+        compute_loss = trainer.compute_loss
+
+        def counting(model, inputs, *a, **kw):  # counted where batches are used, not where they are prefetched
+            mask = inputs.get("attention_mask")
+            real_tokens["n"] += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+            return compute_loss(model, inputs, *a, **kw)
+
+        trainer.compute_loss = counting
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+    validation_loss = evaluate_loss(trainer.model, validation, args.batch_size, pad_token_id(tokenizer), device)
+    return {
+        "real_tokens": real_tokens["n"],
+        "seconds": seconds,
+        "tokens_per_second": real_tokens["n"] / seconds,
+        "validation_loss": validation_loss,
+        "peak_memory_bytes": _peak_memory(device),
+        "steps": args.steps,
+    }
+
+
+def pad_token_id(tokenizer) -> int:
+    from worker.training.data import pad_token_id as pad
+
+    return pad(tokenizer)
+
+
+RUNNERS = {"baseline": run_baseline, "sft": run_sft, "engine": run_engine}
+
+
 def _child(args) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    runner = run_engine if args.system == "engine" else run_baseline
+    runner = RUNNERS[args.system]
     print("RESULT " + json.dumps(runner(args.technique, args)), flush=True)
 
 
@@ -279,24 +364,26 @@ def main() -> None:
     print(header)
     for technique in [t.strip() for t in args.techniques.split(",") if t.strip()]:
         row = {}
-        for system in ("baseline", "engine"):
+        for system in ("baseline", "sft", "engine"):
             row[system] = result = _run_in_child(system, technique, args)
             print(
                 f"{technique:<14} {system:<9} {result['tokens_per_second']:>10.1f} {result['peak_memory_bytes'] / 2**20:>8.0f} "
                 f"{result['validation_loss']:>9.4f} {result['seconds']:>8.1f}",
                 flush=True,
             )
-        base, engine = row["baseline"], row["engine"]
-        row["ratios"] = {
-            "tokens_per_second": engine["tokens_per_second"] / base["tokens_per_second"],
-            "peak_memory": engine["peak_memory_bytes"] / base["peak_memory_bytes"],
-            "validation_loss_difference": engine["validation_loss"] - base["validation_loss"],
-        }
-        print(
-            f"{technique:<14} {'ratio':<9} {row['ratios']['tokens_per_second']:>9.2f}x {row['ratios']['peak_memory']:>7.2f}x "
-            f"{row['ratios']['validation_loss_difference']:>+9.4f}",
-            flush=True,
-        )
+        engine = row["engine"]
+        for against in ("sft", "baseline"):  # TRL's SFTTrainer is the main baseline
+            base = row[against]
+            row["ratios" if against == "sft" else "ratios_padded_trainer"] = ratios = {
+                "tokens_per_second": engine["tokens_per_second"] / base["tokens_per_second"],
+                "peak_memory": engine["peak_memory_bytes"] / base["peak_memory_bytes"],
+                "validation_loss_difference": engine["validation_loss"] - base["validation_loss"],
+            }
+            print(
+                f"{technique:<14} {'/' + against:<9} {ratios['tokens_per_second']:>9.2f}x {ratios['peak_memory']:>7.2f}x "
+                f"{ratios['validation_loss_difference']:>+9.4f}",
+                flush=True,
+            )
         figures[technique] = row
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

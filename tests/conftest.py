@@ -77,6 +77,9 @@ SLOW = (
     "tests/worker/test_ray_cluster.py",
     # quotas and fair dispatch (issue 16): two workspaces' tiny jobs on one real worker process
     "tests/worker/test_fair_dispatch_worker.py",
+    # --- gpu-ready (issue 15) ---
+    "tests/worker/training/test_gpu_check.py",
+    "tests/worker/test_calibration.py",
 )
 FOLDER_MARKS = {"tests/e2e": "e2e", "tests/reliability": "reliability"}
 
@@ -185,6 +188,8 @@ def pytest_configure(config):
             "TAILOR_PASSWORD_HASH_TIME_COST": "1",
             "TAILOR_PASSWORD_HASH_MEMORY_KIB": "16384",
             "TAILOR_PASSWORD_HASH_PARALLELISM": "1",
+            # gpu-ready (issue 15): test workers skip the start-up speed measurement (tested on its own).
+            "TAILOR_WORKER_CALIBRATION": "false",
         }
     )
     os.environ.pop("TAILOR_DATABASE_URL", None)

@@ -26,6 +26,7 @@ from app.models import Adapter, Dataset, Job, JobStatus
 from app.services import adapters as adapter_service
 from app.services import dispatch, job_checks, job_layouts, jobs, task_rows
 from app.services.artifacts import get_artifact_store
+from app.services.throughput import record_job_throughput
 from worker.launcher import AttemptLost, PlainFailure, launch_training, run_layout_for
 from worker.packaging import write_adapter_package
 from worker.rows import require_row
@@ -295,6 +296,16 @@ def run_claimed_job(job_id: int) -> str:
                 metrics=metrics,
             )
             jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result, recipe, estimate, spec.validation_source))
+            # This worker's measured speed for this base model and technique: later estimates use it.
+            record_job_throughput(
+                db,
+                require_row(db, Job, job_id),
+                worker_name,
+                tokens=result.tokens_seen,
+                train_seconds=result.train_seconds,
+                eval_seconds=result.eval_seconds,
+                peak_memory_bytes=result.peak_memory_bytes,
+            )
             return adapter.id
 
         adapter_id = run_in_session(record_success)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 
 from app.config import get_settings
 from app.db import session_scope
@@ -27,22 +28,33 @@ def start_presence(name: str, queues: str) -> None:
     device = DeviceInfo(first.device, first.memory_bytes, detect_devices(get_settings().worker_devices))
     stop = threading.Event()
 
+    settings = get_settings()
+    measured: dict = {}
+
+    def calibrate() -> None:
+        from worker.calibration import calibrated_flops
+
+        measured["flops"] = calibrated_flops(settings.data_dir, device.device)
+
     def beat() -> None:
         while True:
             try:
                 with session_scope() as db:
-                    record_worker_heartbeat(db, name=name, queues=queues, device=device)
+                    current = replace(device, calibrated_flops=measured.get("flops"))
+                    record_worker_heartbeat(db, name=name, queues=queues, device=current)
                 _state["last_beat"] = time.monotonic()
             except Exception:  # noqa: BLE001 - the database may be briefly away; try again next beat
                 log.warning("worker %s: presence heartbeat failed", name, exc_info=True)
             if stop.wait(HEARTBEAT_SECONDS):
                 return
 
+    if settings.worker_calibration and "gpu" in queues.split(","):
+        # Its own thread: the heartbeat (and /health) must not wait for the measurement.
+        threading.Thread(target=calibrate, name="tailor-calibration", daemon=True).start()
     thread = threading.Thread(target=beat, name="tailor-presence", daemon=True)
     _state.update(name=name, stop=stop, thread=thread, last_beat=None)
     thread.start()
     log.info("worker %s on %s consuming %s", name, device.device, queues)
-    settings = get_settings()
     if settings.worker_health_port:
         _state["health"] = start_health_server(
             settings.worker_health_port,

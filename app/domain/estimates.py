@@ -178,29 +178,67 @@ CHARS_PER_TOKEN = 3.8
 TEMPLATE_TOKENS = 12  # chat template or plain prompt format around each instruction row
 
 
+# The chunked loss (worker/training/chunked_loss.py, CHUNK_VALUES there) holds at most this many
+# logits at a time, plus their softmax/gradient, instead of tokens x vocabulary of them.
+LOSS_CHUNK_VALUES = 2**23
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a finished job measured on a worker (app.models.ThroughputMeasurement)."""
+
+    base_model: str
+    technique: str
+    tokens_per_second: float
+    peak_memory_bytes: int
+    batch_size: int
+    max_length: int
+
+
 @dataclass(frozen=True)
 class WorkerClass:
-    """What the estimate assumes about the worker that takes the job."""
+    """What the estimate assumes about the worker that takes the job.
+
+    The most specific figure wins: a measurement of the same worker, base model and technique;
+    else the worker's own calibrated speed (worker/calibration.py); else the static figures above.
+    """
 
     kind: str  # "cpu" | "cuda"
     cores: int = 2
     memory_bytes: int | None = None
+    name: str | None = None
+    calibrated_flops: float | None = None
+    measurements: tuple[Measured, ...] = ()
 
     @property
     def flops(self) -> float:
+        if self.calibrated_flops:
+            return self.calibrated_flops
         return GPU_FLOPS if self.kind == "cuda" else CPU_FLOPS_PER_CORE * max(1, self.cores)
 
+    def measured(self, base_model: str | None, technique: str) -> Measured | None:
+        """The latest measurement of this worker for this base model and technique (newest first)."""
+        return next((m for m in self.measurements if base_model and m.base_model == base_model and m.technique == technique), None)
 
-def worker_class_from_device(device: str | None, memory_bytes: int | None = None) -> WorkerClass:
+
+def worker_class_from_device(
+    device: str | None,
+    memory_bytes: int | None = None,
+    *,
+    name: str | None = None,
+    calibrated_flops: float | None = None,
+    measurements: tuple[Measured, ...] = (),
+) -> WorkerClass:
     """Parse a worker's advertised device ("cuda:0 NVIDIA H200", "cpu (16 cores)")."""
     device = device or "cpu (2 cores)"
+    extra = dict(name=name, calibrated_flops=calibrated_flops, measurements=measurements)
     if device.startswith("cuda"):
-        return WorkerClass("cuda", memory_bytes=memory_bytes)
+        return WorkerClass("cuda", memory_bytes=memory_bytes, **extra)  # type: ignore[arg-type]
     cores = 2
     digits = "".join(ch if ch.isdigit() else " " for ch in device).split()
     if digits:
         cores = int(digits[0])
-    return WorkerClass("cpu", cores=cores, memory_bytes=memory_bytes)
+    return WorkerClass("cpu", cores=cores, memory_bytes=memory_bytes, **extra)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -213,6 +251,7 @@ class Estimate:
     tokens: int  # real (unpadded) tokens trained on
     steps: int
     fits: bool | None  # None when the worker's memory is unknown
+    source: str = "static"  # "measured" (this worker, base model, technique) | "calibrated" | "static"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,6 +276,7 @@ def estimate_job(
     worker: WorkerClass = WorkerClass("cpu"),
     num_labels: int = 0,
     quantized_bits: int = 0,
+    base_model: str | None = None,
 ) -> Estimate | None:
     """Peak memory, time, trainable parameters and adapter size of a job; None without a usable config."""
     shape = model_shape(config)
@@ -263,9 +303,13 @@ def estimate_job(
     virtual = int(params.get("num_virtual_tokens", 0)) if technique in ("prompt_tuning", "p_tuning") else 0
     flops_per_token = (6 if technique == "full" else 4) * total
     step_tokens_factor = (row_tokens + virtual) / row_tokens
-    train_seconds = tokens * step_tokens_factor * flops_per_token / worker.flops
+    measured = worker.measured(base_model, technique)
+    # A measurement of this worker, model and technique gives the useful FLOP/s directly.
+    flops = measured.tokens_per_second * flops_per_token * step_tokens_factor if measured else worker.flops
+    source = "measured" if measured else "calibrated" if worker.calibrated_flops else "static"
+    train_seconds = tokens * step_tokens_factor * flops_per_token / flops
     evals = max(1, int(epochs)) if not int(params.get("eval_steps", 0) or 0) else max(1, steps // int(params["eval_steps"]))
-    eval_seconds = evals * n_validation * row_tokens * 2 * total / worker.flops
+    eval_seconds = evals * n_validation * row_tokens * 2 * total / flops
     load_seconds = MODEL_LOAD_SECONDS + total * 4 / 400e6
     seconds = train_seconds + eval_seconds + load_seconds
 
@@ -283,11 +327,14 @@ def estimate_job(
     per_layer = 18 * shape.hidden + 2 * shape.intermediate * (3 if shape.gated_mlp else 2) + 2 * shape.heads * sequence
     layers_kept = 1 if checkpointing == "on" or (checkpointing == "auto" and worker.kind == "cuda") else shape.layers
     activations = micro_batch * sequence * (per_layer * layers_kept + (shape.hidden * 2 if checkpointing != "off" else 0)) * 4
-    logits = micro_batch * sequence * shape.vocab * 4 * (3 if kind.generative else 0)
+    # The chunked loss: one chunk's logits and softmax, the kept hidden states and their gradient.
+    logits = (2 * LOSS_CHUNK_VALUES * 4 + micro_batch * sequence * shape.hidden * 4 * 2) if kind.generative else 0
     baseline = CPU_PROCESS_BASELINE_BYTES if worker.kind == "cpu" else GPU_CONTEXT_BYTES
     # A CPU worker's peak resident set also holds the weights once more while loading.
     loading = total * 4 if worker.kind == "cpu" and not quantized_bits else 0
     peak = int(baseline + weights + state + activations + logits + loading * 0.5)
+    if measured and measured.batch_size == micro_batch and measured.max_length == max_length:
+        peak = measured.peak_memory_bytes  # the same shape of job ran on this worker
     fits = None if worker.memory_bytes is None else peak <= worker.memory_bytes * 0.9
     return Estimate(
         trainable_parameters=int(trained),
@@ -298,4 +345,5 @@ def estimate_job(
         tokens=tokens,
         steps=steps,
         fits=fits,
+        source=source,
     )

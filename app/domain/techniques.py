@@ -665,11 +665,18 @@ PRESETS: dict[str, str] = {
 }
 
 
-def preset_params(technique: Technique, task: str, n_rows: int, preset: str) -> dict[str, Any]:
-    """Parameter values for a preset, chosen from the number of training rows.
+# The quick and balanced presets ask for no more epochs than the worker that will take the job
+# trains (with its held-out checks) in this time, so a first job ends within five minutes.
+QUICK_START_SECONDS = 210.0
+
+
+def preset_params(technique: Technique, task: str, n_rows: int, preset: str, epoch_seconds: float | None = None) -> dict[str, Any]:
+    """Parameter values for a preset, chosen from the number of training rows and the worker's speed.
 
     Small datasets get more epochs (each pass is short and there is little to learn from);
-    large ones fewer. Only parameters the technique has are returned.
+    large ones fewer. `epoch_seconds` (one epoch on the worker that would take the job, from its
+    measured speed) caps the quick and balanced presets at QUICK_START_SECONDS of training,
+    never below one epoch. Only parameters the technique has are returned.
     """
     if preset not in PRESETS:
         raise ParameterError({"preset": f"Unknown preset {preset!r}. Choose one of: {', '.join(PRESETS)}."})
@@ -693,6 +700,8 @@ def preset_params(technique: Technique, task: str, n_rows: int, preset: str) -> 
             "early_stopping_patience": 3,
         },
     }[preset]
+    if epoch_seconds and epoch_seconds > 0 and preset in ("quick", "balanced"):
+        values["epochs"] = max(1, min(int(values["epochs"]), int(QUICK_START_SECONDS // epoch_seconds)))
     kind = TASK_KINDS.get(task)
     if kind is not None and kind.has_labels:
         values["max_length"] = min(values["max_length"], 256)  # labels need the gist, not the whole text

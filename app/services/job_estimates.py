@@ -23,7 +23,18 @@ def preferred_worker(db: Session | None) -> WorkerClass | None:
     except Exception:  # noqa: BLE001 - no worker table or board yet: the estimate assumes a CPU worker
         return None
     live.sort(key=lambda w: (not w.device.startswith("cuda"), w.state != "idle"))
-    return worker_class_from_device(live[0].device, live[0].device_memory_bytes) if live else None
+    if not live:
+        return None
+    from app.services.throughput import measurements_of
+
+    chosen = live[0]
+    return worker_class_from_device(
+        chosen.device,
+        chosen.device_memory_bytes,
+        name=chosen.name,
+        calibrated_flops=chosen.calibrated_flops,
+        measurements=measurements_of(db, chosen.name),
+    )
 
 
 def estimate_for(
@@ -35,6 +46,7 @@ def estimate_for(
     mapping: dict[str, Any],
     worker: WorkerClass | None = None,
     validation_rows: int | None = None,
+    base_model: str | None = None,
 ) -> dict[str, Any]:
     """The pre-launch estimate as a plain dict ({"error": ...} when it cannot be made).
 
@@ -66,6 +78,7 @@ def estimate_for(
             worker=worker,
             num_labels=labels,
             quantized_bits=bits,
+            base_model=base_model,
         )
     except (ValueError, KeyError, TypeError, ZeroDivisionError):
         estimate = None

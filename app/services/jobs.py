@@ -121,6 +121,7 @@ def submit_job(
         column_mapping,
         worker,
         validation_rows=int(validation_dataset.row_count or 0) if validation_dataset is not None else None,
+        base_model=base_model,
     )
     plan, layout_errors = job_layouts.plan_or_errors(  # devices: one, all of one machine, or K machines x M (issue 13)
         db,

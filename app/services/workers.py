@@ -22,6 +22,7 @@ class DeviceInfo:
     device: str
     memory_bytes: int | None
     devices: tuple[dict, ...] = ()  # every device offered (distributed jobs): {index, name, kind, memory_bytes}
+    calibrated_flops: float | None = None  # the worker's own measured speed (worker/calibration.py)
 
 
 def detect_device() -> DeviceInfo:
@@ -64,6 +65,8 @@ def record_worker_heartbeat(db: Session, *, name: str, queues: str, device: Devi
         db.add(worker)
     worker.pid, worker.queues, worker.device, worker.device_memory_bytes = os.getpid(), queues, device.device, device.memory_bytes
     worker.devices = [dict(d) for d in device.devices] or None
+    if device.calibrated_flops is not None:
+        worker.calibrated_flops = device.calibrated_flops
     worker.heartbeat_at = now
     worker.stopped_at = None
     db.flush()
@@ -87,6 +90,7 @@ class WorkerStatus:
     current_job_id: int | None
     current_job_name: str | None
     devices: list[dict] | None = None
+    calibrated_flops: float | None = None
 
 
 def _aware(value: datetime) -> datetime:
@@ -128,6 +132,7 @@ def worker_board(db: Session, viewer_workspace_id: int, stale_after_seconds: flo
                 current_job_id=job.id if job is not None and mine and state == "busy" else None,
                 current_job_name=(job.name if mine else "a job of another workspace") if job and state == "busy" else None,
                 devices=list(worker.devices or []) or None,
+                calibrated_flops=worker.calibrated_flops,
             )
         )
     return board

@@ -62,7 +62,9 @@ def form_estimate(
         clean = validate_params(entry, params)
     except ParameterError as exc:
         return {"error": "Fix the settings to see an estimate: " + str(exc), "invalid": True}
-    estimate = job_estimates.estimate_for(dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows)
+    estimate = job_estimates.estimate_for(
+        dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows, base_model=base_model
+    )
     if devices != "1" and "error" not in estimate:
         try:
             plan = job_layouts.plan_for(
@@ -111,7 +113,13 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
     availability = model_availability(models, techniques, worker.kind == "cuda" if worker else None)
     guesses = {task: column_guess.guess_columns(task, list(dataset.columns)) for task in TASK_KEYS}
     n_rows = int(dataset.row_count or 0)
-    presets = {t.key: {task: {name: preset_params(t, task, n_rows, name) for name in PRESETS} for task in t.task_kinds} for t in techniques}
+    per_epoch = _epoch_seconds(dataset, settings, default_model, worker, guesses)
+    presets = {
+        t.key: {
+            task: {name: preset_params(t, task, n_rows, name, per_epoch.get((t.key, task))) for name in PRESETS} for task in t.task_kinds
+        }
+        for t in techniques
+    }
     form: dict[str, Any] = {  # the chosen values, as submitted (strings, numbers, the params dict)
         "base_model": default_model,
         "technique": "lora",
@@ -193,6 +201,24 @@ def validation_choices(dataset: Dataset) -> list[dict]:
     choices = [c for c in choices if c["shared"]]
     choices.sort(key=lambda c: (c["missing"] != [], -c["shared"], -c["id"]))
     return choices
+
+
+def _epoch_seconds(dataset: Dataset, settings: Settings, base_model: str, worker: WorkerClass | None, guesses: dict) -> dict:
+    """(technique, task) -> seconds of one more epoch on the worker that would take the job (its
+    calibrated or measured speed), for the presets; empty without a live worker."""
+    if worker is None:
+        return {}
+    out = {}
+    for technique in CATALOGUE.values():
+        for task in technique.task_kinds:
+            kwargs = dict(
+                base_model=base_model, technique=technique.key, task=task, mapping=_mapping_from_guess(guesses.get(task, {})), worker=worker
+            )
+            one = form_estimate(dataset, settings, params={"epochs": 1}, **kwargs)  # type: ignore[arg-type]
+            two = form_estimate(dataset, settings, params={"epochs": 2}, **kwargs)  # type: ignore[arg-type]
+            if "seconds" in one and "seconds" in two and two["seconds"] > one["seconds"]:
+                out[(technique.key, task)] = two["seconds"] - one["seconds"]
+    return out
 
 
 def _live_worker_class() -> WorkerClass | None:

@@ -10,7 +10,7 @@ import redis
 from sqlalchemy import func, select
 
 from app.db import session_scope
-from app.models import Adapter, Dataset, Job, MetricPoint, utcnow
+from app.models import Adapter, Dataset, Job, MetricPoint, ThroughputMeasurement, utcnow
 from app.services import dataset_ingest, jobs
 from app.services.adapters import adapter_zip_path
 from app.services.artifacts import get_artifact_store
@@ -67,6 +67,10 @@ def test_a_job_runs_once_and_leaves_one_downloadable_adapter(sample_dataset, set
         assert len(adapters) == 1 and adapters[0].trainable_parameters > 0
         # Scoring next to the base model was asked for as soon as the adapter existed.
         assert adapters[0].evaluation_state in ("queued", "running", "done")
+        # gpu-ready (issue 15): the worker's measured speed for this base model and technique is kept.
+        measured = db.scalar(select(ThroughputMeasurement).where(ThroughputMeasurement.job_id == job_id))
+        assert measured is not None and measured.worker_name == "worker-a" and measured.technique == "lora"
+        assert measured.tokens == job.result["tokens_seen"] and measured.tokens_per_second > 0
         with zipfile.ZipFile(adapter_zip_path(get_artifact_store(), adapters[0])) as archive:
             names = set(archive.namelist())
             card = archive.read("README.md").decode()

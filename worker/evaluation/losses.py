@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from worker.training.chunked_loss import hidden_states_instead_of_logits, linear_cross_entropy_per_token
 from worker.training.data import IGNORE_INDEX, TokenizedExample, collate
 
 
@@ -18,16 +19,21 @@ def example_losses(model, examples: Sequence[TokenizedExample], pad_id: int, bat
     out: list[tuple[float, int]] = []
     for start in range(0, len(examples), batch_size):
         batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         labels = batch["labels"]
         if labels.dim() == 1:  # classification: one label per row
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
             out.extend((float(loss), 1) for loss in F.cross_entropy(logits, labels, reduction="none"))
             continue
-        logits = logits[:, -batch["input_ids"].size(1) :, :]  # virtual tokens of prompt tuning stay out
-        shifted, targets = logits[:, :-1, :], labels[:, 1:]
-        losses = F.cross_entropy(
-            shifted.reshape(-1, shifted.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
-        ).view(targets.shape)
+        # As in training, the output layer runs chunk by chunk: no [tokens x vocabulary] logits.
+        with hidden_states_instead_of_logits(model) as head:
+            out_states = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out_states = out_states[:, -batch["input_ids"].size(1) :, :]  # virtual tokens of prompt tuning stay out
+        shifted, targets = out_states[:, :-1, :], labels[:, 1:]
+        flat = shifted.reshape(-1, shifted.size(-1))
+        if head is not None:
+            losses = linear_cross_entropy_per_token(flat, head.weight, targets.reshape(-1), head.bias).view(targets.shape)
+        else:
+            losses = F.cross_entropy(flat.float(), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none").view(targets.shape)
         counts = (targets != IGNORE_INDEX).sum(-1)
         out.extend((float(row_sum), int(n)) for row_sum, n in zip(losses.sum(-1), counts))
     return out

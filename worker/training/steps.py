@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from worker.training.chunked_loss import hidden_states_instead_of_logits, linear_cross_entropy_sum
 from worker.training.data import IGNORE_INDEX
 from worker.training.precision import FP32, Precision
 from worker.training.progress import LoopState
@@ -27,21 +28,22 @@ def batch_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if batch["labels"].dim() == 1:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
-    if "position_ids" in batch:
+    inputs = (
         # Packed rows: no 2-D mask, so the model builds a block-diagonal one from the positions.
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-    else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    # Prompt tuning and P-tuning put virtual tokens in front: keep the positions of real tokens.
-    logits = logits[:, -batch["input_ids"].size(1) :, :]
-    shifted_logits = logits[:, :-1, :].float()
-    shifted_labels = batch["labels"][:, 1:]
-    return F.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.size(-1)),
-        shifted_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
+        {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+        if "position_ids" in batch
+        else {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     )
+    # The output layer runs chunk by chunk over the labelled tokens (worker/training/chunked_loss.py):
+    # the full [tokens x vocabulary] logits never exist. Models it cannot split keep the plain loss.
+    with hidden_states_instead_of_logits(model) as head:
+        out = model(**inputs, use_cache=False).logits
+    # Prompt tuning and P-tuning put virtual tokens in front: keep the positions of real tokens.
+    out = out[:, -batch["input_ids"].size(1) :, :]
+    shifted, shifted_labels = out[:, :-1, :], batch["labels"][:, 1:].reshape(-1)
+    if head is not None:
+        return linear_cross_entropy_sum(shifted.reshape(-1, shifted.size(-1)), head.weight, shifted_labels, head.bias)
+    return F.cross_entropy(shifted.float().reshape(-1, shifted.size(-1)), shifted_labels, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def micro_step(model, batch: dict[str, torch.Tensor], window_tokens: int, precision: Precision = FP32, device="cpu") -> float:
