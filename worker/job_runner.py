@@ -297,10 +297,11 @@ def run_claimed_job(job_id: int) -> str:
             )
             jobs.finish_job(db, job_id, JobStatus.succeeded, result=_result_dict(result, recipe, estimate, spec.validation_source))
             # This worker's measured speed for this base model and technique: later estimates use it.
+            finished = require_row(db, Job, job_id)
             record_job_throughput(
                 db,
-                require_row(db, Job, job_id),
-                worker_name,
+                finished,
+                finished.worker_name or "",  # set by the claim
                 tokens=result.tokens_seen,
                 train_seconds=result.train_seconds,
                 eval_seconds=result.eval_seconds,
