@@ -397,6 +397,10 @@ class ServingLogEntry(Base):
     prompt: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # rated request log: a reviewer's thumbs up (True) or down (False), None while unrated
+    rating: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    rated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 # --- preference tuning ---

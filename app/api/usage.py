@@ -1,14 +1,19 @@
-"""Serving in the API: usage per model per day, an adapter's model name and request log."""
+"""Serving in the API: usage per model per day, an adapter's model name and request log, ratings of
+the logged answers and the feedback dataset built from them."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Query
+from typing import Literal
+
+from fastapi import HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.common import api_router
-from app.http.deps import CurrentUser, DbSession, OwnedAdapter
-from app.services import request_log, serving, serving_usage
+from app.http import auditing
+from app.http.deps import CurrentUser, DbSession, OwnedAdapter, Store
+from app.schemas import DatasetPublic
+from app.services import preference_datasets, request_log, serving, serving_usage
 
 router = api_router()
 
@@ -49,7 +54,7 @@ def list_request_log(
     adapter: OwnedAdapter, db: DbSession, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
 ) -> list[dict]:
     return [
-        {"id": e.id, "prompt": e.prompt, "answer": e.answer, "created_at": e.created_at.isoformat()}
+        {"id": e.id, "prompt": e.prompt, "answer": e.answer, "created_at": e.created_at.isoformat(), "rating": request_log.rating_name(e)}
         for e in request_log.entries(db, adapter, limit, offset)
     ]
 
@@ -58,3 +63,34 @@ def list_request_log(
 def request_log_csv(adapter: OwnedAdapter, db: DbSession):
     """The log as CSV (prompt, answer), ready to upload back as a dataset."""
     return Response(request_log.export_csv(db, adapter), media_type="text/csv; charset=utf-8")
+
+
+class LogRating(BaseModel):
+    rating: Literal["good", "bad", "none"] = Field(description="Thumbs up (good), down (bad), or none to take the rating back.")
+
+
+@router.put("/adapters/{adapter_id}/request-log/{entry_id}/rating", responses={404: {}})
+def rate_log_entry(body: LogRating, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, entry_id: int) -> dict:
+    entry = request_log.entry_of(db, adapter, entry_id)
+    if entry is None:
+        raise HTTPException(404, "There is no such request-log entry in your workspace.")
+    request_log.rate(db, entry, body.rating, user.id)
+    return {"id": entry.id, "rating": request_log.rating_name(entry)}
+
+
+@router.get("/adapters/{adapter_id}/feedback-dataset")
+def feedback_counts(adapter: OwnedAdapter, db: DbSession) -> dict[str, int]:
+    """How many logged answers are rated good and bad, and how many rows a feedback dataset from them gets."""
+    return request_log.rated_counts(db, adapter)
+
+
+@router.post("/adapters/{adapter_id}/feedback-dataset", status_code=201, responses={404: {}, 409: {}})
+def feedback_dataset(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store) -> DatasetPublic:
+    """A feedback dataset (prompt, answer, feedback good/bad) from the rated request-log entries, for KTO (task `feedback`)."""
+    try:
+        dataset = request_log.feedback_dataset(db, store, adapter, user.id)
+    except preference_datasets.PreferenceDataError as exc:
+        raise HTTPException(409, str(exc)) from None
+    details = {"filename": dataset.original_filename, "source": "request_log", "adapter_id": adapter.id, "rows": dataset.row_count}
+    auditing.record(request, db, user, "dataset_uploaded", ("dataset", dataset.id), details)
+    return DatasetPublic.model_validate(dataset)

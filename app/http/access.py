@@ -99,6 +99,10 @@ RULES: dict[tuple[str, str], str] = {
         "GET /api/v1/workers",
         "GET /api/v1/tokens",
         "GET /settings/tokens",
+        # rated request log: reviewers rate served answers
+        "POST /adapters/{adapter_id}/request-log/{entry_id}/rating",
+        "PUT /api/v1/adapters/{adapter_id}/request-log/{entry_id}/rating",
+        "GET /api/v1/adapters/{adapter_id}/feedback-dataset",
     ),
     # Sessions and SSO (issue 16): the provider sends the browser back without a Tailor session.
     **_rules(PUBLIC, "GET /login/sso", "GET /login/sso/callback"),
@@ -154,6 +158,9 @@ RULES: dict[tuple[str, str], str] = {
         "PUT /api/v1/adapters/{adapter_id}/request-log",
         "POST /settings/tokens",
         "POST /settings/tokens/{token_id}/revoke",
+        # rated request log: a feedback dataset from the rated answers
+        "POST /adapters/{adapter_id}/feedback-dataset",
+        "POST /api/v1/adapters/{adapter_id}/feedback-dataset",
     ),
     # People and the audit log.
     **_rules(

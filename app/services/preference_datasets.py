@@ -5,9 +5,9 @@ their content, profiled and scanned for personal data by the normal ingest):
   adapter, a comparison (its adapters and the base model), or the whole workspace;
 - corrections written in the playground: the prompt, the model's answer (rejected) and the
   correction (chosen);
-- feedback rows (prompt, answer, good/bad) from any source: `feedback_dataset` is the hook the
-  serving request log feeds once serving exists (each served answer with a reviewer's thumbs up or
-  down becomes one row); nothing here reads a request log yet.
+- feedback rows (prompt, answer, good/bad) from any source: `feedback_dataset`, which the serving
+  request log feeds (app/services/request_log.py: each served answer with a reviewer's thumbs up or
+  down becomes one row).
 """
 
 from __future__ import annotations

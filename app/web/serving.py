@@ -1,4 +1,5 @@
-"""Serving pages: an adapter's page (the Use it panel and its request log) and the usage page."""
+"""Serving pages: an adapter's page (the Use it panel and its request log, whose answers reviewers
+rate and turn into a feedback dataset) and the usage page."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from fastapi.responses import Response
 
 from app.config import get_settings
 from app.domain.serving import usage_snippets
-from app.http.deps import Csrf, CurrentUser, DbSession, OwnedAdapter
-from app.http.responses import redirect
-from app.services import request_log, serving, serving_usage
+from app.http import auditing
+from app.http.deps import Csrf, CurrentUser, DbSession, OwnedAdapter, Store
+from app.http.responses import is_htmx, redirect
+from app.services import preference_datasets, request_log, serving, serving_usage
 from app.web.templating import render
 
 router = APIRouter(dependencies=[Csrf])
@@ -36,6 +38,7 @@ def adapter_page(request: Request, adapter: OwnedAdapter, db: DbSession, page: i
             "served": adapter.status == serving.SERVED_STATUS,
             "log_entries": request_log.entries(db, adapter, LOG_PAGE, page * LOG_PAGE),
             "log_count": request_log.count(db, adapter),
+            "rated": request_log.rated_counts(db, adapter),
             "page": page,
             "page_size": LOG_PAGE,
         },
@@ -60,6 +63,31 @@ def request_log_csv(adapter: OwnedAdapter, db: DbSession):
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="request-log-{adapter.slug or adapter.id}.csv"'},
     )
+
+
+@router.post("/adapters/{adapter_id}/request-log/{entry_id}/rating")
+def rate_log_entry(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, entry_id: int, rating: str = Form("")):
+    entry = request_log.entry_of(db, adapter, entry_id)
+    if entry is None:
+        raise HTTPException(404, "There is no such request-log entry in your workspace.")
+    try:
+        request_log.rate(db, entry, rating, user.id)
+    except request_log.RequestLogError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if is_htmx(request):
+        return render(request, "_request_log_row.html", {"adapter": adapter, "e": entry})
+    return redirect(request, f"/adapters/{adapter.id}#request-log")
+
+
+@router.post("/adapters/{adapter_id}/feedback-dataset")
+def feedback_dataset(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
+    try:
+        dataset = request_log.feedback_dataset(db, store, adapter, user.id)
+    except preference_datasets.PreferenceDataError as exc:
+        raise HTTPException(409, str(exc)) from None
+    details = {"filename": dataset.original_filename, "source": "request_log", "adapter_id": adapter.id, "rows": dataset.row_count}
+    auditing.record(request, db, user, "dataset_uploaded", ("dataset", dataset.id), details)
+    return redirect(request, f"/datasets/{dataset.id}?task=feedback")
 
 
 @router.get("/usage")
