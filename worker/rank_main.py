@@ -67,6 +67,9 @@ class RankEvents:
         self._file.close()
 
 
+_KEPT: list = []
+
+
 def _configure_logging(rank: int) -> None:
     from app.logs import configure_logging, job_log_context
 
@@ -82,7 +85,10 @@ def _configure_logging(rank: int) -> None:
         handler.addFilter(RankFilter())
     job = os.environ.get("TAILOR_JOB_ID")
     if job:
-        job_log_context(int(job)).__enter__()  # for the whole life of this process
+        # For the whole life of this process; the context manager is kept, since a dropped one is
+        # finalised at once and its `finally` would clear the job id again.
+        _KEPT.append(job_log_context(int(job)))
+        _KEPT[-1].__enter__()
 
 
 def main(folder: Path) -> int:

