@@ -10,47 +10,20 @@ import threading
 import time
 import zipfile
 
-import pytest
 from sqlalchemy import func, select
 
 from app.db import session_scope
-from app.models import Adapter, Dataset, Job, JobAttempt, User
-from app.services import dataset_ingest, jobs
+from app.models import Adapter, Job, JobAttempt
 from app.services.adapters import adapter_zip_path
 from app.services.artifacts import get_artifact_store
-from tests.app.helpers import SAMPLE_CSV
+from tests.worker.test_job_runner import _submit, sample_dataset  # noqa: F401 - a fixture
 from worker.job_runner import checkpoint_key, run_training_job
 from worker.reconcile import reconcile_jobs
 
 
-@pytest.fixture
-def sample_dataset(make_user) -> tuple[int, int]:
-    user_id, *_ = make_user("dist-runner")
-    with session_scope() as db, open(SAMPLE_CSV, "rb") as f:
-        user = db.get(User, user_id)
-        dataset, _ = dataset_ingest.ingest_upload(
-            db, get_artifact_store(), workspace_id=user.workspace_id, user_id=user.id, filename="northwind.csv", source=f, limit_bytes=10**8
-        )
-        return user.workspace_id, dataset.id
-
-
 def submit(workspace_id: int, dataset_id: int, settings, devices: str, **params) -> int:
-    with session_scope() as db:
-        job = jobs.submit_job(
-            db,
-            settings,
-            get_artifact_store(),
-            workspace_id=workspace_id,
-            user_id=None,
-            dataset=db.get(Dataset, dataset_id),
-            task="instruction",
-            column_mapping={"prompt": "question", "response": "answer"},
-            base_model="tiny-llama",
-            technique="lora",
-            params={"learning_rate": 3e-3, "batch_size": 4, "dropout": 0.0, **params},
-            devices=devices,
-        )
-        return job.id
+    """A LoRA job on the tiny Llama over `devices` (the job runner tests' submit, batch 4, no dropout)."""
+    return _submit(workspace_id, dataset_id, settings, devices=devices, **{"batch_size": 4, "dropout": 0.0, **params})
 
 
 def wait_for_rank(job_id: int, rank: str, min_step: int, timeout: float = 300) -> int:

@@ -33,7 +33,7 @@ def sample_dataset(make_user) -> tuple[int, int]:
         return user.workspace_id, dataset.id
 
 
-def _submit(workspace_id: int, dataset_id: int, settings, base_model: str = "tiny-llama", **params) -> int:
+def _submit(workspace_id: int, dataset_id: int, settings, base_model: str = "tiny-llama", devices: str = "1", **params) -> int:
     with session_scope() as db:
         job = jobs.submit_job(
             db,
@@ -47,6 +47,7 @@ def _submit(workspace_id: int, dataset_id: int, settings, base_model: str = "tin
             base_model=base_model,
             technique="lora",
             params={"max_steps": 6, "learning_rate": 3e-3, **params},
+            devices=devices,
         )
         return job.id
 
