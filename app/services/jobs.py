@@ -112,9 +112,10 @@ def submit_job(
     assert model is not None  # no errors: the base model is known and installed
     quotas.check_new_jobs(db, settings, workspace_id)  # QuotaExceeded: a plain refusal naming the limit
     worker = preferred_worker(db)
+    config = read_model_config(model.location)
     estimate = estimate_for(
         dataset,
-        read_model_config(model.location),
+        config,
         technique,
         clean_params,
         task,
@@ -127,7 +128,7 @@ def submit_job(
         db,
         settings,
         dataset,
-        read_model_config(model.location),
+        config,
         technique,
         clean_params,
         task,
