@@ -3,11 +3,12 @@ from the votes or from playground corrections; corrections themselves."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Query
+from fastapi import HTTPException, Query, Request
 
 from app.api.common import api_router
 from app.http.deps import CurrentUser, DbSession, Store
 from app.http.lookups import adapter_in_workspace
+from app.http.made_datasets import made_dataset
 from app.schemas import CorrectionCreate, CorrectionPublic, DatasetPublic, VoteCounts, VotesDatasetCreate
 from app.services import preference_datasets
 
@@ -26,15 +27,12 @@ def vote_counts(user: CurrentUser, db: DbSession, adapter_ids: list[int] = Query
 
 
 @router.post("/preference-datasets/votes", status_code=201, responses={404: {}, 409: {}})
-def dataset_from_votes(body: VotesDatasetCreate, user: CurrentUser, db: DbSession, store: Store) -> DatasetPublic:
+def dataset_from_votes(request: Request, body: VotesDatasetCreate, user: CurrentUser, db: DbSession, store: Store) -> DatasetPublic:
     """A preference dataset (prompt, chosen, rejected, chosen_by, rejected_by) from the votes: no
     adapter_ids = the whole workspace; comparison = only pairs among these adapters and the base model."""
     scope = _scope(db, user, body.adapter_ids, body.comparison)
-    try:
-        dataset = preference_datasets.votes_dataset(db, store, workspace_id=user.workspace_id, user_id=user.id, scope=scope)
-    except preference_datasets.PreferenceDataError as exc:
-        raise HTTPException(409, str(exc)) from None
-    return DatasetPublic.model_validate(dataset)
+    build = lambda: preference_datasets.votes_dataset(db, store, workspace_id=user.workspace_id, user_id=user.id, scope=scope)  # noqa: E731
+    return DatasetPublic.model_validate(made_dataset(request, db, user, build, "review_votes"))
 
 
 @router.get("/corrections")
@@ -61,9 +59,6 @@ def create_correction(body: CorrectionCreate, user: CurrentUser, db: DbSession) 
 
 
 @router.post("/preference-datasets/corrections", status_code=201, responses={409: {}})
-def dataset_from_corrections(user: CurrentUser, db: DbSession, store: Store) -> DatasetPublic:
-    try:
-        dataset = preference_datasets.corrections_dataset(db, store, workspace_id=user.workspace_id, user_id=user.id)
-    except preference_datasets.PreferenceDataError as exc:
-        raise HTTPException(409, str(exc)) from None
-    return DatasetPublic.model_validate(dataset)
+def dataset_from_corrections(request: Request, user: CurrentUser, db: DbSession, store: Store) -> DatasetPublic:
+    build = lambda: preference_datasets.corrections_dataset(db, store, workspace_id=user.workspace_id, user_id=user.id)  # noqa: E731
+    return DatasetPublic.model_validate(made_dataset(request, db, user, build, "corrections"))

@@ -10,10 +10,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.common import api_router
-from app.http import auditing
 from app.http.deps import CurrentUser, DbSession, OwnedAdapter, Store
+from app.http.made_datasets import made_dataset
 from app.schemas import DatasetPublic
-from app.services import preference_datasets, request_log, serving, serving_usage
+from app.services import request_log, serving, serving_usage
 
 router = api_router()
 
@@ -87,10 +87,5 @@ def feedback_counts(adapter: OwnedAdapter, db: DbSession) -> dict[str, int]:
 @router.post("/adapters/{adapter_id}/feedback-dataset", status_code=201, responses={404: {}, 409: {}})
 def feedback_dataset(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store) -> DatasetPublic:
     """A feedback dataset (prompt, answer, feedback good/bad) from the rated request-log entries, for KTO (task `feedback`)."""
-    try:
-        dataset = request_log.feedback_dataset(db, store, adapter, user.id)
-    except preference_datasets.PreferenceDataError as exc:
-        raise HTTPException(409, str(exc)) from None
-    details = {"filename": dataset.original_filename, "source": "request_log", "adapter_id": adapter.id, "rows": dataset.row_count}
-    auditing.record(request, db, user, "dataset_uploaded", ("dataset", dataset.id), details)
-    return DatasetPublic.model_validate(dataset)
+    build = lambda: request_log.feedback_dataset(db, store, adapter, user.id)  # noqa: E731
+    return DatasetPublic.model_validate(made_dataset(request, db, user, build, "request_log", adapter_id=adapter.id))

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 
 from app.http.deps import Csrf, CurrentUser, DbSession, Store
 from app.http.lookups import adapter_in_workspace, parse_ids
+from app.http.made_datasets import made_dataset
 from app.http.responses import is_htmx, redirect
 from app.services import preference_datasets
 from app.web.templating import render
@@ -33,10 +34,8 @@ def vote_scope(db, user, ids: str, scope: str) -> preference_datasets.VoteScope:
 @router.post("/preference-datasets/votes")
 def dataset_from_votes(request: Request, user: CurrentUser, db: DbSession, store: Store, ids: str = Form(""), scope: str = Form("adapter")):
     chosen = vote_scope(db, user, ids, scope)
-    try:
-        dataset = preference_datasets.votes_dataset(db, store, workspace_id=user.workspace_id, user_id=user.id, scope=chosen)
-    except preference_datasets.PreferenceDataError as exc:
-        raise HTTPException(409, str(exc)) from None
+    build = lambda: preference_datasets.votes_dataset(db, store, workspace_id=user.workspace_id, user_id=user.id, scope=chosen)  # noqa: E731
+    dataset = made_dataset(request, db, user, build, "review_votes")
     return redirect(request, f"/datasets/{dataset.id}?task=preference")
 
 
@@ -71,8 +70,6 @@ def save_correction(
 
 @router.post("/preference-datasets/corrections")
 def dataset_from_corrections(request: Request, user: CurrentUser, db: DbSession, store: Store):
-    try:
-        dataset = preference_datasets.corrections_dataset(db, store, workspace_id=user.workspace_id, user_id=user.id)
-    except preference_datasets.PreferenceDataError as exc:
-        raise HTTPException(409, str(exc)) from None
+    build = lambda: preference_datasets.corrections_dataset(db, store, workspace_id=user.workspace_id, user_id=user.id)  # noqa: E731
+    dataset = made_dataset(request, db, user, build, "corrections")
     return redirect(request, f"/datasets/{dataset.id}?task=preference")

@@ -8,10 +8,10 @@ from fastapi.responses import Response
 
 from app.config import get_settings
 from app.domain.serving import usage_snippets
-from app.http import auditing
 from app.http.deps import Csrf, CurrentUser, DbSession, OwnedAdapter, Store
+from app.http.made_datasets import made_dataset
 from app.http.responses import is_htmx, redirect
-from app.services import preference_datasets, request_log, serving, serving_usage
+from app.services import request_log, serving, serving_usage
 from app.web.templating import render
 
 router = APIRouter(dependencies=[Csrf])
@@ -81,12 +81,8 @@ def rate_log_entry(request: Request, adapter: OwnedAdapter, user: CurrentUser, d
 
 @router.post("/adapters/{adapter_id}/feedback-dataset")
 def feedback_dataset(request: Request, adapter: OwnedAdapter, user: CurrentUser, db: DbSession, store: Store):
-    try:
-        dataset = request_log.feedback_dataset(db, store, adapter, user.id)
-    except preference_datasets.PreferenceDataError as exc:
-        raise HTTPException(409, str(exc)) from None
-    details = {"filename": dataset.original_filename, "source": "request_log", "adapter_id": adapter.id, "rows": dataset.row_count}
-    auditing.record(request, db, user, "dataset_uploaded", ("dataset", dataset.id), details)
+    build = lambda: request_log.feedback_dataset(db, store, adapter, user.id)  # noqa: E731
+    dataset = made_dataset(request, db, user, build, "request_log", adapter_id=adapter.id)
     return redirect(request, f"/datasets/{dataset.id}?task=feedback")
 
 

@@ -135,6 +135,12 @@ def _vote(workspace_id: int, prompt: str, left: tuple[str, str], right: tuple[st
         )
 
 
+def _made_events(client, token: str, dataset_id: int) -> list[dict]:
+    """The audit log's record of a made dataset: where its rows came from and how many."""
+    events = client.get("/api/v1/audit", headers=bearer(token), params={"action": "dataset_uploaded"}).json()["events"]
+    return [{k: e["details"][k] for k in ("source", "rows")} for e in events if e["target_id"] == str(dataset_id)]
+
+
 def test_votes_become_a_preference_dataset(client, make_user):
     user = make_user("votes")
     workspace = _workspace(user.id)
@@ -154,6 +160,7 @@ def test_votes_become_a_preference_dataset(client, make_user):
     rows = client.get(f"/api/v1/datasets/{dataset['id']}/rows", headers=bearer(user.token)).json()
     text = json.dumps(rows)
     assert "Tomorrow, tracked." in text and "Yes, within 30 days." in text and "Norway?" not in text
+    assert _made_events(client, user.token, dataset["id"]) == [{"source": "review_votes", "rows": 2}]  # audited like an upload
     # an adapter of another workspace is not found; a scope without votes is a plain 409
     other = make_user("other")
     assert client.get(f"/api/v1/preference-datasets/votes?adapter_ids={a}", headers=bearer(other.token)).status_code == 404
@@ -174,6 +181,7 @@ def test_corrections_become_a_preference_dataset(client, make_user):
     assert saved.status_code == 201
     made = client.post("/api/v1/preference-datasets/corrections", headers=bearer(user.token))
     assert made.status_code == 201 and made.json()["row_count"] == 1
+    assert _made_events(client, user.token, made.json()["id"]) == [{"source": "corrections", "rows": 1}]
     # the corrections page lists it, signed in
     sign_in(client, user.email, user.password)
     page = client.get("/corrections")
