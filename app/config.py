@@ -132,7 +132,6 @@ class Settings(BaseSettings):
     serve_idle_timeout_seconds: float = Field(
         30.0, description="How long a running answer may go without a new token before it ends with an error (a stalled engine)."
     )
-    serve_max_body_bytes: int = Field(1024 * 1024, description="Largest /v1 request body accepted, in bytes.")
 
     # --- roles, invites and the audit log (issue 16) ---
     invite_ttl_hours: float = Field(72.0, gt=0, description="How long an invite link can be used (it also works only once).")

@@ -65,7 +65,10 @@ class BodyLimitMiddleware:
     @staticmethod
     async def _refuse(scope: Scope, send: Send, limit: int) -> None:
         message = body_too_large_message(limit)
-        if scope["path"].startswith("/api/") or scope["path"] == "/openapi.json":
+        if scope["path"].startswith("/v1/"):  # OpenAI clients read OpenAI's error body (app/openai_api/errors.py)
+            error = {"message": message, "type": "invalid_request_error", "code": "request_too_large"}
+            body, content_type = json.dumps({"error": error}).encode(), b"application/json"
+        elif scope["path"].startswith("/api/") or scope["path"] == "/openapi.json":
             body, content_type = json.dumps({"detail": message}).encode(), b"application/json"
         else:
             body, content_type = message.encode(), b"text/plain; charset=utf-8"

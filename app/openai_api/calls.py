@@ -74,15 +74,9 @@ def _resolve(settings: Settings, caller: Caller, model: str) -> ServeTarget:
         return serving.resolve_model(db, settings, caller.workspace_id, model)
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise OpenAIError(413, f"The request body is larger than {limit:,} bytes.", code="request_too_large")
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise OpenAIError(413, f"The request body is larger than {limit:,} bytes.", code="request_too_large")
+async def read_json(request: Request) -> Any:
+    """The body as JSON; its size is already bounded by TAILOR_MAX_BODY_BYTES (app/http/body_limit.py)."""
+    body = await request.body()
     try:
         return json.loads(body)
     except ValueError:
@@ -214,7 +208,7 @@ async def run(request: Request, endpoint: str, schema: type[SamplingRequest]) ->
     started = time.monotonic()
     settings = get_settings()
     caller = await authorize(request)
-    raw = await read_json(request, settings.serve_max_body_bytes)
+    raw = await read_json(request)
     try:
         body = schema.model_validate(raw)
     except ValidationError as exc:

@@ -191,7 +191,7 @@ def test_odd_bodies_get_plain_4xx(client, make_user, settings, monkeypatch):
     _error(client.post(CHAT, headers=bearer(token), json=["a list"]), 400)
     too_many = _error(client.post(CHAT, headers=bearer(token), json=_chat(slug, max_tokens=settings.serve_max_tokens + 1)), 400)
     assert str(settings.serve_max_tokens) in too_many["message"]
-    monkeypatch.setattr(settings, "serve_max_body_bytes", 1000)
+    monkeypatch.setattr(settings, "max_body_bytes", 1000)  # the app-wide limit, answered in OpenAI's body here
     _error(client.post(CHAT, headers=bearer(token), json=_chat(slug, content="x" * 2000)), 413)
     assert _error(client.get("/v1/nothing-here", headers=bearer(token)), 404)["message"]
 
@@ -293,3 +293,11 @@ def test_the_workspace_request_quota_covers_every_token_of_the_workspace(client,
     error = _error(refused, 429)
     assert error["code"] == "rate_limit_exceeded" and "quota of requests per minute is 1" in error["message"]
     assert 1 <= int(refused.headers["retry-after"]) <= 60
+
+
+def test_a_streamed_body_over_the_limit_is_a_413_in_openai_format(client, make_user, settings, monkeypatch):
+    user = make_user()
+    monkeypatch.setattr(settings, "max_body_bytes", 1000)
+    chunks = iter([b'{"model": "x", "messages": [{"role": "user", "content": "', b"x" * 2000, b'"}]}'])  # no Content-Length
+    refused = client.post(CHAT, headers={**bearer(_token(user.id)), "content-type": "application/json"}, content=chunks)
+    assert "too large" in _error(refused, 413)["message"].lower() or "larger than" in _error(refused, 413)["message"]
