@@ -56,12 +56,20 @@ def send_generate(request_id: str) -> None:
     get_producer().send_task(GENERATE_TASK, args=[request_id], queue=INFERENCE_QUEUE)
 
 
-def redis_url() -> str:
-    """The broker's Redis as a redis-py URL (kombu's redis+socket:// becomes unix://)."""
-    url = get_settings().broker_url
+def redis_url(broker_url: str | None = None) -> str:
+    """The broker's Redis (or this broker URL's) as a redis-py URL (kombu's redis+socket:// becomes unix://)."""
+    url = broker_url or get_settings().broker_url
     if url.startswith("redis+socket://"):
         url = "unix://" + url[len("redis+socket://") :]
     return url
+
+
+def limits_storage_uri(broker_url: str | None = None, asynchronous: bool = False) -> str:
+    """The same Redis as the `limits` library names it (unix:// is its redis+unix://; async+ for its
+    asyncio storage): sign-in throttling, quotas and the serving limits count there."""
+    url = redis_url(broker_url)
+    uri = "redis+unix://" + url[len("unix://") :] if url.startswith("unix://") else url
+    return "async+" + uri if asynchronous else uri
 
 
 def redis_client():

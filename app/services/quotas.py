@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from app import queue
 from app.config import Settings, get_settings
 from app.models import Job, JobAttempt, JobStatus, Workspace, WorkspaceQuota, utcnow
 
@@ -203,19 +204,12 @@ def check_new_jobs(db: Session, settings: Settings, workspace_id: int, count: in
 REQUESTS_NAMESPACE = "tailor-requests"
 
 
-def _limits_uri(broker_url: str) -> str:
-    """limits' name for the same Redis as the broker (kombu's redis+socket:// is limits' redis+unix://)."""
-    if broker_url.startswith("redis+socket://"):
-        return "redis+unix://" + broker_url[len("redis+socket://") :]
-    return broker_url
-
-
 @lru_cache
 def _limiter(broker_url: str):
     from limits.storage import storage_from_string
     from limits.strategies import MovingWindowRateLimiter
 
-    return MovingWindowRateLimiter(storage_from_string(_limits_uri(broker_url)))
+    return MovingWindowRateLimiter(storage_from_string(queue.limits_storage_uri(broker_url)))
 
 
 def _per_minute(amount: int):

@@ -16,7 +16,8 @@ from limits import RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from app.config import Settings, get_settings
+from app import queue
+from app.config import Settings
 from app.services.serving_protocol import PREFIX
 
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MovingWindowRateLimiter] = weakref.WeakKeyDictionary()
@@ -31,14 +32,6 @@ class LimitExceeded(Exception):
         self.retry_after = max(1, retry_after)
 
 
-def redis_url(settings: Settings) -> str:
-    """The broker's Redis as a redis-py URL (kombu's redis+socket:// becomes unix://)."""
-    url = settings.broker_url
-    if url.startswith("redis+socket://"):
-        url = "unix://" + url[len("redis+socket://") :]
-    return url
-
-
 def async_redis():
     """A redis.asyncio client on the broker's Redis, one per event loop."""
     import redis.asyncio as aredis
@@ -46,7 +39,7 @@ def async_redis():
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aredis.Redis.from_url(redis_url(get_settings()), decode_responses=True)
+        client = aredis.Redis.from_url(queue.redis_url(), decode_responses=True)
         _clients[loop] = client
     return client
 
@@ -55,9 +48,9 @@ def _limiter() -> MovingWindowRateLimiter:
     loop = asyncio.get_running_loop()
     limiter = _limiters.get(loop)
     if limiter is None:
-        url = redis_url(get_settings())
-        uri = "async+redis+unix://" + url[len("unix://") :] if url.startswith("unix://") else "async+" + url
-        limiter = MovingWindowRateLimiter(RedisStorage(uri, implementation="redispy", key_prefix=f"{PREFIX}:limits"))
+        limiter = MovingWindowRateLimiter(
+            RedisStorage(queue.limits_storage_uri(asynchronous=True), implementation="redispy", key_prefix=f"{PREFIX}:limits")
+        )
         _limiters[loop] = limiter
     return limiter
 

@@ -46,10 +46,8 @@ class Throttled:
 
 
 @lru_cache(maxsize=4)
-def _limiter(url: str) -> MovingWindowRateLimiter:
-    if url.startswith("unix://"):
-        url = "redis+unix://" + url[len("unix://") :]
-    return MovingWindowRateLimiter(RedisStorage(url, key_prefix=KEY_PREFIX, socket_timeout=2))
+def _limiter(uri: str) -> MovingWindowRateLimiter:
+    return MovingWindowRateLimiter(RedisStorage(uri, key_prefix=KEY_PREFIX, socket_timeout=2))
 
 
 @lru_cache(maxsize=16)
@@ -82,7 +80,7 @@ def check_before_sign_in(email: str, address: str) -> Throttled | None:
     settings = get_settings()
     account_items, address_items = _items(settings.sign_in_account_limits), _items(settings.sign_in_address_limits)
     try:
-        limiter = _limiter(queue.redis_url())
+        limiter = _limiter(queue.limits_storage_uri())
         address_key = _address_key(address)
         full = [item for item in address_items if not limiter.test(item, address_key)]
         if full:
@@ -104,7 +102,7 @@ def record_outcome(email: str, address: str, *, succeeded: bool) -> None:
     """After the password check: a success frees the account's windows, a failure counts against the address."""
     settings = get_settings()
     try:
-        limiter = _limiter(queue.redis_url())
+        limiter = _limiter(queue.limits_storage_uri())
         if succeeded:
             for item in _items(settings.sign_in_account_limits):
                 limiter.clear(item, _account_key(email))
