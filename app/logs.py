@@ -24,6 +24,12 @@ def job_log_context(job_id: int) -> Iterator[None]:
         _job_id.reset(token)
 
 
+def name_job_for_process(job_id: int) -> None:
+    """Every later log line of this thread names the job, for the rest of the process (a rank of a
+    distributed job lives for one job only)."""
+    _job_id.set(job_id)
+
+
 class JobIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "job_id"):

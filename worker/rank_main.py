@@ -67,11 +67,8 @@ class RankEvents:
         self._file.close()
 
 
-_KEPT: list = []
-
-
 def _configure_logging(rank: int) -> None:
-    from app.logs import configure_logging, job_log_context
+    from app.logs import configure_logging, name_job_for_process
 
     configure_logging(os.environ.get("TAILOR_LOG_LEVEL", "INFO"), os.environ.get("TAILOR_LOG_FORMAT", "text"))
 
@@ -85,10 +82,7 @@ def _configure_logging(rank: int) -> None:
         handler.addFilter(RankFilter())
     job = os.environ.get("TAILOR_JOB_ID")
     if job:
-        # For the whole life of this process; the context manager is kept, since a dropped one is
-        # finalised at once and its `finally` would clear the job id again.
-        _KEPT.append(job_log_context(int(job)))
-        _KEPT[-1].__enter__()
+        name_job_for_process(int(job))
 
 
 def main(folder: Path) -> int:
