@@ -6,7 +6,11 @@ Prints requests/s and p50/p95/p99 per page, each as a ratio to /health measured 
 (the floor: no database, no template), and optionally the web process's peak memory while a large
 CSV upload runs beside the load.
 
-    .venv/bin/python bench/web_load.py [--users 50] [--seconds 20] [--upload-mb 1024]
+With `--streams N` the same load runs a second time with N playground event streams held open
+beside it (one user's streams, each waiting on a request no worker answers, spread over the web
+processes), and both tables are printed: the goal is the same tail with and without them.
+
+    .venv/bin/python bench/web_load.py [--users 50] [--seconds 20] [--streams 200] [--upload-mb 1024]
 
 Needs PostgreSQL (TAILOR_BENCH_POSTGRES_URL, default postgres@127.0.0.1:5432) and only loopback.
 """
@@ -28,7 +32,7 @@ import uuid
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, insert, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("TAILOR_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -116,14 +120,19 @@ def seed(database_url: str, jobs: int, points_per_job: int) -> tuple[str, str, l
     return email, password, job_ids, adapter_ids
 
 
-def start_server(database_url: str, data_dir: str, port: int, workers: int) -> subprocess.Popen:
+REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+def start_server(database_url: str, data_dir: str, port: int, workers: int, streams: int = 0) -> subprocess.Popen:
     env = dict(
         os.environ,
         TAILOR_DATABASE_URL=database_url,
         TAILOR_DATA_DIR=data_dir,
-        TAILOR_REDIS_URL="redis://127.0.0.1:6379/13",
+        TAILOR_REDIS_URL=REDIS_URL,
         PYTHONPATH=str(ROOT),
     )
+    if streams:
+        env["TAILOR_PLAYGROUND_MAX_STREAMS_PER_USER"] = str(streams)
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
         cwd=ROOT,
@@ -219,6 +228,47 @@ async def hammer(
     return latencies
 
 
+def stored_playground_request(database_url: str, email: str) -> str:
+    """A playground request in the server's Redis, as the playground stores it, that no worker answers:
+    its event stream stays open (keep-alive comments every two seconds) until the client leaves."""
+    import json
+
+    import redis
+    from sqlalchemy.orm import Session
+
+    from app.db import make_engine
+    from app.models import User
+    from app.services.playground import PlaygroundRequest, request_key
+
+    engine = make_engine(database_url)
+    with Session(engine) as db:
+        workspace_id = db.scalar(select(User.workspace_id).where(User.email == email))
+    engine.dispose()
+    request = PlaygroundRequest(uuid.uuid4().hex, workspace_id, "tiny-llama", "Hi", [], True, 8, 0.0)
+    redis.Redis.from_url(REDIS_URL).set(request_key(request.id), json.dumps(request.__dict__), ex=3600)
+    return request.id
+
+
+async def open_streams(base: str, cookies, request_id: str, count: int) -> list[asyncio.StreamWriter]:
+    """`count` event streams held open on their own connections (raw sockets: no client-side work
+    while they wait); each is checked to answer 200 with text/event-stream."""
+    host, port = base.split("//")[1].split(":")
+    cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+
+    async def one() -> asyncio.StreamWriter:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET /playground/{request_id}/events HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0] or b"text/event-stream" not in head.lower():
+            raise RuntimeError(f"a stream answered {head[:200]!r}")
+        return writer
+
+    writers = []
+    for start in range(0, count, 25):  # in waves, as tabs open; not one burst of `count` connects
+        writers += await asyncio.gather(*(one() for _ in range(min(25, count - start))))
+    return writers
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) >= 2 else values[0]
 
@@ -262,6 +312,18 @@ def upload_big_csv(base: str, cookies, csrf: str, megabytes: int) -> float:
     return time.perf_counter() - started
 
 
+def print_table(loads: dict[str, list[float]], seconds: float, floor_p95: float) -> None:
+    print(f"{'page':<12}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p95 / health p95':>19}")
+    total = 0
+    for page, values in loads.items():
+        total += len(values)
+        print(
+            f"{page:<12}{len(values) / seconds:>8.1f}{pct(values, 50) * 1000:>9.1f}{pct(values, 95) * 1000:>9.1f}"
+            f"{pct(values, 99) * 1000:>9.1f}{pct(values, 95) / floor_p95:>19.1f}x"
+        )
+    print(f"{'all pages':<12}{total / seconds:>8.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=50)
@@ -271,6 +333,7 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=1.0, help="seconds a user pauses between pages (0 = stress test)")
     parser.add_argument("--web-workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--upload-mb", type=int, default=0, help="also upload a CSV of this size during the load")
+    parser.add_argument("--streams", type=int, default=0, help="run the load again with this many open playground streams")
     args = parser.parse_args()
 
     name = f"tailor_bench_{uuid.uuid4().hex[:8]}"
@@ -288,34 +351,38 @@ def main() -> None:
         from tests.conftest import _free_port
 
         port = _free_port()
-        server = start_server(database_url, data_dir, port, args.web_workers)
+        server = start_server(database_url, data_dir, port, args.web_workers, args.streams)
         base = f"http://127.0.0.1:{port}"
 
-        async def run() -> tuple[dict, dict, str, httpx.Cookies]:
+        async def run() -> tuple[dict, dict, dict | None, str, httpx.Cookies]:
             async with httpx.AsyncClient(base_url=base, timeout=30) as client:
                 csrf = await sign_in(client, email, password)
                 cookies = client.cookies
             floor = await hammer(base, cookies, ["/health"], args.users, args.seconds / 2, args.think)
             compare = "/compare?ids=" + ",".join(map(str, adapter_ids[:3]))
             pages = ["/", f"/jobs/{job_ids[len(job_ids) // 2]}", "/adapters", compare]
-            return floor, await hammer(base, cookies, pages, args.users, args.seconds, args.think), csrf, cookies
+            plain = await hammer(base, cookies, pages, args.users, args.seconds, args.think)
+            with_streams = None
+            if args.streams:
+                writers = await open_streams(base, cookies, stored_playground_request(database_url, email), args.streams)
+                try:
+                    with_streams = await hammer(base, cookies, pages, args.users, args.seconds, args.think)
+                finally:
+                    for writer in writers:
+                        writer.close()
+            return floor, plain, with_streams, csrf, cookies
 
-        floor, loads, csrf, cookies = asyncio.run(run())
+        floor, loads, loads_with_streams, csrf, cookies = asyncio.run(run())
         floor_p95 = pct(floor["health"], 95)
         print(
             f"\n{args.users} concurrent users (think time {args.think:g}s), {args.web_workers} web processes, "
             f"{args.seconds:.0f}s; baseline /health p95 {floor_p95 * 1000:.1f} ms "
             f"({len(floor['health']) / (args.seconds / 2):.0f} req/s)"
         )
-        print(f"{'page':<12}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p95 / health p95':>19}")
-        total = 0
-        for page, values in loads.items():
-            total += len(values)
-            print(
-                f"{page:<12}{len(values) / args.seconds:>8.1f}{pct(values, 50) * 1000:>9.1f}{pct(values, 95) * 1000:>9.1f}"
-                f"{pct(values, 99) * 1000:>9.1f}{pct(values, 95) / floor_p95:>19.1f}x"
-            )
-        print(f"{'all pages':<12}{total / args.seconds:>8.1f}")
+        print_table(loads, args.seconds, floor_p95)
+        if loads_with_streams is not None:
+            print(f"\nthe same with {args.streams} open playground streams beside it")
+            print_table(loads_with_streams, args.seconds, floor_p95)
 
         if args.upload_mb:
             samples: list[int] = []
