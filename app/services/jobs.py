@@ -110,7 +110,7 @@ def submit_job(
     if errors:
         raise JobError(errors)
     assert model is not None  # no errors: the base model is known and installed
-    quotas.check_new_jobs(db, settings, workspace_id)  # QuotaExceeded: a plain refusal naming the limit
+    quotas.check_new_jobs(db, settings, workspace_id)  # QuotaExceeded, a plain refusal naming the limit, before the work below
     worker = preferred_worker(db)
     config = read_model_config(model.location)
     estimate = estimate_for(
@@ -161,6 +161,8 @@ def submit_job(
         validation_dataset=validation_dataset,
         rows=rows,
     )
+    # Again with the workspace locked until the commit: submits arriving together are counted one after another.
+    quotas.reserve_new_jobs(db, settings, workspace_id)
     job = Job(
         workspace_id=workspace_id,
         dataset_id=dataset.id,

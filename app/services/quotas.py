@@ -4,7 +4,9 @@ checks that refuse work beyond them with a plain sentence naming the limit.
 Four limits (LIMITS below), each with a default in settings (TAILOR_QUOTA_*) and an optional
 override per workspace (`workspace_quotas`, NULL = the default); 0 means unlimited:
 
-- queued jobs: checked when a job is submitted (app/services/jobs.py `submit_job`);
+- queued jobs: checked when a job is submitted (app/services/jobs.py `submit_job`), and checked
+  again right before the insert with the workspace locked (`reserve_new_jobs`), so submits that
+  arrive at the same moment cannot pass the limit together;
 - running jobs: checked when a worker picks its next job (app/services/dispatch.py), so jobs
   beyond it wait in the queue instead of being refused;
 - GPU hours per month: the running time of the workspace's training jobs in this calendar month
@@ -27,7 +29,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app import queue
@@ -197,6 +199,26 @@ def check_new_jobs(db: Session, settings: Settings, workspace_id: int, count: in
                     "New jobs can start next month, or ask an administrator for a larger quota.",
                 ),
             )
+
+
+def lock_workspace(db: Session, workspace_id: int) -> None:
+    """Hold the workspace until this transaction ends, so that a check of its counts and the rows it
+    allows are one step: a second transaction of the same workspace waits here until the first has
+    committed, then counts its rows. PostgreSQL: the workspace's row, FOR UPDATE (each later
+    statement reads what committed before, READ COMMITTED). SQLite has one writer at a time: a
+    write that changes nothing takes the database's write lock now (waiting out busy_timeout), so
+    the counts read next are the latest and no other writer can commit before this one."""
+    if db.get_bind().dialect.name == "sqlite":
+        db.execute(update(Workspace).where(Workspace.id == workspace_id).values(id=Workspace.id))
+    else:
+        db.execute(select(Workspace.id).where(Workspace.id == workspace_id).with_for_update())
+
+
+def reserve_new_jobs(db: Session, settings: Settings, workspace_id: int, count: int = 1) -> None:
+    """`check_new_jobs` with the workspace locked until the transaction that adds the jobs commits:
+    call it right before adding them (the lock is held for the rest of the transaction)."""
+    lock_workspace(db, workspace_id)
+    check_new_jobs(db, settings, workspace_id, count)
 
 
 # --- requests per minute, on Redis with the `limits` library ---
