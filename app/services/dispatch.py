@@ -17,9 +17,11 @@ is never run twice; if another worker claimed the chosen job first, the next in 
 Nothing is lost either: each wake-up claims at most one job, and one that took another job than
 its own sends its own job's wake-up again (after commit), so a waiting job always has a message
 out, even if the job taken had none (a row queued behind the broker's back). A wake-up that finds
-only jobs of workspaces at their running limit claims nothing; those jobs are woken again by the
-reconciler (their wake-up is older than its grace), as lost messages are. The cost is a few extra
-wake-ups that find nothing to do once the queue is empty.
+only jobs of workspaces at their running limit claims nothing; when a job of such a workspace ends
+(succeeded, failed, cancelled: `jobs.finish_job`), `wake_held_back` sends a wake-up for the
+workspace's oldest queued job after that commit, so the job held back starts at once (and the
+reconciler still re-sends any wake-up older than its grace, as for lost messages). The cost is a
+few extra wake-ups that find nothing to do once the queue is empty.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.config import Settings
+from app.config import Settings, get_settings
 from app.models import Job, JobStatus
 from app.services import jobs, quotas
 
@@ -85,3 +87,23 @@ def claim_next_job(
                         jobs.send_wakeup(db, waiting)
                 return job_id
     return None
+
+
+def wake_held_back(db: Session, workspace_id: int, settings: Settings | None = None) -> list[int]:
+    """A job of the workspace has ended (flushed, not yet committed): if the workspace has a
+    running-jobs limit, wake a worker (after the commit) for its oldest queued job of each queue,
+    which the limit may have held back. Returns the ids woken. Without a limit nothing was held
+    back: every queued job still has its own wake-up out."""
+    limit = int(quotas.effective_limits(db, settings or get_settings(), workspace_id)["max_running_jobs"])
+    if not limit:
+        return []
+    heads = db.scalars(
+        select(func.min(Job.id))
+        .where(Job.workspace_id == workspace_id, Job.status == JobStatus.queued, Job.cancel_requested.is_(False))
+        .group_by(Job.queue)
+    ).all()
+    for job_id in heads:
+        waiting = db.get(Job, job_id)
+        if waiting is not None:
+            jobs.send_wakeup(db, waiting)
+    return list(heads)

@@ -290,8 +290,11 @@ def finish_job(db: Session, job_id: int, status: JobStatus, *, error: str | None
     if result is not None:
         values["result"] = result
     if rows_matched(db, update(Job).where(Job.id == job_id, Job.status == JobStatus.running).values(**values)):
-        step = db.scalar(select(Job.step).where(Job.id == job_id))
+        step, workspace_id = db.execute(select(Job.step, Job.workspace_id).where(Job.id == job_id)).one()
         attempts.close_attempt(db, job_id, str(status), ended_step=step, reason=error)
+        from app.services import dispatch  # dispatch builds on this module
+
+        dispatch.wake_held_back(db, workspace_id)  # a job its running-jobs limit held back starts now
 
 
 def record_adapter(db: Session, job: Job, *, storage_key: str, size_bytes: int, trainable_parameters: int, metrics: dict) -> Adapter:

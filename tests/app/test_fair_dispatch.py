@@ -136,3 +136,37 @@ def test_a_wake_up_that_took_another_job_is_sent_again_for_its_own(settings, que
     with session_scope() as db:
         assert claim_next_job(db, settings, "w", queue_name, woken_for=b_jobs[0]) == a_jobs[1]
     assert sent == [a_jobs[1]]  # B's job is not waiting: nothing to send again
+
+
+@pytest.mark.parametrize("ending", [JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled])
+def test_a_job_ending_wakes_the_job_its_workspaces_running_limit_held_back(settings, queue_name, monkeypatch, ending):
+    """Without this the held-back job would wait for the reconciler (up to a minute)."""
+    from app import queue
+
+    sent: list[int] = []
+    real = queue.send_train
+    monkeypatch.setattr(queue, "send_train", lambda job_id, q: (sent.append(job_id), real(job_id, q)))
+    with session_scope() as db:
+        a, b = _workspace(db, "a"), _workspace(db, "b")
+        first, held = _queue_jobs(db, a, queue_name, 2)
+        [b_job] = _queue_jobs(db, b, queue_name, 1)
+        quotas.set_overrides(db, a, {"max_running_jobs": 1}, None)
+    with session_scope() as db:
+        assert claim_next_job(db, settings, "w1", queue_name) == first
+        assert claim_next_job(db, settings, "w2", queue_name) == b_job
+    with session_scope() as db:
+        assert claim_next_job(db, settings, "w3", queue_name, woken_for=held) is None  # held back: its wake-up is used up
+    assert sent == []
+    with session_scope() as db:
+        jobs.finish_job(db, b_job, JobStatus.succeeded)  # B has no running limit: nothing to wake
+    assert sent == []
+    with session_scope() as db:
+        jobs.finish_job(db, first, ending, error="stopped" if ending == JobStatus.failed else None)
+        assert sent == []  # only once committed
+    assert sent == [held]
+    with session_scope() as db:
+        assert db.get(Job, held).enqueued_at is not None
+        assert claim_next_job(db, settings, "w3", queue_name, woken_for=held) == held
+    with session_scope() as db:
+        jobs.finish_job(db, first, JobStatus.succeeded)  # no longer running: not a second ending, no second wake-up
+    assert sent == [held]
