@@ -191,6 +191,13 @@ class Settings(BaseSettings):
         "member",
         description="Role given to a person created by their first SSO sign-in (owner, member or viewer) in the workspace they join.",
     )
+    oidc_provider_logout: bool = Field(
+        True,
+        description=(
+            "Signing out of a session begun by SSO also signs out at the provider (RP-initiated logout), "
+            "when its discovery document names an end_session_endpoint; the provider then sends the browser back to /login."
+        ),
+    )
 
     @field_validator("oidc_default_role")
     @classmethod

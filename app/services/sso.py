@@ -9,12 +9,16 @@ user (the protocol itself is Authlib's, in app/web/sso.py).
 - A new person joins the workspace of the earliest user with the same email domain (colleagues work
   together, and an administrator created as admin@acme.com receives acme.com's people); the first
   person of a domain gets a new workspace named after the domain, and owns it. Others join with
-  TAILOR_OIDC_DEFAULT_ROLE. They get no password (SSO only; they can set one on their account page)."""
+  TAILOR_OIDC_DEFAULT_ROLE. They get no password (SSO only; they can set one on their account page).
+- Signing out of a session begun by SSO ends it at the provider too (OpenID Connect RP-Initiated
+  Logout, `end_session_url`), when the provider names an end_session_endpoint and
+  TAILOR_OIDC_PROVIDER_LOGOUT is on."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -87,3 +91,16 @@ def _create(db: Session, email: str, default_role: str) -> User:
     user.password_hash = accounts.NO_PASSWORD  # signs in by SSO; may set a password later
     db.flush()
     return user
+
+
+def end_session_url(endpoint: str, client_id: str, post_logout_redirect_uri: str) -> str:
+    """The provider's end_session_endpoint with the RP-Initiated Logout parameters added (its own
+    query kept): the client id (which the provider checks the redirect against, standing in for an
+    id_token_hint) and where to send the browser afterwards."""
+    parts = urlsplit(endpoint)
+    query = [
+        *parse_qsl(parts.query, keep_blank_values=True),
+        ("client_id", client_id),
+        ("post_logout_redirect_uri", post_logout_redirect_uri),
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query)))

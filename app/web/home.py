@@ -11,10 +11,12 @@ from app.config import get_settings
 from app.http import auditing
 from app.http.auth import SESSION_ID_KEY
 from app.http.deps import Csrf, CurrentUser, DbSession
-from app.services import accounts, adapters, dataset_ingest, jobs, sign_in_throttle, user_sessions
+from app.services import accounts, adapters, dataset_ingest, jobs, sign_in_throttle, sso, user_sessions
 from app.web.templating import render
 
 router = APIRouter(dependencies=[Csrf])
+# The provider's end_session_endpoint, kept in the session of a sign-in by SSO (app/web/sso.py).
+END_SESSION_KEY = "sso_end_session"
 
 
 def _safe_next(target: str) -> str:
@@ -79,7 +81,13 @@ def login(request: Request, db: DbSession, email: str = Form(""), password: str 
 @router.post("/logout")
 def logout(request: Request, db: DbSession):
     user_sessions.end_session_by_cookie(db, request.session.get(SESSION_ID_KEY))
+    end_session = request.session.get(END_SESSION_KEY)
     request.session.clear()
+    settings = get_settings()
+    if isinstance(end_session, str) and settings.oidc_enabled and settings.oidc_provider_logout:
+        # Signed in by SSO: sign out at the provider too, which sends the browser back to the login page.
+        back = str(request.url_for("login_page"))
+        return RedirectResponse(sso.end_session_url(end_session, settings.oidc_client_id or "", back), status_code=303)
     return RedirectResponse("/login", status_code=303)
 
 

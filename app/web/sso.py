@@ -1,7 +1,9 @@
-"""Single sign-on with OpenID Connect (the authorization-code flow with a client secret,
-state and nonce, done by Authlib's Starlette client). Offered on the login page when
-TAILOR_OIDC_ISSUER, TAILOR_OIDC_CLIENT_ID and TAILOR_OIDC_CLIENT_SECRET are set; who may come in
-and where they land is decided by app/services/sso.py."""
+"""Single sign-on with OpenID Connect (the authorization-code flow with a client secret, state,
+nonce and PKCE with S256, done by Authlib's Starlette client: it keeps the code verifier with the
+state in the session and sends it with the code). Offered on the login page when TAILOR_OIDC_ISSUER,
+TAILOR_OIDC_CLIENT_ID and TAILOR_OIDC_CLIENT_SECRET are set; who may come in and where they land is
+decided by app/services/sso.py. A session begun here remembers the provider's end_session_endpoint
+(if its discovery document names one), so that signing out (app/web/home.py) signs out there too."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from app.config import Settings, get_settings
 from app.db import session_scope
 from app.http import auditing
 from app.services import sso
-from app.web.home import _safe_next, start_browser_session
+from app.web.home import END_SESSION_KEY, _safe_next, start_browser_session
 from app.web.templating import render
 
 router = APIRouter()
@@ -35,7 +37,7 @@ def _client(issuer: str, client_id: str, client_secret: str) -> StarletteOAuth2A
         client_id=client_id,
         client_secret=client_secret,
         server_metadata_url=issuer.rstrip("/") + "/.well-known/openid-configuration",
-        client_kwargs={"scope": "openid email profile"},
+        client_kwargs={"scope": "openid email profile", "code_challenge_method": "S256"},
     )
     assert isinstance(client, StarletteOAuth2App)
     return client
@@ -101,4 +103,7 @@ async def sso_callback(request: Request):
     refused = await run_in_threadpool(sign_in)
     if refused is not None:
         return _refuse(request, refused, 403)
+    end_session = (client.server_metadata or {}).get("end_session_endpoint")
+    if settings.oidc_provider_logout and isinstance(end_session, str) and end_session.startswith(("https://", "http://")):
+        request.session[END_SESSION_KEY] = end_session
     return RedirectResponse(target, status_code=303)

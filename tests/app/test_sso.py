@@ -1,7 +1,8 @@
 """Single sign-on end to end against a real OpenID Connect provider (oidc-provider-mock, a
-standards-compliant provider built on Authlib's server, started as a process of its own): the
-authorization-code flow with state and nonce, the ID token checked by Authlib, users created in
-their domain's workspace, other domains refused."""
+standards-compliant provider built on Authlib's server, started as a process of its own, with
+Authlib's PKCE extension required: tests/oidc_pkce_provider.py): the authorization-code flow with
+state, nonce and PKCE (S256), the ID token checked by Authlib, users created in their domain's
+workspace, other domains refused, and signing out at the provider too (RP-initiated logout)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from app.main import app
 from app.models import AuditEvent, SsoIdentity, User, UserSession, Workspace, utcnow
 from app.services import accounts
-from tests.conftest import _free_port
+from tests.conftest import ROOT, _free_port
 
 _people = itertools.count(1)
 
@@ -30,7 +31,8 @@ def provider():
     """The OpenID Connect provider, as a process on a free port; its issuer URL."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "oidc_provider_mock", "--port", str(port), "--require-nonce"],
+        [sys.executable, "-m", "tests.oidc_pkce_provider", "--port", str(port), "--require-nonce"],
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "NO_COLOR": "1"},
@@ -75,6 +77,7 @@ def _sso(browser: TestClient, sub: str, next_path: str = "/"):
     authorize = start.headers["location"]
     query = parse_qs(urlsplit(authorize).query)
     assert query["response_type"] == ["code"] and query["client_id"] == ["tailor"] and "state" in query and "nonce" in query
+    assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) == 43  # PKCE
     consent = httpx.post(authorize, data={"sub": sub}, follow_redirects=False)
     assert consent.status_code in (302, 303), consent.text
     back = consent.headers["location"]
@@ -199,3 +202,69 @@ def test_an_unknown_default_role_is_refused_at_start():
 
     with pytest.raises(ValidationError, match="must be one of viewer, member, owner"):
         Settings(oidc_default_role="superuser")
+
+
+def test_the_provider_checks_tailors_pkce_verifier_and_refuses_the_code_without_it(sso_settings, provider):
+    """The provider of these tests requires PKCE (S256) and checks the code_verifier with Authlib's
+    RFC 7636 extension: the code Tailor receives is refused with a missing or wrong verifier, and
+    Tailor's own exchange of that same code succeeds, so Tailor sent the verifier of its challenge."""
+    sub, _ = _person(provider)
+    token_endpoint = httpx.get(provider + "/.well-known/openid-configuration").json()["token_endpoint"]
+    with TestClient(app) as browser:
+        start = browser.get("/login/sso", follow_redirects=False)
+        consent = httpx.post(start.headers["location"], data={"sub": sub}, follow_redirects=False)
+        back = consent.headers["location"]
+        code = parse_qs(urlsplit(back).query)["code"][0]
+        exchange = {"grant_type": "authorization_code", "code": code, "redirect_uri": "http://testserver/login/sso/callback"}
+        secret = ("tailor", "tailor-client-secret")
+        missing = httpx.post(token_endpoint, data=exchange, auth=secret)
+        assert missing.status_code == 400 and "code_verifier" in missing.json()["error_description"]
+        wrong = httpx.post(token_endpoint, data={**exchange, "code_verifier": "x" * 64}, auth=secret)
+        assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+        assert browser.get(back, follow_redirects=False).status_code == 303
+        assert browser.get("/api/v1/datasets").status_code == 200
+
+
+def test_signing_out_of_an_sso_session_signs_out_at_the_provider_and_comes_back_to_login(sso_settings, provider, make_user):
+    from tests.conftest import csrf_from, sign_in
+
+    sub, _ = _person(provider)
+    end_session = httpx.get(provider + "/.well-known/openid-configuration").json()["end_session_endpoint"]
+    with TestClient(app) as browser:
+        assert _sso(browser, sub).status_code == 303
+        out = browser.post("/logout", data={"csrf_token": csrf_from(browser.get("/datasets/new").text)}, follow_redirects=False)
+        assert out.status_code == 303
+        location = out.headers["location"]
+        assert location.split("?")[0] == end_session
+        assert parse_qs(urlsplit(location).query) == {"client_id": ["tailor"], "post_logout_redirect_uri": ["http://testserver/login"]}
+        assert browser.get("/api/v1/datasets").status_code == 401  # Tailor's session ended first
+        # The provider's sign-out page, confirmed, sends the browser back to Tailor's login page.
+        page = httpx.get(location)
+        assert page.status_code == 200 and 'value="http://testserver/login"' in page.text
+        confirmed = httpx.post(provider + "/oauth2/end_session/confirm", data={"redirect_uri": "http://testserver/login"})
+        assert confirmed.status_code == 302 and confirmed.headers["location"] == "http://testserver/login"
+
+    with TestClient(app) as browser:  # a password session signs out at Tailor only
+        user = make_user("pw")
+        csrf = sign_in(browser, user.email, user.password)
+        assert browser.post("/logout", data={"csrf_token": csrf}, follow_redirects=False).headers["location"] == "/login"
+
+
+def test_provider_logout_can_be_turned_off(sso_settings, provider, monkeypatch):
+    from tests.conftest import csrf_from
+
+    monkeypatch.setattr(sso_settings, "oidc_provider_logout", False)
+    sub, _ = _person(provider)
+    with TestClient(app) as browser:
+        assert _sso(browser, sub).status_code == 303
+        out = browser.post("/logout", data={"csrf_token": csrf_from(browser.get("/datasets/new").text)}, follow_redirects=False)
+        assert out.headers["location"] == "/login" and browser.get("/api/v1/datasets").status_code == 401
+
+
+def test_the_end_session_url_keeps_the_providers_own_query():
+    from app.services.sso import end_session_url
+
+    url = end_session_url("https://login.example.com/logout?tenant=acme", "tailor", "https://tailor.example.com/login")
+    assert url == (
+        "https://login.example.com/logout?tenant=acme&client_id=tailor&post_logout_redirect_uri=https%3A%2F%2Ftailor.example.com%2Flogin"
+    )
