@@ -19,6 +19,15 @@ class MemberPublic(BaseModel):
     created_at: datetime
 
 
+class WorkspacePeoplePublic(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    members: int = Field(..., description="users of the workspace, disabled ones included")
+    active_owners: int
+    disabled: int
+
+
 class MemberUpdate(BaseModel):
     role: str | None = Field(None, description="viewer, member or owner")
     disabled: bool | None = Field(None, description="true disables the user (cannot sign in, sessions end), false enables them")

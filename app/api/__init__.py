@@ -4,6 +4,7 @@
 from app.api import (
     account,
     adapters,
+    admin_members,
     audit,
     catalogue,
     compare,
@@ -33,6 +34,7 @@ ROUTERS = (
     preference.router,
     workers.router,
     members.router,
+    admin_members.router,
     tokens.router,
     audit.router,
     account.router,

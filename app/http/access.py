@@ -185,13 +185,22 @@ RULES: dict[tuple[str, str], str] = {
         "GET /settings/quotas",
         "GET /api/v1/quotas",
     ),
-    # Instance administration: every workspace's quotas (issue 16).
+    # Instance administration: every workspace's quotas and people (issue 16).
     **_rules(
         ADMIN,
         "GET /admin/quotas",
         "POST /admin/quotas/{workspace_id}",
         "GET /api/v1/admin/quotas",
         "PUT /api/v1/admin/quotas/{workspace_id}",
+        # any workspace's people: roles, disabling and enabling, with the owners' rules
+        "GET /admin/workspaces",
+        "GET /admin/workspaces/{workspace_id}/members",
+        "POST /admin/workspaces/{workspace_id}/members/{user_id}/role",
+        "POST /admin/workspaces/{workspace_id}/members/{user_id}/disable",
+        "POST /admin/workspaces/{workspace_id}/members/{user_id}/enable",
+        "GET /api/v1/admin/workspaces",
+        "GET /api/v1/admin/workspaces/{workspace_id}/members",
+        "PATCH /api/v1/admin/workspaces/{workspace_id}/members/{user_id}",
     ),
 }
 

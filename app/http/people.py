@@ -1,17 +1,19 @@
 """What the members pages and the members API share: inviting (the link, the email when SMTP is
-set up), changing a member's role or access, removing them, each recorded in the audit log.
-Raises members.MemberError for the caller to show."""
+set up), changing a member's role or access, removing them, each recorded in the audit log of the
+member's workspace (also when an instance administrator of another workspace acts, through
+/admin/workspaces). Raises members.MemberError for the caller to show."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.domain.numbers import record_id
 from app.http import auditing
-from app.models import Invite, User
+from app.models import Invite, User, Workspace
 from app.services import mail, members
 
 
@@ -54,16 +56,38 @@ def change_member(
     """Change a member's role and/or disable or enable them."""
     if role is not None and role != member.role:
         old = members.change_role(db, member, role)
-        auditing.record(request, db, actor, "role_changed", ("user", member.id), {"email": member.email, "from": old, "to": role})
+        details = {"email": member.email, "from": old, "to": role}
+        auditing.record(request, db, actor, "role_changed", ("user", member.id), details, workspace_id=member.workspace_id)
     if disabled is not None and disabled != (member.disabled_at is not None):
         members.set_disabled(db, actor, member, disabled)
         # INTEGRATOR: if disabled: end_sessions(db, member.id)  -- sec-auth's service, ends their sessions at once
         action = "member_disabled" if disabled else "member_enabled"
-        auditing.record(request, db, actor, action, ("user", member.id), {"email": member.email})
+        auditing.record(request, db, actor, action, ("user", member.id), {"email": member.email}, workspace_id=member.workspace_id)
 
 
 def remove_member(request: Request, db: Session, actor: User, member: User) -> None:
-    target, details = ("user", member.id), {"email": member.email, "role": member.role}
+    target, details, workspace_id = ("user", member.id), {"email": member.email, "role": member.role}, member.workspace_id
     # INTEGRATOR: end_sessions(db, member.id)  -- sec-auth's service (deleting the user also ends them if sessions cascade)
     members.remove_member(db, actor, member)
-    auditing.record(request, db, actor, "member_removed", target, details)
+    auditing.record(request, db, actor, "member_removed", target, details, workspace_id=workspace_id)
+
+
+# --- instance administrators: any workspace's people (/admin/workspaces, /api/v1/admin/workspaces)
+
+
+def workspace_or_404(db: Session, workspace_id: int) -> Workspace:
+    key = record_id(workspace_id)
+    workspace = db.get(Workspace, key) if key is not None else None
+    if workspace is None:
+        raise HTTPException(404, "There is no such workspace.")
+    return workspace
+
+
+def workspace_member_or_404(db: Session, workspace_id: int, user_id: int) -> User:
+    """A user of that workspace (any workspace: the routes are for administrators only), else 404."""
+    workspace = workspace_or_404(db, workspace_id)
+    key = record_id(user_id)
+    member = members.member_in_workspace(db, key, workspace.id) if key is not None else None
+    if member is None:
+        raise HTTPException(404, "There is no such user in that workspace.")
+    return member

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.roles import ROLES, is_role
@@ -43,6 +43,33 @@ def _check_role(role: str) -> str:
 
 def members_of(db: Session, workspace_id: int) -> list[User]:
     return list(db.scalars(select(User).where(User.workspace_id == workspace_id).order_by(User.email)).all())
+
+
+@dataclass(frozen=True)
+class WorkspacePeople:
+    """A workspace with how many people it has, for instance administrators."""
+
+    workspace: Workspace
+    members: int
+    active_owners: int
+    disabled: int
+
+
+def workspaces_with_people(db: Session) -> list[WorkspacePeople]:
+    """Every workspace by name, with its number of users, active owners and disabled users."""
+    counts = {
+        ws: (n, owners or 0, disabled or 0)
+        for ws, n, owners, disabled in db.execute(
+            select(
+                User.workspace_id,
+                func.count(),
+                func.sum(case((and_(User.role == "owner", User.disabled_at.is_(None)), 1), else_=0)),
+                func.sum(case((User.disabled_at.is_not(None), 1), else_=0)),
+            ).group_by(User.workspace_id)
+        ).all()
+    }
+    workspaces = db.scalars(select(Workspace).order_by(Workspace.name, Workspace.id)).all()
+    return [WorkspacePeople(w, *counts.get(w.id, (0, 0, 0))) for w in workspaces]
 
 
 def member_in_workspace(db: Session, user_id: int, workspace_id: int) -> User | None:

@@ -3,6 +3,7 @@
 from app.web import (
     account,
     adapters,
+    admin_members,
     audit,
     compare,
     datasets,
@@ -33,6 +34,7 @@ ROUTERS = (
     preference.router,
     workers.router,
     members.router,
+    admin_members.router,
     audit.router,
     tokens.router,
     account.router,

@@ -44,6 +44,7 @@ BODIES = {
     ("PATCH", "/api/v1/adapters/{adapter_id}"): {"status": "approved"},
     ("POST", "/api/v1/datasets/{dataset_id}/personal-data"): {"mask": True},
     ("PATCH", "/api/v1/members/{user_id}"): {"role": "member"},
+    ("PATCH", "/api/v1/admin/workspaces/{workspace_id}/members/{user_id}"): {"role": "member"},
 }
 
 
@@ -124,6 +125,7 @@ def world():
             "invite_id": invite.invite.id,
             "user_id": people["viewer"].id,
             "token_id": token_id,
+            "workspace_id": ws,
         }
     with TestClient(app) as client:
         anonymous = TestClient(app)
