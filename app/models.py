@@ -436,6 +436,21 @@ class WorkspaceQuota(Base):
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
 
 
+class WorkflowRun(Base):
+    """One run of an adapter's workflow (evaluation, merged or GGUF export) on a worker, for the
+    workspace's GPU hours (app/services/quotas.py): opened when a worker starts it, closed when it
+    finishes (app/services/adapter_workflows.py). Kept when the adapter is deleted: the time was used."""
+
+    __tablename__ = "workflow_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id", ondelete="SET NULL"), nullable=True, index=True)
+    workflow: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
+
+
 # --- throughput (issue 15) ---
 
 

@@ -8,6 +8,9 @@ request while one is queued or running is refused instead of starting another.
     never asked / done / failed --request--> queued --start--> running --finish--> done | failed
     queued --wake-up could not be sent--> failed
 
+Each run on a worker, from `start` to `finish`, is recorded in workflow_runs, so that its running
+time counts in the workspace's GPU hours (app/services/quotas.py).
+
 Services flush; the request or task boundary commits (see app/services/wakeups.py).
 """
 
@@ -18,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.db import rows_matched
-from app.models import ADAPTER_WORKFLOWS, Adapter, WorkflowState
+from app.models import ADAPTER_WORKFLOWS, Adapter, WorkflowRun, WorkflowState, utcnow
 from app.services.wakeups import wake_after_commit
 
 log = logging.getLogger("tailor.workflows")
@@ -108,10 +111,23 @@ def start(db: Session, adapter_id: int, workflow: Workflow) -> bool:
     """-> running, unless it is running already (a duplicate wake-up). Any other state may start,
     so the worker's functions can also be called directly (tests, a shell)."""
     column = workflow.state
-    return _move(db, adapter_id, workflow, or_(column.is_(None), column != WorkflowState.running), WorkflowState.running)
+    if not _move(db, adapter_id, workflow, or_(column.is_(None), column != WorkflowState.running), WorkflowState.running):
+        return False
+    workspace_id = db.scalar(select(Adapter.workspace_id).where(Adapter.id == adapter_id))
+    db.add(WorkflowRun(workspace_id=workspace_id, adapter_id=adapter_id, workflow=workflow.key, started_at=utcnow()))
+    db.flush()
+    return True
 
 
 def finish(db: Session, adapter_id: int, workflow: Workflow, error: str | None = None, **values: Any) -> bool:
     """running -> done, or failed with `error` (a sentence for the page); other columns in `values`."""
     state = WorkflowState.failed if error else WorkflowState.done
-    return _move(db, adapter_id, workflow, workflow.state == WorkflowState.running, state, error, **values)
+    if not _move(db, adapter_id, workflow, workflow.state == WorkflowState.running, state, error, **values):
+        return False
+    db.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.adapter_id == adapter_id, WorkflowRun.workflow == workflow.key, WorkflowRun.ended_at.is_(None))
+        .values(ended_at=utcnow(), outcome=str(state))
+        .execution_options(synchronize_session=False)
+    )
+    return True

@@ -9,11 +9,12 @@ override per workspace (`workspace_quotas`, NULL = the default); 0 means unlimit
   arrive at the same moment cannot pass the limit together;
 - running jobs: checked when a worker picks its next job (app/services/dispatch.py), so jobs
   beyond it wait in the queue instead of being refused;
-- GPU hours per month: the running time of the workspace's training jobs in this calendar month
-  (UTC) — for every attempt in job_attempts, the part of [started_at, ended_at or now] that lies in
-  this month, summed. Time on any worker counts, also a CPU one, and an attempt whose worker died
-  counts until the reconciler noticed it. Evaluations and exports are adapter workflows, not jobs,
-  and have no recorded running time, so they are not counted. Checked when a job is submitted;
+- GPU hours per month: the running time of the workspace's work on workers in this calendar month
+  (UTC) — for every training attempt in job_attempts and every run of an adapter's evaluation or
+  export in workflow_runs, the part of [started_at, ended_at or now] that lies in this month,
+  summed. Time on any worker counts, also a CPU one. An attempt whose worker died counts until the
+  reconciler noticed it; a workflow run that never finished (its worker killed) counts for at most
+  the tasks' hard time limit (TAILOR_JOB_TIME_LIMIT_SECONDS + 300 s). Checked when a job is submitted;
 - requests per minute: playground (and serving) requests, counted in a moving one-minute window
   by the `limits` library on the app's Redis (`check_request_quota`).
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -34,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from app import queue
 from app.config import Settings, get_settings
-from app.models import Job, JobAttempt, JobStatus, Workspace, WorkspaceQuota, utcnow
+from app.models import Job, JobAttempt, JobStatus, WorkflowRun, Workspace, WorkspaceQuota, utcnow
 
 
 @dataclass(frozen=True)
@@ -140,20 +141,35 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite gives naive UTC
 
 
-def gpu_hours_this_month(db: Session, workspace_ids: list[int], now: datetime | None = None) -> dict[int, float]:
-    """Hours of the workspaces' job attempts inside this calendar month (see the module docstring)."""
+def gpu_hours_this_month(
+    db: Session, workspace_ids: list[int], now: datetime | None = None, settings: Settings | None = None
+) -> dict[int, float]:
+    """Hours of the workspaces' job attempts and workflow runs inside this calendar month (see the
+    module docstring)."""
     now = now or utcnow()
     start = month_start(now)
-    rows = db.execute(
+    attempts = db.execute(
         select(Job.workspace_id, JobAttempt.started_at, JobAttempt.ended_at)
         .join(Job, Job.id == JobAttempt.job_id)
         .where(Job.workspace_id.in_(workspace_ids), JobAttempt.started_at < now)
         .where(or_(JobAttempt.ended_at.is_(None), JobAttempt.ended_at > start))
     ).all()
+    runs = db.execute(
+        select(WorkflowRun.workspace_id, WorkflowRun.started_at, WorkflowRun.ended_at)
+        .where(WorkflowRun.workspace_id.in_(workspace_ids), WorkflowRun.started_at < now)
+        .where(or_(WorkflowRun.ended_at.is_(None), WorkflowRun.ended_at > start))
+    ).all()
+    longest_task = timedelta(seconds=(settings or get_settings()).job_time_limit_seconds + 300)
     hours = dict.fromkeys(workspace_ids, 0.0)
-    for ws, began, ended in rows:
-        seconds = (min(_aware(ended) if ended else now, now) - max(_aware(began), start)).total_seconds()
-        hours[ws] += max(0.0, seconds) / 3600
+    for rows, open_ends_at_most in ((attempts, None), (runs, longest_task)):
+        for ws, began, ended in rows:
+            began = _aware(began)
+            if ended is not None:
+                until = min(_aware(ended), now)
+            else:
+                until = now if open_ends_at_most is None else min(now, began + open_ends_at_most)
+            seconds = (until - max(began, start)).total_seconds()
+            hours[ws] += max(0.0, seconds) / 3600
     return hours
 
 
@@ -188,7 +204,7 @@ def check_new_jobs(db: Session, settings: Settings, workspace_id: int, count: in
             )
     hours_limit = float(limits["gpu_hours_per_month"])
     if hours_limit:
-        used = gpu_hours_this_month(db, [workspace_id])[workspace_id]
+        used = gpu_hours_this_month(db, [workspace_id], settings=settings)[workspace_id]
         if used >= hours_limit:
             raise QuotaExceeded(
                 "gpu_hours_per_month",
@@ -294,7 +310,7 @@ def usage_of(db: Session, settings: Settings, workspace_ids: list[int] | None = 
     ids = [w.id for w in workspaces]
     limits = effective_limits_of(db, settings, ids)
     queued, running = job_counts(db, ids, JobStatus.queued), job_counts(db, ids, JobStatus.running)
-    hours = gpu_hours_this_month(db, ids)
+    hours = gpu_hours_this_month(db, ids, settings=settings)
     rows = {q.workspace_id: q for q in db.scalars(select(WorkspaceQuota).where(WorkspaceQuota.workspace_id.in_(ids)))}
     result = []
     for w in workspaces:

@@ -216,3 +216,51 @@ def test_the_admin_page_lists_workspaces_and_saves_a_form_and_owners_see_their_u
 
 def test_a_month_starts_on_the_first_at_midnight_utc():
     assert quotas.month_start(datetime(2026, 3, 1, 0, 30, tzinfo=UTC) + timedelta(hours=-1)) == datetime(2026, 2, 1, tzinfo=UTC)
+
+
+def test_evaluations_and_exports_on_workers_count_in_the_gpu_hours(make_user, settings):
+    """A workflow run is recorded from the worker's start to its finish (the calls worker/evaluation
+    and worker/export make) and counted with the job attempts; one that never finished (its worker
+    killed) counts for at most the tasks' hard time limit."""
+    from app.models import Adapter, WorkflowRun
+    from app.services import adapter_workflows
+
+    ws = _workspace_of(make_user("owner").id)
+    with session_scope() as db:
+        adapter = Adapter(workspace_id=ws, name="a", technique="lora", base_model="tiny-llama", storage_key="nowhere")
+        db.add(adapter)
+        db.flush()
+        adapter_id = adapter.id
+    with session_scope() as db:
+        assert adapter_workflows.start(db, adapter_id, adapter_workflows.EVALUATION)
+        assert not adapter_workflows.start(db, adapter_id, adapter_workflows.EVALUATION)  # a duplicate wake-up: no second run
+    with session_scope() as db:
+        assert adapter_workflows.finish(db, adapter_id, adapter_workflows.EVALUATION)
+        assert adapter_workflows.start(db, adapter_id, adapter_workflows.GGUF_EXPORT)
+        assert adapter_workflows.finish(db, adapter_id, adapter_workflows.GGUF_EXPORT, "it broke")
+    with session_scope() as db:
+        runs = db.query(WorkflowRun).filter(WorkflowRun.adapter_id == adapter_id).order_by(WorkflowRun.id).all()
+        assert [(r.workspace_id, r.workflow, r.outcome, r.ended_at is not None) for r in runs] == [
+            (ws, "evaluation", "done", True), (ws, "gguf_export", "failed", True),
+        ]  # fmt: skip
+        assert quotas.gpu_hours_this_month(db, [ws])[ws] > 0
+
+    now = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+    limit = timedelta(seconds=settings.job_time_limit_seconds + 300)
+    with session_scope() as db:
+        mine = _workspace_of(make_user("owner").id)
+        _attempt(db, mine, datetime(2026, 3, 10, 0, 0, tzinfo=UTC), datetime(2026, 3, 10, 1, 0, tzinfo=UTC))  # training: 1 h
+        db.add_all(
+            [
+                WorkflowRun(workspace_id=mine, adapter_id=adapter_id, workflow="evaluation",
+                            started_at=datetime(2026, 3, 10, 2, 0, tzinfo=UTC), ended_at=datetime(2026, 3, 10, 2, 30, tzinfo=UTC)),
+                WorkflowRun(workspace_id=mine, adapter_id=None, workflow="merged_export",  # its adapter deleted since
+                            started_at=datetime(2026, 2, 28, 23, 45, tzinfo=UTC), ended_at=datetime(2026, 3, 1, 0, 15, tzinfo=UTC)),
+                WorkflowRun(workspace_id=mine, adapter_id=None, workflow="gguf_export",  # never finished
+                            started_at=datetime(2026, 3, 1, 0, 0, tzinfo=UTC), ended_at=None),
+            ]
+        )  # fmt: skip
+        db.flush()
+        hours = quotas.gpu_hours_this_month(db, [mine], now)[mine]
+        assert hours == pytest.approx(1 + 0.5 + 0.25 + limit.total_seconds() / 3600)
+        db.rollback()
