@@ -30,6 +30,7 @@ from peft import (
 from torch import nn
 
 from app.domain.task_kinds import get_task_kind
+from worker.training.lora_dropout import fuse_lora_dropout
 from worker.training.saving import AdapterFiles, PlainLoraFromPissaFiles, WholeModelFiles
 from worker.training.spec import resolve_params
 
@@ -263,8 +264,11 @@ def _adapter_model(builder: Builder, model, params: dict[str, Any], ctx: BuildCo
         if ctx.parent_adapter_dir:
             from peft import PeftModel
 
-            return PeftModel.from_pretrained(model, ctx.parent_adapter_dir, is_trainable=True)
-        return get_peft_model(model, config)
+            adapted = PeftModel.from_pretrained(model, ctx.parent_adapter_dir, is_trainable=True)
+        else:
+            adapted = get_peft_model(model, config)
+    fuse_lora_dropout(adapted)  # a 1-byte mask instead of two float copies per adapted input
+    return adapted
 
 
 def _every_weight_trains(builder: Builder, model, params: dict[str, Any], ctx: BuildContext):
