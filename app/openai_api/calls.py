@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from app.config import Settings, get_settings
 from app.db import session_scope
 from app.http.auth import bearer_token
+from app.http.nul_text import NulInText
 from app.openai_api.errors import OpenAIError, bad_parameters
 from app.openai_api.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
 from app.services import quotas, request_log, serving, serving_limits, serving_usage, stream_leases
@@ -75,8 +76,12 @@ def _resolve(settings: Settings, caller: Caller, model: str) -> ServeTarget:
 
 
 async def read_json(request: Request) -> Any:
-    """The body as JSON; its size is already bounded by TAILOR_MAX_BODY_BYTES (app/http/body_limit.py)."""
-    body = await request.body()
+    """The body as JSON; its size is already bounded by TAILOR_MAX_BODY_BYTES (app/http/body_limit.py)
+    and its text holds no NUL characters (app/http/nul_text.py: a 400 naming the parameter)."""
+    try:
+        body = await request.body()
+    except NulInText as exc:
+        raise OpenAIError(400, str(exc.detail), code="invalid_value", param=exc.field) from None
     try:
         return json.loads(body)
     except ValueError:
