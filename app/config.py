@@ -236,6 +236,12 @@ class Settings(BaseSettings):
     playground_max_streams_per_user: int = Field(
         8, description="Playground event streams one user may hold open at once; beyond it a new stream is refused with 429."
     )
+    stream_lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="An open stream (playground or /v1) renews its slot's lease while it runs; a stream whose web process died "
+        "stops counting against its cap after this many seconds.",
+    )
 
     # --- distributed training (issue 13): one job over several devices and machines ---
     worker_devices: str = Field(

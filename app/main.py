@@ -16,6 +16,7 @@ from app.config import get_settings
 from app.http.auth import CsrfFailed, LoginRequired, ScopeMissing
 from app.http.body_limit import BodyLimitMiddleware
 from app.http.deps import Authorized, SignedIn
+from app.http.nul_middleware import NulTextMiddleware
 from app.http.security_headers import SECURITY_HEADERS, SecurityHeadersMiddleware
 from app.openai_api import ROUTERS as OPENAI_ROUTERS
 from app.openai_api import install_error_handlers as install_openai_error_handlers
@@ -53,7 +54,9 @@ def create_app() -> FastAPI:
         https_only=settings.environment != "development",
     )
     # Added last = run first: a body over the limit is refused before sessions, sign-in or routing,
-    # and every answer (the refusal included) carries the security headers.
+    # and every answer (the refusal included) carries the security headers. Inside the body limit,
+    # text with a NUL character is refused wherever it is in a request (app/http/nul_text.py).
+    app.add_middleware(NulTextMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

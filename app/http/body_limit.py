@@ -6,12 +6,11 @@ their own, larger limit (TAILOR_MAX_UPLOAD_BYTES), enforced the same way by the 
 
 from __future__ import annotations
 
-import json
-
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import get_settings
+from app.http.early_answer import answer_early
 from app.http.upload import UploadRoute
 from app.services.dataset_ingest import format_bytes
 
@@ -64,14 +63,4 @@ class BodyLimitMiddleware:
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, limit: int) -> None:
-        message = body_too_large_message(limit)
-        if scope["path"].startswith("/v1/"):  # OpenAI clients read OpenAI's error body (app/openai_api/errors.py)
-            error = {"message": message, "type": "invalid_request_error", "code": "request_too_large"}
-            body, content_type = json.dumps({"error": error}).encode(), b"application/json"
-        elif scope["path"].startswith("/api/") or scope["path"] == "/openapi.json":
-            body, content_type = json.dumps({"detail": message}).encode(), b"application/json"
-        else:
-            body, content_type = message.encode(), b"text/plain; charset=utf-8"
-        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await answer_early(scope, send, 413, body_too_large_message(limit), code="request_too_large", close=True)

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
 from app.config import get_settings
+from app.http.nul_text import check_form
 from app.services.dataset_ingest import upload_too_large_message
 
 # Multipart framing and the small form fields around the file.
@@ -63,6 +64,15 @@ class UploadRoute(APIRoute):
                 return message
 
             request._receive = limited_receive
+            # The form's small text fields follow the app's rule on NUL characters (the middleware
+            # leaves upload bodies alone); the parsed form is kept for the route.
+            try:
+                form = await request.form()
+            except HTTPException:
+                raise
+            except Exception as exc:  # noqa: BLE001 - as FastAPI answers a body it cannot parse
+                raise HTTPException(400, "There was an error parsing the body") from exc
+            check_form(form.multi_items(), request.url.path)
             return await handler(request)
 
         return refuse_oversized

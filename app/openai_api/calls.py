@@ -23,9 +23,10 @@ from pydantic import ValidationError
 from app.config import Settings, get_settings
 from app.db import session_scope
 from app.http.auth import bearer_token
+from app.http.nul_text import NulInText
 from app.openai_api.errors import OpenAIError, bad_parameters
 from app.openai_api.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
-from app.services import quotas, request_log, serving, serving_limits, serving_usage
+from app.services import quotas, request_log, serving, serving_limits, serving_usage, stream_leases
 from app.services.accounts import token_for_secret
 from app.services.serving import ModelNotFound, ServeTarget
 from app.services.serving_backends import EngineUnavailable, ServingBackend, get_backend
@@ -75,8 +76,12 @@ def _resolve(settings: Settings, caller: Caller, model: str) -> ServeTarget:
 
 
 async def read_json(request: Request) -> Any:
-    """The body as JSON; its size is already bounded by TAILOR_MAX_BODY_BYTES (app/http/body_limit.py)."""
-    body = await request.body()
+    """The body as JSON; its size is already bounded by TAILOR_MAX_BODY_BYTES (app/http/body_limit.py)
+    and its text holds no NUL characters (app/http/nul_text.py: a 400 naming the parameter)."""
+    try:
+        body = await request.body()
+    except NulInText as exc:
+        raise OpenAIError(400, str(exc.detail), code="invalid_value", param=exc.field) from None
     try:
         return json.loads(body)
     except ValueError:
@@ -237,10 +242,10 @@ async def run(request: Request, endpoint: str, schema: type[SamplingRequest]) ->
         reason = str(exc)
     if reason is not None:
         raise await call.fail(OpenAIError(503, reason, code="engine_unavailable"))
-    slot = None
+    lease = None
     if body.stream:
         try:
-            slot = await serving_limits.open_stream(settings, caller.token_id)
+            lease = await serving_limits.open_stream(settings, caller.token_id)
         except serving_limits.LimitExceeded as exc:
             raise await call.fail(
                 OpenAIError(429, str(exc), code="too_many_streams", headers={"Retry-After": str(exc.retry_after)})
@@ -249,32 +254,34 @@ async def run(request: Request, endpoint: str, schema: type[SamplingRequest]) ->
     events = backend.stream(
         serve_request, call.target, start_timeout=settings.serve_start_timeout_seconds, idle_timeout=settings.serve_idle_timeout_seconds
     )
+    if lease is not None:  # a stream renews its slot's lease while it waits for the engine and while it runs
+        events = lease.renewing(events)
     try:
         first = await anext(events)
     except (EngineUnavailable, StopAsyncIteration) as exc:
-        await _abandon(backend, serve_request.id, events, slot)
+        await _abandon(backend, serve_request.id, events, lease)
         message = str(exc) or "The serving engine ended the request without an answer."
         raise await call.fail(OpenAIError(503, message, code="engine_unavailable")) from None
     if first.type == "error":
-        await _abandon(backend, serve_request.id, events, slot)
+        await _abandon(backend, serve_request.id, events, lease)
         raise await call.fail(_error_from_event(first))
     call.on_event(first)
     if body.stream:
-        assert slot is not None
+        assert lease is not None
         return StreamingResponse(
-            stream_chunks(call, backend, events, first, slot),
+            stream_chunks(call, backend, events, first, lease),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
     return await whole_answer(call, backend, events)
 
 
-async def _abandon(backend: ServingBackend, request_id: str, events, slot) -> None:
+async def _abandon(backend: ServingBackend, request_id: str, events, lease: stream_leases.Lease | None) -> None:
     with anyio.CancelScope(shield=True):
         await backend.cancel(request_id)
         await events.aclose()
-        if slot is not None:
-            await slot.release()
+        if lease is not None:
+            await lease.release()
 
 
 async def whole_answer(call: Call, backend: ServingBackend, events) -> Response:
@@ -346,9 +353,10 @@ def _usage_chunk(call: Call) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
-async def stream_chunks(call: Call, backend: ServingBackend, events, first: ServeEvent, slot: serving_limits.StreamSlot):
+async def stream_chunks(call: Call, backend: ServingBackend, events, first: ServeEvent, lease: stream_leases.Lease):
     """OpenAI's chunks as the engine decodes, then `data: [DONE]`. When the client goes away the
-    engine is told to stop (the cancel key) and the call is recorded as status 499."""
+    engine is told to stop (the cancel key) and the call is recorded as status 499; either way the
+    stream's lease is released (and, were this process killed, would run out by itself)."""
     include_usage = bool(call.body.stream_options and call.body.stream_options.include_usage)
     try:
         if call.endpoint == "chat.completions":
@@ -379,5 +387,5 @@ async def stream_chunks(call: Call, backend: ServingBackend, events, first: Serv
             if not call.outcome.finished:
                 await backend.cancel(call.id)
             await events.aclose()
-            await slot.release()
+            await lease.release()
         await call.finish()

@@ -2,10 +2,10 @@
 async Redis (XREAD BLOCK on a connection of its own), so hundreds of open streams cost the web
 process a few coroutines and sockets, not its worker threads.
 
-A user holds at most `limit` streams at once, counted across web processes in Redis: a sorted set
-per user whose members are the open streams, scored by the time each last renewed its lease. A
-stream renews while it waits for events; one whose process died stops renewing and no longer
-counts after LEASE_SECONDS. When the client goes away, the server cancels the generator and its
+A user holds at most `limit` streams at once, counted across web processes with leases
+(app/services/stream_leases.py, the same mechanism as /v1's cap per token): a stream renews its
+lease while it waits for events; one whose process died stops renewing and no longer counts after
+TAILOR_STREAM_LEASE_SECONDS. When the client goes away, the server cancels the generator and its
 slot and connection are released at once.
 """
 
@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 
 from app import queue
+from app.config import get_settings
+from app.services import stream_leases
 from app.services.playground import PlaygroundError, PlaygroundRequest, request_key, stream_key
 
-LEASE_SECONDS = 30
 BLOCK_MS = 2000  # a keep-alive comment goes out after each quiet wait (well inside the socket timeout)
 
 
@@ -37,11 +37,11 @@ def slots_key(user_id: int) -> str:
 class EventStream:
     """One open stream of a playground request's events, holding one of its user's slots."""
 
-    def __init__(self, client: Any, request_id: str, user_id: int, slot: str):
+    def __init__(self, client: Any, request_id: str, user_id: int, lease: stream_leases.Lease):
         self.client = client
         self.request_id = request_id
         self.user_id = user_id
-        self.slot = slot
+        self.lease = lease
         self.closed = False
 
     @classmethod
@@ -56,8 +56,8 @@ class EventStream:
             if raw is None or PlaygroundRequest(**json.loads(raw)).workspace_id != workspace_id:
                 await _quietly_close(client)
                 return None
-            slot = uuid.uuid4().hex
-            if not await _take_slot(client, user_id, slot, limit):
+            lease = await stream_leases.take(client, slots_key(user_id), limit, get_settings().stream_lease_seconds)
+            if lease is None:
                 raise TooManyStreams(
                     f"You have {limit} playground streams open already, the most allowed at once "
                     "(TAILOR_PLAYGROUND_MAX_STREAMS_PER_USER). Close a playground tab, or wait for its answers to finish."
@@ -65,7 +65,7 @@ class EventStream:
         except BaseException:
             await _quietly_close(client)
             raise
-        return cls(client, request_id, user_id, slot)
+        return cls(client, request_id, user_id, lease)
 
     async def events(self, seconds: float, block_ms: int = BLOCK_MS) -> AsyncIterator[dict[str, Any] | None]:
         """The request's events as they arrive ({'target', 'text'}, {'target', 'done'}, then
@@ -74,8 +74,9 @@ class EventStream:
         last, deadline = "0", time.monotonic() + seconds
         try:
             while time.monotonic() < deadline:
-                await self.client.zadd(slots_key(self.user_id), {self.slot: time.time()})
-                entries = await self.client.xread({stream_key(self.request_id): last}, count=200, block=block_ms)
+                await self.lease.renew_if_due()
+                block = max(1, min(block_ms, int(self.lease.renew_every * 1000)))  # wake in time to renew
+                entries = await self.client.xread({stream_key(self.request_id): last}, count=200, block=block)
                 for _, items in entries:
                     for event_id, event in items:
                         last = event_id
@@ -94,31 +95,16 @@ class EventStream:
         self.closed = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
-                await self.client.zrem(slots_key(self.user_id), self.slot)
+                await self.lease.release()
             finally:
                 await _quietly_close(self.client)
-
-
-async def _take_slot(client: Any, user_id: int, slot: str, limit: int) -> bool:
-    """Add the slot unless the user's live slots (leases renewed within LEASE_SECONDS) reach limit."""
-    key, now = slots_key(user_id), time.time()
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.zremrangebyscore(key, "-inf", now - LEASE_SECONDS)
-        pipe.zadd(key, {slot: now})
-        pipe.zcard(key)
-        pipe.expire(key, LEASE_SECONDS * 4)
-        _, _, count, _ = await pipe.execute()
-    if count > limit:
-        await client.zrem(key, slot)
-        return False
-    return True
 
 
 async def open_slots(user_id: int) -> int:
     """How many streams the user holds open now (live leases only)."""
     client = queue.async_redis_client()
     try:
-        return int(await client.zcount(slots_key(user_id), time.time() - LEASE_SECONDS, "+inf"))
+        return await stream_leases.count(client, slots_key(user_id))
     finally:
         await client.aclose()
 

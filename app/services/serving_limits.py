@@ -1,5 +1,5 @@
 """Per-token limits on /v1: requests and tokens per minute (the `limits` library's moving window
-on the broker's Redis) and a cap on open streams. Asynchronous: the /v1 routes await them.
+on the broker's Redis) and a cap on open streams (leases, app/services/stream_leases.py). Asynchronous: the /v1 routes await them.
 
 Redis clients are bound to an event loop, so each loop gets its own (one per web process in
 production; the test client may run several)."""
@@ -10,7 +10,6 @@ import asyncio
 import math
 import time
 import weakref
-from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
@@ -18,6 +17,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from app import queue
 from app.config import Settings
+from app.services import stream_leases
 from app.services.serving_protocol import PREFIX
 
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MovingWindowRateLimiter] = weakref.WeakKeyDictionary()
@@ -91,26 +91,20 @@ async def record_tokens(settings: Settings, token_id: int, tokens: int) -> None:
         await limiter.hit(item, "tokens", str(token_id), cost=min(tokens, remaining))
 
 
-@dataclass
-class StreamSlot:
-    key: str
-    released: bool = False
-
-    async def release(self) -> None:
-        if not self.released:
-            self.released = True
-            await async_redis().decr(self.key)
+def streams_key(token_id: int) -> str:
+    return f"{PREFIX}:open-streams:{token_id}"
 
 
-async def open_stream(settings: Settings, token_id: int) -> StreamSlot:
-    """Take one of the token's open-stream slots; LimitExceeded when all are taken. Release it when the stream ends."""
-    key = f"{PREFIX}:streams:{token_id}"
-    client = async_redis()
-    count = await client.incr(key)
-    await client.expire(key, 3600)  # a web process killed mid-stream does not hold slots forever
-    if count > settings.serve_max_streams_per_token:
-        await client.decr(key)
-        raise LimitExceeded(
-            f"Too many open streams: this token may hold {settings.serve_max_streams_per_token} streaming answers open at once.", 5
-        )
-    return StreamSlot(key)
+async def open_stream(settings: Settings, token_id: int) -> stream_leases.Lease:
+    """Lease one of the token's open-stream slots (app/services/stream_leases.py); LimitExceeded when
+    all are taken. Renew it while the stream runs and release it when the stream ends."""
+    limit = settings.serve_max_streams_per_token
+    lease = await stream_leases.take(async_redis(), streams_key(token_id), limit, settings.stream_lease_seconds)
+    if lease is None:
+        raise LimitExceeded(f"Too many open streams: this token may hold {limit} streaming answers open at once.", 5)
+    return lease
+
+
+async def open_streams(token_id: int) -> int:
+    """How many streams the token holds open now (live leases only)."""
+    return await stream_leases.count(async_redis(), streams_key(token_id))

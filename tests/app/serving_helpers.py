@@ -65,7 +65,8 @@ def make_adapter(
 
 
 def answer_for(request: protocol.ServeRequest) -> list[protocol.ServeEvent]:
-    """Fixed answers: 'TOO LONG' in the prompt → a context error; 'SLOW' → tokens 0.2 s apart; else 'Hello world'."""
+    """Fixed answers: 'TOO LONG' in the prompt → a context error; 'SLOW' → tokens 0.2 s apart; 'HOLD' →
+    one token and then nothing (the answer stays open until the web side gives up or cancels); else 'Hello world'."""
     text = json.dumps(request.messages) if request.messages is not None else (request.prompt or "")
     if "TOO LONG" in text:
         return [
@@ -73,6 +74,8 @@ def answer_for(request: protocol.ServeRequest) -> list[protocol.ServeEvent]:
                 type="error", status=400, code="context_length_exceeded", message="The prompt is longer than the model's context."
             )
         ]
+    if "HOLD" in text:
+        return [protocol.ServeEvent(type="start", prompt_tokens=3), protocol.ServeEvent(type="token", text="Hel")]
     pieces = ["Hel", "lo", " world"] if "SLOW" not in text else [f" w{i}" for i in range(10)]
     pieces = pieces[: request.max_tokens]
     events = [protocol.ServeEvent(type="start", prompt_tokens=3)]

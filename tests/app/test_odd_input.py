@@ -128,7 +128,8 @@ def test_ids_beyond_the_databases_range_are_not_found(raw_client, make_user, pat
 
 
 def test_control_characters_in_a_job_name_are_dropped(raw_client, make_user, tiny_model_dir):
-    # A NUL in a name is a server error on PostgreSQL ("A string literal cannot contain NUL").
+    # Escapes and line breaks are dropped; a NUL (a server error on PostgreSQL) is refused like in
+    # any text (app/http/nul_text.py, tests/app/test_nul_text.py).
     _, _, _, token = make_user()
     dataset = upload(raw_client, token, SAMPLE_CSV.read_bytes()).json()
     body = {
@@ -137,8 +138,10 @@ def test_control_characters_in_a_job_name_are_dropped(raw_client, make_user, tin
         "technique": "lora",
         "column_mapping": {"prompt": "question", "response": "answer"},
     }
-    named = raw_client.post("/api/v1/jobs", headers=bearer(token), json={**body, "name": "night\x00ly\x1b[2J run\n"})
+    named = raw_client.post("/api/v1/jobs", headers=bearer(token), json={**body, "name": "night\x07ly\x1b[2J run\n"})
     assert named.status_code == 201, named.text[:300]
     assert named.json()["name"] == "nightly[2J run"
-    unnamed = raw_client.post("/api/v1/jobs", headers=bearer(token), json={**body, "name": "\x00\t"})
+    unnamed = raw_client.post("/api/v1/jobs", headers=bearer(token), json={**body, "name": "\x1b\t"})
     assert unnamed.status_code == 201 and unnamed.json()["name"].endswith("· LoRA")
+    refused = raw_client.post("/api/v1/jobs", headers=bearer(token), json={**body, "name": "night\x00ly"})
+    assert refused.status_code == 422 and refused.json() == {"detail": "Text may not contain NUL characters (field name)."}
