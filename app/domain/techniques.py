@@ -200,6 +200,19 @@ TRAINING_PARAMS: tuple[Param, ...] = (
         advanced=True,
     ),
     Param(
+        "micro_batch_tokens",
+        "Tokens per pass",
+        "int",
+        0,
+        (
+            "Split each batch into forward passes of at most this many tokens (padding included): the same update "
+            "with less memory. 0 = automatic: 256 on a CPU, no split on a GPU."
+        ),
+        0,
+        1_000_000,
+        advanced=True,
+    ),
+    Param(
         "gradient_checkpointing",
         "Gradient checkpointing",
         "choice",

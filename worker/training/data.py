@@ -315,6 +315,20 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, g
     return batches
 
 
+def split_to_token_budget(indices: Sequence[int], lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Cut one batch into micro-batches of at most `budget` padded tokens each (rows x longest
+    row), longest rows first; a row longer than the budget goes alone. 0 = no split."""
+    if budget <= 0 or len(indices) <= 1:
+        return [list(indices)]
+    parts: list[list[int]] = []
+    for i in sorted(indices, key=lambda i: lengths[i], reverse=True):
+        if parts and (len(parts[-1]) + 1) * lengths[parts[-1][0]] <= budget:
+            parts[-1].append(i)
+        else:
+            parts.append([i])
+    return parts
+
+
 def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
     """Share of the padded batch cells that are padding (0 = no waste)."""
     padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches if batch)

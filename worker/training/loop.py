@@ -18,10 +18,10 @@ import torch
 
 from app.domain.task_kinds import get_task_kind
 from worker.training.checkpoints import load_checkpoint, save_checkpoint
-from worker.training.data import collate, label_names_of, pack_examples, pad_token_id, tokenize_for_task
+from worker.training.data import collate, label_names_of, pack_examples, pad_token_id, split_to_token_budget, tokenize_for_task
 from worker.training.held_out import evaluate_accuracy, evaluate_loss
 from worker.training.loading import load_base_model, pick_device
-from worker.training.memory import peak_memory_bytes, reset_peak_memory, wants_gradient_checkpointing
+from worker.training.memory import micro_batch_tokens, peak_memory_bytes, reset_peak_memory, wants_gradient_checkpointing
 from worker.training.peft_factory import BuildContext, builder_for
 from worker.training.precision import precision_for
 from worker.training.progress import LoopState, recent_train_loss, report_progress
@@ -30,6 +30,7 @@ from worker.training.saving import AdapterFiles, save_adapter
 from worker.training.schedule import epoch_step_groups, lr_factor, plan_steps, seed_everything
 from worker.training.spec import TrainingCallbacks, TrainingResult, TrainingSpec, resolve_params
 from worker.training.steps import accumulate_gradients, optimizer_step
+from worker.training.swiglu import fuse_swiglu
 
 
 @dataclass
@@ -111,11 +112,13 @@ class TrainingRecipe:
         )
         self.model = self.builder.build_model(base_model, params, context)
         self.files = self.builder.files(self.model)
+        fuse_swiglu(self.model)  # keeps gate and up only for the MLP's backward (worker/training/swiglu.py)
         if wants_gradient_checkpointing(params, self.device):
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(self.model, "enable_input_require_grads"):
                 self.model.enable_input_require_grads()
         self.model.train()
+        self.micro_batch_tokens = micro_batch_tokens(params, self.device)
         self.distribute_model()
 
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -141,6 +144,7 @@ class TrainingRecipe:
         self.pad_id = pad_token_id(self.tokenizer)
         if self.packing_applies():
             self.train_examples = pack_examples(self.train_examples, max_length)
+        self.example_lengths = [len(example) for example in self.train_examples]
 
     def distribute_model(self) -> None:
         """Hook: spread the built model over a process group (worker/training/distributed.py)."""
@@ -220,7 +224,13 @@ class TrainingRecipe:
     def _accumulate(self, group: list[list[int]]) -> float | None:
         """Forward/backward one step's micro-batches; its mean loss, None if cancelled (a task
         kind's recipe, e.g. worker/training/preference.py, brings its own)."""
-        batches = [collate([self.train_examples[i] for i in indices], self.pad_id) for indices in group]
+        examples, budget = self.train_examples, self.micro_batch_tokens
+        lengths = self.example_lengths
+        batches = [
+            collate([examples[i] for i in part], self.pad_id)
+            for indices in group
+            for part in split_to_token_budget(indices, lengths, budget)
+        ]
         return accumulate_gradients(self.model, batches, self.device, self.state, self.callbacks, self.precision)
 
     def _after_optimizer_step(self):
