@@ -22,7 +22,7 @@ class _DropoutThenLinear(torch.autograd.Function):
     """y = (x * keep / (1 - p)) @ weight.T, keeping x (shared) and a boolean mask for backward."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
         keep = torch.rand_like(x, dtype=torch.float32) >= p
         scale = 1.0 / (1.0 - p)
         out = F.linear(x * keep * scale, weight)
@@ -31,7 +31,7 @@ class _DropoutThenLinear(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor):
         x, weight, keep = ctx.saved_tensors
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
@@ -85,7 +85,7 @@ def fuse_lora_dropout(model) -> int:
             ):
                 continue
             lora_a.__class__ = DropoutLinear
-            lora_a.p = float(dropout.p)  # type: ignore[attr-defined]
+            lora_a.p = float(dropout.p)
             layer.lora_dropout[name] = nn.Identity()
             fused += 1
     return fused
