@@ -25,7 +25,8 @@ class _DropoutThenLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
         keep = torch.rand_like(x, dtype=torch.float32) >= p
         scale = 1.0 / (1.0 - p)
-        out = F.linear(x * keep * scale, weight)
+        # The 1 / (1 - p) scale is applied on the rank-sized side of the product (cheaper).
+        out = F.linear(x * keep, weight) * scale
         ctx.save_for_backward(x, weight, keep)
         ctx.scale = scale
         return out
@@ -33,11 +34,12 @@ class _DropoutThenLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         x, weight, keep = ctx.saved_tensors
+        grad_out = grad_out * ctx.scale
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = ((grad_out @ weight.to(grad_out.dtype)) * keep * ctx.scale).to(x.dtype)
+            grad_x = ((grad_out @ weight.to(grad_out.dtype)) * keep).to(x.dtype)
         if ctx.needs_input_grad[1]:
-            dropped = (x * keep * ctx.scale).to(grad_out.dtype)
+            dropped = (x * keep).to(grad_out.dtype)
             grad_weight = (grad_out.reshape(-1, grad_out.shape[-1]).t() @ dropped.reshape(-1, dropped.shape[-1])).to(weight.dtype)
         return grad_x, grad_weight, None
 

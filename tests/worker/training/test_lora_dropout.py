@@ -2,9 +2,9 @@
 mask, the same distribution as torch's dropout, a boolean mask as the only extra tensor kept for
 backward, and unchanged adapter files.
 
-Tolerance: fp32 throughout; the fused backward multiplies the same factors in another order
-(mask and scale after the matmul instead of before), so results agree to a few units in the last
-place: rtol 1e-6 is far below what a wrong mask, scale or transposition would change (>1e-2).
+Tolerance: fp32 throughout; the fused op applies the 1/(1-p) scale after the matmul instead of
+before, so sums of 40 terms round differently: a few units of 6e-8 per term, up to ~3e-6 relative.
+1e-5 allows that and is far below what a wrong mask, scale or transposition would change (>1e-2).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_output_and_gradients_equal_dropout_then_linear_with_the_same_mask():
     plain = F.linear(x * keep / 0.7, w)
     plain.backward(grad_out)
     for a, b in zip(got, (plain.detach(), x.grad, w.grad)):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert 0 < int((~keep).sum()) < keep.numel()  # the mask really dropped something
 
 
