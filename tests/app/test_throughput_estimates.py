@@ -104,14 +104,29 @@ def test_estimate_source_is_shown_by_the_job_estimate_service(tmp_path: Path):
 
 
 def test_the_suggested_epochs_follow_the_workers_speed():
-    from app.domain.techniques import CATALOGUE, QUICK_START_SECONDS, preset_params
+    from app.domain.techniques import CATALOGUE, QUICK_START_MIN_STEPS, QUICK_START_SECONDS, WorkerPace, preset_params
 
     lora = CATALOGUE["lora"]
+    budget = QUICK_START_SECONDS
+
+    def balanced(epoch: float, fixed: float = 0.0, steps: int = 25) -> dict:
+        return preset_params(lora, "instruction", 220, "balanced", WorkerPace(epoch, fixed, steps))
+
     assert preset_params(lora, "instruction", 220, "balanced")["epochs"] == 3  # no worker known: by rows
-    assert preset_params(lora, "instruction", 220, "balanced", epoch_seconds=QUICK_START_SECONDS / 3)["epochs"] == 3
-    assert preset_params(lora, "instruction", 220, "balanced", epoch_seconds=QUICK_START_SECONDS / 2)["epochs"] == 2
-    assert preset_params(lora, "instruction", 220, "balanced", epoch_seconds=QUICK_START_SECONDS * 5)["epochs"] == 1
-    assert preset_params(lora, "instruction", 220, "thorough", epoch_seconds=QUICK_START_SECONDS * 5)["epochs"] == 6
+    assert "max_steps" not in preset_params(lora, "instruction", 220, "balanced")
+    assert balanced(budget / 3)["epochs"] == 3
+    assert balanced(budget / 2)["epochs"] == 2
+    # The fixed part of the wait (loading, the automatic evaluation) comes out of the same budget.
+    assert balanced(budget / 3, fixed=budget / 3)["epochs"] == 2
+    assert balanced(budget / 2, fixed=budget / 4)["epochs"] == 1
+    assert balanced(budget / 2, fixed=budget / 4)["max_steps"] == 0  # a whole epoch fits: no step limit
+    # Too slow for one epoch: part of one, in whole steps, never fewer than the floor.
+    slow = balanced(budget * 2, fixed=0.0, steps=40)
+    assert slow["epochs"] == 1 and slow["max_steps"] == 20
+    assert balanced(budget * 100, fixed=budget, steps=40)["max_steps"] == QUICK_START_MIN_STEPS
+    assert balanced(budget * 2, steps=QUICK_START_MIN_STEPS)["max_steps"] == 0  # an epoch this short is trained whole
+    thorough = preset_params(lora, "instruction", 220, "thorough", WorkerPace(budget * 5, 0.0, 25))
+    assert thorough["epochs"] == 6 and "max_steps" not in thorough  # thorough is never capped
 
 
 def test_the_form_suggests_fewer_epochs_for_a_slow_worker(client, make_user, tiny_model_dir):
