@@ -170,11 +170,16 @@ def trainable_parameters(shape: ModelShape, technique: str, params: dict[str, An
 # fit ~1.1e11. A GPU worker is assumed to sustain 2e13 (small models are far from peak).
 CPU_FLOPS_PER_CORE = 5.5e10
 GPU_FLOPS = 2e13
+# A real job of the demo model reaches this share of the calibration model's useful FLOP/s (30
+# layers, rows of varied length, per-layer overheads and the optimizer over more adapters than the
+# calibration's 4 layers of fixed 96-token rows): bench/first_job.py measured 58 tokens/s against
+# 83 calibrated at a load of ~5, and 12 against 19 at ~7, on the 2-core CPU here.
+CALIBRATION_TO_JOB = 0.7
 # A CPU worker's resident memory before the model: Python, torch, transformers and peft.
 CPU_PROCESS_BASELINE_BYTES = 520 * 1024**2
 GPU_CONTEXT_BYTES = 500 * 1024**2
 CHARS_PER_TOKEN = 3.8
-TEMPLATE_TOKENS = 12  # chat template or plain prompt format around each instruction row
+TEMPLATE_TOKENS = 24  # around each instruction row: the demo rows average 89 tokens where chars / 3.8 + 12 gave 78
 
 
 # The chunked loss (worker/training/chunked_loss.py, CHUNK_VALUES there) holds at most this many
@@ -215,7 +220,7 @@ class WorkerClass:
     @property
     def flops(self) -> float:
         if self.calibrated_flops:
-            return self.calibrated_flops
+            return self.calibrated_flops * CALIBRATION_TO_JOB
         return GPU_FLOPS if self.kind == "cuda" else CPU_FLOPS_PER_CORE * max(1, self.cores)
 
     def measured(self, base_model: str | None, technique: str) -> Measured | None:
@@ -266,11 +271,14 @@ class Estimate:
 
 # ---------------------------------------------------------------- the phases around the steps
 
-# What the automatic evaluation does (worker/evaluation/runner.py; a test keeps the two equal):
-# greedy answers of the adapter and of the base model to at most EVAL_GENERATION_ROWS held-out
-# prompts, EVAL_NEW_TOKENS new tokens each (continuations for text jobs), in batches of
-# EVAL_BATCH; the held-out loss of both on at most EVAL_LOSS_ROWS rows.
+# What the automatic evaluation does (worker/evaluation/runner.py imports these): greedy answers
+# of the adapter and of the base model to at most EVAL_GENERATION_ROWS held-out prompts
+# (EVAL_GENERATION_ROWS_CPU on a CPU worker, where each answered row costs seconds: bench/first_job.py
+# measured 183 s for 22 rows, most of a first job's wait), EVAL_NEW_TOKENS new tokens each
+# (continuations for text jobs), in batches of EVAL_BATCH; the held-out loss and perplexity of
+# both on every held-out row up to EVAL_LOSS_ROWS (forward passes only: cheap, so not cut on a CPU).
 EVAL_GENERATION_ROWS = 40
+EVAL_GENERATION_ROWS_CPU = 16
 EVAL_NEW_TOKENS = 96
 EVAL_CONTINUATION_TOKENS = 48
 EVAL_LOSS_ROWS = 400
@@ -280,15 +288,20 @@ EVAL_BATCH = 8
 # a job and of its evaluation in seconds on a worker whose calibrated speed is REFERENCE_CPU_FLOPS.
 # Loading weights, tokenizing and generating are CPU work like the steps, so a worker that
 # calibrated slower (or is busier) takes proportionally longer: they are scaled by its speed.
-REFERENCE_CPU_FLOPS = 2.4e10
-SETUP_SECONDS = 12.0  # build the job's rows, read config and tokenizer, build the adapter, save and zip it
+REFERENCE_CPU_FLOPS = 3.1e10
+SETUP_SECONDS = 9.0  # build the job's rows, read config and tokenizer, build the adapter, save and zip it
 LOAD_SECONDS_PER_PARAMETER = 4 / 400e6  # reading fp32 weights
 TOKENIZE_SECONDS_PER_TOKEN = 2e-5
-EVALUATION_SETUP_SECONDS = 15.0  # load base + adapter and the similarity encoder, score, rewrite the card and zip
+EVALUATION_SETUP_SECONDS = 12.0  # load base + adapter and the similarity encoder, score, rewrite the card and zip
 # A decode step moves every weight for a few tokens: far less useful work per second than a
 # training step's large matrices. Useful FLOP/s of greedy decoding at EVAL_BATCH rows, as a share
 # of the worker's training figure (CPU: measured with bench/first_job.py; GPU: launch-bound).
-DECODE_EFFICIENCY = {"cpu": 0.15, "cuda": 0.02}
+DECODE_EFFICIENCY = {"cpu": 0.22, "cuda": 0.02}
+
+
+def generation_rows(worker_kind: str) -> int:
+    """How many held-out prompts the automatic evaluation answers on this kind of worker."""
+    return EVAL_GENERATION_ROWS_CPU if worker_kind == "cpu" else EVAL_GENERATION_ROWS
 
 
 def _slowness(worker: WorkerClass, flops: float) -> float:
@@ -318,7 +331,7 @@ def evaluation_cost(
     fixed = (EVALUATION_SETUP_SECONDS + parameters * LOAD_SECONDS_PER_PARAMETER) * min(30.0, max(0.2, slowness))
     if not kind.generative:
         return fixed + loss_rows * row_tokens * forward
-    rows = min(n_validation, EVAL_GENERATION_ROWS)
+    rows = min(n_validation, generation_rows(worker_kind))
     new_tokens = EVAL_NEW_TOKENS if kind.prompted else EVAL_CONTINUATION_TOKENS
     batches = math.ceil(rows / EVAL_BATCH)
     prompt = rows * row_tokens * 0.5 * forward
@@ -397,7 +410,7 @@ def estimate_job(
         evaluation_seconds = evaluation_cost(shape, total, kind, n_validation, row_tokens, worker.kind, flops)
         if measured and measured.evaluation_seconds is not None and measured.evaluation_rows:
             # The same worker evaluated an adapter of this base model: its time per held-out row.
-            evaluation_seconds = measured.evaluation_seconds * min(n_validation, EVAL_GENERATION_ROWS) / measured.evaluation_rows
+            evaluation_seconds = measured.evaluation_seconds * min(n_validation, generation_rows(worker.kind)) / measured.evaluation_rows
     seconds = setup_seconds + train_seconds + held_out_seconds
 
     # Memory: weights + trained state (weights, gradients, two Adam moments) + activations.

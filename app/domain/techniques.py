@@ -669,10 +669,21 @@ PRESETS: dict[str, str] = {
 # The quick and balanced presets ask for no more training than the worker that will take the job
 # gets through, with everything else a person waits for (loading, held-out checks, saving, the
 # automatic evaluation), in this time from Start training to an evaluated, downloadable adapter:
-# a first job ends within five minutes with a minute to spare for the estimate's error.
-QUICK_START_SECONDS = 240.0
-# On a worker too slow for one epoch in that time, the presets train part of one, never fewer steps than this.
-QUICK_START_MIN_STEPS = 8
+# a first job ends within five minutes with 100 s to spare: on a shared CPU the load can rise
+# after the worker calibrated (bench/first_job.py measured training 28% slower than calibrated when
+# another process started mid-job), and the estimate's other parts err by up to ~20%.
+QUICK_START_SECONDS = 200.0
+# On a worker too slow for one epoch in that time, the presets train part of one, never fewer
+# steps than this (at batch 4 and 1e-3 on the sample data: enough to beat the base model's
+# held-out loss with intervals apart).
+QUICK_START_MIN_STEPS = 12
+# A LoRA-family run shorter than an epoch: smaller batches and a higher rate (see preset_params).
+SHORT_RUN_BATCH = 4
+SHORT_RUN_LEARNING_RATE = 1e-3
+
+
+def _default(technique: Technique, name: str) -> float:
+    return float(next(p.default for p in technique.all_params if p.name == name))
 
 
 @dataclass(frozen=True)
@@ -721,12 +732,21 @@ def preset_params(technique: Technique, task: str, n_rows: int, preset: str, pac
             "early_stopping_patience": 3,
         },
     }[preset]
+    # Every preset names its batch and rate, so that choosing another preset undoes a short run's.
+    values.update(batch_size=int(_default(technique, "batch_size")), learning_rate=_default(technique, "learning_rate"))
     if pace is not None and preset in ("quick", "balanced"):
         fits = pace.epochs_within(QUICK_START_SECONDS)
         values["epochs"] = max(1, min(int(values["epochs"]), int(fits)))
         values["max_steps"] = 0
-        if fits < 1 and pace.steps_per_epoch > QUICK_START_MIN_STEPS:
-            values["max_steps"] = max(QUICK_START_MIN_STEPS, int(fits * pace.steps_per_epoch))
+        steps_per_epoch = pace.steps_per_epoch
+        if fits < 1 and technique.family == "lora":
+            # Part of an epoch: the same rows in smaller batches give twice the updates, at a rate
+            # that learns in a few dozen of them (sample data, 16 steps: held-out loss 3.71 -> 3.17
+            # at batch 4 and 1e-3, -> 3.56 at batch 8 and 2e-4; bench/first_job.py, README).
+            values.update(batch_size=SHORT_RUN_BATCH, learning_rate=max(SHORT_RUN_LEARNING_RATE, _default(technique, "learning_rate")))
+            steps_per_epoch = steps_per_epoch * int(_default(technique, "batch_size")) // SHORT_RUN_BATCH
+        if fits < 1 and steps_per_epoch > QUICK_START_MIN_STEPS:
+            values["max_steps"] = max(QUICK_START_MIN_STEPS, int(fits * steps_per_epoch))
     kind = TASK_KINDS.get(task)
     if kind is not None and kind.has_labels:
         values["max_length"] = min(values["max_length"], 256)  # labels need the gist, not the whole text

@@ -104,7 +104,15 @@ def test_estimate_source_is_shown_by_the_job_estimate_service(tmp_path: Path):
 
 
 def test_the_suggested_epochs_follow_the_workers_speed():
-    from app.domain.techniques import CATALOGUE, QUICK_START_MIN_STEPS, QUICK_START_SECONDS, WorkerPace, preset_params
+    from app.domain.techniques import (
+        CATALOGUE,
+        QUICK_START_MIN_STEPS,
+        QUICK_START_SECONDS,
+        SHORT_RUN_BATCH,
+        SHORT_RUN_LEARNING_RATE,
+        WorkerPace,
+        preset_params,
+    )
 
     lora = CATALOGUE["lora"]
     budget = QUICK_START_SECONDS
@@ -120,11 +128,17 @@ def test_the_suggested_epochs_follow_the_workers_speed():
     assert balanced(budget / 3, fixed=budget / 3)["epochs"] == 2
     assert balanced(budget / 2, fixed=budget / 4)["epochs"] == 1
     assert balanced(budget / 2, fixed=budget / 4)["max_steps"] == 0  # a whole epoch fits: no step limit
-    # Too slow for one epoch: part of one, in whole steps, never fewer than the floor.
-    slow = balanced(budget * 2, fixed=0.0, steps=40)
-    assert slow["epochs"] == 1 and slow["max_steps"] == 20
+    assert balanced(budget / 2, fixed=budget / 4)["batch_size"] == 8  # a whole epoch keeps the batch
+    # Too slow for one epoch: part of one, in whole steps, never fewer than the floor; the LoRA
+    # family takes those rows in half-size batches (twice the updates) at a rate that learns in them.
+    slow = balanced(budget * 2, fixed=0.0, steps=40)  # half an epoch fits: 80 steps of 4 rows
+    assert slow["epochs"] == 1 and slow["max_steps"] == 40
+    assert slow["batch_size"] == SHORT_RUN_BATCH == 4 and slow["learning_rate"] == SHORT_RUN_LEARNING_RATE
     assert balanced(budget * 100, fixed=budget, steps=40)["max_steps"] == QUICK_START_MIN_STEPS
-    assert balanced(budget * 2, steps=QUICK_START_MIN_STEPS)["max_steps"] == 0  # an epoch this short is trained whole
+    assert balanced(budget * 2, steps=3)["max_steps"] == 0  # an epoch this short is trained whole
+    ia3 = preset_params(CATALOGUE["ia3"], "instruction", 220, "balanced", WorkerPace(budget * 2, 0.0, 40))
+    assert ia3["max_steps"] == 20 and ia3["batch_size"] == 8  # other families keep their batch and rate
+    assert ia3["learning_rate"] == next(p.default for p in CATALOGUE["ia3"].all_params if p.name == "learning_rate")
     thorough = preset_params(lora, "instruction", 220, "thorough", WorkerPace(budget * 5, 0.0, 25))
     assert thorough["epochs"] == 6 and "max_steps" not in thorough  # thorough is never capped
 

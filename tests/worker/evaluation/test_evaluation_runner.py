@@ -47,3 +47,33 @@ def test_evaluation_scores_adapter_and_base_with_intervals(facts_owner, train_ad
     again = evaluate_adapter(adapter_id)
     assert again["base"]["validation_loss"]["value"] == 10.0
     assert again["adapter"]["validation_loss"] == summary["adapter"]["validation_loss"]
+
+
+def test_a_cpu_worker_answers_at_most_its_share_of_rows_and_scores_the_loss_on_all(make_user, train_adapter):
+    """Each answered row costs seconds of greedy decoding on a CPU (bench/first_job.py): the
+    evaluation answers EVAL_GENERATION_ROWS_CPU of them there; the loss uses every held-out row."""
+    import io
+
+    from app.domain.estimates import EVAL_GENERATION_ROWS_CPU
+    from app.models import User
+    from app.services import dataset_ingest
+
+    owner = make_user("many-held-out")
+    csv_text = "question,answer\n" + "".join(f"what is item {i}?,item {i} is a thing\n" for i in range(200))
+    with session_scope() as db:
+        dataset, _ = dataset_ingest.ingest_upload(
+            db,
+            get_artifact_store(),
+            workspace_id=db.get(User, owner.id).workspace_id,
+            user_id=owner.id,
+            filename="items.csv",
+            source=io.BytesIO(csv_text.encode()),
+            limit_bytes=10**6,
+        )
+        dataset_id = dataset.id
+    adapter_id = train_adapter(dataset_id, "items LoRA", max_steps=1)
+
+    summary = evaluate_adapter(adapter_id)
+
+    assert summary["rows"] == EVAL_GENERATION_ROWS_CPU < 20  # the tests run on a CPU
+    assert summary["loss_examples"] == 20  # 10% of 200 rows held out, every one scored
