@@ -167,11 +167,11 @@ def text_of(html: str, element_id: str) -> str:
 
 
 def shown_seconds(text: str) -> float | None:
-    """Seconds from the form's "about 4 min" / "about 70 s" / "about 1.5 h"."""
-    match = re.search(r"about ([\d.]+) (s|min|h)\b", text)
+    """Seconds from the form's "about 3 min 50 s" / "about 12 min" / "about 70 s" / "about 1.5 h"."""
+    match = re.search(r"about ([\d.]+) (s|min|h)\b(?: (\d+) s\b)?", text)
     if match is None:
         return None
-    return float(match.group(1)) * {"s": 1, "min": 60, "h": 3600}[match.group(2)]
+    return float(match.group(1)) * {"s": 1, "min": 60, "h": 3600}[match.group(2)] + float(match.group(3) or 0)
 
 
 def shown_gigabytes(text: str) -> float | None:

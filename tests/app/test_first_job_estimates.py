@@ -133,6 +133,27 @@ def test_the_first_estimate_on_the_form_is_for_the_preselected_preset(client, ma
             db.execute(delete(WorkerNode).where(WorkerNode.name == name))
 
 
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (45, "about 45 s"),
+        (229, "about 3 min 50 s"),
+        (238, "about 4 min"),
+        (301, "about 5 min"),
+        (1500, "about 25 min"),
+        (7200, "about 2.0 h"),
+    ],
+)
+def test_the_form_shows_the_wait_to_ten_seconds_under_ten_minutes(seconds, shown):
+    from app.web.templating import templates
+
+    estimate = {"seconds": seconds, "total_seconds": seconds, "setup_seconds": 1, "train_seconds": 1, "held_out_seconds": 0,
+                "evaluation_seconds": 0, "steps": 1, "peak_memory_bytes": 2**30, "trainable_parameters": 1, "total_parameters": 2,
+                "adapter_bytes": 10, "worker": "cpu", "worker_cores": 2}  # fmt: skip
+    html = templates.env.get_template("_train_estimate.html").render(estimate=estimate)
+    assert f'<dd id="estimate-time">{shown}' in html
+
+
 def test_the_worker_waits_passively_unless_told_otherwise():
     from app.cli import set_worker_environment
 
@@ -197,6 +218,7 @@ def test_the_bench_reads_the_estimate_and_judges_the_intervals():
     page = '<dd id="estimate-time">about 4 min <span class="muted small">to a scored adapter</span></dd>'
     assert bench.shown_seconds(bench.text_of(page, "estimate-time")) == 240.0
     assert bench.shown_seconds("about 75 s") == 75.0 and bench.shown_seconds("about 1.5 h") == 5400.0
+    assert bench.shown_seconds("about 3 min 50 s to a scored adapter") == 230.0
     assert bench.shown_gigabytes("3.4 GB") == 3.4
     assert bench.percent_error(120.0, 100.0) == pytest.approx(20.0) and bench.percent_error(None, 1.0) is None
     summary = {

@@ -125,7 +125,7 @@ def test_the_suggested_epochs_follow_the_workers_speed():
     assert balanced(budget / 3)["epochs"] == 3
     assert balanced(budget / 2)["epochs"] == 2
     # The fixed part of the wait (loading, the automatic evaluation) comes out of the same budget.
-    assert balanced(budget / 3, fixed=budget / 3)["epochs"] == 2
+    assert balanced(budget / 4, fixed=budget / 2)["epochs"] == 2
     assert balanced(budget / 2, fixed=budget / 4)["epochs"] == 1
     assert balanced(budget / 2, fixed=budget / 4)["max_steps"] == 0  # a whole epoch fits: no step limit
     assert balanced(budget / 2, fixed=budget / 4)["batch_size"] == 8  # a whole epoch keeps the batch
