@@ -487,7 +487,8 @@ def run(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(up.pid, signal.SIGKILL)
     result = json.loads(result_json)
-    t.held_out_seconds = None
+    if measured and result.get("train_seconds"):  # the job's training time less its steps' (throughput_measurements)
+        t.held_out_seconds = float(result["train_seconds"]) - float(measured[0][1])
     evaluation = json.loads(metrics_json).get("evaluation") or {}
     estimate = result.get("estimate") or {}
     _report(t, result, estimate, shown_on_load, shown, evaluation, measured, rss.peak, len(zip_bytes.content), loads, flops, worker_name)
