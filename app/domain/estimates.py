@@ -170,12 +170,16 @@ def trainable_parameters(shape: ModelShape, technique: str, params: dict[str, An
 # fit ~1.1e11. A GPU worker is assumed to sustain 2e13 (small models are far from peak).
 CPU_FLOPS_PER_CORE = 5.5e10
 GPU_FLOPS = 2e13
+# A real job of the demo model reaches this share of the calibration model's useful FLOP/s (30
+# layers, rows of varied length, per-layer overheads and the optimizer over more adapters than the
+# calibration's 4 layers of fixed 96-token rows): bench/first_job.py measured 58 tokens/s against
+# 83 calibrated at a load of ~5, and 12 against 19 at ~7, on the 2-core CPU here.
+CALIBRATION_TO_JOB = 0.7
 # A CPU worker's resident memory before the model: Python, torch, transformers and peft.
 CPU_PROCESS_BASELINE_BYTES = 520 * 1024**2
 GPU_CONTEXT_BYTES = 500 * 1024**2
-MODEL_LOAD_SECONDS = 4.0  # reading the weights and building the adapter, beyond the per-byte cost
 CHARS_PER_TOKEN = 3.8
-TEMPLATE_TOKENS = 12  # chat template or plain prompt format around each instruction row
+TEMPLATE_TOKENS = 24  # around each instruction row: the demo rows average 89 tokens where chars / 3.8 + 12 gave 78
 
 
 # The chunked loss (worker/training/chunked_loss.py, CHUNK_VALUES there) holds at most this many
@@ -196,6 +200,9 @@ class Measured:
     peak_memory_bytes: int
     batch_size: int
     max_length: int
+    setup_seconds: float | None = None  # the job's time outside its training steps (load, tokenize, save)
+    evaluation_seconds: float | None = None  # its automatic evaluation, when it ran
+    evaluation_rows: int | None = None  # the held-out rows that evaluation answered
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,7 @@ class WorkerClass:
     @property
     def flops(self) -> float:
         if self.calibrated_flops:
-            return self.calibrated_flops
+            return self.calibrated_flops * CALIBRATION_TO_JOB
         return GPU_FLOPS if self.kind == "cuda" else CPU_FLOPS_PER_CORE * max(1, self.cores)
 
     def measured(self, base_model: str | None, technique: str) -> Measured | None:
@@ -250,14 +257,89 @@ class Estimate:
     total_parameters: int
     adapter_bytes: int
     peak_memory_bytes: int
-    seconds: float
+    seconds: float  # the job: setup + training steps + held-out checks
     tokens: int  # real (unpadded) tokens trained on
     steps: int
     fits: bool | None  # None when the worker's memory is unknown
     source: str = "static"  # "measured" (this worker, base model, technique) | "calibrated" | "static"
+    setup_seconds: float = 0.0  # loading the base model, tokenizing the rows, saving the adapter
+    train_seconds: float = 0.0  # the optimizer steps
+    held_out_seconds: float = 0.0  # held-out loss checks during training
+    evaluation_seconds: float = 0.0  # the automatic evaluation after the job (0 when it is off)
+    total_seconds: float = 0.0  # Start training -> an evaluated adapter: seconds + evaluation_seconds
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# ---------------------------------------------------------------- the phases around the steps
+
+# What the automatic evaluation does (worker/evaluation/runner.py imports these): greedy answers
+# of the adapter and of the base model to at most EVAL_GENERATION_ROWS held-out prompts
+# (EVAL_GENERATION_ROWS_CPU on a CPU worker, where each answered row costs seconds: bench/first_job.py
+# measured 183 s for 22 rows, most of a first job's wait), EVAL_NEW_TOKENS new tokens each
+# (continuations for text jobs), in batches of EVAL_BATCH; the held-out loss and perplexity of
+# both on every held-out row up to EVAL_LOSS_ROWS (forward passes only: cheap, so not cut on a CPU).
+EVAL_GENERATION_ROWS = 40
+EVAL_GENERATION_ROWS_CPU = 16
+EVAL_NEW_TOKENS = 96
+EVAL_CONTINUATION_TOKENS = 48
+EVAL_LOSS_ROWS = 400
+EVAL_BATCH = 8
+
+# Fitted on the 2-core CPU here with bench/first_job.py (README, "Quick start"): the fixed parts of
+# a job and of its evaluation in seconds on a worker whose calibrated speed is REFERENCE_CPU_FLOPS.
+# Loading weights, tokenizing and generating are CPU work like the steps, so a worker that
+# calibrated slower (or is busier) takes proportionally longer: they are scaled by its speed.
+REFERENCE_CPU_FLOPS = 3.1e10
+SETUP_SECONDS = 9.0  # build the job's rows, read config and tokenizer, build the adapter, save and zip it
+LOAD_SECONDS_PER_PARAMETER = 4 / 400e6  # reading fp32 weights
+TOKENIZE_SECONDS_PER_TOKEN = 2e-5
+EVALUATION_SETUP_SECONDS = 12.0  # load base + adapter and the similarity encoder, score, rewrite the card and zip
+# A decode step moves every weight for a few tokens: far less useful work per second than a
+# training step's large matrices. Useful FLOP/s of greedy decoding at EVAL_BATCH rows, as a share
+# of the worker's training figure (CPU: measured with bench/first_job.py; GPU: launch-bound).
+DECODE_EFFICIENCY = {"cpu": 0.22, "cuda": 0.02}
+
+
+def generation_rows(worker_kind: str) -> int:
+    """How many held-out prompts the automatic evaluation answers on this kind of worker."""
+    return EVAL_GENERATION_ROWS_CPU if worker_kind == "cpu" else EVAL_GENERATION_ROWS
+
+
+def _slowness(worker: WorkerClass, flops: float) -> float:
+    """How much longer the CPU-bound fixed parts take on this worker than on the reference one."""
+    if worker.kind != "cpu" or flops <= 0:
+        return 1.0
+    return min(30.0, max(0.2, REFERENCE_CPU_FLOPS / flops))
+
+
+def setup_cost(parameters: int, rows: int, row_tokens: float, worker_kind: str) -> float:
+    """Seconds outside the steps on the reference worker: load the weights, tokenize, save."""
+    return SETUP_SECONDS + parameters * LOAD_SECONDS_PER_PARAMETER + rows * row_tokens * TOKENIZE_SECONDS_PER_TOKEN
+
+
+def evaluation_cost(
+    shape: ModelShape, parameters: int, kind, n_validation: int, row_tokens: float, worker_kind: str, flops: float
+) -> float:
+    """Seconds of the automatic evaluation on a worker with this training speed (useful FLOP/s).
+
+    Generating tasks: answers of the adapter and of the base model (the base model's are cached
+    after the first adapter of a base model and split; the first job pays for both, and so does
+    this estimate), then the held-out loss of both; classification: one forward pass per row.
+    """
+    forward = 2 * parameters / flops  # seconds per token of a forward pass, at training efficiency
+    loss_rows = min(n_validation, EVAL_LOSS_ROWS)
+    slowness = REFERENCE_CPU_FLOPS / flops if worker_kind == "cpu" else 1.0
+    fixed = (EVALUATION_SETUP_SECONDS + parameters * LOAD_SECONDS_PER_PARAMETER) * min(30.0, max(0.2, slowness))
+    if not kind.generative:
+        return fixed + loss_rows * row_tokens * forward
+    rows = min(n_validation, generation_rows(worker_kind))
+    new_tokens = EVAL_NEW_TOKENS if kind.prompted else EVAL_CONTINUATION_TOKENS
+    batches = math.ceil(rows / EVAL_BATCH)
+    prompt = rows * row_tokens * 0.5 * forward
+    decode = batches * new_tokens * EVAL_BATCH * forward / DECODE_EFFICIENCY.get(worker_kind, 0.25)
+    return fixed + 2 * (prompt + decode) + 2 * loss_rows * row_tokens * forward
 
 
 def mean_tokens_per_row(profile: dict | None, task: str, mapping: dict[str, Any]) -> float:
@@ -280,8 +362,15 @@ def estimate_job(
     num_labels: int = 0,
     quantized_bits: int = 0,
     base_model: str | None = None,
+    evaluate: bool = True,
 ) -> Estimate | None:
-    """Peak memory, time, trainable parameters and adapter size of a job; None without a usable config."""
+    """Peak memory, time, trainable parameters and adapter size of a job; None without a usable config.
+
+    Time is split into what a person waits for from Start training: setup (loading the model,
+    tokenizing, saving the adapter), the training steps, the held-out checks during training
+    (`seconds` is those three: the job), and with `evaluate` the automatic evaluation after it
+    (`total_seconds`: to an evaluated, downloadable adapter).
+    """
     shape = model_shape(config)
     if shape is None:
         return None
@@ -312,9 +401,20 @@ def estimate_job(
     source = "measured" if measured else "calibrated" if worker.calibrated_flops else "static"
     train_seconds = tokens * step_tokens_factor * flops_per_token / flops
     evals = max(1, int(epochs)) if not int(params.get("eval_steps", 0) or 0) else max(1, steps // int(params["eval_steps"]))
-    eval_seconds = evals * n_validation * row_tokens * 2 * total / flops
-    load_seconds = MODEL_LOAD_SECONDS + total * 4 / 400e6
-    seconds = train_seconds + eval_seconds + load_seconds
+    held_out_seconds = evals * n_validation * row_tokens * 2 * total / flops
+    slowness = _slowness(worker, flops)
+    setup_seconds = (
+        measured.setup_seconds
+        if measured and measured.setup_seconds is not None
+        else setup_cost(total, n_rows + n_validation, row_tokens, worker.kind) * slowness
+    )
+    evaluation_seconds = 0.0
+    if evaluate:
+        evaluation_seconds = evaluation_cost(shape, total, kind, n_validation, row_tokens, worker.kind, flops)
+        if measured and measured.evaluation_seconds is not None and measured.evaluation_rows:
+            # The same worker evaluated an adapter of this base model: its time per held-out row.
+            evaluation_seconds = measured.evaluation_seconds * min(n_validation, generation_rows(worker.kind)) / measured.evaluation_rows
+    seconds = setup_seconds + train_seconds + held_out_seconds
 
     # Memory: weights + trained state (weights, gradients, two Adam moments) + activations.
     bytes_per_weight = 4 if worker.kind == "cpu" else 2
@@ -353,6 +453,11 @@ def estimate_job(
         peak_memory_bytes=peak,
         seconds=float(seconds),
         tokens=tokens,
+        setup_seconds=float(setup_seconds),
+        train_seconds=float(train_seconds),
+        held_out_seconds=float(held_out_seconds),
+        evaluation_seconds=float(evaluation_seconds),
+        total_seconds=float(seconds + evaluation_seconds),
         steps=steps,
         fits=fits,
         source=source,

@@ -7,6 +7,7 @@ Adding a technique: one `Technique(...)` entry below plus its builder in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -678,18 +679,49 @@ PRESETS: dict[str, str] = {
 }
 
 
-# The quick and balanced presets ask for no more epochs than the worker that will take the job
-# trains (with its held-out checks) in this time, so a first job ends within five minutes.
-QUICK_START_SECONDS = 210.0
+# The quick and balanced presets ask for no more training than the worker that will take the job
+# gets through, with everything else a person waits for (loading, held-out checks, saving, the
+# automatic evaluation), in this time from Start training to an evaluated, downloadable adapter:
+# a first job ends within five minutes with 100 s to spare: on a shared CPU the load can rise
+# after the worker calibrated (bench/first_job.py measured training 28% slower than calibrated when
+# another process started mid-job), and the estimate's other parts err by up to ~20%.
+QUICK_START_SECONDS = 200.0
+# On a worker too slow for one epoch in that time, the presets train part of one, never fewer
+# steps than this (at batch 4 and 1e-3 on the sample data: enough to beat the base model's
+# held-out loss with intervals apart).
+QUICK_START_MIN_STEPS = 12
+# A LoRA-family run shorter than an epoch: smaller batches and a higher rate (see preset_params).
+SHORT_RUN_BATCH = 4
+SHORT_RUN_LEARNING_RATE = 1e-3
 
 
-def preset_params(technique: Technique, task: str, n_rows: int, preset: str, epoch_seconds: float | None = None) -> dict[str, Any]:
+def _default(technique: Technique, name: str) -> float:
+    return float(next(p.default for p in technique.all_params if p.name == name))
+
+
+@dataclass(frozen=True)
+class WorkerPace:
+    """What the presets need to know of the worker that would take the job (from its estimate)."""
+
+    epoch_seconds: float  # one more epoch: its steps and its held-out check
+    fixed_seconds: float = 0.0  # the rest: loading, tokenizing, saving, the automatic evaluation
+    steps_per_epoch: int = 0
+
+    def epochs_within(self, budget: float) -> float:
+        """Epochs (a fraction when not even one fits) that end within `budget` seconds."""
+        if self.epoch_seconds <= 0:
+            return math.inf
+        return max(0.0, budget - self.fixed_seconds) / self.epoch_seconds
+
+
+def preset_params(technique: Technique, task: str, n_rows: int, preset: str, pace: WorkerPace | None = None) -> dict[str, Any]:
     """Parameter values for a preset, chosen from the number of training rows and the worker's speed.
 
     Small datasets get more epochs (each pass is short and there is little to learn from);
-    large ones fewer. `epoch_seconds` (one epoch on the worker that would take the job, from its
-    measured speed) caps the quick and balanced presets at QUICK_START_SECONDS of training,
-    never below one epoch. Only parameters the technique has are returned.
+    large ones fewer. `pace` (the worker that would take the job, from its calibrated or measured
+    speed) caps the quick and balanced presets so that the whole wait ends within
+    QUICK_START_SECONDS: fewer epochs, and on a worker too slow for one, a step limit (never
+    below QUICK_START_MIN_STEPS). Only parameters the technique has are returned.
     """
     if preset not in PRESETS:
         raise ParameterError({"preset": f"Unknown preset {preset!r}. Choose one of: {', '.join(PRESETS)}."})
@@ -713,8 +745,21 @@ def preset_params(technique: Technique, task: str, n_rows: int, preset: str, epo
             "early_stopping_patience": 3,
         },
     }[preset]
-    if epoch_seconds and epoch_seconds > 0 and preset in ("quick", "balanced"):
-        values["epochs"] = max(1, min(int(values["epochs"]), int(QUICK_START_SECONDS // epoch_seconds)))
+    # Every preset names its batch and rate, so that choosing another preset undoes a short run's.
+    values.update(batch_size=int(_default(technique, "batch_size")), learning_rate=_default(technique, "learning_rate"))
+    if pace is not None and preset in ("quick", "balanced"):
+        fits = pace.epochs_within(QUICK_START_SECONDS)
+        values["epochs"] = max(1, min(int(values["epochs"]), int(fits)))
+        values["max_steps"] = 0
+        steps_per_epoch = pace.steps_per_epoch
+        if fits < 1 and technique.family == "lora":
+            # Part of an epoch: the same rows in smaller batches give twice the updates, at a rate
+            # that learns in a few dozen of them (sample data, 16 steps: held-out loss 3.71 -> 3.17
+            # at batch 4 and 1e-3, -> 3.56 at batch 8 and 2e-4; bench/first_job.py, README).
+            values.update(batch_size=SHORT_RUN_BATCH, learning_rate=max(SHORT_RUN_LEARNING_RATE, _default(technique, "learning_rate")))
+            steps_per_epoch = steps_per_epoch * int(_default(technique, "batch_size")) // SHORT_RUN_BATCH
+        if fits < 1 and steps_per_epoch > QUICK_START_MIN_STEPS:
+            values["max_steps"] = max(QUICK_START_MIN_STEPS, int(fits * steps_per_epoch))
     kind = TASK_KINDS.get(task)
     if kind is not None and kind.has_labels:
         values["max_length"] = min(values["max_length"], 256)  # labels need the gist, not the whole text

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.domain.estimates import WorkerClass, estimate_job, mean_tokens_per_row, worker_class_from_device
 from app.domain.task_kinds import TASK_KINDS
 from app.domain.techniques import get_technique
@@ -79,6 +80,7 @@ def estimate_for(
             num_labels=labels,
             quantized_bits=bits,
             base_model=base_model,
+            evaluate=get_settings().auto_evaluate,
         )
     except (ValueError, KeyError, TypeError, ZeroDivisionError):
         estimate = None

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.domain.estimates import Measured
-from app.models import Job, ThroughputMeasurement, WorkerNode
+from app.models import Adapter, Job, ThroughputMeasurement, WorkerNode
 
 
 def record_job_throughput(
@@ -38,11 +38,37 @@ def record_job_throughput(
 
 
 def measurements_of(db: Session, worker_name: str, limit: int = 200) -> tuple[Measured, ...]:
-    """A worker's measurements, newest first (the estimate takes the first that matches)."""
-    rows = db.scalars(
-        select(ThroughputMeasurement)
+    """A worker's measurements, newest first (the estimate takes the first that matches), with
+    each job's time outside its steps (claim -> succeeded, less the worker's count of training
+    time) and its automatic evaluation's time and rows, when it has been evaluated."""
+    rows = db.execute(
+        select(ThroughputMeasurement, Job.started_at, Job.finished_at, Job.result, Adapter.metrics)
+        .join(Job, Job.id == ThroughputMeasurement.job_id, isouter=True)
+        .join(Adapter, Adapter.job_id == ThroughputMeasurement.job_id, isouter=True)
         .where(ThroughputMeasurement.worker_name == worker_name)
         .order_by(ThroughputMeasurement.created_at.desc(), ThroughputMeasurement.id.desc())
         .limit(limit)
     )
-    return tuple(Measured(r.base_model, r.technique, r.tokens_per_second, r.peak_memory_bytes, r.batch_size, r.max_length) for r in rows)
+    out = []
+    for r, started_at, finished_at, result, metrics in rows:
+        setup = None
+        if started_at is not None and finished_at is not None:
+            # the job's own count of its training time: the steps and the held-out checks
+            trained = float((result or {}).get("train_seconds") or r.train_seconds)
+            setup = max(0.0, (finished_at - started_at).total_seconds() - trained)
+        evaluation = (metrics or {}).get("evaluation") or {}
+        seconds, rows_answered = evaluation.get("seconds"), evaluation.get("rows")
+        out.append(
+            Measured(
+                r.base_model,
+                r.technique,
+                r.tokens_per_second,
+                r.peak_memory_bytes,
+                r.batch_size,
+                r.max_length,
+                setup_seconds=setup,
+                evaluation_seconds=float(seconds) if isinstance(seconds, int | float) and rows_answered else None,
+                evaluation_rows=int(rows_answered) if isinstance(rows_answered, int) and rows_answered > 0 else None,
+            )
+        )
+    return tuple(out)

@@ -13,7 +13,16 @@ from app.config import Settings
 from app.domain.estimates import WorkerClass, read_model_config
 from app.domain.layouts import RAY_HELP, LayoutError
 from app.domain.task_kinds import DEFAULT_TASK, PREFERENCE_TECHNIQUES, TASK_KEYS, TASK_KINDS, UnknownTaskKind, get_task_kind, task_labels
-from app.domain.techniques import CATALOGUE, PRESETS, ParameterError, preset_params, tasks_for_model, unavailable_reason, validate_params
+from app.domain.techniques import (
+    CATALOGUE,
+    PRESETS,
+    ParameterError,
+    WorkerPace,
+    preset_params,
+    tasks_for_model,
+    unavailable_reason,
+    validate_params,
+)
 from app.http.lookups import dataset_in_workspace
 from app.models import Dataset, User
 from app.services import adapters, column_guess, dataset_ingest, job_estimates, job_layouts
@@ -113,11 +122,9 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
     availability = model_availability(models, techniques, worker.kind == "cuda" if worker else None)
     guesses = {task: column_guess.guess_columns(task, list(dataset.columns)) for task in TASK_KEYS}
     n_rows = int(dataset.row_count or 0)
-    per_epoch = _epoch_seconds(dataset, settings, default_model, worker, guesses)
+    paces = _paces(dataset, settings, default_model, worker, guesses)
     presets = {
-        t.key: {
-            task: {name: preset_params(t, task, n_rows, name, per_epoch.get((t.key, task))) for name in PRESETS} for task in t.task_kinds
-        }
+        t.key: {task: {name: preset_params(t, task, n_rows, name, paces.get((t.key, task))) for name in PRESETS} for task in t.task_kinds}
         for t in techniques
     }
     form: dict[str, Any] = {  # the chosen values, as submitted (strings, numbers, the params dict)
@@ -160,7 +167,7 @@ def train_form_context(dataset: Dataset, settings: Settings, **overrides) -> dic
             technique=form["technique"],
             task=task,
             mapping=_mapping_from_guess(guesses.get(task, {})),
-            params=form.get("params") or {},
+            params=form.get("params") or _preset_values(presets, form, task),
             worker=worker,
         ),
     }
@@ -203,9 +210,10 @@ def validation_choices(dataset: Dataset) -> list[dict]:
     return choices
 
 
-def _epoch_seconds(dataset: Dataset, settings: Settings, base_model: str, worker: WorkerClass | None, guesses: dict) -> dict:
-    """(technique, task) -> seconds of one more epoch on the worker that would take the job (its
-    calibrated or measured speed), for the presets; empty without a live worker."""
+def _paces(dataset: Dataset, settings: Settings, base_model: str, worker: WorkerClass | None, guesses: dict) -> dict:
+    """(technique, task) -> the WorkerPace of the worker that would take the job (its calibrated or
+    measured speed): one more epoch's seconds and the fixed rest of the wait, for the presets;
+    empty without a live worker."""
     if worker is None:
         return {}
     out = {}
@@ -216,8 +224,9 @@ def _epoch_seconds(dataset: Dataset, settings: Settings, base_model: str, worker
             )
             one = form_estimate(dataset, settings, params={"epochs": 1}, **kwargs)  # type: ignore[arg-type]
             two = form_estimate(dataset, settings, params={"epochs": 2}, **kwargs)  # type: ignore[arg-type]
-            if "seconds" in one and "seconds" in two and two["seconds"] > one["seconds"]:
-                out[(technique.key, task)] = two["seconds"] - one["seconds"]
+            if "total_seconds" in one and "total_seconds" in two and two["total_seconds"] > one["total_seconds"]:
+                epoch = two["total_seconds"] - one["total_seconds"]
+                out[(technique.key, task)] = WorkerPace(epoch, max(0.0, one["total_seconds"] - epoch), int(one["steps"]))
     return out
 
 
@@ -230,6 +239,12 @@ def _live_worker_class() -> WorkerClass | None:
             return job_estimates.preferred_worker(db)
     except Exception:  # noqa: BLE001 - the form still works without the worker board
         return None
+
+
+def _preset_values(presets: dict, form: dict, task: str) -> dict:
+    """The preselected preset's values for the chosen technique and task: what the page's script
+    fills in on load (static/app.js applyPreset), so the estimate shown first is for them."""
+    return dict(((presets.get(form.get("technique")) or {}).get(task) or {}).get(form.get("preset") or "") or {})
 
 
 def _mapping_from_guess(guess: dict) -> dict:

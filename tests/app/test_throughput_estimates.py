@@ -104,14 +104,43 @@ def test_estimate_source_is_shown_by_the_job_estimate_service(tmp_path: Path):
 
 
 def test_the_suggested_epochs_follow_the_workers_speed():
-    from app.domain.techniques import CATALOGUE, QUICK_START_SECONDS, preset_params
+    from app.domain.techniques import (
+        CATALOGUE,
+        QUICK_START_MIN_STEPS,
+        QUICK_START_SECONDS,
+        SHORT_RUN_BATCH,
+        SHORT_RUN_LEARNING_RATE,
+        WorkerPace,
+        preset_params,
+    )
 
     lora = CATALOGUE["lora"]
+    budget = QUICK_START_SECONDS
+
+    def balanced(epoch: float, fixed: float = 0.0, steps: int = 25) -> dict:
+        return preset_params(lora, "instruction", 220, "balanced", WorkerPace(epoch, fixed, steps))
+
     assert preset_params(lora, "instruction", 220, "balanced")["epochs"] == 3  # no worker known: by rows
-    assert preset_params(lora, "instruction", 220, "balanced", epoch_seconds=QUICK_START_SECONDS / 3)["epochs"] == 3
-    assert preset_params(lora, "instruction", 220, "balanced", epoch_seconds=QUICK_START_SECONDS / 2)["epochs"] == 2
-    assert preset_params(lora, "instruction", 220, "balanced", epoch_seconds=QUICK_START_SECONDS * 5)["epochs"] == 1
-    assert preset_params(lora, "instruction", 220, "thorough", epoch_seconds=QUICK_START_SECONDS * 5)["epochs"] == 6
+    assert "max_steps" not in preset_params(lora, "instruction", 220, "balanced")
+    assert balanced(budget / 3)["epochs"] == 3
+    assert balanced(budget / 2)["epochs"] == 2
+    # The fixed part of the wait (loading, the automatic evaluation) comes out of the same budget.
+    assert balanced(budget / 4, fixed=budget / 2)["epochs"] == 2
+    assert balanced(budget / 2, fixed=budget / 4)["epochs"] == 1
+    assert balanced(budget / 2, fixed=budget / 4)["max_steps"] == 0  # a whole epoch fits: no step limit
+    assert balanced(budget / 2, fixed=budget / 4)["batch_size"] == 8  # a whole epoch keeps the batch
+    # Too slow for one epoch: part of one, in whole steps, never fewer than the floor; the LoRA
+    # family takes those rows in half-size batches (twice the updates) at a rate that learns in them.
+    slow = balanced(budget * 2, fixed=0.0, steps=40)  # half an epoch fits: 80 steps of 4 rows
+    assert slow["epochs"] == 1 and slow["max_steps"] == 40
+    assert slow["batch_size"] == SHORT_RUN_BATCH == 4 and slow["learning_rate"] == SHORT_RUN_LEARNING_RATE
+    assert balanced(budget * 100, fixed=budget, steps=40)["max_steps"] == QUICK_START_MIN_STEPS
+    assert balanced(budget * 2, steps=3)["max_steps"] == 0  # an epoch this short is trained whole
+    ia3 = preset_params(CATALOGUE["ia3"], "instruction", 220, "balanced", WorkerPace(budget * 2, 0.0, 40))
+    assert ia3["max_steps"] == 20 and ia3["batch_size"] == 8  # other families keep their batch and rate
+    assert ia3["learning_rate"] == next(p.default for p in CATALOGUE["ia3"].all_params if p.name == "learning_rate")
+    thorough = preset_params(lora, "instruction", 220, "thorough", WorkerPace(budget * 5, 0.0, 25))
+    assert thorough["epochs"] == 6 and "max_steps" not in thorough  # thorough is never capped
 
 
 def test_the_form_suggests_fewer_epochs_for_a_slow_worker(client, make_user, tiny_model_dir):

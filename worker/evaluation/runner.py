@@ -17,6 +17,7 @@ from contextlib import contextmanager, nullcontext
 from app.base_models import get_base_model
 from app.config import get_settings
 from app.db import session_scope
+from app.domain.estimates import EVAL_CONTINUATION_TOKENS, EVAL_GENERATION_ROWS, EVAL_LOSS_ROWS, EVAL_NEW_TOKENS, generation_rows
 from app.domain.stats import bootstrap_mean, bootstrap_ratio, exponentiated
 from app.domain.task_kinds import DEFAULT_TASK, get_task_kind
 from app.models import Adapter, Job
@@ -30,10 +31,11 @@ from worker.rows import RowGone
 
 log = logging.getLogger("tailor.evaluation")
 
-MAX_EVAL_ROWS = 40
-MAX_LOSS_ROWS = 400
-MAX_NEW_TOKENS = 96
-MAX_CONTINUATION_TOKENS = 48
+# One place for what the evaluation does: the estimates count the same (app/domain/estimates.py).
+MAX_EVAL_ROWS = EVAL_GENERATION_ROWS
+MAX_LOSS_ROWS = EVAL_LOSS_ROWS
+MAX_NEW_TOKENS = EVAL_NEW_TOKENS
+MAX_CONTINUATION_TOKENS = EVAL_CONTINUATION_TOKENS
 
 
 def base_answers_key(base_model: str, prompts: list[str], max_new_tokens: int, task: str = "instruction") -> str:
@@ -96,6 +98,7 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
     kind = get_task_kind(task)
     label_names = _label_names(adapter_dir) if kind.has_labels else None
     model, tokenizer, full_base_dir = _load_for_evaluation(adapter_dir, base.location, task, label_names)
+    max_rows = min(max_rows, generation_rows(model.device.type))  # a CPU answers fewer rows (each costs seconds)
 
     def base_view():
         return without_adapter(model, full_base_dir)  # noqa: F821 - never called after the `del model` below

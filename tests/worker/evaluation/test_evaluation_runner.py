@@ -6,21 +6,30 @@ import json
 import zipfile
 
 from app.db import session_scope
-from app.models import Adapter
+from app.models import Adapter, Job
 from app.services.adapters import adapter_zip_path
 from app.services.artifacts import get_artifact_store
 from app.services.evaluations import load_evaluation
 from worker.evaluation.runner import evaluate_adapter
 
 
-def test_evaluation_scores_adapter_and_base_with_intervals(facts_owner, train_adapter):
+def test_evaluation_scores_adapter_and_base_with_intervals(facts_owner, train_adapter, monkeypatch):
+    from app.domain import estimates
+
+    # Each answered row costs seconds of greedy decoding on a CPU (bench/first_job.py): a CPU worker
+    # answers at most EVAL_GENERATION_ROWS_CPU held-out prompts (5 here, fewer than the facts' held-out
+    # rows) and scores the loss on every held-out row.
+    monkeypatch.setattr(estimates, "EVAL_GENERATION_ROWS_CPU", 5)
     *_, dataset_id = facts_owner
     adapter_id = train_adapter(dataset_id, "facts LoRA", max_steps=60, r=16, alpha=32)
     get_artifact_store().delete("evaluations/base-losses")  # a cache: start from none (checked at the end)
 
     summary = evaluate_adapter(adapter_id)
 
-    assert summary["rows"] >= 5
+    assert summary["rows"] == 5  # the tests run on a CPU
+    with session_scope() as db:
+        held_out = db.get(Job, db.get(Adapter, adapter_id).job_id).result["validation"]["rows"]
+    assert summary["loss_examples"] == held_out > 5
     adapter_em, base_em = summary["adapter"]["exact_match"], summary["base"]["exact_match"]
     assert adapter_em["value"] > base_em["value"]
     assert adapter_em["low"] <= adapter_em["value"] <= adapter_em["high"]

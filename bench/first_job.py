@@ -1,0 +1,583 @@
+"""The first ten minutes, timed end to end with real processes (issue 15, parts 4 and 5).
+
+    .venv/bin/python bench/first_job.py [--data-dir DIR] [--port N] [--convert] [--keep]
+
+What a new user does, as the browser does it:
+1. `tailor up` on a fresh DATA_DIR (its own SQLite database, embedded broker, artifacts and
+   calibration cache: a fresh worker has measured nothing). The demo model is linked from
+   var/models/smollm2-135m-instruct to skip the one-off conversion (`--convert` converts it,
+   as `tailor up` would on a first start).
+2. Sign in as the first-run administrator (var/initial-admin-password.txt of that DATA_DIR) and
+   upload data/samples/northwind_support.csv through the upload form.
+3. Open the dataset page once the training worker is on the board (and say whether it had
+   calibrated by then), read the training form as the browser submits it with the preselected
+   preset applied (static/app.js applyPreset), and the estimate the page shows (time, peak memory)
+   and the one the form's htmx request answers for those values.
+4. Press Start training (POST /jobs with those fields), poll until the job succeeded and the
+   automatic evaluation is done, download the zip.
+
+Printed: click -> downloadable split into phases, estimate vs actual (time and peak memory), the
+evaluation's metrics with 95% intervals and which show the adapter better with intervals apart,
+and the load average over the run (the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "samples" / "northwind_support.csv"
+DEMO_KEY = "smollm2-135m-instruct"
+LOWER_IS_BETTER = ("validation_loss", "perplexity")
+STORED_KEYS = (
+    "seconds", "setup_seconds", "train_seconds", "held_out_seconds", "evaluation_seconds", "total_seconds",
+    "peak_memory_bytes", "steps", "tokens", "source",
+)  # fmt: skip
+
+# ---------------------------------------------------------------- pure helpers (tested in tests/app/test_first_job_bench.py)
+
+
+class _FormReader(HTMLParser):
+    """The fields a browser sends for one form: disabled fieldsets, disabled controls, unchecked
+    boxes and buttons left out; a select sends its selected options (else its first enabled one)."""
+
+    def __init__(self, form_id: str):
+        super().__init__(convert_charrefs=True)
+        self.form_id = form_id
+        self.in_form = False
+        self.disabled_depth: list[bool] = []
+        self.fields: list[tuple[str, str]] = []
+        self._select: dict | None = None
+        self._option: dict | None = None
+        self._textarea: dict | None = None
+
+    def _disabled(self) -> bool:
+        return any(self.disabled_depth)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.in_form = a.get("id") == self.form_id
+            return
+        if not self.in_form:
+            return
+        if tag == "fieldset":
+            self.disabled_depth.append("disabled" in a)
+        elif tag == "input" and not self._disabled() and "disabled" not in a and a.get("name"):
+            kind = (a.get("type") or "text").lower()
+            if kind in ("submit", "button", "file", "image", "reset"):
+                return
+            if kind in ("checkbox", "radio") and "checked" not in a:
+                return
+            self.fields.append((a["name"], a.get("value") or ("on" if kind in ("checkbox", "radio") else "")))
+        elif tag == "select":
+            self._select = {"name": a.get("name"), "off": self._disabled() or "disabled" in a, "options": [], "multiple": "multiple" in a}
+        elif tag == "option" and self._select is not None:
+            self._option = {"value": a.get("value"), "selected": "selected" in a, "disabled": "disabled" in a, "text": ""}
+            self._select["options"].append(self._option)
+        elif tag == "textarea" and not self._disabled() and "disabled" not in a and a.get("name"):
+            self._textarea = {"name": a["name"], "text": ""}
+
+    def handle_data(self, data):
+        if self._option is not None:
+            self._option["text"] += data
+        if self._textarea is not None:
+            self._textarea["text"] += data
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.in_form = False
+        elif not self.in_form:
+            return
+        elif tag == "fieldset" and self.disabled_depth:
+            self.disabled_depth.pop()
+        elif tag == "option":
+            self._option = None
+        elif tag == "textarea" and self._textarea is not None:
+            self.fields.append((self._textarea["name"], self._textarea["text"]))
+            self._textarea = None
+        elif tag == "select" and self._select is not None:
+            select, self._select = self._select, None
+            if select["off"] or not select["name"]:
+                return
+            options = [o for o in select["options"] if not o["disabled"]]
+            chosen = [o for o in options if o["selected"]]
+            if not chosen and not select["multiple"] and options:
+                chosen = options[:1]
+            for o in chosen:
+                value = o["value"] if o["value"] is not None else o["text"].strip()
+                self.fields.append((select["name"], value))
+
+
+def form_fields(html: str, form_id: str) -> list[tuple[str, str]]:
+    """(name, value) pairs in document order, as a browser would post the form `form_id`."""
+    reader = _FormReader(form_id)
+    reader.feed(html)
+    return reader.fields
+
+
+def as_form(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The pairs as httpx's form body (a name may repeat: a multiple select)."""
+    out: dict[str, list[str]] = {}
+    for name, value in fields:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def json_script(html: str, element_id: str):
+    """The JSON inside <script type="application/json" id=element_id>."""
+    match = re.search(rf'<script type="application/json" id="{re.escape(element_id)}">(.*?)</script>', html, re.S)
+    if match is None:
+        raise ValueError(f"no JSON script #{element_id} in the page")
+    return json.loads(match.group(1))
+
+
+def apply_preset(fields: list[tuple[str, str]], presets: dict) -> tuple[list[tuple[str, str]], dict]:
+    """What static/app.js applyPreset does on page load: the chosen preset's values replace the
+    chosen technique's param_ fields. Returns (fields, the preset's values)."""
+    first = {name: value for name, value in reversed(fields)}
+    preset, technique, task = first.get("preset", ""), first.get("technique", ""), first.get("task", "")
+    values = ((presets.get(technique) or {}).get(task) or {}).get(preset) or {} if preset else {}
+    out = [(name, str(values[name[6:]]) if name.startswith("param_") and name[6:] in values else value) for name, value in fields]
+    return out, values
+
+
+def text_of(html: str, element_id: str) -> str:
+    """The visible text of the element with this id (tags dropped, spaces collapsed)."""
+    match = re.search(rf'id="{re.escape(element_id)}"[^>]*>(.*?)</dd>', html, re.S)
+    if match is None:
+        return ""
+    return " ".join(re.sub(r"<[^>]+>", " ", match.group(1)).split())
+
+
+def shown_seconds(text: str) -> float | None:
+    """Seconds from the form's "about 3 min 50 s" / "about 12 min" / "about 70 s" / "about 1.5 h"."""
+    match = re.search(r"about ([\d.]+) (s|min|h)\b(?: (\d+) s\b)?", text)
+    if match is None:
+        return None
+    return float(match.group(1)) * {"s": 1, "min": 60, "h": 3600}[match.group(2)] + float(match.group(3) or 0)
+
+
+def shown_gigabytes(text: str) -> float | None:
+    match = re.search(r"([\d.]+) GB", text)
+    return float(match.group(1)) if match else None
+
+
+def percent_error(estimate: float | None, actual: float | None) -> float | None:
+    """(estimate - actual) / actual in percent; None when either is missing."""
+    if estimate is None or not actual:
+        return None
+    return 100.0 * (estimate - actual) / actual
+
+
+def better_apart(summary: dict) -> list[str]:
+    """Metrics where the adapter beats the base model with 95% intervals that do not overlap."""
+    out = []
+    adapter, base = summary.get("adapter") or {}, summary.get("base") or {}
+    for metric, a in adapter.items():
+        b = base.get(metric)
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            continue
+        if metric in LOWER_IS_BETTER:
+            if a["high"] < b["low"]:
+                out.append(metric)
+        elif a["low"] > b["high"]:
+            out.append(metric)
+    return out
+
+
+@dataclass
+class Timeline:
+    """Seconds since the click for each observed moment (None when not seen)."""
+
+    job_started: float | None = None  # claimed by the worker
+    first_step: float | None = None  # first progress row (after loading, tokenizing and one step)
+    last_step: float | None = None  # last progress row (training and held-out checks done)
+    job_finished: float | None = None  # adapter saved and packaged: the zip is downloadable
+    evaluation_started: float | None = None
+    evaluation_done: float | None = None
+    downloaded: float | None = None
+    train_seconds: float | None = None  # the worker's own count (steps and held-out checks)
+    held_out_seconds: float | None = None
+    steps: int = 0
+
+    def phases(self) -> list[tuple[str, float | None]]:
+        """Click -> evaluated adapter, split into consecutive phases that add up to the whole."""
+
+        def gap(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else b - a
+
+        one_step = (self.train_seconds or 0) / max(1, self.steps) if self.train_seconds else 0.0
+        loading = None if self.first_step is None or self.job_started is None else self.first_step - self.job_started - one_step
+        training = None if self.first_step is None or self.last_step is None else self.last_step - self.first_step + one_step
+        return [
+            ("queue wait (click -> worker claims the job)", self.job_started),
+            ("model load + tokenize (claim -> first step starts)", loading),
+            ("training steps + held-out checks", training),
+            ("  of which held-out checks (worker's count)", self.held_out_seconds),
+            ("saving + packaging (last step -> job succeeded)", gap(self.last_step, self.job_finished)),
+            ("evaluation wait (succeeded -> evaluation starts)", gap(self.job_finished, self.evaluation_started)),
+            ("automatic evaluation", gap(self.evaluation_started, self.evaluation_done)),
+            ("download", gap(self.evaluation_done, self.downloaded)),
+        ]
+
+
+@dataclass
+class LoadSampler:
+    """os.getloadavg() every few seconds on a thread, for the report."""
+
+    every: float = 5.0
+    samples: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(self.every)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "no samples"
+        s = self.samples
+        spread = f"min {min(s):.1f} / mean {sum(s) / len(s):.1f} / max {max(s):.1f}"
+        return f"1-min load average {spread} ({len(s)} samples, {os.cpu_count()} cores)"
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    out, frontier = [], [pid]
+    children_of: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children_of.setdefault(ppid, []).append(int(entry.name))
+    while frontier:
+        kids = children_of.get(frontier.pop(), [])
+        out += kids
+        frontier += kids
+    return out
+
+
+class RssSampler:
+    """The largest resident set of any process under `tailor up` whose command line is the training
+    worker's (its Celery pool child trains), sampled twice a second: an outside check of the
+    worker's own VmHWM figure."""
+
+    def __init__(self, root_pid: int):
+        self.root_pid = root_pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for pid in _descendants(self.root_pid):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    if "worker" not in cmd or "gpu,cpu" not in cmd:
+                        continue
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            self.peak = max(self.peak, int(line.split()[1]) * 1024)
+                except OSError:
+                    continue
+            self._stop.wait(0.5)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _wait(what: str, check, timeout: float, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _query(db_path: Path, sql: str, args=()) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def _timestamp(value) -> float | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(str(value))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def run(args: argparse.Namespace) -> int:
+    import httpx
+
+    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="tailor-first-job-")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if any(data_dir.iterdir()):
+        print(f"{data_dir} is not empty: a first job needs a fresh DATA_DIR", file=sys.stderr)
+        return 2
+    if not args.convert:
+        source = (ROOT / "var" / "models" / DEMO_KEY).resolve()
+        (data_dir / "models").mkdir()
+        (data_dir / "models" / DEMO_KEY).symlink_to(source)
+        print(f"demo model linked from {source} (conversion skipped; --convert to include it)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+    env.update(TAILOR_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    port = args.port or _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = data_dir / "tailor-up.log"
+    print(f"DATA_DIR {data_dir}; log {log_path}; {base}")
+    loads = LoadSampler().start()
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "up", "--port", str(port), "--host", "127.0.0.1"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    rss = RssSampler(up.pid).start()
+    db_path = data_dir / "tailor.db"
+    try:
+        http = httpx.Client(base_url=base, timeout=120, follow_redirects=True)
+        _wait("the web app", lambda: _get_ok(http, "/login"), 300)
+        web_up = time.monotonic() - started
+        _wait("the first-run password", lambda: (data_dir / "initial-admin-password.txt").is_file(), 60)
+        email, password = (data_dir / "initial-admin-password.txt").read_text().split()[:2]
+        page = http.get("/login").text
+        answer = http.post("/login", data={"email": email, "password": password, "next": "/", "csrf_token": _csrf(page)})
+        answer.raise_for_status()
+        page = http.get("/datasets/new").text
+        with open(SAMPLE, "rb") as f:
+            answer = http.post("/datasets", data={"csrf_token": _csrf(page)}, files={"file": (SAMPLE.name, f, "text/csv")})
+        answer.raise_for_status()
+        dataset_id = int(re.search(r"/datasets/(\d+)", str(answer.url)).group(1))  # type: ignore[union-attr]
+        signed_in = time.monotonic() - started
+
+        def training_worker():
+            rows = _query(db_path, "SELECT name, calibrated_flops FROM workers WHERE queues LIKE '%gpu%' AND stopped_at IS NULL")
+            return rows[0] if rows else None
+
+        _wait("the training worker on the board", training_worker, 300)
+        on_board = time.monotonic() - started
+        if args.wait_calibration:
+            _wait("the worker's calibration", lambda: (training_worker() or (None, None))[1], 300)
+        worker_name, flops = training_worker()
+        form_opened = time.monotonic() - started
+        page = http.get(f"/datasets/{dataset_id}").text
+        shown_on_load = (text_of(page, "estimate-time"), text_of(page, "estimate-memory"))
+        fields, preset = apply_preset(form_fields(page, "train-form"), json_script(page, "train-presets"))
+        csrf = dict(fields)["csrf_token"]
+        estimate_page = http.post("/jobs/estimate", data=as_form(fields), headers={"HX-Request": "true", "X-CSRF-Token": csrf}).text
+        shown = (text_of(estimate_page, "estimate-time"), text_of(estimate_page, "estimate-memory"))
+
+        click = time.monotonic()
+        answer = http.post("/jobs", data=as_form(fields))
+        answer.raise_for_status()
+        job_id = int(re.search(r"/jobs/(\d+)", str(answer.url)).group(1))  # type: ignore[union-attr]
+        wall_click = time.time()
+        print(
+            f"web up {web_up:.0f}s, signed in + uploaded {signed_in:.0f}s, training worker on the board {on_board:.0f}s, "
+            f"form opened {form_opened:.0f}s (worker calibrated then: {f'yes, {flops:.3g} FLOP/s' if flops else 'no'}), job {job_id}"
+        )
+        print(f"preset values the form applied: {preset}")
+
+        t = Timeline()
+        adapter_id = None
+        deadline = click + args.timeout
+        while time.monotonic() < deadline:
+            now = time.time() - wall_click
+            ((status, job_started, job_finished, result_json),) = _query(
+                db_path, "SELECT status, started_at, finished_at, result FROM jobs WHERE id = ?", (job_id,)
+            )
+            if job_started and t.job_started is None:
+                t.job_started = _timestamp(job_started) - wall_click  # type: ignore[operator]
+            points = _query(db_path, "SELECT MIN(created_at), MAX(created_at), MAX(step) FROM metric_points WHERE job_id = ?", (job_id,))
+            if points and points[0][0]:
+                t.first_step = _timestamp(points[0][0]) - wall_click  # type: ignore[operator]
+                t.last_step = _timestamp(points[0][1]) - wall_click  # type: ignore[operator]
+            if status in ("failed", "cancelled"):
+                print(f"job {job_id} {status}: {_query(db_path, 'SELECT error FROM jobs WHERE id = ?', (job_id,))}")
+                return 1
+            if status == "succeeded" and t.job_finished is None:
+                t.job_finished = _timestamp(job_finished) - wall_click  # type: ignore[operator]
+                result = json.loads(result_json)
+                t.train_seconds, t.steps = result.get("train_seconds"), int(result.get("steps") or 0)
+                ((adapter_id,),) = _query(db_path, "SELECT id FROM adapters WHERE job_id = ?", (job_id,))
+            if adapter_id is not None:
+                ((state, error),) = _query(db_path, "SELECT evaluation_state, evaluation_error FROM adapters WHERE id = ?", (adapter_id,))
+                if state == "running" and t.evaluation_started is None:
+                    t.evaluation_started = now
+                if state == "failed":
+                    print(f"evaluation failed: {error}")
+                    return 1
+                if state == "done":
+                    t.evaluation_done = now
+                    t.evaluation_started = t.evaluation_started if t.evaluation_started is not None else t.job_finished
+                    break
+            time.sleep(1.0)
+        else:
+            print(f"timed out after {args.timeout:.0f}s")
+            return 1
+        zip_bytes = http.get(f"/adapters/{adapter_id}/download")
+        zip_bytes.raise_for_status()
+        t.downloaded = time.time() - wall_click
+        ((result_json,),) = _query(db_path, "SELECT result FROM jobs WHERE id = ?", (job_id,))
+        ((metrics_json,),) = _query(db_path, "SELECT metrics FROM adapters WHERE id = ?", (adapter_id,))
+        measured = _query(
+            db_path, "SELECT tokens, train_seconds, tokens_per_second FROM throughput_measurements WHERE job_id = ?", (job_id,)
+        )
+    finally:
+        loads.stop()
+        rss.stop()
+        if not args.keep_running:
+            up.send_signal(signal.SIGTERM)
+            try:
+                up.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+    result = json.loads(result_json)
+    if measured and result.get("train_seconds"):  # the job's training time less its steps' (throughput_measurements)
+        t.held_out_seconds = float(result["train_seconds"]) - float(measured[0][1])
+    evaluation = json.loads(metrics_json).get("evaluation") or {}
+    estimate = result.get("estimate") or {}
+    _report(t, result, estimate, shown_on_load, shown, evaluation, measured, rss.peak, len(zip_bytes.content), loads, flops, worker_name)
+    if not args.keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    else:
+        print(f"kept {data_dir}")
+    return 0
+
+
+def _get_ok(http, path: str) -> bool:
+    try:
+        return http.get(path).status_code == 200
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    if match is None:
+        raise ValueError("no CSRF token in the page")
+    return match.group(1)
+
+
+def _report(t: Timeline, result, estimate, shown_on_load, shown, evaluation, measured, rss_peak, zip_size, loads, flops, worker_name):
+    total = t.evaluation_done
+    print("\n== click -> downloadable (training and automatic evaluation done) ==")
+    for label, seconds in t.phases():
+        print(f"  {label:<52} {'' if seconds is None else f'{seconds:7.1f} s'}")
+    print(f"  {'adapter zip downloadable (job succeeded)':<52} {t.job_finished:7.1f} s")
+    print(f"  {'click -> evaluated adapter downloaded':<52} {t.downloaded:7.1f} s  ({t.downloaded / 60:.2f} min; zip {zip_size:,} bytes)")
+    print("\n== estimate (shown before training) vs actual ==")
+    print(f"  page load showed: time {shown_on_load[0]!r}, memory {shown_on_load[1]!r}")
+    print(f"  for the preset's values (htmx): time {shown[0]!r}, memory {shown[1]!r}")
+    print(
+        "  stored estimate:",
+        json.dumps({k: estimate.get(k) for k in STORED_KEYS}),
+    )
+    job_seconds = t.job_finished - (t.job_started or 0)  # type: ignore[operator]
+    rows = [
+        ("job time (claim -> succeeded)", estimate.get("seconds"), job_seconds),
+        ("click -> evaluated", estimate.get("total_seconds"), total),
+        ("shown time vs click -> evaluated", shown_seconds(shown[0]), total),
+        (
+            "peak memory GB (worker's VmHWM)",
+            (estimate.get("peak_memory_bytes") or 0) / 1024**3,
+            result.get("peak_memory_bytes", 0) / 1024**3,
+        ),
+        ("peak memory GB (outside RSS sample)", (estimate.get("peak_memory_bytes") or 0) / 1024**3, rss_peak / 1024**3),
+    ]
+    for label, guessed, actual in rows:
+        error = percent_error(guessed, actual)
+        g = "—" if guessed is None else f"{guessed:8.2f}"
+        a = "—" if actual is None else f"{actual:8.2f}"
+        print(f"  {label:<38} estimate {g}  actual {a}  error {'—' if error is None else f'{error:+.0f}%'}")
+    print(f"  steps {result.get('steps')}, tokens {result.get('tokens_seen')}, train_seconds {result.get('train_seconds'):.1f}")
+    if measured:
+        print(f"  measured throughput recorded: {measured[0][2]:.1f} tokens/s ({measured[0][0]} tokens in {measured[0][1]:.1f} s)")
+    print(
+        f"  worker {worker_name}: calibrated {flops:.3g} FLOP/s"
+        if flops
+        else f"  worker {worker_name}: not calibrated when the form opened"
+    )
+    print(f"\n== automatic evaluation on {evaluation.get('rows')} held-out rows ({evaluation.get('seconds')} s by its own count) ==")
+    for metric, a in (evaluation.get("adapter") or {}).items():
+        b = (evaluation.get("base") or {}).get(metric)
+        fmt = lambda d: f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]" if d else "—"  # noqa: E731
+        print(f"  {metric:<22} adapter {fmt(a):<28} base {fmt(b)}")
+    apart = better_apart(evaluation)
+    print(f"  adapter better with non-overlapping intervals: {', '.join(apart) if apart else 'NONE'}")
+    print(f"\n== load == {loads.summary()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", help="a fresh, empty DATA_DIR (default: a new temporary folder)")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--convert", action="store_true", help="convert the demo model as a first `tailor up` does (not linked)")
+    parser.add_argument(
+        "--no-wait-calibration", dest="wait_calibration", action="store_false", help="open the form as soon as the worker is on the board"
+    )
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds from the click before giving up")
+    parser.add_argument("--keep", action="store_true", help="keep the DATA_DIR afterwards")
+    parser.add_argument("--keep-running", action="store_true", help="leave `tailor up` running (its pid is printed)")
+    args = parser.parse_args()
+    # A background run ignores SIGINT; SIGTERM stops it through its `finally` (which stops `tailor up`).
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
