@@ -188,6 +188,7 @@ LOSS_CHUNK_VALUES = 2**23
 # Padded tokens per forward pass on a CPU worker when the job's micro_batch_tokens is 0 (automatic;
 # worker/training/memory.py): batches are cut into passes of this size, the update unchanged.
 CPU_MICRO_BATCH_TOKENS = 256
+CPU_ALLOCATOR_OVERHEAD = 1.6
 
 
 @dataclass(frozen=True)
@@ -438,6 +439,10 @@ def estimate_job(
     per_layer = 9 * shape.hidden + mlp + 2 * shape.heads
     layers_kept = 1 if checkpointing == "on" or (checkpointing == "auto" and worker.kind == "cuda") else shape.layers
     activations = pass_tokens * (per_layer * layers_kept + (shape.hidden * 2 if checkpointing != "off" else 0)) * 4
+    if worker.kind == "cpu":
+        # glibc's malloc keeps freed activations in the process (its mmap threshold rises), so a CPU
+        # worker's resident set holds more than autograd keeps: 1.6x, measured on the demo job.
+        activations *= CPU_ALLOCATOR_OVERHEAD
     # The chunked loss: one chunk's logits and softmax, the kept hidden states and their gradient.
     logits = (2 * LOSS_CHUNK_VALUES * 4 + pass_tokens * shape.hidden * 4 * 2) if kind.generative else 0
     baseline = CPU_PROCESS_BASELINE_BYTES if worker.kind == "cpu" else GPU_CONTEXT_BYTES

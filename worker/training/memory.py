@@ -9,31 +9,12 @@ import torch
 
 from app.domain.estimates import CPU_MICRO_BATCH_TOKENS
 
-# glibc's malloc raises its mmap threshold each time a large block is freed, after which blocks of
-# that size come from the heap and stay in the process when freed: on the CPU a LoRA step's
-# resident set then grew to about twice what autograd keeps (2.7 instead of 1.4 MB per token on
-# the demo model, measured). A fixed threshold keeps large tensors in mmap'd blocks that go back
-# to the system when freed, so the peak is what the step uses.
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 128 * 1024
-
-
-def return_freed_tensors_to_the_system() -> bool:
-    """Fix glibc's mmap threshold (see above); False where there is no glibc to ask."""
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-    except (OSError, AttributeError):
-        return False
-
 
 def reset_peak_memory(device: torch.device) -> None:
     """Start peak-memory accounting afresh for this run (a worker process runs many jobs)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
-    return_freed_tensors_to_the_system()
     try:  # Linux: writing 5 to clear_refs resets the peak resident set (VmHWM) of this process
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
