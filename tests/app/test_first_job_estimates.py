@@ -219,7 +219,7 @@ def test_the_bench_reads_the_estimate_and_judges_the_intervals():
     assert bench.shown_seconds(bench.text_of(page, "estimate-time")) == 240.0
     assert bench.shown_seconds("about 75 s") == 75.0 and bench.shown_seconds("about 1.5 h") == 5400.0
     assert bench.shown_seconds("about 3 min 50 s to a scored adapter") == 230.0
-    assert bench.shown_gigabytes("3.4 GB") == 3.4
+    assert importlib.import_module("bench.first_job_pages").shown_gigabytes("3.4 GB") == 3.4
     assert bench.percent_error(120.0, 100.0) == pytest.approx(20.0) and bench.percent_error(None, 1.0) is None
     summary = {
         "adapter": {
