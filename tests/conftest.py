@@ -342,6 +342,16 @@ def _subprocess_env() -> dict[str, str]:
     return env
 
 
+def health_ok(base: str) -> bool:
+    """Whether a web server started by a test answers /health."""
+    import httpx
+
+    try:
+        return httpx.get(base + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

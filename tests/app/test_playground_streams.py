@@ -19,7 +19,7 @@ from app.services import playground_streams
 from app.services.playground import PlaygroundRequest, request_key, stream_key
 from app.services.playground_streams import EventStream, TooManyStreams, open_slots
 from tests.app.helpers import bearer
-from tests.conftest import ROOT, _free_port, _subprocess_env, _wait_for, harness
+from tests.conftest import ROOT, _free_port, _subprocess_env, _wait_for, harness, health_ok
 
 
 def _stored_request(workspace_id: int) -> str:
@@ -145,13 +145,7 @@ def stream_server():
         )
     base = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        try:
-            return httpx.get(base + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    _wait_for(up, 60, "The web server", proc, log)
+    _wait_for(lambda: health_ok(base), 60, "The web server", proc, log)
     yield base
     proc.terminate()
     proc.wait(timeout=20)

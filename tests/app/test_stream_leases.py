@@ -24,7 +24,7 @@ from app.services.playground import PlaygroundRequest, request_key
 from tests.app.helpers import bearer
 from tests.app.serving_helpers import install_base, make_adapter, scripted_engine
 from tests.app.test_openai_api import CHAT, _chat, _error, _token
-from tests.conftest import ROOT, _free_port, _subprocess_env, _wait_for, harness
+from tests.conftest import ROOT, _free_port, _subprocess_env, _wait_for, harness, health_ok
 
 
 def _pool() -> str:
@@ -178,14 +178,7 @@ def test_a_killed_server_frees_its_v1_stream_slots_within_the_lease(make_user):
         )
     base = f"http://127.0.0.1:{port}"
     try:
-
-        def up() -> bool:
-            try:
-                return httpx.get(base + "/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait_for(up, 60, "The web server", proc, log)
+        _wait_for(lambda: health_ok(base), 60, "The web server", proc, log)
         opened = threading.Event()
         failures: list[BaseException] = []
 
