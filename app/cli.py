@@ -139,6 +139,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
+    set_worker_environment()  # the engine decodes beside training workers on the same cores
     from app.base_models import DEMO_MODEL_KEY
     from worker.serving.main import serve
 

@@ -2,8 +2,11 @@
 
 The calibration model has the layer widths of a small real model (SmolLM2-135M: hidden 576,
 MLP 1536, vocabulary 49,152) but four layers, random weights, LoRA on every linear layer, and runs
-Tailor's own training step (worker.training.steps: the chunked loss, backward, AdamW) in the
-precision a job would use on this device. Its speed is stated in the unit the estimates use
+Tailor's own training step as a job runs it on this device: the fused LoRA dropout and gated MLP,
+the batch cut into passes of the automatic micro_batch_tokens (256 tokens on a CPU), the chunked
+loss, backward and AdamW, in the job's precision. (It ran whole 768-token batches before, where a
+job runs 256-token passes: a CPU worker's jobs then reached 0.48 of its calibrated speed instead
+of the 0.7 the estimates assumed.) Its speed is stated in the unit the estimates use
 (app/domain/estimates.py: 4 x parameters FLOPs per real token for adapter training), so an
 estimate for any base model is tokens x 4 x its parameters / this figure. The result is cached per
 device (name, torch version) in DATA_DIR/calibration, so a worker measures once per machine.
@@ -34,6 +37,23 @@ def _cache_file(data_dir: Path, device: str) -> Path:
     return Path(data_dir) / "calibration" / f"{slug}.json"
 
 
+def calibration_passes(device) -> list[dict[str, Any]]:
+    """One step's rows (random tokens, the last 60% carrying the loss), cut into the forward passes
+    a job makes on `device` (worker.training.memory.micro_batch_tokens), on the CPU."""
+    import torch
+
+    from worker.training.data import split_to_token_budget
+    from worker.training.memory import micro_batch_tokens
+
+    ids = torch.randint(0, CALIBRATION_SHAPE["vocab_size"], (BATCH, ROW_TOKENS))
+    labels = ids.clone()
+    labels[:, : int(ROW_TOKENS * 0.4)] = -100
+    return [
+        {"input_ids": ids[rows], "attention_mask": torch.ones_like(ids[rows]), "labels": labels[rows]}
+        for rows in split_to_token_budget(range(BATCH), [ROW_TOKENS] * BATCH, micro_batch_tokens({}, device))
+    ]
+
+
 def measure_flops(seconds: float = MEASURE_SECONDS) -> float:
     """Useful FLOP/s of adapter training here: 4 x the calibration model's parameters per real token."""
     import torch
@@ -43,7 +63,8 @@ def measure_flops(seconds: float = MEASURE_SECONDS) -> float:
     from worker.training.loading import pick_device
     from worker.training.peft_factory import build_peft_model
     from worker.training.precision import precision_for
-    from worker.training.steps import micro_step
+    from worker.training.steps import micro_step, to_device
+    from worker.training.swiglu import fuse_swiglu
 
     device = pick_device()
     _, precision = precision_for({"precision": "auto"}, device)
@@ -52,16 +73,15 @@ def measure_flops(seconds: float = MEASURE_SECONDS) -> float:
     model: Any = LlamaForCausalLM(config)
     model = model.to(device)
     model = build_peft_model(model, "lora", {"r": 16, "alpha": 32})
+    fuse_swiglu(model)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    ids = torch.randint(0, CALIBRATION_SHAPE["vocab_size"], (BATCH, ROW_TOKENS), device=device)
-    labels = ids.clone()
-    labels[:, : int(ROW_TOKENS * 0.4)] = -100
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
-    window = int((labels[:, 1:] != -100).sum())
+    passes = [to_device(batch, device) for batch in calibration_passes(device)]
+    window = sum(int((batch["labels"][:, 1:] != -100).sum()) for batch in passes)
 
     def step() -> None:
-        micro_step(model, batch, window, precision, device)
+        for batch in passes:
+            micro_step(model, batch, window, precision, device)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":

@@ -172,8 +172,10 @@ CPU_FLOPS_PER_CORE = 5.5e10
 GPU_FLOPS = 2e13
 # A real job of the demo model reaches this share of the calibration model's useful FLOP/s (30
 # layers, rows of varied length, per-layer overheads and the optimizer over more adapters than the
-# calibration's 4 layers of fixed 96-token rows): bench/first_job.py measured 58 tokens/s against
-# 83 calibrated at a load of ~5, and 12 against 19 at ~7, on the 2-core CPU here.
+# calibration's 4 layers of fixed 96-token rows, both in 256-token passes on a CPU). Quiet 2-core
+# CPU here, workers' OMP_WAIT_POLICY=PASSIVE: calibration 8.0-9.0e10 FLOP/s, i.e. 148-168 demo
+# tokens/s, against 104-117 tokens/s for the demo job's steps (bench/train_throughput.py's engine)
+# and 107 in a real first job (bench/first_job.py): 0.64-0.79.
 CALIBRATION_TO_JOB = 0.7
 # A CPU worker's resident memory before the model: Python, torch, transformers and peft.
 CPU_PROCESS_BASELINE_BYTES = 520 * 1024**2

@@ -5,6 +5,7 @@ and the pure helpers of bench/first_job.py that time it end to end."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -163,6 +164,26 @@ def test_the_worker_waits_passively_unless_told_otherwise():
     mine = {"OMP_WAIT_POLICY": "ACTIVE"}
     set_worker_environment(mine)
     assert mine == {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
+def test_the_serving_engine_waits_passively_too(monkeypatch):
+    """`tailor engine` decodes beside the training workers: it sets the same OpenMP policy before torch loads."""
+    import argparse
+
+    import worker.serving.main
+    from app.cli import cmd_engine
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "restored after the test")
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    seen = {}
+
+    def serve(key, name):
+        seen["policy"] = os.environ.get("OMP_WAIT_POLICY")
+        return 0
+
+    monkeypatch.setattr(worker.serving.main, "serve", serve)
+    assert cmd_engine(argparse.Namespace(base_model=None, name=None)) == 0
+    assert seen == {"policy": "PASSIVE"}
 
 
 # ---------------------------------------------------------------- bench/first_job.py's pure helpers
