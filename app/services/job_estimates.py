@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.domain.estimates import WorkerClass, estimate_job, mean_tokens_per_row, worker_class_from_device
 from app.domain.task_kinds import TASK_KINDS
-from app.domain.techniques import get_technique
+from app.domain.techniques import ParameterError, WorkerPace, get_technique, validate_params
 from app.models import Dataset
 
 
@@ -87,3 +87,30 @@ def estimate_for(
     if estimate is None:
         return {"error": "This model's config.json lacks the sizes an estimate needs."}
     return {**estimate.as_dict(), "worker": worker.kind, "worker_cores": worker.cores}
+
+
+def pace_for(
+    dataset: Dataset,
+    config: dict | None,
+    technique: str,
+    task: str,
+    mapping: dict[str, Any],
+    worker: WorkerClass | None,
+    base_model: str | None = None,
+) -> WorkerPace | None:
+    """How fast the worker that would take the job gets through this dataset (one more epoch's
+    seconds and the fixed rest of the wait), for the presets; None without a worker or an estimate."""
+    if worker is None or config is None:
+        return None
+    entry = get_technique(technique)
+    try:
+        one, two = (
+            estimate_for(dataset, config, technique, validate_params(entry, {"epochs": n}), task, mapping, worker, base_model=base_model)
+            for n in (1, 2)
+        )
+    except ParameterError:
+        return None
+    if "total_seconds" not in one or "total_seconds" not in two or two["total_seconds"] <= one["total_seconds"]:
+        return None
+    epoch = two["total_seconds"] - one["total_seconds"]
+    return WorkerPace(epoch, max(0.0, one["total_seconds"] - epoch), int(one["steps"]))

@@ -26,7 +26,7 @@ from app.models import Adapter, Dataset, Job, JobStatus, MetricPoint, utcnow
 from app.services import attempts, job_layouts, quotas, serving
 from app.services.artifacts import ArtifactStore
 from app.services.job_checks import mapping_errors, params_errors, parent_adapter_errors, rows_errors, validation_file_errors
-from app.services.job_estimates import estimate_for, preferred_worker
+from app.services.job_estimates import estimate_for, pace_for, preferred_worker
 from app.services.task_rows import task_rows, train_validation_rows
 from app.services.wakeups import wake_after_commit
 
@@ -90,8 +90,12 @@ def submit_job(
         )
         if reason:
             errors["technique"] = reason
-        if preset:
-            params = {**preset_params(entry, kind.key if kind else DEFAULT_TASK, int(dataset.row_count or 0), preset), **params}
+        if preset:  # sized, like the form's, to the worker that would take the job
+            pace = None
+            if kind is not None and model is not None and model.available:
+                config = read_model_config(model.location)
+                pace = pace_for(dataset, config, entry.key, kind.key, column_mapping, preferred_worker(db), base_model)
+            params = {**preset_params(entry, kind.key if kind else DEFAULT_TASK, int(dataset.row_count or 0), preset, pace), **params}
         clean_params = validate_params(entry, params)
     except ParameterError as exc:
         errors.update(exc.errors)

@@ -17,7 +17,6 @@ from app.domain.techniques import (
     CATALOGUE,
     PRESETS,
     ParameterError,
-    WorkerPace,
     preset_params,
     tasks_for_model,
     unavailable_reason,
@@ -212,22 +211,19 @@ def validation_choices(dataset: Dataset) -> list[dict]:
 
 def _paces(dataset: Dataset, settings: Settings, base_model: str, worker: WorkerClass | None, guesses: dict) -> dict:
     """(technique, task) -> the WorkerPace of the worker that would take the job (its calibrated or
-    measured speed): one more epoch's seconds and the fixed rest of the wait, for the presets;
-    empty without a live worker."""
+    measured speed), for the presets; empty without a live worker."""
     if worker is None:
         return {}
-    out = {}
-    for technique in CATALOGUE.values():
-        for task in technique.task_kinds:
-            kwargs = dict(
-                base_model=base_model, technique=technique.key, task=task, mapping=_mapping_from_guess(guesses.get(task, {})), worker=worker
-            )
-            one = form_estimate(dataset, settings, params={"epochs": 1}, **kwargs)  # type: ignore[arg-type]
-            two = form_estimate(dataset, settings, params={"epochs": 2}, **kwargs)  # type: ignore[arg-type]
-            if "total_seconds" in one and "total_seconds" in two and two["total_seconds"] > one["total_seconds"]:
-                epoch = two["total_seconds"] - one["total_seconds"]
-                out[(technique.key, task)] = WorkerPace(epoch, max(0.0, one["total_seconds"] - epoch), int(one["steps"]))
-    return out
+    model = next((m for m in list_base_models(settings) if m.key == base_model), None)
+    config = read_model_config(model.location) if model is not None and model.available else None
+    paces = {
+        (technique.key, task): job_estimates.pace_for(
+            dataset, config, technique.key, task, _mapping_from_guess(guesses.get(task, {})), worker, base_model
+        )
+        for technique in CATALOGUE.values()
+        for task in technique.task_kinds
+    }
+    return {key: pace for key, pace in paces.items() if pace is not None}
 
 
 def _live_worker_class() -> WorkerClass | None:

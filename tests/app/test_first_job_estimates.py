@@ -134,6 +134,40 @@ def test_the_first_estimate_on_the_form_is_for_the_preselected_preset(client, ma
             db.execute(delete(WorkerNode).where(WorkerNode.name == name))
 
 
+def test_a_preset_sent_through_the_api_is_sized_to_the_worker_like_the_forms(client, make_user, tiny_model_dir):
+    from app.models import WorkerNode
+    from app.services.workers import DeviceInfo, record_worker_heartbeat
+    from tests.app.helpers import SAMPLE_CSV, bearer, upload
+
+    _, _, _, token = make_user("api-preset")
+    dataset_id = upload(client, token, SAMPLE_CSV.read_bytes()).json()["id"]
+    body = {
+        "dataset_id": dataset_id,
+        "column_mapping": {"prompt": "question", "response": "answer"},
+        "base_model": "tiny-llama",
+        "technique": "lora",
+        "preset": "balanced",
+    }
+    name = "api-preset@tests"
+    try:
+        with session_scope() as db:
+            record_worker_heartbeat(db, name=name, queues="gpu", device=DeviceInfo("cpu (2 cores)", 8 * 2**30, calibrated_flops=1e3))
+            db.commit()
+        job = client.post("/api/v1/jobs", headers=bearer(token), json=body).json()
+        assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bearer(token)).status_code == 200
+        with session_scope() as db:
+            params = db.get(Job, job["id"]).params
+        assert params["max_steps"] >= 12 and params["batch_size"] == 4  # part of an epoch on this slow a worker
+        # a caller's own value still wins over the preset's
+        mine = client.post("/api/v1/jobs", headers=bearer(token), json={**body, "params": {"max_steps": 3}}).json()
+        assert client.post(f"/api/v1/jobs/{mine['id']}/cancel", headers=bearer(token)).status_code == 200
+        with session_scope() as db:
+            assert db.get(Job, mine["id"]).params["max_steps"] == 3
+    finally:
+        with session_scope() as db:
+            db.execute(delete(WorkerNode).where(WorkerNode.name == name))
+
+
 @pytest.mark.parametrize(
     ("seconds", "shown"),
     [
