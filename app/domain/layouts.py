@@ -214,8 +214,8 @@ def plan_layout(
             f"The base model, adapter and optimiser fit one device with room for activations "
             f"(about {per_device / GB:.1f} of {device_memory_bytes / GB:.1f} GB): replicated with DDP on {world} devices."
         )
-    load_seconds = 4.0 + shape.parameters * 4 / 400e6
-    seconds = max(0.0, whole.seconds - load_seconds) / (world * EFFICIENCY[chosen]) + load_seconds
+    # The steps and held-out checks spread over the devices; loading, tokenizing and saving do not.
+    seconds = (whole.train_seconds + whole.held_out_seconds) / (world * EFFICIENCY[chosen]) + whole.setup_seconds
     fits = None if device_memory_bytes is None else per_device <= device_memory_bytes * HEADROOM
     refusal = None
     if fits is False:

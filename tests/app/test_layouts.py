@@ -71,6 +71,19 @@ def test_a_model_that_fits_one_device_is_replicated_with_ddp_and_says_why():
     assert one.strategy == "single" and one.seconds > plan.seconds  # four devices are faster
 
 
+def test_only_the_steps_spread_over_the_devices_the_setup_is_the_single_estimates():
+    """A layout's time is the one-device estimate's setup (loading, tokenizing, saving: the same
+    figures, measured or calibrated, as every estimate) plus its steps shared by the devices."""
+    from app.domain.estimates import WorkerClass, estimate_job
+    from app.domain.layouts import EFFICIENCY
+
+    worker = WorkerClass("cuda", memory_bytes=24 * GB)
+    whole = estimate_job(TINY, "lora", PARAMS, task="instruction", n_rows=1000, tokens_per_row=200, worker=worker)
+    plan = _plan(TINY, "4")
+    steps = whole.train_seconds + whole.held_out_seconds
+    assert plan.seconds == pytest.approx(whole.setup_seconds + steps / (4 * EFFICIENCY["ddp"]))
+
+
 def test_a_model_too_big_for_one_device_is_sharded_with_fsdp_with_the_numbers():
     plan = _plan(BIG, "all")  # 8 x 24 GB
     assert plan.strategy == "fsdp" and plan.world == 8 and plan.fits is True
