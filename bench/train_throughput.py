@@ -326,7 +326,15 @@ def _run_in_child(system: str, technique: str, args) -> dict:
         "--seed",
         str(args.seed),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    env = dict(os.environ)
+    if args.allocator == "jemalloc":  # every system on the allocator Tailor's workers use where it is installed
+        from app.worker_environment import find_jemalloc
+
+        library = find_jemalloc()
+        if library is None:
+            raise SystemExit("--allocator jemalloc: no libjemalloc.so.2 on this machine")
+        env["LD_PRELOAD"] = library
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
@@ -345,6 +353,12 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--allocator",
+        choices=("system", "jemalloc"),
+        default="system",
+        help="malloc of every system's process: glibc's, or jemalloc as Tailor's workers use where installed",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--technique", help=argparse.SUPPRESS)
@@ -358,7 +372,7 @@ def main() -> None:
     if args.model is None:
         sys.exit("No model folder found; pass --model (convert one with python -m worker.training.loading <gguf> <out>).")
 
-    print(f"model {args.model.name}, data {args.data.name}, {args.steps} steps x batch {args.batch_size}, max_length {args.max_length}")
+    print(f"model {args.model.name}, data {args.data.name}, {args.steps} steps x batch {args.batch_size}, max_length {args.max_length}, allocator {args.allocator}")
     figures = {}
     header = f"{'technique':<14} {'system':<9} {'real tok/s':>10} {'peak MB':>8} {'val loss':>9} {'seconds':>8}"
     print(header)

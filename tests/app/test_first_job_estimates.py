@@ -190,7 +190,7 @@ def test_the_form_shows_the_wait_to_ten_seconds_under_ten_minutes(seconds, shown
 
 
 def test_the_worker_waits_passively_unless_told_otherwise():
-    from app.cli import set_worker_environment
+    from app.worker_environment import set_worker_environment
 
     env: dict[str, str] = {}
     set_worker_environment(env)
@@ -206,7 +206,10 @@ def test_the_serving_engine_waits_passively_too(monkeypatch):
 
     import worker.serving.main
     from app.cli import cmd_engine
+    from app.config import get_settings
 
+    monkeypatch.setenv("TAILOR_WORKER_ALLOCATOR", "system")  # no restart of this test process with jemalloc
+    get_settings.cache_clear()
     monkeypatch.setenv("OMP_WAIT_POLICY", "restored after the test")
     monkeypatch.delenv("OMP_WAIT_POLICY")
     seen = {}
@@ -216,7 +219,10 @@ def test_the_serving_engine_waits_passively_too(monkeypatch):
         return 0
 
     monkeypatch.setattr(worker.serving.main, "serve", serve)
-    assert cmd_engine(argparse.Namespace(base_model=None, name=None)) == 0
+    try:
+        assert cmd_engine(argparse.Namespace(base_model=None, name=None)) == 0
+    finally:
+        get_settings.cache_clear()
     assert seen == {"policy": "PASSIVE"}
 
 
