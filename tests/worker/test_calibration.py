@@ -61,3 +61,12 @@ def test_calibration_steps_like_a_job_on_the_device():
     assert sum(b["input_ids"].shape[0] for b in cpu) == calibration.BATCH
     gpu = calibration.calibration_passes("cuda")
     assert len(gpu) == 1 and gpu[0]["input_ids"].shape == (calibration.BATCH, calibration.ROW_TOKENS)
+
+
+def test_a_figure_measured_by_an_older_method_is_measured_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(calibration, "measure_flops", lambda seconds=0.0: 2e9)
+    assert calibration.calibrated_flops(tmp_path, "cpu (2 cores)") == 2e9
+    monkeypatch.setattr(calibration, "METHOD_VERSION", calibration.METHOD_VERSION + 1)
+    monkeypatch.setattr(calibration, "measure_flops", lambda seconds=0.0: 3e9)
+    assert calibration.calibrated_flops(tmp_path, "cpu (2 cores)") == 3e9
+    assert len(list((tmp_path / "calibration").glob("*.json"))) == 2
