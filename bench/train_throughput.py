@@ -372,7 +372,10 @@ def main() -> None:
     if args.model is None:
         sys.exit("No model folder found; pass --model (convert one with python -m worker.training.loading <gguf> <out>).")
 
-    print(f"model {args.model.name}, data {args.data.name}, {args.steps} steps x batch {args.batch_size}, max_length {args.max_length}, allocator {args.allocator}")
+    print(
+        f"model {args.model.name}, data {args.data.name}, {args.steps} steps x batch {args.batch_size}, "
+        f"max_length {args.max_length}, allocator {args.allocator}"
+    )
     figures = {}
     header = f"{'technique':<14} {'system':<9} {'real tok/s':>10} {'peak MB':>8} {'val loss':>9} {'seconds':>8}"
     print(header)
