@@ -208,8 +208,7 @@ def test_the_serving_engine_waits_passively_too(monkeypatch):
     from app.cli import cmd_engine
     from app.config import get_settings
 
-    monkeypatch.setenv("TAILOR_WORKER_ALLOCATOR", "system")  # no restart of this test process with jemalloc
-    get_settings.cache_clear()
+    monkeypatch.setattr(get_settings(), "worker_allocator", "system")  # no restart of this test process with jemalloc
     monkeypatch.setenv("OMP_WAIT_POLICY", "restored after the test")
     monkeypatch.delenv("OMP_WAIT_POLICY")
     seen = {}
@@ -219,10 +218,7 @@ def test_the_serving_engine_waits_passively_too(monkeypatch):
         return 0
 
     monkeypatch.setattr(worker.serving.main, "serve", serve)
-    try:
-        assert cmd_engine(argparse.Namespace(base_model=None, name=None)) == 0
-    finally:
-        get_settings.cache_clear()
+    assert cmd_engine(argparse.Namespace(base_model=None, name=None)) == 0
     assert seen == {"policy": "PASSIVE"}
 
 

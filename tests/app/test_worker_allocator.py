@@ -55,3 +55,14 @@ def test_tailor_engine_restarts_itself_on_jemalloc():
         done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 1 and "'no-such-model' is not installed" in done.stdout + done.stderr
         assert f"memory allocator: {expected} (TAILOR_WORKER_ALLOCATOR={choice})" in done.stderr
+
+
+def test_a_job_records_the_allocator_its_process_runs_on(tmp_path):
+    import torch
+
+    from worker.training.provenance import _allocator, environment_record
+
+    maps = tmp_path / "maps"
+    maps.write_text(f"7f00-7f01 r-xp 0 08:01 1 {LIB}\n")
+    assert _allocator(str(maps)) == "jemalloc" and _allocator(str(tmp_path / "missing")) == "system"
+    assert environment_record("cpu", torch.float32)["allocator"] == preloaded_allocator()

@@ -11,8 +11,6 @@ from typing import Any
 
 import torch
 
-from app.worker_environment import preloaded_allocator
-
 
 def data_fingerprint(task: str, train_rows, validation_rows) -> str:
     """SHA-256 of the exact rows a run learned from and was measured on."""
@@ -37,7 +35,16 @@ def environment_record(device, dtype) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             pass
     record = {"python": platform.python_version(), "packages": versions, "device": str(device), "dtype": str(dtype).replace("torch.", "")}
-    record["allocator"] = preloaded_allocator()  # jemalloc or glibc's: the CPU peak memory depends on it
+    record["allocator"] = _allocator()  # the CPU peak memory depends on it (app/worker_environment.py)
     if torch.device(device).type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
     return record
+
+
+def _allocator(maps: str = "/proc/self/maps") -> str:
+    """ "jemalloc" when this process has it mapped (workers preload it where installed), else "system"."""
+    try:
+        with open(maps) as f:
+            return "jemalloc" if "libjemalloc" in f.read() else "system"
+    except OSError:
+        return "system"
