@@ -388,7 +388,6 @@ def worker_process(tiny_model_dir, redis_url):
 @pytest.fixture(scope="session")
 def live_server():
     """The real app served by uvicorn (`tailor serve`) on a free port."""
-    import httpx
 
     port = _free_port()
     log = harness().data_dir / "web.log"
@@ -401,14 +400,7 @@ def live_server():
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(base + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    _wait_for(up, 60, "The web server", proc, log)
+    _wait_for(lambda: health_ok(base), 60, "The web server", proc, log)
     yield base
     proc.terminate()
     proc.wait(timeout=20)
