@@ -10,6 +10,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from app.domain.evaluation_costs import (
+    EVALUATION_SETUP_SECONDS,
+    answered_rows,
+    measured_evaluation_seconds,
+    modelled_evaluation_seconds,
+)
 from app.domain.task_kinds import get_task_kind
 
 
@@ -206,6 +212,7 @@ class Measured:
     setup_seconds: float | None = None  # the job's time outside its training steps (load, tokenize, save)
     evaluation_seconds: float | None = None  # its automatic evaluation, when it ran
     evaluation_rows: int | None = None  # the held-out rows that evaluation answered
+    evaluation_base_seconds: float | None = None  # of its time, the base model's side (0: cached; None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -277,19 +284,6 @@ class Estimate:
 
 # ---------------------------------------------------------------- the phases around the steps
 
-# What the automatic evaluation does (worker/evaluation/runner.py imports these): greedy answers
-# of the adapter and of the base model to at most EVAL_GENERATION_ROWS held-out prompts
-# (EVAL_GENERATION_ROWS_CPU on a CPU worker, where each answered row costs seconds: bench/first_job.py
-# measured 183 s for 22 rows, most of a first job's wait), EVAL_NEW_TOKENS new tokens each
-# (continuations for text jobs), in batches of EVAL_BATCH; the held-out loss and perplexity of
-# both on every held-out row up to EVAL_LOSS_ROWS (forward passes only: cheap, so not cut on a CPU).
-EVAL_GENERATION_ROWS = 40
-EVAL_GENERATION_ROWS_CPU = 16
-EVAL_NEW_TOKENS = 96
-EVAL_CONTINUATION_TOKENS = 48
-EVAL_LOSS_ROWS = 400
-EVAL_BATCH = 8
-
 # Fitted on the 2-core CPU here with bench/first_job.py (README, "Quick start"): the fixed parts of
 # a job and of its evaluation in seconds on a worker whose calibrated speed is REFERENCE_CPU_FLOPS.
 # Loading weights, tokenizing and generating are CPU work like the steps, so a worker that
@@ -298,16 +292,6 @@ REFERENCE_CPU_FLOPS = 3.1e10
 SETUP_SECONDS = 9.0  # build the job's rows, read config and tokenizer, build the adapter, save and zip it
 LOAD_SECONDS_PER_PARAMETER = 4 / 400e6  # reading fp32 weights
 TOKENIZE_SECONDS_PER_TOKEN = 2e-5
-EVALUATION_SETUP_SECONDS = 12.0  # load base + adapter and the similarity encoder, score, rewrite the card and zip
-# A decode step moves every weight for a few tokens: far less useful work per second than a
-# training step's large matrices. Useful FLOP/s of greedy decoding at EVAL_BATCH rows, as a share
-# of the worker's training figure (CPU: measured with bench/first_job.py; GPU: launch-bound).
-DECODE_EFFICIENCY = {"cpu": 0.22, "cuda": 0.02}
-
-
-def generation_rows(worker_kind: str) -> int:
-    """How many held-out prompts the automatic evaluation answers on this kind of worker."""
-    return EVAL_GENERATION_ROWS_CPU if worker_kind == "cpu" else EVAL_GENERATION_ROWS
 
 
 def _slowness(worker: WorkerClass, flops: float) -> float:
@@ -322,27 +306,14 @@ def setup_cost(parameters: int, rows: int, row_tokens: float, worker_kind: str) 
     return SETUP_SECONDS + parameters * LOAD_SECONDS_PER_PARAMETER + rows * row_tokens * TOKENIZE_SECONDS_PER_TOKEN
 
 
-def evaluation_cost(
-    shape: ModelShape, parameters: int, kind, n_validation: int, row_tokens: float, worker_kind: str, flops: float
-) -> float:
-    """Seconds of the automatic evaluation on a worker with this training speed (useful FLOP/s).
+def evaluation_fixed_seconds(parameters: int, worker: WorkerClass, flops: float) -> float:
+    """The evaluation's part that does not grow with the rows: load base and adapter, score, zip."""
+    return (EVALUATION_SETUP_SECONDS + parameters * LOAD_SECONDS_PER_PARAMETER) * _slowness(worker, flops)
 
-    Generating tasks: answers of the adapter and of the base model (the base model's are cached
-    after the first adapter of a base model and split; the first job pays for both, and so does
-    this estimate), then the held-out loss of both; classification: one forward pass per row.
-    """
-    forward = 2 * parameters / flops  # seconds per token of a forward pass, at training efficiency
-    loss_rows = min(n_validation, EVAL_LOSS_ROWS)
-    slowness = REFERENCE_CPU_FLOPS / flops if worker_kind == "cpu" else 1.0
-    fixed = (EVALUATION_SETUP_SECONDS + parameters * LOAD_SECONDS_PER_PARAMETER) * min(30.0, max(0.2, slowness))
-    if not kind.generative:
-        return fixed + loss_rows * row_tokens * forward
-    rows = min(n_validation, generation_rows(worker_kind))
-    new_tokens = EVAL_NEW_TOKENS if kind.prompted else EVAL_CONTINUATION_TOKENS
-    batches = math.ceil(rows / EVAL_BATCH)
-    prompt = rows * row_tokens * 0.5 * forward
-    decode = batches * new_tokens * EVAL_BATCH * forward / DECODE_EFFICIENCY.get(worker_kind, 0.25)
-    return fixed + 2 * (prompt + decode) + 2 * loss_rows * row_tokens * forward
+
+def held_out_rows(n_rows: int, validation_fraction: float) -> int:
+    """The held-out rows of a split of `n_rows` (the estimate's count; the worker's split may differ by a row)."""
+    return max(1, n_rows - max(1, n_rows - max(1, round(n_rows * validation_fraction))))
 
 
 def mean_tokens_per_row(profile: dict | None, task: str, mapping: dict[str, Any]) -> float:
@@ -366,13 +337,15 @@ def estimate_job(
     quantized_bits: int = 0,
     base_model: str | None = None,
     evaluate: bool = True,
+    base_cached: bool = False,
 ) -> Estimate | None:
     """Peak memory, time, trainable parameters and adapter size of a job; None without a usable config.
 
     Time is split into what a person waits for from Start training: setup (loading the model,
     tokenizing, saving the adapter), the training steps, the held-out checks during training
     (`seconds` is those three: the job), and with `evaluate` the automatic evaluation after it
-    (`total_seconds`: to an evaluated, downloadable adapter).
+    (`total_seconds`: to an evaluated, downloadable adapter); `base_cached`: an earlier job
+    evaluated the base model on the same held-out rows, so this evaluation pays for the adapter only.
     """
     shape = model_shape(config)
     if shape is None:
@@ -382,9 +355,8 @@ def estimate_job(
     total = shape.parameters
     max_length = int(params.get("max_length", 256))
     batch = int(params.get("batch_size", 8)) * int(params.get("gradient_accumulation_steps", 1))
-    validation = float(params.get("validation_fraction", 0.1))
-    n_train = max(1, n_rows - max(1, round(n_rows * validation)))
-    n_validation = max(1, n_rows - n_train)
+    n_validation = held_out_rows(n_rows, float(params.get("validation_fraction", 0.1)))
+    n_train = max(1, n_rows - n_validation)
     row_tokens = min(float(max_length), max(2.0, tokens_per_row))
     if kind.chunked and tokens_per_row > max_length:  # long texts are cut into several chunks
         chunks = math.ceil(tokens_per_row / max_length)
@@ -413,10 +385,21 @@ def estimate_job(
     )
     evaluation_seconds = 0.0
     if evaluate:
-        evaluation_seconds = evaluation_cost(shape, total, kind, n_validation, row_tokens, worker.kind, flops)
+        fixed = evaluation_fixed_seconds(total, worker, flops)
         if measured and measured.evaluation_seconds is not None and measured.evaluation_rows:
-            # The same worker evaluated an adapter of this base model: its time per held-out row.
-            evaluation_seconds = measured.evaluation_seconds * min(n_validation, generation_rows(worker.kind)) / measured.evaluation_rows
+            # The same worker evaluated an adapter of this base model: its time per answered row.
+            evaluation_seconds = measured_evaluation_seconds(
+                measured.evaluation_seconds,
+                measured.evaluation_rows,
+                measured.evaluation_base_seconds,
+                answered_rows(n_validation, worker.kind),
+                fixed,
+                base_cached=base_cached,
+            )
+        else:
+            evaluation_seconds = modelled_evaluation_seconds(
+                total, kind, n_validation, row_tokens, worker.kind, flops, fixed, base_cached=base_cached
+            )
     seconds = setup_seconds + train_seconds + held_out_seconds
 
     # Memory: weights + trained state (weights, gradients, two Adam moments) + activations.

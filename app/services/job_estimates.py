@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, object_session
 
 from app.config import get_settings
-from app.domain.estimates import WorkerClass, estimate_job, mean_tokens_per_row, worker_class_from_device
+from app.domain.estimates import WorkerClass, estimate_job, held_out_rows, mean_tokens_per_row, worker_class_from_device
+from app.domain.evaluation_costs import answered_rows
 from app.domain.task_kinds import TASK_KINDS
 from app.domain.techniques import ParameterError, WorkerPace, get_technique, validate_params
-from app.models import Dataset
+from app.models import Adapter, Dataset, Job
 
 
 def preferred_worker(db: Session | None) -> WorkerClass | None:
@@ -38,6 +40,47 @@ def preferred_worker(db: Session | None) -> WorkerClass | None:
     )
 
 
+def _chosen(mapping: dict[str, Any] | None) -> dict[str, Any]:
+    return {role: column for role, column in (mapping or {}).items() if column}
+
+
+def base_side_cached(
+    db: Session | None,
+    dataset_id: int,
+    base_model: str | None,
+    task: str,
+    mapping: dict[str, Any],
+    *,
+    fraction: float,
+    seed: int,
+    validation_dataset_id: int | None,
+    answered: int,
+) -> bool:
+    """Whether an earlier job's evaluation asked the base model these very prompts: same dataset,
+    columns, task, base model and split (fraction and seed, or the same validation file), as many
+    answered rows. The worker cached the base model's answers and losses then
+    (worker/evaluation/runner.py), so this job's evaluation pays for the adapter's side only."""
+    if db is None or not base_model:
+        return False
+    same_file = Job.validation_dataset_id.is_(None) if validation_dataset_id is None else Job.validation_dataset_id == validation_dataset_id
+    earlier = db.execute(
+        select(Job.column_mapping, Job.params, Adapter.metrics)
+        .join(Adapter, Adapter.job_id == Job.id)
+        .where(Job.dataset_id == dataset_id, Job.base_model == base_model, Job.task == task, Job.seed == seed, same_file)
+        .order_by(Job.id.desc())
+        .limit(50)
+    )
+    wanted = _chosen(mapping)
+    for job_mapping, params, metrics in earlier:
+        evaluation = (metrics or {}).get("evaluation") or {}
+        if evaluation.get("rows") != answered or _chosen(job_mapping) != wanted:
+            continue
+        if validation_dataset_id is None and float((params or {}).get("validation_fraction", 0.1)) != fraction:
+            continue
+        return True
+    return False
+
+
 def estimate_for(
     dataset: Dataset,
     config: dict | None,
@@ -48,10 +91,14 @@ def estimate_for(
     worker: WorkerClass | None = None,
     validation_rows: int | None = None,
     base_model: str | None = None,
+    *,
+    seed: int = 0,
+    validation_dataset_id: int | None = None,
 ) -> dict[str, Any]:
     """The pre-launch estimate as a plain dict ({"error": ...} when it cannot be made).
 
-    `validation_rows` (a validation file's rows): every dataset row trains, those rows validate.
+    `validation_rows` (a validation file's rows, `validation_dataset_id` that file): every dataset
+    row trains, those rows validate. `seed` picks the split, like the job's.
     """
     if config is None:
         return {"error": "Choose an installed base model to see an estimate."}
@@ -65,9 +112,24 @@ def estimate_for(
     bits = int(clean_params.get("bits", 0) or 0) if entry.quantized_bits else 0
     worker = worker or WorkerClass("cpu")
     n_rows = max(2, int(dataset.row_count or 0))
+    fraction = float(clean_params.get("validation_fraction", 0.1))
+    n_validation = held_out_rows(n_rows, fraction)
     if validation_rows:
+        n_validation = validation_rows
         n_rows += validation_rows
         clean_params = {**clean_params, "validation_fraction": validation_rows / n_rows}
+    evaluate = get_settings().auto_evaluate
+    cached = evaluate and base_side_cached(
+        object_session(dataset),
+        dataset.id,
+        base_model,
+        task,
+        mapping,
+        fraction=fraction,
+        seed=seed,
+        validation_dataset_id=validation_dataset_id if validation_rows else None,
+        answered=answered_rows(n_validation, worker.kind),
+    )
     try:
         estimate = estimate_job(
             config,
@@ -80,13 +142,14 @@ def estimate_for(
             num_labels=labels,
             quantized_bits=bits,
             base_model=base_model,
-            evaluate=get_settings().auto_evaluate,
+            evaluate=evaluate,
+            base_cached=cached,
         )
     except (ValueError, KeyError, TypeError, ZeroDivisionError):
         estimate = None
     if estimate is None:
         return {"error": "This model's config.json lacks the sizes an estimate needs."}
-    return {**estimate.as_dict(), "worker": worker.kind, "worker_cores": worker.cores}
+    return {**estimate.as_dict(), "worker": worker.kind, "worker_cores": worker.cores, "base_answers_cached": cached}
 
 
 def pace_for(

@@ -127,6 +127,8 @@ def submit_job(
         worker,
         validation_rows=int(validation_dataset.row_count or 0) if validation_dataset is not None else None,
         base_model=base_model,
+        seed=seed,
+        validation_dataset_id=validation_dataset.id if validation_dataset is not None else None,
     )
     plan, layout_errors = job_layouts.plan_or_errors(  # devices: one, all of one machine, or K machines x M (issue 13)
         db,

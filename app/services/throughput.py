@@ -40,7 +40,7 @@ def record_job_throughput(
 def measurements_of(db: Session, worker_name: str, limit: int = 200) -> tuple[Measured, ...]:
     """A worker's measurements, newest first (the estimate takes the first that matches), with
     each job's time outside its steps (claim -> succeeded, less the worker's count of training
-    time) and its automatic evaluation's time and rows, when it has been evaluated."""
+    time) and its automatic evaluation's time, rows and base-model share, when it has been evaluated."""
     rows = db.execute(
         select(ThroughputMeasurement, Job.started_at, Job.finished_at, Job.result, Adapter.metrics)
         .join(Job, Job.id == ThroughputMeasurement.job_id, isouter=True)
@@ -57,7 +57,7 @@ def measurements_of(db: Session, worker_name: str, limit: int = 200) -> tuple[Me
             trained = float((result or {}).get("train_seconds") or r.train_seconds)
             setup = max(0.0, (finished_at - started_at).total_seconds() - trained)
         evaluation = (metrics or {}).get("evaluation") or {}
-        seconds, rows_answered = evaluation.get("seconds"), evaluation.get("rows")
+        seconds, rows_answered, base_seconds = evaluation.get("seconds"), evaluation.get("rows"), evaluation.get("base_seconds")
         out.append(
             Measured(
                 r.base_model,
@@ -69,6 +69,7 @@ def measurements_of(db: Session, worker_name: str, limit: int = 200) -> tuple[Me
                 setup_seconds=setup,
                 evaluation_seconds=float(seconds) if isinstance(seconds, int | float) and rows_answered else None,
                 evaluation_rows=int(rows_answered) if isinstance(rows_answered, int) and rows_answered > 0 else None,
+                evaluation_base_seconds=float(base_seconds) if isinstance(base_seconds, int | float) else None,
             )
         )
     return tuple(out)

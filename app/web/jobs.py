@@ -25,6 +25,7 @@ from app.web.train_form import (
     form_estimate,
     mapping_from_form,
     max_length_of,
+    seed_from_form,
     train_form_context,
 )
 
@@ -39,10 +40,8 @@ async def create_job(request: Request, user: CurrentUser, db: DbSession, setting
     devices, strategy, cpu_offload = devices_from_form(form)
     mapping = mapping_from_form(form, task)
     seed_raw = str(form.get("seed") or "0")
-    try:
-        seed = int(seed_raw)
-    except ValueError:
-        seed = -1
+    seed = seed_from_form(form)
+    seed = -1 if seed is None else seed  # refused by the job service with a plain message
     bakeoff_techniques = [str(t) for t in form.getlist("bakeoff_techniques")]
     try:
         if bakeoff_techniques:
@@ -128,6 +127,8 @@ async def estimate_partial(request: Request, user: CurrentUser, db: DbSession, s
         devices=devices,
         strategy=strategy,
         cpu_offload=cpu_offload,
+        seed=seed_from_form(form) or 0,
+        validation_dataset_id=validation.id if validation is not None else None,
     )
     status = 422 if estimate.get("invalid") else 200
     return render(request, "_train_estimate.html", {"estimate": estimate}, status_code=status, headers={"Vary": "HX-Request"})

@@ -57,6 +57,8 @@ def form_estimate(
     devices: str = "1",
     strategy: str = "auto",
     cpu_offload: bool = False,
+    seed: int = 0,
+    validation_dataset_id: int | None = None,
 ) -> dict:
     """The pre-launch estimate shown on the form ({"error": ...} when it cannot be made; with
     "invalid": True when the submitted settings are at fault); with more than one device also the
@@ -71,7 +73,17 @@ def form_estimate(
     except ParameterError as exc:
         return {"error": "Fix the settings to see an estimate: " + str(exc), "invalid": True}
     estimate = job_estimates.estimate_for(
-        dataset, config, technique, clean, task, mapping, worker, validation_rows=validation_rows, base_model=base_model
+        dataset,
+        config,
+        technique,
+        clean,
+        task,
+        mapping,
+        worker,
+        validation_rows=validation_rows,
+        base_model=base_model,
+        seed=seed,
+        validation_dataset_id=validation_dataset_id,
     )
     if devices != "1" and "error" not in estimate:
         try:
@@ -92,6 +104,14 @@ def form_estimate(
         except LayoutError as exc:
             estimate["layout_error"] = str(exc)
     return estimate
+
+
+def seed_from_form(form: Any) -> int | None:
+    """The seed field as a number; None when it is not a whole number (the job service names the error)."""
+    try:
+        return int(str(form.get("seed") or "0"))
+    except ValueError:
+        return None
 
 
 def devices_from_form(form: Any) -> tuple[str, str, bool]:

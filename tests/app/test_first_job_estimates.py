@@ -57,12 +57,13 @@ def test_the_evaluation_generates_for_at_most_its_rows_and_classification_genera
 
 
 def test_the_estimate_knows_what_the_evaluation_does():
+    from app.domain import evaluation_costs
     from worker.evaluation import runner
 
-    assert runner.MAX_EVAL_ROWS == estimates.EVAL_GENERATION_ROWS
-    assert runner.MAX_NEW_TOKENS == estimates.EVAL_NEW_TOKENS
-    assert runner.MAX_CONTINUATION_TOKENS == estimates.EVAL_CONTINUATION_TOKENS
-    assert runner.MAX_LOSS_ROWS == estimates.EVAL_LOSS_ROWS
+    assert runner.MAX_EVAL_ROWS == evaluation_costs.EVAL_GENERATION_ROWS
+    assert runner.MAX_NEW_TOKENS == evaluation_costs.EVAL_NEW_TOKENS
+    assert runner.MAX_CONTINUATION_TOKENS == evaluation_costs.EVAL_CONTINUATION_TOKENS
+    assert runner.MAX_LOSS_ROWS == evaluation_costs.EVAL_LOSS_ROWS
 
 
 def test_measured_setup_and_evaluation_win_over_the_model():
@@ -73,7 +74,9 @@ def test_measured_setup_and_evaluation_win_over_the_model():
     )
     got = _estimate(worker=worker, n_rows=110)  # 11 held-out rows: half the rows the measured evaluation answered
     assert got.source == "measured" and got.setup_seconds == 33.0
-    assert got.evaluation_seconds == pytest.approx(55.0)
+    fixed = estimates.evaluation_fixed_seconds(got.total_parameters, worker, 50.0 * 4 * got.total_parameters)
+    assert 0 < fixed < 55.0
+    assert got.evaluation_seconds == pytest.approx(fixed + (110.0 - fixed) / 2)  # the per-row part halves, loading does not
     assert got.train_seconds == pytest.approx(got.tokens / 50.0)
 
 

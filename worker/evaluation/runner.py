@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext
 from app.base_models import get_base_model
 from app.config import get_settings
 from app.db import session_scope
-from app.domain.estimates import EVAL_CONTINUATION_TOKENS, EVAL_GENERATION_ROWS, EVAL_LOSS_ROWS, EVAL_NEW_TOKENS, generation_rows
+from app.domain.evaluation_costs import EVAL_CONTINUATION_TOKENS, EVAL_GENERATION_ROWS, EVAL_LOSS_ROWS, EVAL_NEW_TOKENS, generation_rows
 from app.domain.stats import bootstrap_mean, bootstrap_ratio, exponentiated
 from app.domain.task_kinds import DEFAULT_TASK, get_task_kind
 from app.models import Adapter, Job
@@ -118,6 +118,8 @@ def evaluate_adapter(adapter_id: int, max_rows: int = MAX_EVAL_ROWS) -> dict:
 
     summary = result["summary"]
     summary["seconds"] = round(time.perf_counter() - started, 1)
+    # the base model's side (its answers and losses; 0 when both came from the cache), for the estimates
+    summary["base_seconds"] = round(summary.get("base_seconds", 0.0), 1)
     _write_json(store, evaluation_key(adapter_id), result)
     with session_scope() as db:
         adapter = record_summary(db, adapter_id, summary)
@@ -177,12 +179,15 @@ def _evaluate_generations(model, base_view, tokenizer, store, task: str, base_mo
     prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
     max_new_tokens = MAX_CONTINUATION_TOKENS if continuation else MAX_NEW_TOKENS
     base_key = base_answers_key(base_model_key, prompts, max_new_tokens, task)
+    base_seconds = 0.0
     if store.exists(base_key):
         base_answers = json.loads(store.path(base_key).read_text())["answers"]
     else:
+        started = time.perf_counter()
         with base_view() as base_model:
             base_answers = generate_answers(base_model, tokenizer, prompts, max_new_tokens=max_new_tokens, continuation=continuation)
         _write_json(store, base_key, {"base_model": base_model_key, "answers": base_answers})
+        base_seconds = time.perf_counter() - started
     adapter_answers = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, continuation=continuation)
     adapter_scores = score_generations(adapter_answers, references)
     base_scores = score_generations(base_answers, references)
@@ -191,7 +196,13 @@ def _evaluate_generations(model, base_view, tokenizer, store, task: str, base_mo
         if similarity is not None:
             scores["semantic_similarity"] = similarity
     return {
-        "summary": {"rows": len(pairs), "task": task, "adapter": summarise(adapter_scores), "base": summarise(base_scores)},
+        "summary": {
+            "rows": len(pairs),
+            "task": task,
+            "adapter": summarise(adapter_scores),
+            "base": summarise(base_scores),
+            "base_seconds": base_seconds,
+        },
         "rows": [
             {"prompt": p, "reference": r, "base": b, "adapter": a} for p, r, b, a in zip(prompts, references, base_answers, adapter_answers)
         ],
@@ -234,10 +245,12 @@ def _add_losses(
         if cache and key and cache[0].exists(key):
             sides["base"] = [tuple(pair) for pair in json.loads(cache[0].path(key).read_text())["losses"]]
         else:
+            started = time.perf_counter()
             with base_view() as base_model:
                 sides["base"] = example_losses(base_model, examples, pad_token_id(tokenizer))
             if cache and key:
                 _write_json(cache[0], key, {"base_model": cache[1], "losses": [list(pair) for pair in sides["base"]]})
+            result["summary"]["base_seconds"] = result["summary"].get("base_seconds", 0.0) + time.perf_counter() - started
     result["summary"]["loss_examples"] = len(examples)
     for side, losses in sides.items():
         kept = [(total, n) for total, n in losses if n > 0]

@@ -14,12 +14,12 @@ from worker.evaluation.runner import evaluate_adapter
 
 
 def test_evaluation_scores_adapter_and_base_with_intervals(facts_owner, train_adapter, monkeypatch):
-    from app.domain import estimates
+    from app.domain import evaluation_costs
 
     # Each answered row costs seconds of greedy decoding on a CPU (bench/first_job.py): a CPU worker
     # answers at most EVAL_GENERATION_ROWS_CPU held-out prompts (5 here, fewer than the facts' held-out
     # rows) and scores the loss on every held-out row.
-    monkeypatch.setattr(estimates, "EVAL_GENERATION_ROWS_CPU", 5)
+    monkeypatch.setattr(evaluation_costs, "EVAL_GENERATION_ROWS_CPU", 5)
     *_, dataset_id = facts_owner
     adapter_id = train_adapter(dataset_id, "facts LoRA", max_steps=60, r=16, alpha=32)
     get_artifact_store().delete("evaluations/base-losses")  # a cache: start from none (checked at the end)
@@ -27,6 +27,7 @@ def test_evaluation_scores_adapter_and_base_with_intervals(facts_owner, train_ad
     summary = evaluate_adapter(adapter_id)
 
     assert summary["rows"] == 5  # the tests run on a CPU
+    assert 0 < summary["base_seconds"] < summary["seconds"]  # the base model's side, timed for later estimates
     with session_scope() as db:
         held_out = db.get(Job, db.get(Adapter, adapter_id).job_id).result["validation"]["rows"]
     assert summary["loss_examples"] == held_out > 5
@@ -55,4 +56,5 @@ def test_evaluation_scores_adapter_and_base_with_intervals(facts_owner, train_ad
     cached[0].write_text(json.dumps({"base_model": "tiny-llama", "losses": [[10.0 * n, n] for _, n in losses]}))
     again = evaluate_adapter(adapter_id)
     assert again["base"]["validation_loss"]["value"] == 10.0
+    assert again["base_seconds"] == 0.0  # answers and losses both from the cache: the base side cost nothing
     assert again["adapter"]["validation_loss"] == summary["adapter"]["validation_loss"]
