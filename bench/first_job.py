@@ -46,7 +46,7 @@ SAMPLE = ROOT / "data" / "samples" / "northwind_support.csv"
 DEMO_KEY = "smollm2-135m-instruct"
 STORED_KEYS = (
     "seconds", "setup_seconds", "train_seconds", "held_out_seconds", "evaluation_seconds", "total_seconds",
-    "peak_memory_bytes", "steps", "tokens", "source",
+    "peak_memory_bytes", "steps", "tokens", "source", "base_answers_cached",
 )  # fmt: skip
 
 from bench.first_job_pages import (  # noqa: E402 - after the path
@@ -273,69 +273,13 @@ def run(args: argparse.Namespace) -> int:
             _wait("the worker's calibration", lambda: (training_worker() or (None, None))[1], 300)
         worker_name, flops = training_worker()
         form_opened = time.monotonic() - started
-        page = http.get(f"/datasets/{dataset_id}").text
-        shown_on_load = (text_of(page, "estimate-time"), text_of(page, "estimate-memory"))
-        fields, preset = apply_preset(form_fields(page, "train-form"), json_script(page, "train-presets"))
-        csrf = dict(fields)["csrf_token"]
-        estimate_page = http.post("/jobs/estimate", data=as_form(fields), headers={"HX-Request": "true", "X-CSRF-Token": csrf}).text
-        shown = (text_of(estimate_page, "estimate-time"), text_of(estimate_page, "estimate-memory"))
-
-        click = time.monotonic()
-        answer = http.post("/jobs", data=as_form(fields))
-        answer.raise_for_status()
-        job_id = int(re.search(r"/jobs/(\d+)", str(answer.url)).group(1))  # type: ignore[union-attr]
-        wall_click = time.time()
         print(
             f"web up {web_up:.0f}s, signed in + uploaded {signed_in:.0f}s, training worker on the board {on_board:.0f}s, "
-            f"form opened {form_opened:.0f}s (worker calibrated then: {f'yes, {flops:.3g} FLOP/s' if flops else 'no'}), job {job_id}"
+            f"form opened {form_opened:.0f}s (worker calibrated then: {f'yes, {flops:.3g} FLOP/s' if flops else 'no'})"
         )
-        print(f"preset values the form applied: {preset}")
-
-        t = Timeline()
-        adapter_id = None
-        deadline = click + args.timeout
-        while time.monotonic() < deadline:
-            now = time.time() - wall_click
-            ((status, job_started, job_finished, result_json),) = _query(
-                db_path, "SELECT status, started_at, finished_at, result FROM jobs WHERE id = ?", (job_id,)
-            )
-            if job_started and t.job_started is None:
-                t.job_started = _timestamp(job_started) - wall_click  # type: ignore[operator]
-            points = _query(db_path, "SELECT MIN(created_at), MAX(created_at), MAX(step) FROM metric_points WHERE job_id = ?", (job_id,))
-            if points and points[0][0]:
-                t.first_step = _timestamp(points[0][0]) - wall_click  # type: ignore[operator]
-                t.last_step = _timestamp(points[0][1]) - wall_click  # type: ignore[operator]
-            if status in ("failed", "cancelled"):
-                print(f"job {job_id} {status}: {_query(db_path, 'SELECT error FROM jobs WHERE id = ?', (job_id,))}")
-                return 1
-            if status == "succeeded" and t.job_finished is None:
-                t.job_finished = _timestamp(job_finished) - wall_click  # type: ignore[operator]
-                result = json.loads(result_json)
-                t.train_seconds, t.steps = result.get("train_seconds"), int(result.get("steps") or 0)
-                ((adapter_id,),) = _query(db_path, "SELECT id FROM adapters WHERE job_id = ?", (job_id,))
-            if adapter_id is not None:
-                ((state, error),) = _query(db_path, "SELECT evaluation_state, evaluation_error FROM adapters WHERE id = ?", (adapter_id,))
-                if state == "running" and t.evaluation_started is None:
-                    t.evaluation_started = now
-                if state == "failed":
-                    print(f"evaluation failed: {error}")
-                    return 1
-                if state == "done":
-                    t.evaluation_done = now
-                    t.evaluation_started = t.evaluation_started if t.evaluation_started is not None else t.job_finished
-                    break
-            time.sleep(1.0)
-        else:
-            print(f"timed out after {args.timeout:.0f}s")
-            return 1
-        zip_bytes = http.get(f"/adapters/{adapter_id}/download")
-        zip_bytes.raise_for_status()
-        t.downloaded = time.time() - wall_click
-        ((result_json,),) = _query(db_path, "SELECT result FROM jobs WHERE id = ?", (job_id,))
-        ((metrics_json,),) = _query(db_path, "SELECT metrics FROM adapters WHERE id = ?", (adapter_id,))
-        measured = _query(
-            db_path, "SELECT tokens, train_seconds, tokens_per_second FROM throughput_measurements WHERE job_id = ?", (job_id,)
-        )
+        runs = [_one_job(http, db_path, dataset_id, args.timeout)]
+        if args.second_job and runs[0] is not None:  # the same form again: measured figures, the base side cached
+            runs.append(_one_job(http, db_path, dataset_id, args.timeout))
     finally:
         loads.stop()
         rss.stop()
@@ -345,17 +289,98 @@ def run(args: argparse.Namespace) -> int:
                 up.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(up.pid, signal.SIGKILL)
-    result = json.loads(result_json)
-    if measured and result.get("train_seconds"):  # the job's training time less its steps' (throughput_measurements)
-        t.held_out_seconds = float(result["train_seconds"]) - float(measured[0][1])
-    evaluation = json.loads(metrics_json).get("evaluation") or {}
-    estimate = result.get("estimate") or {}
-    _report(t, result, estimate, shown_on_load, shown, evaluation, measured, rss.peak, len(zip_bytes.content), loads, flops, worker_name)
+    if any(r is None for r in runs):
+        return 1
+    for number, job_run in enumerate(runs, 1):
+        if len(runs) > 1:
+            print(f"\n######## job {number} of {len(runs)}" + (" (the same form again, same data and split)" if number > 1 else ""))
+        _report(job_run, loads, flops, worker_name, rss.peak)
     if not args.keep:
         shutil.rmtree(data_dir, ignore_errors=True)
     else:
         print(f"kept {data_dir}")
     return 0
+
+
+@dataclass
+class JobRun:
+    """One click -> downloaded adapter, as observed."""
+
+    t: Timeline
+    result: dict
+    estimate: dict
+    shown_on_load: tuple[str, str]
+    shown: tuple[str, str]
+    evaluation: dict
+    measured: list
+    zip_size: int
+
+
+def _one_job(http, db_path: Path, dataset_id: int, timeout: float) -> JobRun | None:
+    """Open the dataset page, apply its preselected preset, read the estimate, press Start training
+    and wait for the evaluated adapter; None when the job or its evaluation failed or timed out."""
+    page = http.get(f"/datasets/{dataset_id}").text
+    shown_on_load = (text_of(page, "estimate-time"), text_of(page, "estimate-memory"))
+    fields, preset = apply_preset(form_fields(page, "train-form"), json_script(page, "train-presets"))
+    csrf = dict(fields)["csrf_token"]
+    estimate_page = http.post("/jobs/estimate", data=as_form(fields), headers={"HX-Request": "true", "X-CSRF-Token": csrf}).text
+    shown = (text_of(estimate_page, "estimate-time"), text_of(estimate_page, "estimate-memory"))
+
+    click = time.monotonic()
+    answer = http.post("/jobs", data=as_form(fields))
+    answer.raise_for_status()
+    job_id = int(re.search(r"/jobs/(\d+)", str(answer.url)).group(1))  # type: ignore[union-attr]
+    wall_click = time.time()
+    print(f"job {job_id}: preset values the form applied: {preset}")
+
+    t = Timeline()
+    adapter_id = None
+    deadline = click + timeout
+    while time.monotonic() < deadline:
+        now = time.time() - wall_click
+        ((status, job_started, job_finished, result_json),) = _query(
+            db_path, "SELECT status, started_at, finished_at, result FROM jobs WHERE id = ?", (job_id,)
+        )
+        if job_started and t.job_started is None:
+            t.job_started = _timestamp(job_started) - wall_click  # type: ignore[operator]
+        points = _query(db_path, "SELECT MIN(created_at), MAX(created_at), MAX(step) FROM metric_points WHERE job_id = ?", (job_id,))
+        if points and points[0][0]:
+            t.first_step = _timestamp(points[0][0]) - wall_click  # type: ignore[operator]
+            t.last_step = _timestamp(points[0][1]) - wall_click  # type: ignore[operator]
+        if status in ("failed", "cancelled"):
+            print(f"job {job_id} {status}: {_query(db_path, 'SELECT error FROM jobs WHERE id = ?', (job_id,))}")
+            return None
+        if status == "succeeded" and t.job_finished is None:
+            t.job_finished = _timestamp(job_finished) - wall_click  # type: ignore[operator]
+            result = json.loads(result_json)
+            t.train_seconds, t.steps = result.get("train_seconds"), int(result.get("steps") or 0)
+            ((adapter_id,),) = _query(db_path, "SELECT id FROM adapters WHERE job_id = ?", (job_id,))
+        if adapter_id is not None:
+            ((state, error),) = _query(db_path, "SELECT evaluation_state, evaluation_error FROM adapters WHERE id = ?", (adapter_id,))
+            if state == "running" and t.evaluation_started is None:
+                t.evaluation_started = now
+            if state == "failed":
+                print(f"evaluation failed: {error}")
+                return None
+            if state == "done":
+                t.evaluation_done = now
+                t.evaluation_started = t.evaluation_started if t.evaluation_started is not None else t.job_finished
+                break
+        time.sleep(1.0)
+    else:
+        print(f"timed out after {timeout:.0f}s")
+        return None
+    zip_bytes = http.get(f"/adapters/{adapter_id}/download")
+    zip_bytes.raise_for_status()
+    t.downloaded = time.time() - wall_click
+    ((result_json,),) = _query(db_path, "SELECT result FROM jobs WHERE id = ?", (job_id,))
+    ((metrics_json,),) = _query(db_path, "SELECT metrics FROM adapters WHERE id = ?", (adapter_id,))
+    measured = _query(db_path, "SELECT tokens, train_seconds, tokens_per_second FROM throughput_measurements WHERE job_id = ?", (job_id,))
+    result = json.loads(result_json)
+    if measured and result.get("train_seconds"):  # the job's training time less its steps' (throughput_measurements)
+        t.held_out_seconds = float(result["train_seconds"]) - float(measured[0][1])
+    evaluation = json.loads(metrics_json).get("evaluation") or {}
+    return JobRun(t, result, result.get("estimate") or {}, shown_on_load, shown, evaluation, measured, len(zip_bytes.content))
 
 
 def _get_ok(http, path: str) -> bool:
@@ -372,7 +397,9 @@ def _csrf(page: str) -> str:
     return match.group(1)
 
 
-def _report(t: Timeline, result, estimate, shown_on_load, shown, evaluation, measured, rss_peak, zip_size, loads, flops, worker_name):
+def _report(run: JobRun, loads, flops, worker_name, rss_peak):
+    t, result, estimate, shown_on_load, shown, evaluation = run.t, run.result, run.estimate, run.shown_on_load, run.shown, run.evaluation
+    measured, zip_size = run.measured, run.zip_size
     total = t.evaluation_done
     print("\n== click -> downloadable (training and automatic evaluation done) ==")
     for label, seconds in t.phases():
@@ -390,6 +417,7 @@ def _report(t: Timeline, result, estimate, shown_on_load, shown, evaluation, mea
     rows = [
         ("job time (claim -> succeeded)", estimate.get("seconds"), job_seconds),
         ("click -> evaluated", estimate.get("total_seconds"), total),
+        ("automatic evaluation", estimate.get("evaluation_seconds"), evaluation.get("seconds")),
         ("shown time vs click -> evaluated", shown_seconds(shown[0]), total),
         (
             "peak memory GB (worker's VmHWM)",
@@ -411,7 +439,10 @@ def _report(t: Timeline, result, estimate, shown_on_load, shown, evaluation, mea
         if flops
         else f"  worker {worker_name}: not calibrated when the form opened"
     )
-    print(f"\n== automatic evaluation on {evaluation.get('rows')} held-out rows ({evaluation.get('seconds')} s by its own count) ==")
+    print(
+        f"\n== automatic evaluation on {evaluation.get('rows')} held-out rows ({evaluation.get('seconds')} s by its own count, "
+        f"{evaluation.get('base_seconds')} s of it the base model's side) =="
+    )
     for metric, a in (evaluation.get("adapter") or {}).items():
         b = (evaluation.get("base") or {}).get(metric)
         fmt = lambda d: f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]" if d else "—"  # noqa: E731
@@ -432,6 +463,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds from the click before giving up")
     parser.add_argument("--keep", action="store_true", help="keep the DATA_DIR afterwards")
     parser.add_argument("--keep-running", action="store_true", help="leave `tailor up` running (its pid is printed)")
+    parser.add_argument(
+        "--second-job",
+        action="store_true",
+        help="then the same form again: an estimate from the first job's measurements, the base model's answers cached",
+    )
     args = parser.parse_args()
     # A background run ignores SIGINT; SIGTERM stops it through its `finally` (which stops `tailor up`).
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))

@@ -277,6 +277,7 @@ class Estimate:
     held_out_seconds: float = 0.0  # held-out loss checks during training
     evaluation_seconds: float = 0.0  # the automatic evaluation after the job (0 when it is off)
     total_seconds: float = 0.0  # Start training -> an evaluated adapter: seconds + evaluation_seconds
+    gradient_checkpointing: bool = False  # activations recomputed in the backward pass ("on", or "auto" where they would not fit)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -292,6 +293,13 @@ REFERENCE_CPU_FLOPS = 3.1e10
 SETUP_SECONDS = 9.0  # build the job's rows, read config and tokenizer, build the adapter, save and zip it
 LOAD_SECONDS_PER_PARAMETER = 4 / 400e6  # reading fp32 weights
 TOKENIZE_SECONDS_PER_TOKEN = 2e-5
+
+
+def recompute_needed(peak_without: int, device_memory_bytes: int | None) -> bool:
+    """Gradient checkpointing "auto" on a GPU: recompute activations only when the job would not fit
+    without (its estimate counts activations in fp32, twice what bf16 keeps: a margin built in);
+    on a GPU of unknown size, always. A GPU recomputing needlessly loses about a third of its speed."""
+    return device_memory_bytes is None or peak_without > device_memory_bytes * 0.9
 
 
 def _slowness(worker: WorkerClass, flops: float) -> float:
@@ -422,17 +430,22 @@ def estimate_job(
     # on SmolLM2-135M, as measured there with saved-tensor hooks.
     mlp = 3 * shape.intermediate if shape.gated_mlp else 2 * shape.intermediate
     per_layer = 9 * shape.hidden + mlp + 2 * shape.heads
-    layers_kept = 1 if checkpointing == "on" or (checkpointing == "auto" and worker.kind == "cuda") else shape.layers
-    activations = pass_tokens * (per_layer * layers_kept + (shape.hidden * 2 if checkpointing != "off" else 0)) * 4
-    if worker.kind == "cpu":
-        # glibc's malloc keeps freed activations in the process (its mmap threshold rises), so a CPU
-        # worker's resident set holds more than autograd keeps: 1.6x, measured on the demo job.
-        activations *= CPU_ALLOCATOR_OVERHEAD
     # The chunked loss: one chunk's logits and softmax, the kept hidden states and their gradient.
     logits = (2 * LOSS_CHUNK_VALUES * 4 + pass_tokens * shape.hidden * 4 * 2) if kind.generative else 0
     baseline = CPU_PROCESS_BASELINE_BYTES if worker.kind == "cpu" else GPU_CONTEXT_BYTES
-    # The weights are read from memory-mapped safetensors: loading holds no second copy.
-    peak = int(baseline + weights + state + activations + logits)
+
+    def peak_with(layers_kept: int, recompute: bool) -> int:
+        activations = pass_tokens * (per_layer * layers_kept + (shape.hidden * 2 if recompute else 0)) * 4
+        if worker.kind == "cpu":
+            # glibc's malloc keeps freed activations in the process (its mmap threshold rises), so a CPU
+            # worker's resident set holds more than autograd keeps: 1.6x, measured on the demo job.
+            activations *= CPU_ALLOCATOR_OVERHEAD
+        # The weights are read from memory-mapped safetensors: loading holds no second copy.
+        return int(baseline + weights + state + activations + logits)
+
+    if checkpointing == "auto" and worker.kind == "cuda":
+        checkpointing = "on" if recompute_needed(peak_with(shape.layers, False), worker.memory_bytes) else "off"
+    peak = peak_with(1 if checkpointing == "on" else shape.layers, checkpointing != "off")
     if measured and measured.batch_size == micro_batch and measured.max_length == max_length:
         peak = measured.peak_memory_bytes  # the same shape of job ran on this worker
     fits = None if worker.memory_bytes is None else peak <= worker.memory_bytes * 0.9
@@ -451,4 +464,5 @@ def estimate_job(
         steps=steps,
         fits=fits,
         source=source,
+        gradient_checkpointing=checkpointing == "on",
     )

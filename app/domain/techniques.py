@@ -218,7 +218,8 @@ TRAINING_PARAMS: tuple[Param, ...] = (
         "Gradient checkpointing",
         "choice",
         "auto",
-        "Recompute activations instead of storing them: less memory, about 30% slower. 'auto' turns it on for GPUs.",
+        "Recompute activations instead of storing them: less memory, about 30% slower. 'auto' turns it on for a GPU "
+        "only when the job would not fit in its memory without.",
         choices=("auto", "on", "off"),
         advanced=True,
     ),

@@ -21,7 +21,13 @@ from worker.training.checkpoints import load_checkpoint, save_checkpoint
 from worker.training.data import collate, label_names_of, pack_examples, pad_token_id, split_to_token_budget, tokenize_for_task
 from worker.training.held_out import evaluate_accuracy, evaluate_loss
 from worker.training.loading import load_base_model, pick_device
-from worker.training.memory import micro_batch_tokens, peak_memory_bytes, reset_peak_memory, wants_gradient_checkpointing
+from worker.training.memory import (
+    fits_without_recompute,
+    micro_batch_tokens,
+    peak_memory_bytes,
+    reset_peak_memory,
+    wants_gradient_checkpointing,
+)
 from worker.training.peft_factory import BuildContext, builder_for
 from worker.training.precision import precision_for
 from worker.training.progress import LoopState, recent_train_loss, report_progress
@@ -113,7 +119,8 @@ class TrainingRecipe:
         self.model = self.builder.build_model(base_model, params, context)
         self.files = self.builder.files(self.model)
         fuse_swiglu(self.model)  # keeps gate and up only for the MLP's backward (worker/training/swiglu.py)
-        if wants_gradient_checkpointing(params, self.device):
+        self.recomputes = wants_gradient_checkpointing(params, self.device, self._fits_without_recompute)
+        if self.recomputes:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(self.model, "enable_input_require_grads"):
                 self.model.enable_input_require_grads()
@@ -126,6 +133,19 @@ class TrainingRecipe:
         plan = self.plan
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: lr_factor(i, plan))
         self.trainable_count, self.total_count = _trainable_counts(self.model)
+
+    def _fits_without_recompute(self) -> bool:
+        """ "auto" on a GPU: whether this job's activations fit in the device's memory as they are."""
+        return fits_without_recompute(
+            str(self.spec.base_model_dir),
+            self.spec.technique,
+            self.params,
+            self.spec.task,
+            self.example_lengths,
+            int(torch.cuda.get_device_properties(self.device).total_memory),
+            quantized_bits=int(self.builder.bits(self.params) or 0),
+            num_labels=len(self.label_names or []),
+        )
 
     def _label_names(self) -> list[str] | None:
         if not self.task_kind.has_labels:
@@ -319,7 +339,10 @@ class TrainingRecipe:
             stopped_early=self.stopped_early,
             resumed_from_step=state.resumed_from_step,
             data_sha256=data_fingerprint(spec.task, spec.train_rows, spec.validation_rows),
-            environment=environment_record(self.device, self.precision.dtype or self.load_dtype),
+            environment={
+                **environment_record(self.device, self.precision.dtype or self.load_dtype),
+                "gradient_checkpointing": self.recomputes,
+            },
             label_names=self.label_names,
             validation_accuracy=self.accuracy,
         )

@@ -169,6 +169,11 @@ class PreferenceRecipe(TrainingRecipe):
         super().setup()
         self._compute_reference()
 
+    def _fits_without_recompute(self) -> bool:
+        """Two sequences per example (and the reference pass): not what the estimate sizes, so
+        "auto" on a GPU keeps recomputing activations here."""
+        return False
+
     def _reference_context(self):
         """The reference: the parent adapter as loaded (nothing to switch), or the base model."""
         if self.spec.parent_adapter_dir or not hasattr(self.model, "disable_adapter"):
