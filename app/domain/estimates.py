@@ -400,9 +400,10 @@ def estimate_job(
                 measured.evaluation_seconds,
                 measured.evaluation_rows,
                 measured.evaluation_base_seconds,
-                answered_rows(n_validation, worker.kind),
+                answered_rows(n_validation, worker.kind) if kind.generative else n_validation,  # a classifier reads every row
                 fixed,
                 base_cached=base_cached,
+                base_side=kind.generative,
             )
         else:
             evaluation_seconds = modelled_evaluation_seconds(

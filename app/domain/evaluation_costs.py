@@ -73,18 +73,20 @@ def measured_evaluation_seconds(
     fixed: float,
     *,
     base_cached: bool = False,
+    base_side: bool = True,
 ) -> float:
     """The evaluation's time from one this worker ran for the same base model: `seconds` for `rows`
     answered prompts, `base_seconds` of them on the base model's side (0 when that side came from
-    the cache; None when it was not recorded). Only the per-row part scales to `answered` rows."""
+    the cache; None when it was not recorded). Only the per-row part scales to `answered` rows.
+    `base_side` False: the task has none (classification compares with the majority class)."""
     scale = answered / rows
-    if base_seconds is None:  # recorded before the base side was timed: its whole time, as it was
+    if base_seconds is None or not base_side:  # not recorded (its whole time, as it was), or no base side
         return fixed + max(0.0, seconds - fixed) * scale
     adapter_side = max(0.0, seconds - base_seconds - fixed)
     if base_cached:
-        base_side = 0.0
+        base_part = 0.0
     elif base_seconds > 0:
-        base_side = base_seconds
+        base_part = base_seconds
     else:  # that evaluation found the base side cached: it costs about what the adapter's own side did
-        base_side = adapter_side
-    return fixed + (adapter_side + base_side) * scale
+        base_part = adapter_side
+    return fixed + (adapter_side + base_part) * scale

@@ -53,6 +53,26 @@ def test_a_measured_evaluation_splits_into_its_two_sides(base_seconds, cached_no
     assert got == pytest.approx(expected)
 
 
+def test_a_task_without_a_base_side_never_doubles_its_measured_evaluation():
+    # classification: the baseline is the majority class, so the worker records base_seconds 0
+    assert measured_evaluation_seconds(100.0, 16, 0.0, 16, 10.0, base_side=False) == pytest.approx(100.0)
+    assert measured_evaluation_seconds(100.0, 16, 0.0, 8, 10.0, base_side=False) == pytest.approx(10 + 90 * 0.5)
+
+
+def test_a_classifiers_measured_evaluation_scales_with_every_held_out_row():
+    from app.domain.estimates import Measured
+
+    measured = Measured("demo", "lora", 50.0, 10, 8, 512, evaluation_seconds=30.0, evaluation_rows=22, evaluation_base_seconds=0.0)
+    worker = WorkerClass("cpu", calibrated_flops=estimates.REFERENCE_CPU_FLOPS, measurements=(measured,))
+    params = {"batch_size": 8, "max_length": 512, "epochs": 1}
+    kwargs = dict(task="classification", tokens_per_row=70, worker=worker, base_model="demo")
+    same = estimate_job(SMOLLM_LIKE, "lora", params, n_rows=220, **kwargs)
+    assert same is not None and same.evaluation_seconds == pytest.approx(30.0)  # 22 rows then, 22 now: its own time, not doubled
+    twice = estimate_job(SMOLLM_LIKE, "lora", params, n_rows=440, **kwargs)
+    fixed = estimates.evaluation_fixed_seconds(same.total_parameters, worker, 50.0 * 4 * same.total_parameters)
+    assert twice is not None and twice.evaluation_seconds == pytest.approx(fixed + 2 * (30.0 - fixed))  # 44 rows: twice the per-row part
+
+
 def test_the_estimate_passes_the_cache_to_the_evaluation_only():
     params = {"batch_size": 8, "max_length": 512, "epochs": 1}
     first, second = (
