@@ -135,14 +135,17 @@ class TrainingRecipe:
         self.trainable_count, self.total_count = _trainable_counts(self.model)
 
     def _fits_without_recompute(self) -> bool:
-        """ "auto" on a GPU: whether this job's activations fit in the device's memory as they are."""
+        """ "auto" on a GPU: whether this job's activations fit in the device's memory as they are:
+        what is free plus what this process holds already (its model), so a serving engine or
+        another job on the same GPU counts against it."""
+        free, _total = torch.cuda.mem_get_info(self.device)
         return fits_without_recompute(
             str(self.spec.base_model_dir),
             self.spec.technique,
             self.params,
             self.spec.task,
             self.example_lengths,
-            int(torch.cuda.get_device_properties(self.device).total_memory),
+            int(free + torch.cuda.memory_reserved(self.device)),
             quantized_bits=int(self.builder.bits(self.params) or 0),
             num_labels=len(self.label_names or []),
         )
