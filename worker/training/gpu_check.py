@@ -1,4 +1,4 @@
-"""The prepared device check: Tailor's training engine against a plain Trainer + PEFT script.
+"""The prepared device check: Tailor's training engine against TRL's SFTTrainer and a plain Trainer + PEFT script.
 
     scripts/gpu-check OUT_DIR            # one NVIDIA GPU: ~0.5 B and ~1.5 B models, bf16 + SDPA
     scripts/gpu-check OUT_DIR --smoke    # any machine: tiny models, a few steps (under a minute)
@@ -9,7 +9,9 @@ saved with a locally built word-level tokenizer, then every listed technique tra
 synthetic instruction rows (prompt and answer lengths drawn from log-normal distributions, the
 spread of real support data), one pass over them, through `TrainingRecipe` exactly as a job
 does, and through the plain `transformers.Trainer` + PEFT (rows padded to the longest in each
-batch, bf16, SDPA) in the same run. Per technique and system it reports real tokens/s (padding
+batch, bf16, SDPA) in the same run; LoRA also through TRL's `SFTTrainer` with its prompt-completion
+defaults where TRL is installed (Tailor's own install has it; a bare GPU machine may not, and
+then says so). The baselines: worker/training/gpu_check_baselines.py. Per technique and system it reports real tokens/s (padding
 not counted), model FLOP utilisation and peak GPU memory; a table on stdout and `gpu_check.json`
 in OUT_DIR.
 
@@ -44,6 +46,8 @@ from typing import Any
 
 import torch
 
+from worker.training.gpu_check_baselines import run_sft, run_trainer
+
 # (name, LlamaConfig keyword arguments)
 MODELS: dict[str, dict] = {
     "0.5b": dict(
@@ -67,6 +71,7 @@ TECHNIQUES: dict[str, tuple[str, dict]] = {
     "full": ("full", {}),
     "qlora": ("qlora", {"bits": "4"}),
 }
+SFT_TECHNIQUES = ("lora",)  # TRL's SFTTrainer, the baseline peers build on, next to the engine for these
 # Dense bf16 peak FLOP/s (no sparsity) by a part of the device name.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "B200": 2250e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
 
@@ -155,7 +160,7 @@ def model_flops(shape: dict, lengths: list[int], loss_tokens: int, full: bool) -
     return k * n_layers * sum(lengths) + k * vocab * h * loss_tokens + 12 * layers * h * sum(n * n for n in lengths)
 
 
-def run_engine(technique: str, folder: Path, rows, plan: Plan, device: torch.device) -> dict:
+def run_engine(key: str, params: dict, folder: Path, rows, plan: Plan, device: torch.device) -> dict:
     """Tailor's engine: TrainingRecipe, length-grouped batches, chunked loss."""
     from worker.training.loop import run_training
     from worker.training.spec import TrainingSpec
@@ -167,7 +172,6 @@ def run_engine(technique: str, folder: Path, rows, plan: Plan, device: torch.dev
         def should_stop(self):
             return False
 
-    key, params = _params(technique, plan)
     with tempfile.TemporaryDirectory() as out:
         spec = TrainingSpec(str(folder), key, params, train_rows=rows, validation_rows=[], output_dir=str(Path(out) / "adapter"))
         run = run_training(spec, Quiet())
@@ -183,59 +187,13 @@ def run_engine(technique: str, folder: Path, rows, plan: Plan, device: torch.dev
     }
 
 
-def run_trainer(technique: str, folder: Path, rows, plan: Plan, device: torch.device) -> dict:
-    """The plain script: transformers Trainer + PEFT, rows padded to the longest of each batch."""
-    from transformers import Trainer, TrainingArguments
-
-    from worker.training.data import IGNORE_INDEX, pad_token_id, tokenize_rows
-    from worker.training.loading import load_base_model
-    from worker.training.memory import peak_memory_bytes, reset_peak_memory
-    from worker.training.peft_factory import BuildContext, build_peft_model, builder_for
-
-    key, params = _params(technique, plan)
-    reset_peak_memory(device)
-    dtype = torch.bfloat16 if device.type == "cuda" and key != "full" else torch.float32
-    model, tokenizer = load_base_model(folder, device, quantization_bits=builder_for(key).bits(params), dtype=dtype)
-    examples = tokenize_rows(tokenizer, rows, plan.max_length).examples
-    pad = pad_token_id(tokenizer)
-    model = build_peft_model(model, key, params, BuildContext(total_steps=plan.steps, tokenizer_dir=str(folder)))
-    counted = {"tokens": 0}
-
-    def collate(features):
-        n = max(len(f) for f in features)
-        counted["tokens"] += sum(len(f) for f in features)
-        return {
-            "input_ids": torch.tensor([f.input_ids + [pad] * (n - len(f)) for f in features]),
-            "attention_mask": torch.tensor([[1] * len(f) + [0] * (n - len(f)) for f in features]),
-            "labels": torch.tensor([f.labels + [IGNORE_INDEX] * (n - len(f)) for f in features]),
-        }
-
-    with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(
-            output_dir=out,
-            per_device_train_batch_size=plan.batch_size,
-            max_steps=plan.steps,
-            learning_rate=float(params["learning_rate"]),
-            warmup_steps=max(1, round(0.1 * plan.steps)),
-            weight_decay=0.0,
-            logging_steps=10_000,
-            save_strategy="no",
-            report_to=[],
-            remove_unused_columns=False,
-            dataloader_num_workers=0,
-            bf16=device.type == "cuda",
-            use_cpu=device.type == "cpu",
-            disable_tqdm=True,
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collate)
-        started = time.perf_counter()
-        trainer.train()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - started
-    peak = peak_memory_bytes(device)
-    del trainer, model
-    return {"tokens": counted["tokens"], "seconds": seconds, "peak_memory_bytes": peak, "steps": plan.steps, "recomputed": False}
+def sft_skip_reason(technique: str) -> str | None:
+    """TRL's SFTTrainer runs for LoRA (the issue's goal) where TRL imports; else why not."""
+    if technique not in SFT_TECHNIQUES:
+        return f"SFTTrainer is compared on {', '.join(SFT_TECHNIQUES)} only (time)"
+    if importlib.util.find_spec("trl") is None or importlib.util.find_spec("datasets") is None:
+        return "TRL (and its datasets) are not installed here: Tailor's own install has them"
+    return None
 
 
 def skip_reason(technique: str, device: torch.device, smoke: bool) -> str | None:
@@ -293,10 +251,16 @@ def check(plan: Plan, out_dir: Path) -> dict:
                     report["results"].append({"model": name, "technique": technique, "skipped": reason})
                     continue
                 flops = model_flops(shape, lengths, loss_tokens, full=TECHNIQUES[technique][0] == "full")
-                for system, runner in (("tailor", run_engine), ("trainer", run_trainer)):
+                key, params = _params(technique, plan)
+                for system, runner in (("tailor", run_engine), ("trainer", run_trainer), ("sft", run_sft)):
                     row: dict[str, Any] = {"model": name, "technique": technique, "system": system}
+                    if system == "sft" and (why := sft_skip_reason(technique)):
+                        if technique in SFT_TECHNIQUES:  # said once per model; other techniques simply have no row
+                            report["results"].append({**row, "skipped": why})
+                            print(_line(report["results"][-1]), flush=True)
+                        continue
                     try:
-                        figures = runner(technique, folder, rows, plan, device)
+                        figures = runner(key, params, folder, rows, plan, device)
                         row.update(figures, tokens_per_second=figures["tokens"] / figures["seconds"])
                         row["mfu"] = flops / figures["seconds"] / peak if peak else None
                     except Exception as exc:  # noqa: BLE001 - one failing technique must not hide the others
@@ -333,17 +297,18 @@ def _line(row: dict) -> str:
 
 
 def summary(report: dict) -> list[str]:
-    """Tailor / Trainer ratios of real tokens/s and peak memory per model and technique."""
+    """Tailor / SFTTrainer and Tailor / Trainer ratios of real tokens/s and peak memory per model and technique."""
     by_key: dict[tuple, dict] = {}
     for row in report["results"]:
         if "tokens_per_second" in row:
             by_key.setdefault((row["model"], row["technique"]), {})[row["system"]] = row
     lines = []
     for (model, technique), pair in by_key.items():
-        if "tailor" in pair and "trainer" in pair:
-            speed = pair["tailor"]["tokens_per_second"] / pair["trainer"]["tokens_per_second"]
-            memory = pair["tailor"]["peak_memory_bytes"] / max(1, pair["trainer"]["peak_memory_bytes"])
-            lines.append(f"{model:<6} {technique:<14} tailor/trainer: {speed:.2f}x tokens/s, {memory:.2f}x peak memory")
+        for baseline in ("sft", "trainer"):
+            if "tailor" in pair and baseline in pair:
+                speed = pair["tailor"]["tokens_per_second"] / pair[baseline]["tokens_per_second"]
+                memory = pair["tailor"]["peak_memory_bytes"] / max(1, pair[baseline]["peak_memory_bytes"])
+                lines.append(f"{model:<6} {technique:<14} tailor/{baseline}: {speed:.2f}x tokens/s, {memory:.2f}x peak memory")
     return lines
 
 

@@ -28,6 +28,11 @@ def test_gpu_check_smoke_reports_every_technique_for_both_systems(tmp_path):
             assert "error" not in row, row
             assert row["tokens_per_second"] > 0 and row["peak_memory_bytes"] > 0
     assert "CUDA" in rows[("qlora", None)]["skipped"]  # skipped with its reason on a CPU
+    sft = rows[("lora", "sft")]  # TRL's SFTTrainer, the main baseline, where TRL is installed (it is here)
+    assert "error" not in sft and "skipped" not in sft, sft
+    assert sft["tokens_per_second"] > 0 and sft["peak_memory_bytes"] > 0
+    assert ("dora", "sft") not in rows  # compared on LoRA only
+    assert "tailor/sft" in done.stdout
     assert report["distributed"]["status"] in ("not available", "ran", "failed")
     assert "tailor/trainer" in done.stdout and "MFU" in done.stdout
     # The check imports no part of the web app's services, no Celery, no database driver.
@@ -37,3 +42,15 @@ def test_gpu_check_smoke_reports_every_technique_for_both_systems(tmp_path):
     )
     imported = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
     assert imported.stdout.strip() == "[]", imported.stdout + imported.stderr
+
+
+def test_without_trl_the_sft_row_says_why(monkeypatch):
+    import importlib.util
+
+    from worker.training import gpu_check
+
+    real = importlib.util.find_spec
+    assert gpu_check.sft_skip_reason("lora") is None  # Tailor's install has TRL
+    assert "lora only" in gpu_check.sft_skip_reason("dora")  # the other techniques have no SFTTrainer row
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
+    assert "not installed" in gpu_check.sft_skip_reason("lora")  # a bare GPU machine: the row is skipped with this
