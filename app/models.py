@@ -256,6 +256,9 @@ class WorkerNode(Base):
     # throughput (issue 15): the worker's own measured speed (useful FLOP/s of an adapter training
     # step, app/domain/estimates.py's FLOP count), from worker/calibration.py at start; None until measured.
     calibrated_flops: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the memory allocator the worker runs on ("jemalloc" | "system", app/worker_environment.py): a CPU
+    # job's peak memory depends on it; None until reported.
+    allocator: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class ReviewItem(Base):

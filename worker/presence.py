@@ -17,6 +17,7 @@ from app.services.workers import (
     record_worker_heartbeat,
     record_worker_stopped,
 )
+from app.worker_environment import preloaded_allocator
 from worker.health import start_health_server
 
 log = logging.getLogger("tailor.worker")
@@ -25,7 +26,7 @@ _state: dict = {}
 
 def start_presence(name: str, queues: str) -> None:
     first = detect_device()
-    device = DeviceInfo(first.device, first.memory_bytes, detect_devices(get_settings().worker_devices))
+    device = DeviceInfo(first.device, first.memory_bytes, detect_devices(get_settings().worker_devices), allocator=preloaded_allocator())
     stop = threading.Event()
 
     settings = get_settings()

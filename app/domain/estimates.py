@@ -196,7 +196,14 @@ LOSS_CHUNK_VALUES = 2**23
 # Padded tokens per forward pass on a CPU worker when the job's micro_batch_tokens is 0 (automatic;
 # worker/training/memory.py): batches are cut into passes of this size, the update unchanged.
 CPU_MICRO_BATCH_TOKENS = 256
-CPU_ALLOCATOR_OVERHEAD = 1.6
+# A CPU worker's resident set holds more than autograd keeps: freed activations stay in the process
+# for a while. How much depends on its allocator (app/worker_environment.py), as a factor on the
+# activations, fitted on the demo job's first run on a worker (bench/first_job.py; the estimate's
+# activations there are 0.28 GiB over 1.15 GiB of the rest): jemalloc peaked at 1.49-1.50 GiB (1.25),
+# glibc's malloc at 1.79-1.84 GiB (2.3; its mmap threshold rises and it keeps the freed heap).
+# A worker that has not said which: between the two.
+CPU_ALLOCATOR_OVERHEAD = {"jemalloc": 1.25, "system": 2.3}
+CPU_ALLOCATOR_OVERHEAD_UNKNOWN = 1.6
 
 
 @dataclass(frozen=True)
@@ -229,6 +236,7 @@ class WorkerClass:
     name: str | None = None
     calibrated_flops: float | None = None
     measurements: tuple[Measured, ...] = ()
+    allocator: str | None = None  # "jemalloc" | "system" | None (not reported): the CPU memory estimate's overhead
 
     @property
     def flops(self) -> float:
@@ -248,10 +256,11 @@ def worker_class_from_device(
     name: str | None = None,
     calibrated_flops: float | None = None,
     measurements: tuple[Measured, ...] = (),
+    allocator: str | None = None,
 ) -> WorkerClass:
     """Parse a worker's advertised device ("cuda:0 NVIDIA H200", "cpu (16 cores)")."""
     device = device or "cpu (2 cores)"
-    extra = dict(name=name, calibrated_flops=calibrated_flops, measurements=measurements)
+    extra = dict(name=name, calibrated_flops=calibrated_flops, measurements=measurements, allocator=allocator)
     if device.startswith("cuda"):
         return WorkerClass("cuda", memory_bytes=memory_bytes, **extra)  # type: ignore[arg-type]
     cores = 2
@@ -438,9 +447,7 @@ def estimate_job(
     def peak_with(layers_kept: int, recompute: bool) -> int:
         activations = pass_tokens * (per_layer * layers_kept + (shape.hidden * 2 if recompute else 0)) * 4
         if worker.kind == "cpu":
-            # glibc's malloc keeps freed activations in the process (its mmap threshold rises), so a CPU
-            # worker's resident set holds more than autograd keeps: 1.6x, measured on the demo job.
-            activations *= CPU_ALLOCATOR_OVERHEAD
+            activations *= CPU_ALLOCATOR_OVERHEAD.get(worker.allocator or "", CPU_ALLOCATOR_OVERHEAD_UNKNOWN)
         # The weights are read from memory-mapped safetensors: loading holds no second copy.
         return int(baseline + weights + state + activations + logits)
 

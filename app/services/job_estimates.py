@@ -37,6 +37,7 @@ def preferred_worker(db: Session | None) -> WorkerClass | None:
         name=chosen.name,
         calibrated_flops=chosen.calibrated_flops,
         measurements=measurements_of(db, chosen.name),
+        allocator=chosen.allocator,
     )
 
 

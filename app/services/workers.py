@@ -23,6 +23,7 @@ class DeviceInfo:
     memory_bytes: int | None
     devices: tuple[dict, ...] = ()  # every device offered (distributed jobs): {index, name, kind, memory_bytes}
     calibrated_flops: float | None = None  # the worker's own measured speed (worker/calibration.py)
+    allocator: str | None = None  # "jemalloc" | "system" (app/worker_environment.py preloaded_allocator)
 
 
 def detect_device() -> DeviceInfo:
@@ -67,6 +68,8 @@ def record_worker_heartbeat(db: Session, *, name: str, queues: str, device: Devi
     worker.devices = [dict(d) for d in device.devices] or None
     if device.calibrated_flops is not None:
         worker.calibrated_flops = device.calibrated_flops
+    if device.allocator is not None:
+        worker.allocator = device.allocator
     worker.heartbeat_at = now
     worker.stopped_at = None
     db.flush()
@@ -91,6 +94,7 @@ class WorkerStatus:
     current_job_name: str | None
     devices: list[dict] | None = None
     calibrated_flops: float | None = None
+    allocator: str | None = None
 
 
 def _aware(value: datetime) -> datetime:
@@ -133,6 +137,7 @@ def worker_board(db: Session, viewer_workspace_id: int, stale_after_seconds: flo
                 current_job_name=(job.name if mine else "a job of another workspace") if job and state == "busy" else None,
                 devices=list(worker.devices or []) or None,
                 calibrated_flops=worker.calibrated_flops,
+                allocator=worker.allocator,
             )
         )
     return board

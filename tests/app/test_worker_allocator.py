@@ -66,3 +66,21 @@ def test_a_job_records_the_allocator_its_process_runs_on(tmp_path):
     maps.write_text(f"7f00-7f01 r-xp 0 08:01 1 {LIB}\n")
     assert _allocator(str(maps)) == "jemalloc" and _allocator(str(tmp_path / "missing")) == "system"
     assert environment_record("cpu", torch.float32)["allocator"] == preloaded_allocator()
+
+
+def test_the_real_worker_reports_its_allocator_on_the_board(worker_process):
+    """The memory estimate sizes a CPU job by the allocator its worker runs on (app/domain/estimates.py)."""
+    import time
+
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.models import WorkerNode
+
+    expected = "jemalloc" if find_jemalloc() else "system"  # `auto`: restarted on jemalloc where it is installed
+    deadline, seen = time.monotonic() + 30, None
+    while time.monotonic() < deadline and seen != expected:
+        with session_scope() as db:
+            seen = db.scalar(select(WorkerNode.allocator).where(WorkerNode.name.like(f"%test-worker-{os.getpid()}")))
+        time.sleep(0.3)
+    assert seen == expected

@@ -44,6 +44,10 @@ def test_the_worker_reports_its_calibrated_speed_on_the_board(monkeypatch):
             with session_scope() as db:
                 seen = db.scalar(select(WorkerNode.calibrated_flops).where(WorkerNode.name == name))
         assert seen == 1.5e9
+        from app.worker_environment import preloaded_allocator
+
+        with session_scope() as db:  # and the allocator it runs on, for the memory estimate
+            assert db.scalar(select(WorkerNode.allocator).where(WorkerNode.name == name)) == preloaded_allocator()
     finally:
         presence.stop_presence()
         presence._state.clear()
