@@ -254,6 +254,8 @@ class WorkerPublic(BaseModel):
     current_job_id: int | None
     current_job_name: str | None
     devices: list[dict[str, Any]] | None = Field(None, description="Every device the worker offers: index, name, kind, memory_bytes.")
+    calibrated_flops: float | None = Field(None, description="The worker's own measured training speed (useful FLOP/s), once measured.")
+    allocator: str | None = Field(None, description="The memory allocator it runs on: jemalloc or system (CPU memory estimates use it).")
 
 
 class WorkersBoard(BaseModel):

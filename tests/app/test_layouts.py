@@ -174,15 +174,17 @@ def test_a_worker_advertises_each_device_on_the_board(client, make_user):
         db.get(User, user_id).is_admin = True
     devices = tuple({"index": str(i), "name": "Test GPU", "kind": "cuda", "memory_bytes": (i + 1) * GB} for i in range(2))
     with session_scope() as db:
-        record_worker_heartbeat(db, name="two-gpus@tests", queues="gpu", device=DeviceInfo("cuda:0 Test GPU", GB, devices))
+        device = DeviceInfo("cuda:0 Test GPU", GB, devices, allocator="jemalloc")
+        record_worker_heartbeat(db, name="two-gpus@tests", queues="gpu", device=device)
     try:
         board = client.get("/api/v1/workers", headers=bearer(token)).json()
-        assert [d["index"] for d in next(w for w in board["workers"] if w["name"] == "two-gpus@tests")["devices"]] == ["0", "1"]
+        shown = next(w for w in board["workers"] if w["name"] == "two-gpus@tests")
+        assert [d["index"] for d in shown["devices"]] == ["0", "1"] and shown["allocator"] == "jemalloc"
         sign_in(client, email, password)
         page = client.get("/workers")
         assert page.status_code == 200
         row = page.text.split('data-worker="two-gpus@tests"')[1].split("</tr>")[0]
-        assert "0: Test GPU" in row and "1: Test GPU" in row and "2.0 GB" in row
+        assert "0: Test GPU" in row and "1: Test GPU" in row and "2.0 GB" in row and "allocator: jemalloc" in row
     finally:
         with session_scope() as db:
             db.execute(delete(WorkerNode).where(WorkerNode.name == "two-gpus@tests"))
