@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         (data_dir / "models" / DEMO_KEY).symlink_to(source)
         print(f"demo model linked from {source} (conversion skipped; --convert to include it)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
-    env.update(TAILOR_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    env.update(TAILOR_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", TAILOR_WORKER_ALLOCATOR=args.allocator)
     port = args.port or _free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = data_dir / "tailor-up.log"
@@ -277,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
             f"web up {web_up:.0f}s, signed in + uploaded {signed_in:.0f}s, training worker on the board {on_board:.0f}s, "
             f"form opened {form_opened:.0f}s (worker calibrated then: {f'yes, {flops:.3g} FLOP/s' if flops else 'no'})"
         )
+        ((allocator,),) = _query(db_path, "SELECT allocator FROM workers WHERE name = ?", (worker_name,))
+        print(f"training worker {worker_name} runs on allocator {allocator!r} (--allocator {args.allocator})")
         runs = [_one_job(http, db_path, dataset_id, args.timeout)]
         if args.second_job and runs[0] is not None:  # the same form again: measured figures, the base side cached
             runs.append(_one_job(http, db_path, dataset_id, args.timeout))
@@ -463,6 +465,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds from the click before giving up")
     parser.add_argument("--keep", action="store_true", help="keep the DATA_DIR afterwards")
     parser.add_argument("--keep-running", action="store_true", help="leave `tailor up` running (its pid is printed)")
+    parser.add_argument(
+        "--allocator", choices=("auto", "jemalloc", "system"), default="auto", help="TAILOR_WORKER_ALLOCATOR of the fresh install"
+    )
     parser.add_argument(
         "--second-job",
         action="store_true",
