@@ -181,8 +181,10 @@ GPU_FLOPS = 2e13
 # calibration's 4 layers of fixed 96-token rows, both in 256-token passes on a CPU). Quiet 2-core
 # CPU here, workers' OMP_WAIT_POLICY=PASSIVE: calibration 8.0-9.0e10 FLOP/s, i.e. 148-168 demo
 # tokens/s, against 104-117 tokens/s for the demo job's steps (bench/train_throughput.py's engine)
-# and 107 in a real first job (bench/first_job.py): 0.64-0.79.
-CALIBRATION_TO_JOB = 0.7
+# and 107 in a real first job (bench/first_job.py): 0.64-0.79. Real first jobs then ran 16-19%
+# longer than estimated with 0.7 on that machine (runs 8, 9) and on a faster AVX-512/AMX one
+# (1.48e11 FLOP/s calibrated, 157-158 tokens/s in four real jobs: 0.57; runs 10-12), so 0.6.
+CALIBRATION_TO_JOB = 0.6
 # A CPU worker's resident memory before the model: Python, torch, transformers and peft.
 CPU_PROCESS_BASELINE_BYTES = 520 * 1024**2
 GPU_CONTEXT_BYTES = 500 * 1024**2
