@@ -1,6 +1,7 @@
 """The first ten minutes, timed end to end with real processes (issue 15, parts 4 and 5).
 
     .venv/bin/python bench/first_job.py [--data-dir DIR] [--port N] [--convert] [--keep]
+                                         [--allocator auto|jemalloc|system] [--second-job]
 
 What a new user does, as the browser does it:
 1. `tailor up` on a fresh DATA_DIR (its own SQLite database, embedded broker, artifacts and
@@ -15,6 +16,10 @@ What a new user does, as the browser does it:
    and the one the form's htmx request answers for those values.
 4. Press Start training (POST /jobs with those fields), poll until the job succeeded and the
    automatic evaluation is done, download the zip.
+
+`--second-job` then presses Start training again on the same form: the estimate of a worker that
+has measured a job of this base model and technique, and whose evaluation finds the base model's
+answers cached.
 
 Printed: click -> downloadable split into phases, estimate vs actual (time and peak memory), the
 evaluation's metrics with 95% intervals and which show the adapter better with intervals apart,
