@@ -82,6 +82,37 @@ def base_side_cached(
     return False
 
 
+def base_answers_reused(
+    dataset: Dataset,
+    base_model: str | None,
+    task: str,
+    mapping: dict[str, Any],
+    worker_kind: str,
+    *,
+    fraction: float = 0.1,
+    seed: int = 0,
+    validation_rows: int | None = None,
+    validation_dataset_id: int | None = None,
+) -> bool:
+    """base_side_cached for a job of this dataset as the estimate sizes its held-out rows (the
+    dataset's share, or a validation file's rows) on this kind of worker; False (no lookup) when
+    jobs are not evaluated automatically."""
+    if not get_settings().auto_evaluate:
+        return False
+    n_validation = validation_rows or held_out_rows(max(2, int(dataset.row_count or 0)), fraction)
+    return base_side_cached(
+        object_session(dataset),
+        dataset.id,
+        base_model,
+        task,
+        mapping,
+        fraction=fraction,
+        seed=seed,
+        validation_dataset_id=validation_dataset_id if validation_rows else None,
+        answered=answered_rows(n_validation, worker_kind),
+    )
+
+
 def estimate_for(
     dataset: Dataset,
     config: dict | None,
@@ -95,11 +126,13 @@ def estimate_for(
     *,
     seed: int = 0,
     validation_dataset_id: int | None = None,
+    base_cached: bool | None = None,
 ) -> dict[str, Any]:
     """The pre-launch estimate as a plain dict ({"error": ...} when it cannot be made).
 
     `validation_rows` (a validation file's rows, `validation_dataset_id` that file): every dataset
-    row trains, those rows validate. `seed` picks the split, like the job's.
+    row trains, those rows validate. `seed` picks the split, like the job's. `base_cached`: whether
+    the base model's side of the evaluation is reused (base_answers_reused; looked up when None).
     """
     if config is None:
         return {"error": "Choose an installed base model to see an estimate."}
@@ -113,24 +146,23 @@ def estimate_for(
     bits = int(clean_params.get("bits", 0) or 0) if entry.quantized_bits else 0
     worker = worker or WorkerClass("cpu")
     n_rows = max(2, int(dataset.row_count or 0))
-    fraction = float(clean_params.get("validation_fraction", 0.1))
-    n_validation = held_out_rows(n_rows, fraction)
+    evaluate = get_settings().auto_evaluate
+    if base_cached is None:
+        base_cached = base_answers_reused(
+            dataset,
+            base_model,
+            task,
+            mapping,
+            worker.kind,
+            fraction=float(clean_params.get("validation_fraction", 0.1)),
+            seed=seed,
+            validation_rows=validation_rows,
+            validation_dataset_id=validation_dataset_id,
+        )
+    cached = evaluate and bool(base_cached)
     if validation_rows:
-        n_validation = validation_rows
         n_rows += validation_rows
         clean_params = {**clean_params, "validation_fraction": validation_rows / n_rows}
-    evaluate = get_settings().auto_evaluate
-    cached = evaluate and base_side_cached(
-        object_session(dataset),
-        dataset.id,
-        base_model,
-        task,
-        mapping,
-        fraction=fraction,
-        seed=seed,
-        validation_dataset_id=validation_dataset_id if validation_rows else None,
-        answered=answered_rows(n_validation, worker.kind),
-    )
     try:
         estimate = estimate_job(
             config,
@@ -161,15 +193,29 @@ def pace_for(
     mapping: dict[str, Any],
     worker: WorkerClass | None,
     base_model: str | None = None,
+    base_cached: bool | None = None,
 ) -> WorkerPace | None:
     """How fast the worker that would take the job gets through this dataset (one more epoch's
-    seconds and the fixed rest of the wait), for the presets; None without a worker or an estimate."""
+    seconds and the fixed rest of the wait), for the presets; None without a worker or an estimate.
+    `base_cached` as for estimate_for (looked up once here when None)."""
     if worker is None or config is None:
         return None
     entry = get_technique(technique)
+    if base_cached is None:
+        base_cached = base_answers_reused(dataset, base_model, task, mapping, worker.kind)
     try:
         one, two = (
-            estimate_for(dataset, config, technique, validate_params(entry, {"epochs": n}), task, mapping, worker, base_model=base_model)
+            estimate_for(
+                dataset,
+                config,
+                technique,
+                validate_params(entry, {"epochs": n}),
+                task,
+                mapping,
+                worker,
+                base_model=base_model,
+                base_cached=base_cached,
+            )  # fmt: skip
             for n in (1, 2)
         )
     except ParameterError:

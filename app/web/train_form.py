@@ -236,9 +236,13 @@ def _paces(dataset: Dataset, settings: Settings, base_model: str, worker: Worker
         return {}
     model = next((m for m in list_base_models(settings) if m.key == base_model), None)
     config = read_model_config(model.location) if model is not None and model.available else None
+    mappings = {task: _mapping_from_guess(guesses.get(task, {})) for task in TASK_KEYS}
+    reused = {  # one lookup per task, not per technique and epoch count
+        task: job_estimates.base_answers_reused(dataset, base_model, task, mapping, worker.kind) for task, mapping in mappings.items()
+    }
     paces = {
         (technique.key, task): job_estimates.pace_for(
-            dataset, config, technique.key, task, _mapping_from_guess(guesses.get(task, {})), worker, base_model
+            dataset, config, technique.key, task, mappings[task], worker, base_model, base_cached=reused[task]
         )
         for technique in CATALOGUE.values()
         for task in technique.task_kinds
