@@ -215,13 +215,10 @@ def run_sft(technique: str, args) -> dict:
     completion only), the same PEFT shape, batch, learning rate, schedule and steps. Precision and
     gradient checkpointing are set as in the engine's run (TRL would default to bf16 and
     checkpointing on), so the two differ in their data path and loop, not in their arithmetic."""
-    import tempfile
-
-    import torch
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
     from worker.training.data import tokenize_rows
+    from worker.training.gpu_check_baselines import sft_train
     from worker.training.held_out import evaluate_loss
     from worker.training.loading import load_base_model, pick_device
     from worker.training.peft_factory import BuildContext, builder_for, quantization_bits
@@ -237,46 +234,16 @@ def run_sft(technique: str, args) -> dict:
         [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}]} for q, a in train_rows]
     )
     peft_config = builder_for(key).configure(params, model, BuildContext(total_steps=args.steps, tokenizer_dir=str(args.model)))
-    real_tokens = {"n": 0}
-    with tempfile.TemporaryDirectory() as out:
-        config = SFTConfig(
-            output_dir=out,
-            per_device_train_batch_size=args.batch_size,
-            max_steps=args.steps,
-            learning_rate=float(params["learning_rate"]),
-            warmup_steps=max(1, round(0.1 * args.steps)),
-            lr_scheduler_type="linear",
-            weight_decay=0.0,
-            max_grad_norm=1.0,
-            max_length=args.max_length,
-            logging_steps=10_000,
-            save_strategy="no",
-            report_to=[],
-            seed=args.seed,
-            dataloader_num_workers=0,
-            bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
-            gradient_checkpointing=False,
-            use_cpu=device.type == "cpu",
-            disable_tqdm=True,
-        )
-        seed_everything(args.seed)
-        trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=peft_config)
-        compute_loss = trainer.compute_loss
-
-        def counting(model, inputs, *a, **kw):  # counted where batches are used, not where they are prefetched
-            mask = inputs.get("attention_mask")
-            real_tokens["n"] += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
-            return compute_loss(model, inputs, *a, **kw)
-
-        trainer.compute_loss = counting
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
+    seed_everything(args.seed)
+    trainer, real_tokens, seconds = sft_train(
+        model, tokenizer, data, peft_config, steps=args.steps, batch_size=args.batch_size,
+        learning_rate=float(params["learning_rate"]), max_length=args.max_length, device=device, seed=args.seed,
+    )  # fmt: skip
     validation_loss = evaluate_loss(trainer.model, validation, args.batch_size, pad_token_id(tokenizer), device)
     return {
-        "real_tokens": real_tokens["n"],
+        "real_tokens": real_tokens,
         "seconds": seconds,
-        "tokens_per_second": real_tokens["n"] / seconds,
+        "tokens_per_second": real_tokens / seconds,
         "validation_loss": validation_loss,
         "peak_memory_bytes": _peak_memory(device),
         "steps": args.steps,
