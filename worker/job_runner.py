@@ -225,7 +225,7 @@ def run_claimed_job(job_id: int) -> str:
     workdir = store.temp_path(f"-job-{job_id}")
     # Checkpoints outlive a dead worker: the next attempt of this job resumes from them.
     checkpoint_dir = store.refresh(checkpoint_key(job_id))
-    keep_checkpoint = False  # a lost rank leaves them for the next attempt too
+    drop_checkpoint = True  # at the end; a lost rank leaves them for the next attempt too
     try:
         with session_scope() as db:
             job = require_row(db, Job, job_id)  # deleted since the claim: RowGone ends the job as failed
@@ -280,6 +280,10 @@ def run_claimed_job(job_id: int) -> str:
         card.update(_result_dict(result, recipe, estimate, spec.validation_source))
         write_adapter_package(package_dir, package_dir / adapter_service.ZIP_NAME, card)
         store.put_file(key, package_dir)
+        # The adapter is stored: the checkpoints go before the job shows as succeeded, so nothing of
+        # a finished job is left behind once anyone sees it finished (they went after, in `finally`).
+        _drop_checkpoint(store, job_id)
+        drop_checkpoint = False
         size = sum(f.stat().st_size for f in store.path(key).glob("*.safetensors"))
         metrics = {"validation_loss": result.validation_loss, "train_loss": result.train_loss, **provenance}
         if result.validation_accuracy is not None:
@@ -317,7 +321,7 @@ def run_claimed_job(job_id: int) -> str:
     except AttemptLost as exc:  # a rank vanished: like a dead worker, the job goes back to the queue
         lost = str(exc)
         log.warning("job %s: %s", job_id, lost)
-        keep_checkpoint = True
+        drop_checkpoint = False
         run_in_session(lambda db: job_layouts.release_lost_attempt(db, job_id, lost))
         return JobStatus.queued
     except Exception as exc:  # noqa: BLE001 - every failure ends the job with a reason
@@ -329,11 +333,15 @@ def run_claimed_job(job_id: int) -> str:
         shutil.rmtree(workdir, ignore_errors=True)
         # Reached only when this process finishes the job (any outcome); a killed worker
         # leaves the checkpoints for the next attempt.
-        try:
-            if not keep_checkpoint:
-                store.delete(checkpoint_key(job_id))
-        except Exception:  # noqa: BLE001 - an unreachable bucket leaves a stale checkpoint, not a failed job
-            log.warning("job %s: could not delete its checkpoint", job_id, exc_info=True)
+        if drop_checkpoint:
+            _drop_checkpoint(store, job_id)
+
+
+def _drop_checkpoint(store, job_id: int) -> None:
+    try:
+        store.delete(checkpoint_key(job_id))
+    except Exception:  # noqa: BLE001 - an unreachable bucket leaves a stale checkpoint, not a failed job
+        log.warning("job %s: could not delete its checkpoint", job_id, exc_info=True)
 
 
 def _record_ranks(job_id: int, ranks: dict[int, dict]) -> None:
